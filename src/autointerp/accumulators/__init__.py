@@ -1,0 +1,23 @@
+"""Built-in accumulators, one a file, and the base classes for your own."""
+
+from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
+from autointerp.accumulators.correlation import CorrelationAcc
+from autointerp.accumulators.firing_stats import FiringStatsAcc
+from autointerp.accumulators.input_tokens import InputTokenAcc
+from autointerp.accumulators.output_probs import OutputProbAcc
+from autointerp.accumulators.reservoir import ReservoirAcc
+from autointerp.accumulators.sampling import KeyedSampler
+from autointerp.accumulators.top_activations import TopActivationAcc
+
+__all__ = [
+    "Accumulator",
+    "CorrelationAcc",
+    "FiringStatsAcc",
+    "HarvestContext",
+    "InputTokenAcc",
+    "KeyedSampler",
+    "OutputProbAcc",
+    "ReservoirAcc",
+    "TensorAccumulator",
+    "TopActivationAcc",
+]

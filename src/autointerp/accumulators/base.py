@@ -1,0 +1,214 @@
+"""The Accumulator protocol: how a statistic plugs into the harvest loop.
+
+An accumulator owns its tensors on the loop's device. The loop calls, in order:
+
+1. ``bind(ctx)`` once, when the first batch fixes the component space and the
+   vocabulary: allocate state here (``state_bytes(ctx)`` is asked first so the
+   loop can refuse a table that would not fit).
+2. ``update(batch)`` for every `FiringBatch`.
+3. ``merge(other)`` to fold in an accumulator of the same kind that saw another
+   stream (another worker, another chunk); afterwards ``self`` equals one
+   accumulator that saw both.
+4. ``finalize()``: pure, returns ``{flat_component_index: value}``. It is the only
+   step that moves data to the CPU. The value lands in ``ComponentData`` under
+   the field named ``name`` (built-in fields) or in ``ComponentData.extras[name]``.
+
+``TensorAccumulator`` makes the common case short: declare states with
+``add_state(name, tensor, reduce="sum"|"max"|"min")`` in ``setup`` and
+``state_dict``, ``load_state_dict``, ``merge`` and device moves come for free.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from attrs import define
+from torch import Tensor
+
+from autointerp.batch import ComponentSpace, FiringBatch
+
+
+@define
+class HarvestContext:
+    """What an accumulator may know about the harvest it is part of."""
+
+    space: ComponentSpace
+    vocab_size: int | None
+    device: torch.device
+    seed: int
+    threshold: float
+    decode: Callable[[int], str] | None = None
+
+    @property
+    def n_components(self) -> int:
+        return self.space.n_components
+
+    def token_str(self, token_id: int) -> str | None:
+        return None if self.decode is None or token_id < 0 else self.decode(token_id)
+
+
+class Accumulator(ABC):
+    """Base class of every statistic. Subclass `TensorAccumulator` for the easy path."""
+
+    #: where the finalized output lands in ComponentData (a field, or an extras key)
+    name: ClassVar[str] = ""
+    #: the loop refuses to start if a batch has no output_probs and this is True
+    needs_output_probs: ClassVar[bool] = False
+    #: section template under prompts/sections/ that renders this output, if any
+    prompt_section: ClassVar[str | None] = None
+
+    ctx: HarvestContext | None = None
+
+    def bind(self, ctx: HarvestContext) -> None:
+        self.ctx = ctx
+        self.setup(ctx)
+
+    def setup(self, ctx: HarvestContext) -> None:  # noqa: B027 - optional hook
+        """Allocate state. Called once by `bind`."""
+
+    def state_bytes(self, ctx: HarvestContext) -> int:
+        """Bytes of device memory this accumulator's state will take (0 if negligible)."""
+        return 0
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, recorded in config.json and used to rebuild it."""
+        return {}
+
+    @property
+    def bound(self) -> bool:
+        return self.ctx is not None
+
+    def _require_bound(self) -> HarvestContext:
+        if self.ctx is None:
+            raise RuntimeError(f"{type(self).__name__} has not seen a batch yet (bind() was never called)")
+        return self.ctx
+
+    @abstractmethod
+    def update(self, batch: FiringBatch) -> None: ...
+
+    @abstractmethod
+    def merge(self, other: Accumulator) -> Accumulator: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+    @abstractmethod
+    def finalize(self) -> Mapping[int, Any]: ...
+
+    def finalize_shared(self) -> Any | None:
+        """Output that belongs to the whole harvest rather than one component (optional).
+
+        Saved as ``<harvest>/shared/<name>.json`` and available as ``result.shared[name]``.
+        """
+        return None
+
+    def to(self, device: torch.device | str) -> Accumulator:
+        return self
+
+    def _check_mergeable(self, other: Accumulator) -> None:
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        if other.config() != self.config():
+            raise ValueError(
+                f"cannot merge {type(self).__name__} with config {other.config()} into one with {self.config()}"
+            )
+        if self.ctx is not None and other.ctx is not None and self.ctx.space != other.ctx.space:
+            raise ValueError(f"cannot merge {type(self).__name__}s that saw different component spaces")
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+_REDUCERS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "sum": lambda a, b: a.add_(b),
+    "max": lambda a, b: torch.maximum(a, b, out=a),
+    "min": lambda a, b: torch.minimum(a, b, out=a),
+}
+
+
+class TensorAccumulator(Accumulator):
+    """An accumulator whose state is a few named tensors, each with a reduction.
+
+    Example, a per-component activation histogram (see docs/custom_accumulators.md)::
+
+        class ActivationHistogramAcc(TensorAccumulator):
+            name = "activation_histogram"
+
+            def __init__(self, bins: int = 10, max_value: float = 1.0):
+                self.bins, self.max_value = bins, max_value
+
+            def config(self):
+                return {"bins": self.bins, "max_value": self.max_value}
+
+            def setup(self, ctx):
+                self.add_state("hist", torch.zeros(ctx.n_components, self.bins, dtype=torch.int64))
+
+            def update(self, batch):
+                b = (batch.firing_act / self.max_value * self.bins).long().clamp(0, self.bins - 1)
+                self.hist.view(-1).index_add_(0, batch.firing_comp * self.bins + b,
+                                              torch.ones_like(b))
+
+            def finalize(self):
+                return dict(enumerate(self.hist.cpu().tolist()))
+    """
+
+    _state_names: list[str]
+    _reductions: dict[str, str]
+
+    def add_state(self, name: str, default: Tensor, reduce: str = "sum") -> None:
+        if reduce not in _REDUCERS:
+            raise ValueError(f"reduce must be one of {sorted(_REDUCERS)}, got {reduce!r}")
+        if not hasattr(self, "_state_names") or self._state_names is None:
+            self._state_names, self._reductions = [], {}
+        if name not in self._state_names:
+            self._state_names.append(name)
+        self._reductions[name] = reduce
+        device = self.ctx.device if self.ctx is not None else default.device
+        setattr(self, name, default.to(device))
+
+    def _states(self) -> list[str]:
+        return list(getattr(self, "_state_names", None) or [])
+
+    def merge(self, other: Accumulator) -> TensorAccumulator:
+        self._check_mergeable(other)
+        assert isinstance(other, TensorAccumulator)
+        if not other.bound:
+            return self
+        if not self.bound:
+            self.bind(other._require_bound())
+        for name in self._states():
+            mine: Tensor = getattr(self, name)
+            _REDUCERS[self._reductions[name]](mine, getattr(other, name).to(mine.device))
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._states()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        ctx = self._require_bound()
+        missing = [n for n in self._states() if n not in state]
+        if missing:
+            raise KeyError(f"{type(self).__name__} state is missing {missing}")
+        for name in self._states():
+            mine: Tensor = getattr(self, name)
+            theirs = state[name]
+            if tuple(theirs.shape) != tuple(mine.shape):
+                raise ValueError(
+                    f"{type(self).__name__}.{name} has shape {tuple(theirs.shape)} in the saved state, "
+                    f"expected {tuple(mine.shape)}"
+                )
+            setattr(self, name, theirs.to(device=ctx.device, dtype=mine.dtype).clone())
+
+    def to(self, device: torch.device | str) -> TensorAccumulator:
+        for name in self._states():
+            setattr(self, name, getattr(self, name).to(device))
+        if self.ctx is not None:
+            self.ctx.device = torch.device(device)
+        return self

@@ -1,0 +1,243 @@
+"""Keyed bottom-k sampling of firings: the machinery behind `ReservoirAcc` and `TopActivationAcc`.
+
+Every firing gets an int64 key; per component we keep the k firings with the
+smallest keys, with the token window and activation window around each.
+
+* With a key that is an independent uniform hash of the firing's identity
+  (seed, sequence id, position, component), the kept set is a uniform sample
+  without replacement over *all* firings of the stream, whatever the batches look
+  like, and the same firing always gets the same key, so a resumed run, a split
+  run or a merge of workers keeps exactly the same sample as one pass.
+* With the key ``(-activation, hash)`` packed into one int64, the kept set is the
+  k max-activating firings, ties broken uniformly at random.
+
+Merging two samplers is "keep the k smallest keys of the union". Once a
+component's buffer is full, a firing whose key is above the current k-th key is
+rejected with one compare, before any window is gathered. Everything is
+vectorized; there is no Python loop over firings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autointerp.accumulators.base import Accumulator, HarvestContext
+from autointerp.batch import FiringBatch
+from autointerp.schemas import ActivationExample
+
+EMPTY_KEY = torch.iinfo(torch.int64).max
+PAD_TOKEN = -1
+
+
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN = _signed(0x9E3779B97F4A7C15)
+_MIX1 = _signed(0xBF58476D1CE4E5B9)
+_MIX2 = _signed(0x94D049BB133111EB)
+
+
+def _shr(x: Tensor, s: int) -> Tensor:
+    """Logical (unsigned) right shift of int64 values."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def splitmix64(x: Tensor) -> Tensor:
+    """The splitmix64 finalizer on int64 tensors (wrapping arithmetic), on any device."""
+    z = x + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def firing_hash(seed: int, sequence: Tensor, position: Tensor, component: Tensor) -> Tensor:
+    """A 63-bit non-negative pseudo-random int64 per firing, a pure function of its identity."""
+    h = splitmix64(torch.full_like(sequence, _signed(seed % (1 << 64))))
+    h = splitmix64(h ^ sequence)
+    h = splitmix64(h ^ position)
+    h = splitmix64(h ^ component)
+    return _shr(h, 1)
+
+
+def descending_activation_key(act: Tensor, tiebreak: Tensor) -> Tensor:
+    """int64 keys that sort by activation, largest first, then by ``tiebreak``.
+
+    The float32 bit pattern of ``-act`` is mapped to an int32 that orders like
+    the float, shifted into the high bits; the low 31 bits take the tie-break.
+    """
+    bits = (-act.float()).view(torch.int32).long()
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return (ordered << 31) | (tiebreak & 0x7FFFFFFF)
+
+
+class KeyedSampler(Accumulator):
+    """Per component, the k firings with the smallest keys, with their windows.
+
+    Subclasses define ``keys(batch, pos, comp, act)``.
+    """
+
+    def __init__(self, k: int = 20, context_tokens: int = 10):
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if context_tokens < 0:
+            raise ValueError(f"context_tokens must be >= 0, got {context_tokens}")
+        self.k, self.context_tokens = k, context_tokens
+
+    @property
+    def window(self) -> int:
+        return 2 * self.context_tokens + 1
+
+    def config(self) -> dict[str, Any]:
+        return {"k": self.k, "context_tokens": self.context_tokens}
+
+    def state_bytes(self, ctx: HarvestContext) -> int:
+        N, k, W = ctx.n_components, self.k, self.window
+        return N * k * (8 + 8 + 8 + W * (4 + 4))
+
+    def setup(self, ctx: HarvestContext) -> None:
+        N, k, W, dev = ctx.n_components, self.k, self.window, ctx.device
+        self.key = torch.full((N, k), EMPTY_KEY, dtype=torch.int64, device=dev)
+        self.sequence = torch.full((N, k), -1, dtype=torch.int64, device=dev)
+        self.position = torch.full((N, k), -1, dtype=torch.int64, device=dev)
+        self.tokens = torch.full((N, k, W), PAD_TOKEN, dtype=torch.int32, device=dev)
+        self.acts = torch.zeros((N, k, W), dtype=torch.float32, device=dev)
+
+    _fields = ("key", "sequence", "position", "tokens", "acts")
+
+    def keys(self, batch: FiringBatch, seq: Tensor, pos_in_seq: Tensor, comp: Tensor, act: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, batch: FiringBatch) -> None:
+        if not batch.n_firings:
+            return
+        S = batch.seq_len
+        pos, comp, act = batch.firing_pos, batch.firing_comp, batch.firing_act
+        seq = batch.sequence_ids[pos // S]
+        key = self.keys(batch, seq, pos % S, comp, act)
+        # the k-th smallest kept key per component; EMPTY while the buffer has room
+        threshold = self.key.max(dim=1).values
+        cand = key < threshold[comp]
+        if not bool(cand.any()):
+            return
+        pos, comp, key = pos[cand], comp[cand], key[cand]
+        # at most k candidates per component can survive: sort by (component, key)
+        order = torch.argsort(key, stable=True)
+        order = order[torch.argsort(comp[order], stable=True)]
+        pos, comp, key = pos[order], comp[order], key[order]
+        uniq, group, counts = torch.unique_consecutive(comp, return_inverse=True, return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(comp.shape[0], device=comp.device) - starts[group]
+        keep = rank < self.k
+        pos, group, rank, key = pos[keep], group[keep], rank[keep], key[keep]
+        M, k, W = uniq.shape[0], self.k, self.window
+        # candidate windows, laid out as a second buffer [M, k, ...] beside the kept one
+        c = self.context_tokens
+        b, s = pos // S, pos % S
+        offsets = torch.arange(-c, c + 1, device=pos.device)
+        sp = s[:, None] + offsets[None, :]
+        inside = (sp >= 0) & (sp < S)
+        flat = b[:, None] * S + sp.clamp(0, S - 1)
+        inside &= batch.valid[flat]
+        win_tok = torch.where(inside, batch.tokens[flat], torch.full_like(flat, PAD_TOKEN)).to(torch.int32)
+        win_act = torch.where(inside, batch.acts[flat, uniq[group][:, None]], torch.zeros((), device=pos.device))
+        cand_key = torch.full((M, k), EMPTY_KEY, dtype=torch.int64, device=pos.device)
+        cand_key[group, rank] = key
+        cand_seq = torch.full((M, k), -1, dtype=torch.int64, device=pos.device)
+        cand_seq[group, rank] = batch.sequence_ids[b]
+        cand_pos = torch.full((M, k), -1, dtype=torch.int64, device=pos.device)
+        cand_pos[group, rank] = s
+        cand_tok = torch.full((M, k, W), PAD_TOKEN, dtype=torch.int32, device=pos.device)
+        cand_tok[group, rank] = win_tok
+        cand_act = torch.zeros((M, k, W), dtype=torch.float32, device=pos.device)
+        cand_act[group, rank] = win_act.float()
+        self._merge_rows(uniq, cand_key, cand_seq, cand_pos, cand_tok, cand_act)
+
+    def _merge_rows(self, rows: Tensor, key: Tensor, seq: Tensor, pos: Tensor, tok: Tensor, act: Tensor) -> None:
+        """Keep, for each of ``rows``, the k smallest keys of (kept ∪ given)."""
+        k, W = self.k, self.window
+        all_key = torch.cat([self.key[rows], key], dim=1)
+        new_key, sel = all_key.topk(k, dim=1, largest=False, sorted=True)
+        self.key[rows] = new_key
+        self.sequence[rows] = torch.cat([self.sequence[rows], seq], 1).gather(1, sel)
+        self.position[rows] = torch.cat([self.position[rows], pos], 1).gather(1, sel)
+        sel_w = sel[:, :, None].expand(-1, -1, W)
+        self.tokens[rows] = torch.cat([self.tokens[rows], tok], 1).gather(1, sel_w)
+        self.acts[rows] = torch.cat([self.acts[rows], act], 1).gather(1, sel_w)
+
+    def merge(self, other: Accumulator) -> KeyedSampler:
+        self._check_mergeable(other)
+        assert isinstance(other, KeyedSampler)
+        if not other.bound:
+            return self
+        if not self.bound:
+            self.bind(other._require_bound())
+        dev = self.key.device
+        rows = torch.arange(self.key.shape[0], device=dev)
+        self._merge_rows(rows, *(getattr(other, f).to(dev) for f in self._fields))
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self._fields}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        ctx = self._require_bound()
+        for f in self._fields:
+            mine = getattr(self, f)
+            if f not in state:
+                raise KeyError(f"{type(self).__name__} state is missing {f!r}")
+            if tuple(state[f].shape) != tuple(mine.shape):
+                raise ValueError(
+                    f"{type(self).__name__}.{f} has shape {tuple(state[f].shape)} in the saved state, "
+                    f"expected {tuple(mine.shape)} (were k and context_tokens the same?)"
+                )
+            setattr(self, f, state[f].to(device=ctx.device, dtype=mine.dtype).clone())
+
+    def to(self, device: torch.device | str) -> KeyedSampler:
+        if self.bound:
+            for f in self._fields:
+                setattr(self, f, getattr(self, f).to(device))
+        return self
+
+    def finalize(self) -> Mapping[int, Any]:
+        ctx = self._require_bound()
+        filled = (self.key != EMPTY_KEY).cpu()
+        seq, pos = self.sequence.cpu().tolist(), self.position.cpu().tolist()
+        tok, act = self.tokens.cpu().tolist(), self.acts.cpu().tolist()
+        n_filled = filled.sum(1).tolist()
+        c = self.context_tokens
+        out: dict[int, list[ActivationExample]] = {}
+        cache: dict[int, str | None] = {}
+
+        def name(t: int) -> str:
+            if t not in cache:
+                cache[t] = ctx.token_str(t)
+            return cache[t] or ""
+
+        for i in range(ctx.n_components):
+            examples = []
+            for j in range(n_filled[i]):
+                t, a = tok[i][j], act[i][j]
+                lo = 0
+                while lo < c and t[lo] == PAD_TOKEN:
+                    lo += 1
+                hi = len(t)
+                while hi > c + 1 and t[hi - 1] == PAD_TOKEN:
+                    hi -= 1
+                ids = t[lo:hi]
+                examples.append(
+                    ActivationExample(
+                        token_ids=ids,
+                        activations=a[lo:hi],
+                        firing_offset=c - lo,
+                        sequence_index=seq[i][j],
+                        position=pos[i][j],
+                        tokens=[name(x) for x in ids] if ctx.decode is not None else None,
+                    )
+                )
+            out[i] = examples
+        return out

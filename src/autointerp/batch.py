@@ -1,0 +1,304 @@
+"""What enters the harvest loop, checked at the door, and what every accumulator sees.
+
+`HarvestBatch` is built from plain tensors by a model adapter (a `HarvestFn`).
+`ComponentSpace` numbers the components of all layers with one flat index.
+`FiringBatch` is a batch plus the derivations every accumulator needs, computed
+once per batch by the loop: the flattened activations, the firing mask and the
+sparse list of firings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from attrs import define, field
+from torch import Tensor
+
+from autointerp.schemas import LayerSpec
+
+PROB_SUM_TOLERANCE = 1e-2
+
+
+@define(eq=False)
+class HarvestBatch:
+    """One batch of model evidence.
+
+    tokens: ``[B, S]`` int64 token ids.
+    activations: ``{layer: [B, S, C_layer]}`` floating activations (CI values, SAE
+        latents, neurons); layers may have different widths ``C_layer``.
+    output_probs: ``[B, S, V]`` the model's next-token probabilities (optional
+        unless an accumulator needs them).
+    mask: ``[B, S]`` bool, True where the position is real data; False positions
+        (padding) are excluded from every statistic.
+    sequence_ids: ``[B]`` int64, the global index of each row in the dataset. It
+        names where an example came from and seeds its sampling key, so giving it
+        makes the sample independent of how the data was split into batches or
+        workers. Without it, the loop numbers rows in the order it sees them.
+    """
+
+    tokens: Tensor
+    activations: Mapping[str, Tensor]
+    output_probs: Tensor | None = None
+    mask: Tensor | None = None
+    sequence_ids: Tensor | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.tokens.shape)  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> HarvestBatch:
+        def mv(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return HarvestBatch(
+            tokens=self.tokens.to(device, non_blocking=True),
+            activations={k: v.to(device, non_blocking=True) for k, v in self.activations.items()},
+            output_probs=mv(self.output_probs),
+            mask=mv(self.mask),
+            sequence_ids=mv(self.sequence_ids),
+        )
+
+    def validate(self, vocab_size: int | None = None) -> None:
+        """Raise ``ValueError`` naming the tensor, what was expected and what arrived."""
+        tok = self.tokens
+        if not isinstance(tok, Tensor):
+            raise ValueError(f"tokens must be a torch.Tensor of shape [B, S], got {type(tok).__name__}")
+        if tok.dim() != 2:
+            raise ValueError(f"tokens has shape {tuple(tok.shape)}, expected 2 dimensions [B, S]")
+        if tok.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens has dtype {tok.dtype}, expected torch.int64 token ids")
+        B, S = tok.shape
+        device = tok.device
+        if not isinstance(self.activations, Mapping) or len(self.activations) == 0:
+            raise ValueError(
+                "activations must be a non-empty dict {layer_name: [B, S, C] tensor}, "
+                f"got {type(self.activations).__name__} of length {len(self.activations) if isinstance(self.activations, Mapping) else 'n/a'}"
+            )
+        for name, act in self.activations.items():
+            where = f"activations[{name!r}]"
+            if not isinstance(act, Tensor):
+                raise ValueError(f"{where} must be a torch.Tensor, got {type(act).__name__}")
+            if act.dim() != 3:
+                raise ValueError(f"{where} has shape {tuple(act.shape)}, expected 3 dimensions [B, S, C]")
+            if tuple(act.shape[:2]) != (B, S):
+                raise ValueError(
+                    f"{where} has shape {tuple(act.shape)}, expected ({B}, {S}, C) to match tokens {tuple(tok.shape)}"
+                )
+            if not act.is_floating_point():
+                raise ValueError(f"{where} has dtype {act.dtype}, expected a floating dtype")
+            if act.device != device:
+                raise ValueError(f"{where} is on {act.device} but tokens are on {device}; put every tensor on one device")
+            if act.numel() and not bool(torch.isfinite(act).all()):
+                n_bad = int((~torch.isfinite(act)).sum())
+                raise ValueError(f"{where} contains {n_bad} NaN or Inf values; activations must be finite")
+        if self.mask is not None:
+            m = self.mask
+            if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (B, S):
+                got = f"{tuple(m.shape)} {m.dtype}" if isinstance(m, Tensor) else type(m).__name__
+                raise ValueError(f"mask must be a bool tensor of shape ({B}, {S}), got {got}")
+            if m.device != device:
+                raise ValueError(f"mask is on {m.device} but tokens are on {device}")
+        if self.sequence_ids is not None:
+            sid = self.sequence_ids
+            if not isinstance(sid, Tensor) or sid.dtype not in (torch.int64, torch.int32) or tuple(sid.shape) != (B,):
+                got = f"{tuple(sid.shape)} {sid.dtype}" if isinstance(sid, Tensor) else type(sid).__name__
+                raise ValueError(f"sequence_ids must be an int64 tensor of shape ({B},), got {got}")
+        V = vocab_size
+        if self.output_probs is not None:
+            p = self.output_probs
+            if not isinstance(p, Tensor) or p.dim() != 3 or tuple(p.shape[:2]) != (B, S):
+                got = tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__
+                raise ValueError(f"output_probs has shape {got}, expected ({B}, {S}, V) to match tokens")
+            if not p.is_floating_point():
+                raise ValueError(f"output_probs has dtype {p.dtype}, expected a floating dtype")
+            if p.device != device:
+                raise ValueError(f"output_probs is on {p.device} but tokens are on {device}")
+            if V is not None and p.shape[-1] != V:
+                raise ValueError(f"output_probs has vocabulary size {p.shape[-1]}, expected {V}")
+            V = p.shape[-1]
+            sums = p.float().sum(-1)
+            if self.mask is not None:
+                sums = sums[self.mask]
+            if sums.numel():
+                if not bool(torch.isfinite(sums).all()):
+                    raise ValueError("output_probs contains NaN or Inf values")
+                worst = float((sums - 1).abs().max())
+                if worst > PROB_SUM_TOLERANCE:
+                    raise ValueError(
+                        f"output_probs rows must sum to 1 (they are probabilities, not logits); "
+                        f"the worst row sums to {1 + worst if float(sums.mean()) > 1 else 1 - worst:.4g}. "
+                        "Apply softmax to the logits first"
+                    )
+                if float(p.min()) < 0:
+                    raise ValueError("output_probs contains negative values; expected probabilities in [0, 1]")
+        if V is not None and tok.numel():
+            lo, hi = int(tok.min()), int(tok.max())
+            if lo < 0 or hi >= V:
+                raise ValueError(f"tokens contain ids in [{lo}, {hi}], expected ids in [0, {V}) for vocabulary size {V}")
+
+
+@define
+class ComponentSpace:
+    """Maps (layer, index) to one flat index and to the key ``"layer:index"``, in layer order."""
+
+    layers: list[LayerSpec]
+    _offsets: list[int] = field(init=False, repr=False, eq=False)
+    _by_name: dict[str, int] = field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._offsets = []
+        total = 0
+        for layer in self.layers:
+            self._offsets.append(total)
+            total += layer.width
+        self._by_name = {layer.name: i for i, layer in enumerate(self.layers)}
+        if len(self._by_name) != len(self.layers):
+            raise ValueError(f"layer names must be unique, got {[l.name for l in self.layers]}")
+
+    @classmethod
+    def from_activations(cls, activations: Mapping[str, Tensor]) -> ComponentSpace:
+        return cls([LayerSpec(name, int(t.shape[-1])) for name, t in activations.items()])
+
+    @property
+    def n_components(self) -> int:
+        return sum(layer.width for layer in self.layers)
+
+    def __len__(self) -> int:
+        return self.n_components
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def layer_offset(self, layer: str) -> int:
+        return self._offsets[self._layer_idx(layer)]
+
+    def _layer_idx(self, layer: str) -> int:
+        try:
+            return self._by_name[layer]
+        except KeyError:
+            raise KeyError(f"unknown layer {layer!r}; the layers are {self.layer_names}") from None
+
+    def flat_index(self, layer: str, index: int) -> int:
+        li = self._layer_idx(layer)
+        width = self.layers[li].width
+        if not 0 <= index < width:
+            raise IndexError(f"component index {index} out of range for layer {layer!r} with {width} components")
+        return self._offsets[li] + index
+
+    def locate(self, flat: int) -> tuple[str, int]:
+        """Flat index -> (layer, index within layer)."""
+        if not 0 <= flat < self.n_components:
+            raise IndexError(f"flat index {flat} out of range for {self.n_components} components")
+        # layers are few; a linear scan is clearer than bisect and just as fast
+        for li in range(len(self.layers) - 1, -1, -1):
+            if flat >= self._offsets[li]:
+                return self.layers[li].name, flat - self._offsets[li]
+        raise AssertionError("unreachable")
+
+    def key(self, flat: int) -> str:
+        layer, idx = self.locate(flat)
+        return f"{layer}:{idx}"
+
+    def parse_key(self, key: str) -> int:
+        """``"layer:index"`` -> flat index. Layer names may themselves contain ':'."""
+        layer, sep, idx = key.rpartition(":")
+        if not sep or not idx.isdigit():
+            raise KeyError(f"component key {key!r} is not of the form 'layer:index'")
+        return self.flat_index(layer, int(idx))
+
+    def keys(self) -> Iterator[str]:
+        for layer in self.layers:
+            for i in range(layer.width):
+                yield f"{layer.name}:{i}"
+
+    def check_batch(self, activations: Mapping[str, Tensor]) -> None:
+        got = [(name, int(t.shape[-1])) for name, t in activations.items()]
+        want = [(l.name, l.width) for l in self.layers]
+        if got != want:
+            raise ValueError(
+                f"activations have layers {got}, expected {want} as in the first batch; "
+                "every batch must have the same layers, in the same order, with the same widths"
+            )
+
+
+@define(eq=False)
+class FiringBatch:
+    """A validated batch plus the derivations computed once for every accumulator.
+
+    Positions are flattened: ``p = b * S + s``, ``P = B * S``.
+
+    acts: ``[P, N]`` float32 activations of all components (layers concatenated).
+    fires: ``[P, N]`` bool, activation > threshold at a valid (unmasked) position.
+    valid: ``[P]`` bool, positions that count (the mask, flattened).
+    firing_pos / firing_comp / firing_act: the sparse list of firings, ``[F]`` each,
+        sorted by position then component.
+    tokens: ``[P]`` int64; output_probs: ``[P, V]`` or None.
+    sequence_ids: ``[B]`` int64 global row ids; seq_len: S.
+    n_valid: number of valid positions in the batch (a Python int).
+    """
+
+    batch: HarvestBatch
+    space: ComponentSpace
+    acts: Tensor
+    fires: Tensor
+    valid: Tensor
+    firing_pos: Tensor
+    firing_comp: Tensor
+    firing_act: Tensor
+    tokens: Tensor
+    output_probs: Tensor | None
+    sequence_ids: Tensor
+    seq_len: int
+    n_valid: int
+    vocab_size: int | None
+
+    @property
+    def n_positions(self) -> int:
+        return self.acts.shape[0]
+
+    @property
+    def n_firings(self) -> int:
+        return self.firing_pos.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.acts.device
+
+    @classmethod
+    def from_batch(
+        cls,
+        batch: HarvestBatch,
+        space: ComponentSpace,
+        threshold: float,
+        sequence_ids: Tensor,
+        vocab_size: int | None,
+    ) -> FiringBatch:
+        B, S = batch.tokens.shape
+        P = B * S
+        acts = torch.cat([a.reshape(P, a.shape[-1]) for a in batch.activations.values()], dim=1).float()
+        valid = batch.mask.reshape(P) if batch.mask is not None else torch.ones(P, dtype=torch.bool, device=acts.device)
+        fires = acts > threshold
+        if batch.mask is not None:
+            fires &= valid[:, None]
+        pos, comp = fires.nonzero(as_tuple=True)
+        probs = batch.output_probs
+        if probs is not None:
+            probs = probs.reshape(P, probs.shape[-1])
+        return cls(
+            batch=batch,
+            space=space,
+            acts=acts,
+            fires=fires,
+            valid=valid,
+            firing_pos=pos,
+            firing_comp=comp,
+            firing_act=acts[pos, comp],
+            tokens=batch.tokens.reshape(P).long(),
+            output_probs=probs,
+            sequence_ids=sequence_ids.to(acts.device).long(),
+            seq_len=S,
+            n_valid=int(valid.sum()) if batch.mask is not None else P,
+            vocab_size=vocab_size if vocab_size is not None else (probs.shape[-1] if probs is not None else None),
+        )

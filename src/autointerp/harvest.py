@@ -1,0 +1,452 @@
+"""The harvest loop: one pass over the data, every accumulator fed from it.
+
+`HarvestLoop` owns iteration, the device, ``torch.no_grad``, the progress bar,
+checkpoints and the per-batch derivations (firing mask, sparse firings). It
+knows no statistic by name: accumulators are plugins. `HarvestResult` is what
+``run`` returns: one `ComponentData` per component, indexable by key, saved as
+``config.json`` + ``components.jsonl``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from attrs import fields as attrs_fields
+
+from autointerp.accumulators.base import Accumulator, HarvestContext
+from autointerp.accumulators.firing_stats import FiringStatsAcc
+from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch
+from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
+from autointerp.storage import (
+    atomic_write_with,
+    from_dict,
+    read_jsonl,
+    recover_dir,
+    replace_dir_atomically,
+    to_dict,
+    to_json,
+)
+
+_COMPONENT_FIELDS = {f.name for f in attrs_fields(ComponentData)}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("autointerp")
+    except Exception:  # noqa: BLE001 - running from a source tree
+        return "0+unknown"
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` (CUDA: free device memory; CPU: MemAvailable), or None if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError
+
+
+class HarvestLoop:
+    """One pass over batches of model evidence, feeding every accumulator.
+
+    >>> loop = HarvestLoop([CorrelationAcc(), InputTokenAcc(), OutputProbAcc(),
+    ...                     ReservoirAcc(k=20, context_tokens=10)], threshold=0.0, seed=0)
+    >>> result = loop.run(batches)          # any iterable of HarvestBatch
+    >>> result["h.0.mlp.c_fc:12"]           # ComponentData
+
+    A component fires where its activation is strictly greater than ``threshold``.
+    ``vocab_size`` is needed by token statistics when batches carry no
+    ``output_probs``. ``decode`` (token id -> str) puts readable tokens into the
+    results. ``model`` and ``dataset`` are free-form descriptions recorded in
+    ``config.json`` (the interpreter's prompt uses them).
+    """
+
+    def __init__(
+        self,
+        accumulators: Sequence[Accumulator],
+        *,
+        threshold: float = 0.0,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        vocab_size: int | None = None,
+        decode: Callable[[int], str] | None = None,
+        model: Mapping[str, Any] | None = None,
+        dataset: Mapping[str, Any] | None = None,
+        progress: bool = True,
+        validate: bool = True,
+        memory_fraction: float = 0.9,
+    ):
+        accs = list(accumulators)
+        for a in accs:
+            if not isinstance(a, Accumulator):
+                raise TypeError(f"accumulators must be Accumulator instances, got {type(a).__name__}")
+        if not any(isinstance(a, FiringStatsAcc) for a in accs):
+            accs.insert(0, FiringStatsAcc())
+        names = [a.name for a in accs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two accumulators write the same output name {dupes}; give each a distinct `name`")
+        for a in accs:
+            if not a.name:
+                raise ValueError(f"{type(a).__name__} has no `name`: set a class attribute name = '...'")
+        self.accumulators: list[Accumulator] = accs
+        self.threshold = float(threshold)
+        self.seed = int(seed)
+        self.device = torch.device(device) if device is not None else None
+        self.vocab_size = vocab_size
+        self.decode = decode
+        self.model = dict(model or {})
+        self.dataset = dict(dataset or {})
+        self.progress = progress
+        self.validate = validate
+        self.memory_fraction = memory_fraction
+        self.space: ComponentSpace | None = None
+        self.ctx: HarvestContext | None = None
+        self.n_batches = 0
+        self.n_rows = 0
+        self.n_tokens = 0
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _bind(self, batch: HarvestBatch) -> None:
+        device = self.device or batch.tokens.device
+        self.device = device
+        space = ComponentSpace.from_activations(batch.activations)
+        vocab = self.vocab_size
+        if batch.output_probs is not None:
+            vocab = batch.output_probs.shape[-1]
+            if self.vocab_size is not None and self.vocab_size != vocab:
+                raise ValueError(
+                    f"output_probs has vocabulary size {vocab}, but HarvestLoop(vocab_size={self.vocab_size})"
+                )
+        for a in self.accumulators:
+            if a.needs_output_probs and batch.output_probs is None:
+                raise ValueError(
+                    f"{type(a).__name__} needs output_probs [B, S, V] in every HarvestBatch, but the first batch has none"
+                )
+        ctx = HarvestContext(space, vocab, device, self.seed, self.threshold, self.decode)
+        self.check_memory(ctx)
+        self.space, self.ctx, self.vocab_size = space, ctx, vocab
+        for a in self.accumulators:
+            a.bind(ctx)
+
+    def memory_table(self, ctx: HarvestContext) -> list[tuple[str, int]]:
+        return [(type(a).__name__, int(a.state_bytes(ctx))) for a in self.accumulators]
+
+    def check_memory(self, ctx: HarvestContext) -> None:
+        """Refuse, before allocating, state that would not fit on the device."""
+        table = self.memory_table(ctx)
+        total = sum(b for _, b in table)
+        free = available_memory_bytes(ctx.device)
+        if free is not None and total > self.memory_fraction * free:
+            lines = "\n".join(f"  {name:<20} {_fmt_bytes(b):>12}" for name, b in table)
+            raise MemoryError(
+                f"the harvest state needs {_fmt_bytes(total)} on {ctx.device} but only {_fmt_bytes(free)} is free "
+                f"(N={ctx.n_components} components, V={ctx.vocab_size}):\n{lines}\n"
+                "Drop or shrink the largest table (see docs/memory.md): fewer layers, a smaller top_k / k, "
+                "or leave out CorrelationAcc / OutputProbAcc."
+            )
+
+    # -- the loop ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update(self, batch: HarvestBatch) -> None:
+        """Feed one batch to every accumulator."""
+        if not isinstance(batch, HarvestBatch):
+            raise TypeError(f"expected a HarvestBatch, got {type(batch).__name__}")
+        if self.space is None:
+            if self.validate:
+                batch.validate(self.vocab_size)
+            self._bind(batch)
+        assert self.space is not None and self.ctx is not None
+        if self.device is not None and batch.tokens.device != self.device:
+            batch = batch.to(self.device)
+        if self.validate:
+            batch.validate(self.vocab_size)
+        self.space.check_batch(batch.activations)
+        B, S = batch.tokens.shape
+        seq_ids = batch.sequence_ids
+        if seq_ids is None:
+            seq_ids = torch.arange(self.n_rows, self.n_rows + B, device=batch.tokens.device)
+        fb = FiringBatch.from_batch(batch, self.space, self.threshold, seq_ids, self.vocab_size)
+        for a in self.accumulators:
+            a.update(fb)
+        self.n_batches += 1
+        self.n_rows += B
+        self.n_tokens += fb.n_valid
+
+    def run(
+        self,
+        batches: Iterable[HarvestBatch],
+        *,
+        n_batches: int | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int | None = None,
+    ) -> HarvestResult:
+        """Consume ``batches`` (at most ``n_batches``) and return the finalized result.
+
+        With ``checkpoint`` and ``checkpoint_every``, the loop state is saved
+        atomically every that many batches (see `save_checkpoint`).
+        """
+        total = n_batches
+        if total is None:
+            try:
+                total = len(batches)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="harvest", unit="batch", initial=0, dynamic_ncols=True)
+        try:
+            for i, batch in enumerate(batches):
+                if n_batches is not None and i >= n_batches:
+                    break
+                self.update(batch)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(tokens=self.n_tokens, refresh=False)
+                if checkpoint is not None and checkpoint_every and self.n_batches % checkpoint_every == 0:
+                    self.save_checkpoint(checkpoint)
+        finally:
+            if bar is not None:
+                bar.close()
+        if checkpoint is not None and checkpoint_every:
+            self.save_checkpoint(checkpoint)
+        return self.finalize()
+
+    # -- merge, state, checkpoints -----------------------------------------------------
+
+    def merge(self, other: HarvestLoop) -> HarvestLoop:
+        """Fold in a loop with the same accumulators that saw another part of the data."""
+        if [type(a) for a in other.accumulators] != [type(a) for a in self.accumulators]:
+            raise ValueError(
+                f"cannot merge loops with accumulators {[type(a).__name__ for a in other.accumulators]} "
+                f"into {[type(a).__name__ for a in self.accumulators]}"
+            )
+        if other.space is None:
+            return self
+        if self.space is not None and other.space != self.space:
+            raise ValueError(f"cannot merge harvests of different component spaces: {other.space} vs {self.space}")
+        if self.space is None:
+            self.space, self.ctx, self.vocab_size = other.space, other.ctx, other.vocab_size
+            self.device = self.device or other.device
+        for mine, theirs in zip(self.accumulators, other.accumulators):
+            mine.merge(theirs)
+        self.n_batches += other.n_batches
+        self.n_rows += other.n_rows
+        self.n_tokens += other.n_tokens
+        return self
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "autointerp.harvest_state/1",
+            "space": [(l.name, l.width) for l in self.space.layers] if self.space else None,
+            "vocab_size": self.vocab_size,
+            "threshold": self.threshold,
+            "seed": self.seed,
+            "n_batches": self.n_batches,
+            "n_rows": self.n_rows,
+            "n_tokens": self.n_tokens,
+            "accumulators": [
+                {"type": type(a).__name__, "name": a.name, "config": a.config(), "state": a.state_dict() if a.bound else None}
+                for a in self.accumulators
+            ],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = [(s["type"], s["config"]) for s in state["accumulators"]]
+        mine = [(type(a).__name__, a.config()) for a in self.accumulators]
+        if saved != mine:
+            raise ValueError(f"the saved harvest state has accumulators {saved}, but this loop has {mine}")
+        if state["threshold"] != self.threshold or state["seed"] != self.seed:
+            raise ValueError(
+                f"the saved harvest state used threshold={state['threshold']}, seed={state['seed']}; "
+                f"this loop has threshold={self.threshold}, seed={self.seed}"
+            )
+        self.n_batches, self.n_rows, self.n_tokens = state["n_batches"], state["n_rows"], state["n_tokens"]
+        if state["space"] is None:
+            return
+        space = ComponentSpace([LayerSpec(n, w) for n, w in state["space"]])
+        device = self.device or torch.device("cpu")
+        self.device = device
+        self.vocab_size = state["vocab_size"]
+        self.space = space
+        self.ctx = HarvestContext(space, self.vocab_size, device, self.seed, self.threshold, self.decode)
+        for a, s in zip(self.accumulators, state["accumulators"]):
+            a.bind(self.ctx)
+            a.load_state_dict(s["state"])
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write the whole loop state to ``path`` atomically (temp file, fsync, rename)."""
+        state = self.state_dict()
+        atomic_write_with(path, lambda tmp: torch.save(state, tmp))
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = torch.load(path, map_location=self.device or "cpu", weights_only=False)
+        self.load_state_dict(state)
+
+    # -- results -----------------------------------------------------------------------
+
+    def config(self) -> HarvestConfig:
+        return HarvestConfig(
+            layers=list(self.space.layers) if self.space else [],
+            threshold=self.threshold,
+            seed=self.seed,
+            vocab_size=self.vocab_size,
+            n_batches=self.n_batches,
+            n_tokens=self.n_tokens,
+            accumulators=[{"type": type(a).__name__, "name": a.name, **a.config()} for a in self.accumulators],
+            model=self.model,
+            dataset=self.dataset,
+            created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            autointerp_version=_version(),
+        )
+
+    @torch.no_grad()
+    def finalize(self) -> HarvestResult:
+        """Join every accumulator's output into one `ComponentData` per component."""
+        if self.space is None:
+            raise ValueError("the harvest saw no batches: the dataset was empty (or n_batches=0)")
+        space = self.space
+        comps = [
+            ComponentData(key=f"{layer.name}:{i}", layer=layer.name, index=i)
+            for layer in space.layers
+            for i in range(layer.width)
+        ]
+        shared: dict[str, Any] = {}
+        for a in self.accumulators:
+            out = a.finalize()
+            for idx, value in out.items():
+                comp = comps[idx]
+                if getattr(a, "sets_fields", False):
+                    for k, v in value.items():
+                        setattr(comp, k, v)
+                elif a.name in _COMPONENT_FIELDS:
+                    setattr(comp, a.name, value)
+                else:
+                    comp.extras[a.name] = value
+            s = a.finalize_shared()
+            if s is not None:
+                shared[a.name] = s
+        return HarvestResult(self.config(), comps, shared)
+
+
+class HarvestResult:
+    """The finalized harvest: one `ComponentData` per component, in component-space order.
+
+    Index by key (``result["h.0.mlp:12"]``), iterate, ``len``, ``save(dir)``;
+    ``load_harvest(dir)`` reads it back. ``shared`` holds outputs of accumulators
+    that belong to the whole harvest (saved under ``shared/``).
+    """
+
+    def __init__(self, config: HarvestConfig, components: list[ComponentData], shared: Mapping[str, Any] | None = None):
+        self.config = config
+        self.components = components
+        self.shared: dict[str, Any] = dict(shared or {})
+        self._index = {c.key: i for i, c in enumerate(components)}
+
+    def __getitem__(self, key: str | int) -> ComponentData:
+        if isinstance(key, int):
+            return self.components[key]
+        try:
+            return self.components[self._index[key]]
+        except KeyError:
+            layers = [l.name for l in self.config.layers]
+            raise KeyError(f"no component {key!r}; keys look like '{layers[0] if layers else 'layer'}:0' (layers: {layers})") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __iter__(self) -> Iterator[ComponentData]:
+        return iter(self.components)
+
+    def __len__(self) -> int:
+        return len(self.components)
+
+    def keys(self) -> list[str]:
+        return [c.key for c in self.components]
+
+    @property
+    def space(self) -> ComponentSpace:
+        return ComponentSpace(list(self.config.layers))
+
+    def n_fired(self) -> int:
+        return sum(1 for c in self.components if c.firing_count > 0)
+
+    def __repr__(self) -> str:
+        return (
+            f"HarvestResult({len(self)} components in {len(self.config.layers)} layers, "
+            f"{self.n_fired()} fired, {self.config.n_tokens} tokens)"
+        )
+
+    def _repr_html_(self) -> str:
+        from autointerp.report.notebook import harvest_html
+
+        return harvest_html(self)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json``, ``components.jsonl`` (and ``shared/*.json``) as one atomic swap."""
+        directory = Path(directory)
+
+        def fill(tmp: Path) -> None:
+            with open(tmp / "components.jsonl", "w", encoding="utf-8") as f:
+                for c in self.components:
+                    f.write(to_json(c) + "\n")
+            if self.shared:
+                (tmp / "shared").mkdir()
+                for name, value in self.shared.items():
+                    (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
+            (tmp / "config.json").write_text(json.dumps(to_dict(self.config), indent=2, allow_nan=False), encoding="utf-8")
+
+        replace_dir_atomically(directory, fill)
+        return directory
+
+
+def load_harvest(directory: str | Path) -> HarvestResult:
+    """Read a harvest folder written by `HarvestResult.save`."""
+    directory = Path(directory)
+    recover_dir(directory)
+    cfg_path = directory / "config.json"
+    comp_path = directory / "components.jsonl"
+    if not cfg_path.exists() or not comp_path.exists():
+        raise FileNotFoundError(
+            f"{directory} is not a harvest folder: expected config.json and components.jsonl in it "
+            "(run `autointerp harvest` first, or pass the folder that HarvestResult.save wrote)"
+        )
+    config = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")), HarvestConfig)
+    components = [from_dict(rec, ComponentData) for rec in read_jsonl(comp_path)]
+    if len(components) != config.n_components:
+        raise ValueError(
+            f"{comp_path} has {len(components)} components but config.json describes {config.n_components}; "
+            "the folder was edited or copied partially"
+        )
+    shared = {}
+    if (directory / "shared").is_dir():
+        for p in sorted((directory / "shared").glob("*.json")):
+            shared[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+    return HarvestResult(config, components, shared)
+

@@ -1,0 +1,203 @@
+"""The data model of a harvest: what every component's evidence looks like.
+
+These are plain attrs classes. They know nothing about JSON; `autointerp.storage`
+owns the one cattrs converter that turns them into dicts and back, so the
+round trip `structure(unstructure(x)) == x` is the contract tested for each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field
+
+
+@define
+class ActivationExample:
+    """A token window around one firing, with the component's activation at each token.
+
+    ``firing_offset`` is the index of the firing token *inside this window* (it is
+    not always the centre: near a sequence edge the window is cut short).
+    ``sequence_index`` and ``position`` say where the firing came from in the data,
+    so held-out examples can be checked to be disjoint from the explained ones.
+    """
+
+    token_ids: list[int]
+    activations: list[float]
+    firing_offset: int
+    sequence_index: int
+    position: int
+    tokens: list[str] | None = None
+
+    @property
+    def firing_token_id(self) -> int:
+        return self.token_ids[self.firing_offset]
+
+    @property
+    def firing_activation(self) -> float:
+        return self.activations[self.firing_offset]
+
+    def __repr__(self) -> str:
+        text = "".join(self.tokens) if self.tokens else str(self.token_ids)
+        if len(text) > 40:
+            text = text[:37] + "..."
+        return (
+            f"ActivationExample(seq={self.sequence_index}, pos={self.position}, "
+            f"act={self.firing_activation:.3g}, text={text!r})"
+        )
+
+
+@define
+class TokenStat:
+    """One token's association with one component.
+
+    ``count`` is the number of co-occurrences (a hard count for input tokens, a sum
+    of probability mass for output tokens). ``precision`` is P(component fires |
+    token), ``recall`` is P(token | component fires) and ``pmi`` is
+    log P(token, fires) / (P(token) P(fires)).
+    """
+
+    token_id: int
+    count: float
+    precision: float
+    recall: float
+    pmi: float
+    token: str | None = None
+
+
+@define
+class TokenStats:
+    """The top tokens of one component, ranked three ways."""
+
+    top_precision: list[TokenStat] = field(factory=list)
+    top_recall: list[TokenStat] = field(factory=list)
+    top_pmi: list[TokenStat] = field(factory=list)
+
+
+@define
+class CorrelatedComponent:
+    """One partner of a component. ``precision`` = P(this fires | partner fires),
+    ``recall`` = P(partner fires | this fires), ``pmi`` as for tokens."""
+
+    key: str
+    count: int
+    precision: float
+    recall: float
+    pmi: float
+
+
+@define
+class ComponentCorrelations:
+    """Partners ranked by precision, recall and PMI, and the least co-firing by PMI."""
+
+    top_precision: list[CorrelatedComponent] = field(factory=list)
+    top_recall: list[CorrelatedComponent] = field(factory=list)
+    top_pmi: list[CorrelatedComponent] = field(factory=list)
+    bottom_pmi: list[CorrelatedComponent] = field(factory=list)
+
+
+@define
+class ComponentData:
+    """Everything harvested about one component, joined from every accumulator.
+
+    Built-in accumulators fill the named fields; a custom accumulator's output lands
+    in ``extras[acc.name]``. A component that never fired is still present, with
+    ``firing_count == 0`` and empty evidence.
+    """
+
+    key: str
+    layer: str
+    index: int
+    firing_count: int = 0
+    firing_rate: float = 0.0
+    mean_activation: float = 0.0
+    max_activation: float = 0.0
+    examples: list[ActivationExample] = field(factory=list)
+    top_examples: list[ActivationExample] = field(factory=list)
+    input_tokens: TokenStats | None = None
+    output_tokens: TokenStats | None = None
+    correlations: ComponentCorrelations | None = None
+    extras: dict[str, Any] = field(factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"ComponentData({self.key!r}, fires={self.firing_count}, "
+            f"rate={self.firing_rate:.3g}, examples={len(self.examples)})"
+        )
+
+    def _repr_html_(self) -> str:
+        from autointerp.report.notebook import component_html
+
+        return component_html(self)
+
+
+@define
+class LayerSpec:
+    """One layer of the component space: its name and its number of components."""
+
+    name: str
+    width: int
+
+
+@define
+class HarvestConfig:
+    """How a harvest was made, and what it saw. Saved as ``config.json``."""
+
+    layers: list[LayerSpec] = field(factory=list)
+    threshold: float = 0.0
+    seed: int = 0
+    vocab_size: int | None = None
+    n_batches: int = 0
+    n_tokens: int = 0
+    accumulators: list[dict[str, Any]] = field(factory=list)
+    model: dict[str, Any] = field(factory=dict)
+    dataset: dict[str, Any] = field(factory=dict)
+    created_at: str = ""
+    autointerp_version: str = ""
+
+    @property
+    def n_components(self) -> int:
+        return sum(layer.width for layer in self.layers)
+
+
+@define
+class TokenUsage:
+    """Tokens billed for one or many LLM calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+        )
+
+
+@define
+class InterpretationResult:
+    """An LLM's label for one component. One line of ``interpretations/results.jsonl``."""
+
+    component_key: str
+    label: str
+    confidence: str
+    reasoning: str
+    raw_response: str = ""
+    model: str = ""
+    template_name: str = ""
+    template_hash: str = ""
+    usage: TokenUsage = field(factory=TokenUsage)
+    created_at: str = ""
+    elapsed_s: float = 0.0
+
+    def __repr__(self) -> str:
+        return f"InterpretationResult({self.component_key!r}, {self.label!r}, {self.confidence})"
+
+    def _repr_html_(self) -> str:
+        from autointerp.report.notebook import interpretation_html
+
+        return interpretation_html(self)
