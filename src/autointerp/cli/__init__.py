@@ -1,0 +1,48 @@
+"""The ``autointerp`` command line: harvest | merge | interpret | score | report | export | demo.
+
+Each subcommand lives in its own module under ``autointerp.cli`` and exposes
+``register(subparsers)``; this module only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand modules, in the order --help lists them
+COMMANDS = ["harvest", "merge", "interpret", "score", "report", "export", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autointerp",
+        description="Explain the components of neural networks: harvest evidence, label with an LLM, score, report.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"autointerp.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"autointerp.cli.{name}":
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, MemoryError, KeyError) as e:
+        if getattr(args, "debug", False) or __import__("os").environ.get("AUTOINTERP_DEBUG"):
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"autointerp {args.command}: error: {msg}", file=sys.stderr)
+        return 2
