@@ -201,3 +201,29 @@ class InterpretationResult:
         from autointerp.report.notebook import interpretation_html
 
         return interpretation_html(self)
+
+
+@define
+class ScoreResult:
+    """One scorer's verdict on one component's label. One line of ``scores/<scorer>.jsonl``.
+
+    ``label_source`` says which label was scored: ``"label"`` (the interpreter's),
+    ``"shuffled"`` (labels permuted between components: the random-label control)
+    or ``"token_lookup"`` (the offline baseline). ``score`` is the scorer's headline
+    metric (balanced accuracy, F1, accuracy); ``metrics`` holds the rest.
+    ``skipped`` is set with a ``reason`` when the component could not be scored.
+    """
+
+    component_key: str
+    scorer: str
+    label_source: str
+    label: str
+    score: float | None
+    metrics: dict[str, float] = field(factory=dict)
+    n_trials: int = 0
+    skipped: bool = False
+    reason: str = ""
+    model: str = ""
+    usage: TokenUsage = field(factory=TokenUsage)
+    details: dict[str, Any] = field(factory=dict)
+    created_at: str = ""
