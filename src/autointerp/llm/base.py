@@ -11,10 +11,16 @@ text), and signals trouble with three exception types:
   Retried with backoff by the runner (``retry_after`` honoured when given).
 * `InvalidResponse`: the answer was not JSON, did not match the schema, or was
   cut off at ``max_tokens``. Retried, then recorded as a failure.
+* `RequestRejected`: the server refused this one request for good (400: prompt
+  too long, bad parameters). Recorded as a failure at once, not retried.
+
+`redact` removes API keys from any text before the project writes it anywhere.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, Protocol, runtime_checkable
 
 from attrs import define, field
@@ -37,10 +43,15 @@ class LLMRequest:
 
 @define
 class LLMResponse:
+    """What a backend returns. ``elapsed_s`` is filled in by the runner (wall time of
+    the successful attempt)."""
+
     data: dict[str, Any]
     usage: TokenUsage
     raw_text: str
     model: str
+    elapsed_s: float = 0.0
+    stop_reason: str = ""
 
 
 class LLMError(Exception):
@@ -62,6 +73,41 @@ class InvalidResponse(LLMError):
         super().__init__(message)
         self.raw_text = raw_text
         self.usage = usage or TokenUsage()
+
+
+class RequestRejected(LLMError):
+    """The server refused this request for good (HTTP 400, 404, 413, 422): retrying
+    the same request cannot help. Recorded as a failure without retries."""
+
+
+_SECRET_ENV = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
+_SECRET_PATTERNS = re.compile(r"\b(sk-ant-[A-Za-z0-9_\-]{6,}|sk-[A-Za-z0-9_\-]{16,})")
+_extra_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Make `redact` remove ``value`` too (a key a notebook user passed in directly)."""
+    if value and len(value) >= 6:
+        _extra_secrets.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret replaced by ``[redacted]``.
+
+    Known secrets: values of environment variables named ``*API_KEY``, ``*_TOKEN``,
+    ``*_SECRET``, keys given to a backend's constructor, and anything shaped like
+    an Anthropic or OpenAI key. Every message the project writes (failure reasons,
+    log lines, errors it raises) goes through this.
+    """
+    if not text:
+        return text
+    secrets = set(_extra_secrets)
+    for name, value in os.environ.items():
+        if value and len(value) >= 6 and _SECRET_ENV.search(name):
+            secrets.add(value)
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "[redacted]")
+    return _SECRET_PATTERNS.sub("[redacted]", text)
 
 
 @runtime_checkable

@@ -1,0 +1,620 @@
+"""The one job runner: every LLM call the project makes (labels, scores) goes through it.
+
+The interpreter and every scorer hand `JobRunner` an iterable of `Job`s — a key, an
+`LLMRequest` and a ``parse`` callback that turns the backend's `LLMResponse` into
+the record to store — and the runner does the rest, the same way for everyone:
+
+* **bounded concurrency**: at most ``max_concurrent`` requests in flight, pulled
+  lazily from the job iterable (40,000 prompts are never rendered up front);
+* **retries**: `TransientError` (429, 529, 5xx, timeouts, dropped connections) is
+  retried with exponential backoff and full jitter, honouring ``retry_after``; a
+  429/529 with ``retry-after`` also pauses the *start* of new requests for that
+  long, so 50 workers do not hammer an overloaded server. `InvalidResponse` (not
+  JSON, schema-violating, cut off at ``max_tokens``, or ``parse`` raising it) is
+  retried ``max_invalid_retries`` times; `RequestRejected` is not retried;
+* **a per-request timeout** (``request_timeout_s``) on top of the backend's own;
+* **failures are data**: a job that runs out of retries is appended to the
+  failures file with its reason and the run goes on; the next run retries it
+  (only the results file decides what is done);
+* **fatal errors**: `AuthenticationFailed` (from ``backend.preflight()`` before
+  any job, or from any request) cancels everything in flight and is raised;
+* **crash safety**: each record is appended to the results file as one fsynced
+  JSONL line as soon as it arrives (group commit: lines that arrive together
+  share one fsync, but no record is reported written before its fsync);
+  keys already in the results file are skipped; a `RunLock` on the output folder
+  refuses a second writer;
+* **cost**: token usage of every response (failed ones too: they were billed) is
+  priced with `PriceTable`; once ``max_cost_usd`` is reached no new request starts;
+* a `RunSummary` at the end.
+
+Why the runner retries and the SDKs do not: answers that are not JSON or do not
+match the schema must be retried too, and the offline and custom backends have
+no SDK at all, so a retry loop has to live here. The SDK clients are therefore
+built with ``max_retries=0`` (see the backends): one retry policy, one place to
+configure it, attempts counted in the summary, and no multiplication of
+SDK retries by runner retries (2 x 6 attempts per job).
+
+Example (a scorer)::
+
+    from autointerp.llm.runner import Job, JobRunner
+
+    def parse(resp: LLMResponse) -> ScoreResult:
+        if "answer" not in resp.data:
+            raise InvalidResponse("no 'answer' field", resp.raw_text, resp.usage)
+        return ScoreResult(component_key=key, scorer="detection", ...)
+
+    runner = JobRunner(backend, paths.scores / "detection.jsonl", max_concurrent=50)
+    jobs = (Job(key, LLMRequest(prompt, schema), parse) for key, prompt in ...)
+    summary = runner.run_sync(jobs, total=n)      # or: await runner.run(jobs, total=n)
+
+``record_key`` (default: the record's ``component_key``) says which job a stored
+record belongs to; scorers that write several records per component give each
+job a distinct key (``f"{component}|{label_source}"``) and a matching
+``record_key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as _dt
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from attrs import define, field
+
+from autointerp.llm.base import (
+    AuthenticationFailed,
+    Backend,
+    InvalidResponse,
+    LLMRequest,
+    LLMResponse,
+    RequestRejected,
+    TransientError,
+    redact,
+)
+from autointerp.schemas import TokenUsage
+from autointerp.storage import RunLock, read_jsonl, to_dict
+
+log = logging.getLogger("autointerp.llm")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------
+# prices
+
+
+@define
+class ModelPrice:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_read: float | None = None  # default: 10% of input
+    cache_write: float | None = None  # default: 125% of input (5-minute cache)
+
+    def cost(self, usage: TokenUsage, discount: float = 1.0) -> float:
+        cr = self.cache_read if self.cache_read is not None else 0.1 * self.input
+        cw = self.cache_write if self.cache_write is not None else 1.25 * self.input
+        return discount * (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_input_tokens * cr
+            + usage.cache_creation_input_tokens * cw
+        ) / 1e6
+
+
+#: list prices (USD per million tokens), matched by longest model-name prefix.
+#: Override per run with ``PriceTable({...})`` or ``--price MODEL=IN,OUT``.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-haiku-4-5": ModelPrice(1.0, 5.0, 0.10, 1.25),
+    "claude-3-5-haiku": ModelPrice(0.8, 4.0, 0.08, 1.0),
+    "claude-3-haiku": ModelPrice(0.25, 1.25, 0.03, 0.30),
+    "claude-sonnet-4": ModelPrice(3.0, 15.0, 0.30, 3.75),
+    "claude-3-7-sonnet": ModelPrice(3.0, 15.0, 0.30, 3.75),
+    "claude-opus-4-5": ModelPrice(5.0, 25.0, 0.50, 6.25),
+    "claude-opus-4": ModelPrice(15.0, 75.0, 1.50, 18.75),
+    "gpt-4o-mini": ModelPrice(0.15, 0.60, 0.075, 0.15),
+    "gpt-4o": ModelPrice(2.5, 10.0, 1.25, 2.5),
+    "gpt-4.1-mini": ModelPrice(0.4, 1.6, 0.1, 0.4),
+    "gpt-4.1": ModelPrice(2.0, 8.0, 0.5, 2.0),
+    "offline": ModelPrice(0.0, 0.0, 0.0, 0.0),
+}
+
+
+class PriceTable:
+    """Prices by model name (longest matching prefix wins); user entries override defaults.
+
+    >>> PriceTable({"my-local-llama": (0, 0)}).cost("my-local-llama", TokenUsage(1000, 100))
+    0.0
+    """
+
+    def __init__(self, overrides: Mapping[str, ModelPrice | tuple[float, ...]] | None = None, *, defaults: bool = True):
+        self.prices: dict[str, ModelPrice] = dict(DEFAULT_PRICES) if defaults else {}
+        for name, p in (overrides or {}).items():
+            self.prices[name] = p if isinstance(p, ModelPrice) else ModelPrice(*p)
+
+    def lookup(self, model: str) -> ModelPrice | None:
+        best = None
+        for name, price in self.prices.items():
+            if model.startswith(name) and (best is None or len(name) > len(best[0])):
+                best = (name, price)
+        return best[1] if best else None
+
+    def cost(self, model: str, usage: TokenUsage, discount: float = 1.0) -> float:
+        price = self.lookup(model)
+        return 0.0 if price is None else price.cost(usage, discount)
+
+
+# --------------------------------------------------------------------------------------
+# jobs and the summary
+
+
+@define
+class Job:
+    """One request to make. ``parse(response)`` returns the record to append (an attrs
+    object or a dict); it may raise `InvalidResponse` to have the request retried."""
+
+    key: str
+    request: LLMRequest
+    parse: Callable[[LLMResponse], Any]
+
+
+@define
+class RunSummary:
+    """What a run did. ``completed`` records were written this run; ``skipped`` jobs
+    were already done; ``not_started`` jobs were left for later (cost limit)."""
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    not_started: int = 0
+    requests: int = 0
+    retries: int = 0
+    usage: TokenUsage = field(factory=TokenUsage)
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    wall_time_s: float = 0.0
+    model: str = ""
+    stopped_reason: str = ""
+    failure_reasons: dict[str, int] = field(factory=dict)
+
+    @property
+    def labeled(self) -> int:
+        return self.completed
+
+    def __str__(self) -> str:
+        u = self.usage
+        cost = f"${self.cost_usd:.4f}" if self.cost_known else "unknown (no price for this model; see PriceTable)"
+        rate = self.requests / self.wall_time_s if self.wall_time_s > 0 else 0.0
+        lines = [
+            f"done: {self.completed}, failed: {self.failed}, skipped (already done): {self.skipped}, "
+            f"not started: {self.not_started} (of {self.total})",
+            f"requests: {self.requests} ({self.retries} retries), {rate:.1f} req/s, wall time {self.wall_time_s:.1f} s",
+            f"tokens: input {u.input_tokens}, output {u.output_tokens}, cache read {u.cache_read_input_tokens}, "
+            f"cache write {u.cache_creation_input_tokens}; estimated cost {cost}",
+        ]
+        if self.failure_reasons:
+            top = sorted(self.failure_reasons.items(), key=lambda kv: -kv[1])[:3]
+            lines.append("failures: " + "; ".join(f"{n}x {r}" for r, n in top))
+        if self.stopped_reason:
+            lines.append(f"stopped early: {self.stopped_reason}")
+        return "\n".join(lines)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_record_key(record: Mapping[str, Any]) -> str:
+    return str(record["component_key"])
+
+
+# --------------------------------------------------------------------------------------
+# the writer: one fsynced line per record, group commit in a thread
+
+
+class JsonlAppender:
+    """Appends records to a JSONL file from a background thread.
+
+    ``await append(record)`` returns once the record's line is on disk (fsynced).
+    Records that arrive while an fsync is running are written together and share
+    the next fsync, so the event loop never blocks on the disk and a fast stream
+    of results is not limited to one fsync per record.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "ab")
+        if self._f.tell() > 0:  # a torn last line from a killed writer must not glue onto ours
+            with open(self.path, "rb") as r:
+                r.seek(-1, os.SEEK_END)
+                if r.read(1) != b"\n":
+                    self._f.write(b"\n")
+                    self._f.flush()
+        self._lock = threading.Lock()
+        self._pending: list[tuple[bytes, concurrent.futures.Future]] = []
+        self._cond = threading.Condition(self._lock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"jsonl-writer:{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._f.write(b"".join(line for line, _ in batch))
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                err: BaseException | None = None
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting coroutine
+                err = e
+            for _, fut in batch:
+                if err is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(err)
+
+    def submit(self, record: Any) -> concurrent.futures.Future:
+        data = record if isinstance(record, dict) else to_dict(record)
+        line = (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self.path} writer is closed")
+            self._pending.append((line, fut))
+            self._cond.notify()
+        return fut
+
+    async def append(self, record: Any) -> None:
+        await asyncio.wrap_future(self.submit(record))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        self._f.close()
+
+
+# --------------------------------------------------------------------------------------
+# the runner
+
+
+class _Stop(Exception):
+    pass
+
+
+class JobRunner:
+    """Runs `Job`s against one backend into ``results_path`` (see the module docstring).
+
+    ``failures_path`` defaults to ``failures.jsonl`` beside the results (for scorers:
+    pass ``scores/<scorer>.failures.jsonl``). ``lock``: True locks the results
+    file's folder with a `RunLock` for the duration of ``run`` (pass False when the
+    caller holds the lock). ``backoff_initial_s`` / ``backoff_max_s`` shape the
+    exponential backoff (tests make them tiny). ``price_discount`` is 0.5 for the
+    Message Batches API.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        results_path: str | os.PathLike,
+        *,
+        failures_path: str | os.PathLike | None = None,
+        max_concurrent: int = 50,
+        max_retries: int = 6,
+        max_invalid_retries: int = 2,
+        request_timeout_s: float | None = 120.0,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        max_retry_after_s: float = 300.0,
+        max_cost_usd: float | None = None,
+        prices: PriceTable | Mapping[str, Any] | None = None,
+        price_discount: float = 1.0,
+        record_key: Callable[[Mapping[str, Any]], str] = default_record_key,
+        lock: bool = True,
+        progress: bool = True,
+        desc: str = "llm",
+        rng: random.Random | None = None,
+    ):
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
+        self.backend = backend
+        self.results_path = Path(results_path)
+        self.failures_path = Path(failures_path) if failures_path is not None else self.results_path.parent / "failures.jsonl"
+        self.max_concurrent = int(max_concurrent)
+        self.max_retries = int(max_retries)
+        self.max_invalid_retries = int(max_invalid_retries)
+        self.request_timeout_s = request_timeout_s
+        self.backoff_initial_s = float(backoff_initial_s)
+        self.backoff_max_s = float(backoff_max_s)
+        self.max_retry_after_s = float(max_retry_after_s)
+        self.max_cost_usd = max_cost_usd
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        self.price_discount = price_discount
+        self.record_key = record_key
+        self.lock = lock
+        self.progress = progress
+        self.desc = desc
+        self.rng = rng or random.Random()
+        self._pause_until = 0.0
+
+    # -- what is done ----------------------------------------------------------------
+
+    def completed_keys(self) -> set[str]:
+        """Keys of the records already in the results file (a torn last line is ignored)."""
+        done = set()
+        for rec in read_jsonl(self.results_path):
+            try:
+                done.add(self.record_key(rec))
+            except (KeyError, TypeError):
+                continue
+        return done
+
+    # -- backoff ---------------------------------------------------------------------
+
+    def backoff_delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt`` (0-based).
+
+        The server's ``retry_after`` wins when given (capped at ``max_retry_after_s``),
+        plus up to 10% jitter so that the workers it stopped do not return in lockstep;
+        otherwise "full jitter": uniform in [0, min(max, initial * 2**attempt)],
+        never below a tenth of that bound.
+        """
+        if retry_after is not None and retry_after > 0:
+            ra = min(retry_after, self.max_retry_after_s)
+            return ra * (1.0 + 0.1 * self.rng.random())
+        bound = min(self.backoff_max_s, self.backoff_initial_s * (2.0**attempt))
+        return bound * (0.1 + 0.9 * self.rng.random())
+
+    # -- running ---------------------------------------------------------------------
+
+    def run_sync(self, jobs: Iterable[Job], *, total: int | None = None) -> RunSummary:
+        """`run` from synchronous code, including inside a running event loop (Jupyter)."""
+        return run_coroutine_sync(lambda: self.run(jobs, total=total))
+
+    async def run(self, jobs: Iterable[Job] | AsyncIterable[Job], *, total: int | None = None) -> RunSummary:
+        """Run every job whose key is not already in the results file; return the summary.
+
+        Raises `AuthenticationFailed` (after cancelling what is in flight) when the
+        backend refuses the credentials; everything else about a job ends up in
+        the results or the failures file.
+        """
+        if total is None:
+            try:
+                total = len(jobs)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        if self.lock:
+            with RunLock(self.results_path.parent, what=f"{self.results_path.parent}"):
+                return await self._run(jobs, total)
+        return await self._run(jobs, total)
+
+    async def _run(self, jobs: Iterable[Job] | AsyncIterable[Job], total: int | None) -> RunSummary:
+        t0 = time.monotonic()
+        model = getattr(self.backend, "model", "")
+        summary = RunSummary(total=total or 0, model=model)
+        summary.cost_known = self.prices.lookup(model) is not None
+        if not summary.cost_known:
+            msg = f"no price known for model {model!r}: cost is not tracked"
+            if self.max_cost_usd is not None:
+                msg += " and --max_cost_usd cannot be enforced"
+            log.warning(msg + "; add one with PriceTable({model: (input, output)}) or --price")
+
+        preflight = getattr(self.backend, "preflight", None)
+        if preflight is not None:
+            await preflight()  # AuthenticationFailed propagates before any other work
+
+        done = self.completed_keys()
+        writer = JsonlAppender(self.results_path)
+        failures = JsonlAppender(self.failures_path)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc=self.desc, unit="req", dynamic_ncols=True)
+
+        if isinstance(jobs, AsyncIterable):
+            aiter_jobs = jobs.__aiter__()
+
+            async def next_job() -> Job | None:
+                try:
+                    return await aiter_jobs.__anext__()
+                except StopAsyncIteration:
+                    return None
+        else:
+            iter_jobs = iter(jobs)
+
+            async def next_job() -> Job | None:
+                return next(iter_jobs, None)
+
+        pull_lock = asyncio.Lock()
+        seen: set[str] = set()
+        state = {"stop": "", "fatal": None}
+
+        def spent() -> float:
+            return summary.cost_usd
+
+        async def take() -> Job | None:
+            async with pull_lock:
+                while True:
+                    if state["stop"]:
+                        return None
+                    job = await next_job()
+                    if job is None:
+                        return None
+                    if job.key in done or job.key in seen:
+                        if job.key in done:
+                            summary.skipped += 1
+                            if bar is not None:
+                                bar.update(1)
+                        continue
+                    if self.max_cost_usd is not None and summary.cost_known and spent() >= self.max_cost_usd:
+                        state["stop"] = f"cost limit reached (${spent():.4f} >= ${self.max_cost_usd:.4f})"
+                        summary.not_started += 1
+                        return None
+                    seen.add(job.key)
+                    return job
+
+        def bill(usage: TokenUsage) -> None:
+            summary.usage = summary.usage + usage
+            summary.cost_usd += self.prices.cost(model, usage, self.price_discount)
+
+        async def fail(job: Job, reason: str, attempts: int, kind: str) -> None:
+            reason = redact(reason)[:2000]
+            summary.failed += 1
+            short = reason.split("\n")[0][:120]
+            summary.failure_reasons[short] = summary.failure_reasons.get(short, 0) + 1
+            await failures.append(
+                {"key": job.key, "reason": reason, "error": kind, "attempts": attempts, "model": model, "created_at": _now()}
+            )
+            log.info("failed %s after %d attempts: %s", job.key, attempts, short)
+
+        async def attempt_job(job: Job) -> None:
+            transient_tries = 0
+            invalid_tries = 0
+            attempts = 0
+            while True:
+                wait = self._pause_until - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                attempts += 1
+                summary.requests += 1
+                if attempts > 1:
+                    summary.retries += 1
+                t_req = time.monotonic()
+                billed = False
+                try:
+                    coro = self.backend.complete(job.request)
+                    if self.request_timeout_s is not None:
+                        try:
+                            resp = await asyncio.wait_for(coro, self.request_timeout_s)
+                        except asyncio.TimeoutError:
+                            raise TransientError(f"no answer within the {self.request_timeout_s:g} s request timeout") from None
+                    else:
+                        resp = await coro
+                    bill(resp.usage)
+                    billed = True
+                    resp.elapsed_s = time.monotonic() - t_req
+                    record = job.parse(resp)
+                except AuthenticationFailed:
+                    raise
+                except TransientError as e:
+                    if e.retry_after:
+                        self._pause_until = max(self._pause_until, time.monotonic() + min(e.retry_after, self.max_retry_after_s))
+                    if transient_tries >= self.max_retries:
+                        await fail(job, f"{e} (gave up after {attempts} attempts)", attempts, "transient")
+                        return
+                    delay = self.backoff_delay(transient_tries, e.retry_after)
+                    transient_tries += 1
+                    log.debug("retrying %s in %.2f s: %s", job.key, delay, redact(str(e)))
+                    await asyncio.sleep(delay)
+                    continue
+                except InvalidResponse as e:
+                    if not billed:  # an invalid answer is billed all the same
+                        bill(e.usage)
+                    if invalid_tries >= self.max_invalid_retries:
+                        raw = (e.raw_text or "")[:500]
+                        await fail(job, f"invalid answer: {e}" + (f"; raw: {raw}" if raw else ""), attempts, "invalid")
+                        return
+                    invalid_tries += 1
+                    await asyncio.sleep(self.backoff_delay(0) * 0.1)
+                    continue
+                except RequestRejected as e:
+                    await fail(job, f"request rejected: {e}", attempts, "rejected")
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one bad job never aborts the run
+                    await fail(job, f"{type(e).__name__}: {e}", attempts, "error")
+                    return
+                await writer.append(record)
+                summary.completed += 1
+                return
+
+        async def worker() -> None:
+            while True:
+                job = await take()
+                if job is None:
+                    return
+                try:
+                    await attempt_job(job)
+                except AuthenticationFailed as e:
+                    state["stop"] = "authentication failed"
+                    state["fatal"] = e
+                    raise
+                finally:
+                    if bar is not None:
+                        bar.update(1)
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(self.max_concurrent)]
+        try:
+            await asyncio.gather(*tasks)
+        except AuthenticationFailed:
+            pass
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            if state["fatal"] is not None:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if bar is not None:
+                bar.close()
+            writer.close()
+            failures.close()
+        if state["fatal"] is not None:
+            e = state["fatal"]
+            raise AuthenticationFailed(redact(str(e))) from None
+        if state["stop"] and total is not None:
+            summary.not_started = max(summary.not_started, total - summary.skipped - summary.completed - summary.failed)
+        summary.stopped_reason = state["stop"]
+        summary.wall_time_s = time.monotonic() - t0
+        return summary
+
+
+def run_coroutine_sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine to completion from synchronous code.
+
+    Outside an event loop this is ``asyncio.run``. Inside a running loop (a Jupyter
+    cell) ``asyncio.run`` is refused, so the coroutine runs on a fresh loop in a
+    helper thread and this call waits for it. ``make`` builds the coroutine in the
+    loop that runs it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(make())  # type: ignore[arg-type]
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="autointerp-run", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
