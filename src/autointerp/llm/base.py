@@ -19,6 +19,7 @@ text), and signals trouble with three exception types:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Protocol, runtime_checkable
@@ -117,3 +118,87 @@ class Backend(Protocol):
     model: str
 
     async def complete(self, request: LLMRequest) -> LLMResponse: ...
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def schema_errors(data: Any, schema: dict[str, Any], where: str = "$") -> list[str]:
+    """What in ``data`` violates ``schema`` (the JSON-schema subset structured outputs use:
+    type, properties, required, additionalProperties, enum, items, min/maxItems,
+    minimum/maximum, min/maxLength). Empty when it conforms."""
+    errs: list[str] = []
+    if not schema:
+        return errs
+    t = schema.get("type")
+    if t is not None:
+        types = t if isinstance(t, list) else [t]
+        ok = False
+        for name in types:
+            py = _JSON_TYPES.get(name, (object,))
+            if isinstance(data, bool) and name in ("integer", "number"):
+                continue
+            if isinstance(data, py):
+                ok = True
+                break
+        if not ok:
+            return [f"{where}: expected {t}, got {type(data).__name__}"]
+    if "enum" in schema and data not in schema["enum"]:
+        errs.append(f"{where}: {data!r} is not one of {schema['enum']}")
+    if isinstance(data, dict):
+        props = schema.get("properties", {})
+        for req in schema.get("required", []):
+            if req not in data:
+                errs.append(f"{where}: missing required field {req!r}")
+        if schema.get("additionalProperties") is False:
+            extra = sorted(set(data) - set(props))
+            if extra:
+                errs.append(f"{where}: unexpected fields {extra}")
+        for k, sub in props.items():
+            if k in data:
+                errs.extend(schema_errors(data[k], sub, f"{where}.{k}"))
+    elif isinstance(data, list):
+        if "minItems" in schema and len(data) < schema["minItems"]:
+            errs.append(f"{where}: {len(data)} items, expected at least {schema['minItems']}")
+        if "maxItems" in schema and len(data) > schema["maxItems"]:
+            errs.append(f"{where}: {len(data)} items, expected at most {schema['maxItems']}")
+        if "items" in schema:
+            for i, item in enumerate(data):
+                errs.extend(schema_errors(item, schema["items"], f"{where}[{i}]"))
+    elif isinstance(data, str):
+        if "minLength" in schema and len(data) < schema["minLength"]:
+            errs.append(f"{where}: string shorter than {schema['minLength']}")
+        if "maxLength" in schema and len(data) > schema["maxLength"]:
+            errs.append(f"{where}: string longer than {schema['maxLength']}")
+    elif isinstance(data, (int, float)) and not isinstance(data, bool):
+        if "minimum" in schema and data < schema["minimum"]:
+            errs.append(f"{where}: {data} < minimum {schema['minimum']}")
+        if "maximum" in schema and data > schema["maximum"]:
+            errs.append(f"{where}: {data} > maximum {schema['maximum']}")
+    return errs
+
+
+def parse_json_answer(text: str, schema: dict[str, Any], usage: TokenUsage | None = None) -> dict[str, Any]:
+    """Parse a model's text as a JSON object matching ``schema``, or raise `InvalidResponse`.
+
+    No regex fishing in free text: structured outputs make the answer JSON, so
+    anything else is a failure to retry, never a "label".
+    """
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise InvalidResponse(f"the answer is not valid JSON ({e.msg if hasattr(e, 'msg') else e})", text, usage) from None
+    if not isinstance(data, dict):
+        raise InvalidResponse(f"the answer is JSON but not an object (got {type(data).__name__})", text, usage)
+    errs = schema_errors(data, schema)
+    if errs:
+        raise InvalidResponse("the answer does not match the schema: " + "; ".join(errs[:5]), text, usage)
+    return data

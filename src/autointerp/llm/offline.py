@@ -1,0 +1,99 @@
+"""The token-lookup baseline: a label from a component's top tokens, with no network and no key.
+
+This is the classic baseline that an LLM label has to beat: "fires on 'the',
+'a'; predicts ' cat', ' dog'". It reads the harvested statistics directly —
+input tokens ranked by precision (P(fires | token)), output tokens by PMI —
+and falls back to the firing tokens of the activation examples when a harvest
+kept no token statistics.
+
+`OfflineBackend` wraps it in the `Backend` seam so the interpreter, the runner,
+resume and the report work the same with it as with Claude: the interpreter
+puts the `ComponentData` in ``request.metadata["component"]``. Scorers call
+`token_lookup_label` directly for their ``label_source="token_lookup"`` control.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from autointerp.llm.base import InvalidResponse, LLMRequest, LLMResponse
+from autointerp.schemas import ComponentData, TokenStat, TokenUsage
+
+OFFLINE_MODEL = "offline-token-lookup"
+
+
+def _show(stat: TokenStat) -> str:
+    return repr(stat.token) if stat.token is not None else f"#{stat.token_id}"
+
+
+def top_input_tokens(comp: ComponentData, n: int = 3) -> list[str]:
+    """The ``n`` input tokens with the highest precision (or, lacking stats, the commonest firing tokens)."""
+    if comp.input_tokens is not None:
+        ranked = comp.input_tokens.top_precision or comp.input_tokens.top_recall
+        if ranked:
+            return [_show(s) for s in ranked[:n]]
+    counts: Counter[str] = Counter()
+    for ex in list(comp.top_examples) + list(comp.examples):
+        tok = ex.tokens[ex.firing_offset] if ex.tokens else f"#{ex.firing_token_id}"
+        counts[repr(tok) if ex.tokens else tok] += 1
+    return [t for t, _ in counts.most_common(n)]
+
+
+def top_output_tokens(comp: ComponentData, n: int = 3) -> list[str]:
+    """The ``n`` output tokens with the highest PMI (or recall) while the component fires."""
+    if comp.output_tokens is None:
+        return []
+    ranked = comp.output_tokens.top_pmi or comp.output_tokens.top_recall
+    return [_show(s) for s in ranked[:n]]
+
+
+def token_lookup_label(comp: ComponentData, n: int = 3) -> str:
+    """The baseline label of one component.
+
+    >>> token_lookup_label(comp)
+    "fires on 'the', ' a', ' an'; predicts ' cat', ' dog'"
+    """
+    if comp.firing_count == 0:
+        return "never fires"
+    inputs = top_input_tokens(comp, n)
+    outputs = top_output_tokens(comp, n)
+    parts = []
+    if inputs:
+        parts.append("fires on " + ", ".join(inputs))
+    if outputs:
+        parts.append("predicts " + ", ".join(outputs))
+    return "; ".join(parts) if parts else "fires, but no token evidence was harvested"
+
+
+class OfflineBackend:
+    """A `Backend` that labels from token statistics: no network, no key, no cost.
+
+    It answers requests built by the `Interpreter` (which attach the component);
+    any other request is an `InvalidResponse`.
+    """
+
+    model = OFFLINE_MODEL
+
+    def __init__(self, n_tokens: int = 3):
+        self.n_tokens = n_tokens
+
+    def __repr__(self) -> str:
+        return "OfflineBackend()"
+
+    async def complete(self, request: LLMRequest) -> LLMResponse:
+        comp = request.metadata.get("component")
+        if not isinstance(comp, ComponentData):
+            raise InvalidResponse("the offline token-lookup backend needs request.metadata['component'] (a ComponentData)")
+        label = token_lookup_label(comp, self.n_tokens)
+        data: dict[str, Any] = {
+            "label": label,
+            "confidence": "low",
+            "reasoning": "token-lookup baseline: the component's top input tokens by precision and output tokens by PMI; no LLM was called",
+        }
+        return LLMResponse(data=data, usage=TokenUsage(), raw_text=json.dumps(data), model=self.model)
+
+
+#: the name the brief uses for the same thing
+TokenLookupBackend = OfflineBackend
