@@ -1,0 +1,685 @@
+/* autointerp report viewer: an index of all components and one page per component.
+ *
+ * Everything that comes from the run (tokens, labels, reasoning, layer and
+ * component names) reaches the page through textContent or setAttribute on
+ * elements built here; nothing from the run is ever parsed as HTML.
+ * Data files are scripts that call AUTOINTERP_LAYER / AUTOINTERP_CHUNK,
+ * because a page opened from file:// cannot fetch JSON.
+ */
+(function () {
+  "use strict";
+
+  var A = (window.AUTOINTERP = window.AUTOINTERP || {});
+  var renderers = (A.extrasRenderers = A.extrasRenderers || {});
+
+  /** Register how extras[name] is shown: fn(value, container, helpers). */
+  A.registerExtras = function (name, fn) {
+    if (typeof fn !== "function") throw new Error("AUTOINTERP.registerExtras(" + name + ", fn): fn must be a function");
+    if (renderers[name]) throw new Error("an extras renderer named " + name + " is already registered");
+    renderers[name] = fn;
+  };
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    if (attrs) {
+      for (var k in attrs) {
+        if (!Object.prototype.hasOwnProperty.call(attrs, k) || attrs[k] == null) continue;
+        if (k === "class") e.className = attrs[k];
+        else e.setAttribute(k, String(attrs[k]));
+      }
+    }
+    if (text != null) e.textContent = String(text);
+    return e;
+  }
+
+  function svg(tag, attrs) {
+    var e = document.createElementNS(SVG, tag);
+    for (var k in attrs) if (Object.prototype.hasOwnProperty.call(attrs, k)) e.setAttribute(k, String(attrs[k]));
+    return e;
+  }
+
+  function clear(node) {
+    while (node.firstChild) node.removeChild(node.firstChild);
+  }
+
+  function fmt(x, digits) {
+    if (x == null || (typeof x === "number" && !isFinite(x))) return "–";
+    if (typeof x !== "number") return String(x);
+    if (x === 0) return "0";
+    var d = digits == null ? 3 : digits;
+    var a = Math.abs(x);
+    if (a >= 1e4 || a < 1e-3) return x.toExponential(Math.max(0, d - 1));
+    return String(Number(x.toPrecision(d)));
+  }
+
+  function fmtRate(r) {
+    if (r == null) return "–";
+    if (r === 0) return "0 (never fired)";
+    return fmt(r, 3) + " (" + fmt(100 * r, 3) + "%)";
+  }
+
+  function fmtInt(n) {
+    return n == null ? "–" : Number(n).toLocaleString("en-US");
+  }
+
+  /* Whitespace made visible: a space is "·", a newline "↵", a tab "→". */
+  var WS = { " ": "·", "\n": "↵", "\t": "→", "\r": "␍", "\u00a0": "⍽" };
+
+  function appendVisible(parent, text) {
+    var buf = "";
+    for (var i = 0; i < text.length; i++) {
+      var ch = text.charAt(i);
+      if (Object.prototype.hasOwnProperty.call(WS, ch)) {
+        if (buf) parent.appendChild(document.createTextNode(buf));
+        buf = "";
+        parent.appendChild(el("span", { class: "ws" }, WS[ch]));
+      } else {
+        buf += ch;
+      }
+    }
+    if (buf) parent.appendChild(document.createTextNode(buf));
+  }
+
+  function componentHref(key) {
+    return "#c/" + encodeURIComponent(key);
+  }
+
+  /* A bar chart of a list of numbers (used for histograms and generic extras). */
+  function bars(values, opts) {
+    opts = opts || {};
+    var w = opts.width || 240, h = opts.height || 48, n = values.length || 1;
+    var max = 0;
+    for (var i = 0; i < values.length; i++) if (isFinite(values[i])) max = Math.max(max, Math.abs(values[i]));
+    var s = svg("svg", { width: w, height: h, viewBox: "0 0 " + w + " " + h, class: "bars", role: "img" });
+    if (opts.title) {
+      var t = svg("title", {});
+      t.textContent = opts.title;
+      s.appendChild(t);
+    }
+    var bw = w / n;
+    for (var j = 0; j < values.length; j++) {
+      var v = isFinite(values[j]) ? Math.abs(values[j]) : 0;
+      var bh = max > 0 ? (v / max) * (h - 2) : 0;
+      var r = svg("rect", { x: j * bw + 0.5, y: h - bh, width: Math.max(1, bw - 1), height: bh, class: opts.highlight === j ? "bar hi" : "bar" });
+      var tt = svg("title", {});
+      tt.textContent = (opts.labels ? opts.labels[j] + ": " : "[" + j + "] ") + fmt(values[j], 4);
+      r.appendChild(tt);
+      s.appendChild(r);
+    }
+    return s;
+  }
+
+  var helpers = { el: el, svg: svg, bars: bars, fmt: fmt, appendVisible: appendVisible, componentHref: componentHref };
+  A.helpers = helpers;
+
+  // ---------------------------------------------------------------- data loading
+
+  var manifest = null;
+  var rows = []; // one per component: {key, li, pos, label, conf, rate, count, pct, scores}
+  var byKey = new Map();
+  var chunks = new Map();
+  var waiting = new Map();
+
+  window.AUTOINTERP_LAYER = function (li, d) {
+    for (var i = 0; i < d.keys.length; i++) {
+      var sc = {};
+      for (var s in d.scores) sc[s] = d.scores[s][i];
+      var row = {
+        key: d.keys[i], li: li, pos: i, index: d.index[i], label: d.label[i], conf: d.conf[i],
+        rate: d.rate[i], count: d.count[i], pct: d.pct[i], scores: sc,
+        search: ((d.label[i] || "") + " " + d.keys[i]).toLowerCase(),
+      };
+      rows.push(row);
+      byKey.set(row.key, row);
+    }
+  };
+
+  window.AUTOINTERP_CHUNK = function (id, d) {
+    chunks.set(id, d);
+    var ws = waiting.get(id) || [];
+    waiting.delete(id);
+    ws.forEach(function (f) { f(d); });
+  };
+
+  function loadScript(src) {
+    return new Promise(function (resolve, reject) {
+      var s = document.createElement("script");
+      s.src = src;
+      s.onload = function () { resolve(); };
+      s.onerror = function () { reject(new Error("could not load " + src)); };
+      document.head.appendChild(s);
+    });
+  }
+
+  function loadChunk(li, j) {
+    var id = li + "/" + j;
+    if (chunks.has(id)) return Promise.resolve(chunks.get(id));
+    return new Promise(function (resolve, reject) {
+      var first = !waiting.has(id);
+      if (first) waiting.set(id, []);
+      waiting.get(id).push(resolve);
+      if (first) loadScript("data/c" + li + "/" + j + ".js").catch(reject);
+    });
+  }
+
+  function componentDetail(row) {
+    var j = Math.floor(row.pos / manifest.chunk_size);
+    return loadChunk(row.li, j).then(function (d) { return d[row.pos - j * manifest.chunk_size]; });
+  }
+
+  // ---------------------------------------------------------------- index view
+
+  var state = { layer: "", text: "", scorer: "", minScore: "", labeledOnly: false, sort: "key", desc: false, page: 0, pageSize: 100 };
+  var app;
+
+  function sortValue(row, col) {
+    if (col === "key") return [row.li, row.index == null ? row.pos : row.index];
+    if (col === "label") return row.label == null ? null : row.label.toLowerCase();
+    if (col === "conf") return row.conf == null ? null : ({ high: 3, medium: 2, low: 1 }[String(row.conf).toLowerCase()] || 0);
+    if (col === "rate") return row.rate;
+    if (col.indexOf("score:") === 0) return row.scores[col.slice(6)];
+    return null;
+  }
+
+  function compare(a, b) {
+    if (Array.isArray(a)) {
+      for (var i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+      return 0;
+    }
+    return a < b ? -1 : a > b ? 1 : 0;
+  }
+
+  function filtered() {
+    var text = state.text.trim().toLowerCase();
+    var li = state.layer === "" ? -1 : Number(state.layer);
+    var min = state.minScore === "" ? null : Number(state.minScore);
+    var scorer = state.scorer;
+    var out = [];
+    for (var i = 0; i < rows.length; i++) {
+      var r = rows[i];
+      if (li >= 0 && r.li !== li) continue;
+      if (state.labeledOnly && r.label == null) continue;
+      if (text && r.search.indexOf(text) < 0) continue;
+      if (scorer && min != null && !isNaN(min)) {
+        var v = r.scores[scorer];
+        if (v == null || v < min) continue;
+      }
+      out.push(r);
+    }
+    var col = state.sort, sign = state.desc ? -1 : 1;
+    out.sort(function (a, b) {
+      var va = sortValue(a, col), vb = sortValue(b, col);
+      // missing values sort last whichever the direction
+      if (va == null && vb == null) return compare(sortValue(a, "key"), sortValue(b, "key"));
+      if (va == null) return 1;
+      if (vb == null) return -1;
+      return sign * compare(va, vb) || compare(sortValue(a, "key"), sortValue(b, "key"));
+    });
+    return out;
+  }
+
+  function summaryBlock() {
+    var m = manifest, box = el("section", { class: "summary" });
+    var sum = m.summary || {};
+    var facts = el("dl", { class: "facts" });
+    function fact(k, v) {
+      facts.appendChild(el("dt", null, k));
+      facts.appendChild(el("dd", null, v));
+    }
+    fact("components", fmtInt(m.n_components) + " in " + m.layers.length + " layer" + (m.layers.length === 1 ? "" : "s"));
+    fact("labeled", fmtInt(m.n_labeled) + (m.n_failures ? " (" + fmtInt(m.n_failures) + " failed, see interpretations/failures.jsonl)" : ""));
+    if (sum.n_tokens != null) fact("tokens harvested", fmtInt(sum.n_tokens));
+    if (sum.threshold != null) fact("firing threshold", "activation > " + fmt(sum.threshold, 4));
+    if (sum.model && Object.keys(sum.model).length) fact("model", JSON.stringify(sum.model));
+    if (sum.dataset && Object.keys(sum.dataset).length) fact("dataset", JSON.stringify(sum.dataset));
+    box.appendChild(facts);
+    if (m.scorers.length) {
+      var t = el("table", { class: "scoretable" });
+      var hr = el("tr");
+      ["scorer", "labels", "random labels (shuffled)", "token lookup"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
+      t.appendChild(el("thead")).appendChild(hr);
+      var tb = t.appendChild(el("tbody"));
+      m.scorers.forEach(function (s) {
+        var tr = el("tr");
+        tr.appendChild(el("td", null, s));
+        m.label_sources.forEach(function (src) {
+          var c = (m.score_means[s] || {})[src];
+          tr.appendChild(el("td", { class: "num" }, c ? fmt(c.mean) + "  (n=" + fmtInt(c.n) + ")" : "–"));
+        });
+        tb.appendChild(tr);
+      });
+      var cap = el("caption", null, "Mean score per scorer. A label that does not beat the random-label and token-lookup baselines is not an explanation.");
+      t.insertBefore(cap, t.firstChild);
+      box.appendChild(t);
+    }
+    return box;
+  }
+
+  var indexDom = null;
+
+  function buildIndex() {
+    var root = el("section", { id: "index" });
+    root.appendChild(summaryBlock());
+
+    var controls = el("form", { class: "controls", id: "filters", autocomplete: "off" });
+    controls.addEventListener("submit", function (e) { e.preventDefault(); });
+    var layerSel = el("select", { id: "f-layer", "aria-label": "layer" });
+    layerSel.appendChild(el("option", { value: "" }, "all layers"));
+    manifest.layers.forEach(function (l, i) { layerSel.appendChild(el("option", { value: String(i) }, l.name + " (" + fmtInt(l.n) + ")")); });
+    var text = el("input", { id: "f-text", type: "search", placeholder: "label or key contains…", "aria-label": "label text" });
+    var scorerSel = el("select", { id: "f-scorer", "aria-label": "scorer" });
+    scorerSel.appendChild(el("option", { value: "" }, "any score"));
+    manifest.scorers.forEach(function (s) { scorerSel.appendChild(el("option", { value: s }, s + " ≥")); });
+    var minScore = el("input", { id: "f-min", type: "number", step: "0.05", placeholder: "min", "aria-label": "minimum score" });
+    var labeled = el("input", { id: "f-labeled", type: "checkbox" });
+    var lab = el("label", { class: "check" });
+    lab.appendChild(labeled);
+    lab.appendChild(document.createTextNode(" labeled only"));
+    [layerSel, text, scorerSel, minScore, lab].forEach(function (c) { controls.appendChild(c); });
+    if (!manifest.scorers.length) { scorerSel.hidden = true; minScore.hidden = true; }
+    root.appendChild(controls);
+
+    var count = el("p", { id: "count", class: "muted" });
+    root.appendChild(count);
+    var table = el("table", { id: "components", class: "components" });
+    var thead = table.appendChild(el("thead"));
+    var tbody = table.appendChild(el("tbody"));
+    root.appendChild(table);
+    var pager = el("nav", { class: "pager" });
+    root.appendChild(pager);
+
+    var cols = [["key", "component"], ["label", "label"], ["conf", "confidence"], ["rate", "firing rate"]];
+    manifest.scorers.forEach(function (s) { cols.push(["score:" + s, s]); });
+
+    var timer = null;
+    function changed(resetPage) {
+      state.layer = layerSel.value;
+      state.text = text.value;
+      state.scorer = scorerSel.value;
+      state.minScore = minScore.value;
+      state.labeledOnly = labeled.checked;
+      if (resetPage) state.page = 0;
+      render();
+    }
+    layerSel.addEventListener("change", function () { changed(true); });
+    scorerSel.addEventListener("change", function () { changed(true); });
+    labeled.addEventListener("change", function () { changed(true); });
+    [text, minScore].forEach(function (inp) {
+      inp.addEventListener("input", function () {
+        clearTimeout(timer);
+        timer = setTimeout(function () { changed(true); }, rows.length > 5000 ? 120 : 0);
+      });
+    });
+
+    function render() {
+      var list = filtered();
+      var pages = Math.max(1, Math.ceil(list.length / state.pageSize));
+      state.page = Math.min(state.page, pages - 1);
+      var start = state.page * state.pageSize, stop = Math.min(list.length, start + state.pageSize);
+      count.textContent = list.length
+        ? "Showing " + fmtInt(start + 1) + "–" + fmtInt(stop) + " of " + fmtInt(list.length) + " matching components (" + fmtInt(rows.length) + " in the run)"
+        : "No component matches (" + fmtInt(rows.length) + " in the run)";
+      count.setAttribute("data-matching", String(list.length));
+
+      clear(thead);
+      var hr = thead.appendChild(el("tr"));
+      cols.forEach(function (c) {
+        var arrow = state.sort === c[0] ? (state.desc ? " ▼" : " ▲") : "";
+        var th = el("th", { "data-col": c[0], tabindex: "0", title: "sort by " + c[1], class: c[0] === "rate" || c[0].indexOf("score:") === 0 ? "num" : null }, c[1] + arrow);
+        function sortBy() {
+          if (state.sort === c[0]) state.desc = !state.desc;
+          else { state.sort = c[0]; state.desc = c[0] === "rate" || c[0] === "conf" || c[0].indexOf("score:") === 0; }
+          render();
+        }
+        th.addEventListener("click", sortBy);
+        th.addEventListener("keydown", function (e) { if (e.key === "Enter") sortBy(); });
+        hr.appendChild(th);
+      });
+
+      clear(tbody);
+      var frag = document.createDocumentFragment();
+      for (var i = start; i < stop; i++) {
+        var r = list[i];
+        var tr = el("tr", { "data-key": r.key });
+        var td = el("td", { class: "key" });
+        td.appendChild(el("a", { href: componentHref(r.key) }, r.key));
+        tr.appendChild(td);
+        tr.appendChild(el("td", { class: r.label == null ? "label muted" : "label" }, r.label == null ? "(not labeled)" : r.label));
+        tr.appendChild(el("td", { class: "conf conf-" + String(r.conf || "none").toLowerCase().replace(/[^a-z]/g, "") }, r.conf || ""));
+        var rate = el("td", { class: "num", title: "percentile " + fmt(r.pct, 3) + " in its layer; " + fmtInt(r.count) + " firings" }, fmt(r.rate, 3));
+        tr.appendChild(rate);
+        manifest.scorers.forEach(function (s) { tr.appendChild(el("td", { class: "num" }, fmt(r.scores[s], 3))); });
+        tr.addEventListener("click", (function (key) {
+          return function (e) { if (e.target.tagName !== "A") location.hash = componentHref(key); };
+        })(r.key));
+        frag.appendChild(tr);
+      }
+      tbody.appendChild(frag);
+
+      clear(pager);
+      if (pages > 1) {
+        var prev = el("button", { type: "button" }, "← previous");
+        prev.disabled = state.page === 0;
+        prev.addEventListener("click", function () { state.page--; render(); window.scrollTo(0, 0); });
+        var next = el("button", { type: "button" }, "next →");
+        next.disabled = state.page >= pages - 1;
+        next.addEventListener("click", function () { state.page++; render(); window.scrollTo(0, 0); });
+        pager.appendChild(prev);
+        pager.appendChild(el("span", null, " page " + (state.page + 1) + " of " + pages + " "));
+        pager.appendChild(next);
+      }
+    }
+
+    render();
+    return root;
+  }
+
+  function showIndex() {
+    if (!indexDom) indexDom = buildIndex();
+    clear(app);
+    app.appendChild(indexDom);
+    document.title = manifest.title;
+  }
+
+  // ---------------------------------------------------------------- component view
+
+  function section(title, cls) {
+    var s = el("section", { class: "panel " + (cls || "") });
+    s.appendChild(el("h3", null, title));
+    return s;
+  }
+
+  function shade(act, scale) {
+    if (!act || !scale) return null;
+    var x = Math.max(-1, Math.min(1, act / scale));
+    var alpha = (0.12 + 0.78 * Math.abs(x)).toFixed(3);
+    return x > 0 ? "background-color: rgba(255, 140, 0, " + alpha + ")" : "background-color: rgba(40, 120, 255, " + alpha + ")";
+  }
+
+  function exampleNode(ex, scale, n) {
+    var line = el("div", { class: "example", "data-seq": ex.s, "data-pos": ex.p });
+    line.appendChild(el("span", { class: "exmeta", title: "sequence " + ex.s + ", position " + ex.p }, "#" + n + "  act " + fmt(ex.a[ex.f], 3)));
+    var text = el("span", { class: "tokens" });
+    for (var i = 0; i < ex.t.length; i++) {
+      var tok = ex.t[i], a = ex.a[i];
+      var span = el("span", { class: i === ex.f ? "tok fire" : "tok", style: shade(a, scale) });
+      span.setAttribute("title", "activation " + fmt(a, 4) + (i === ex.f ? " (firing token)" : "") + "\n" + JSON.stringify(tok));
+      if (tok === "") span.className += " partial";
+      else appendVisible(span, tok);
+      text.appendChild(span);
+    }
+    line.appendChild(text);
+    return line;
+  }
+
+  function examplesSection(title, list, scale, cls) {
+    var s = section(title + " (" + list.length + ")", "examples " + cls);
+    if (!list.length) s.appendChild(el("p", { class: "muted" }, "none"));
+    list.forEach(function (ex, i) { s.appendChild(exampleNode(ex, scale, i + 1)); });
+    return s;
+  }
+
+  function tokenTables(title, data, help) {
+    var s = section(title, "tokens");
+    if (!data) {
+      s.appendChild(el("p", { class: "muted" }, "not harvested"));
+      return s;
+    }
+    s.appendChild(el("p", { class: "muted small" }, help));
+    var wrap = s.appendChild(el("div", { class: "triple" }));
+    [["top_precision", "by precision"], ["top_recall", "by recall"], ["top_pmi", "by PMI"]].forEach(function (t) {
+      var tbl = el("table", { class: "tok-table" });
+      tbl.appendChild(el("caption", null, t[1]));
+      var hr = el("tr");
+      ["token", "precision", "recall", "PMI"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
+      tbl.appendChild(el("thead")).appendChild(hr);
+      var tb = tbl.appendChild(el("tbody"));
+      (data[t[0]] || []).forEach(function (r) {
+        var tr = el("tr");
+        var td = el("td", { class: "tokcell", title: "token id " + r[1] + ", count " + fmt(r[2], 4) });
+        var code = el("code");
+        appendVisible(code, r[0]);
+        td.appendChild(code);
+        tr.appendChild(td);
+        [r[3], r[4], r[5]].forEach(function (v) { tr.appendChild(el("td", { class: "num" }, fmt(v, 3))); });
+        tb.appendChild(tr);
+      });
+      if (!(data[t[0]] || []).length) tb.appendChild(el("tr")).appendChild(el("td", { colspan: "4", class: "muted" }, "none"));
+      wrap.appendChild(tbl);
+    });
+    return s;
+  }
+
+  function partnersSection(corr) {
+    var s = section("Co-firing components", "partners");
+    if (!corr) {
+      s.appendChild(el("p", { class: "muted" }, "not harvested"));
+      return s;
+    }
+    s.appendChild(el("p", { class: "muted small" }, "precision = P(this fires | partner fires), recall = P(partner fires | this fires)."));
+    var wrap = s.appendChild(el("div", { class: "double" }));
+    [["top_precision", "by precision"], ["top_recall", "by recall"], ["top_pmi", "by PMI"], ["bottom_pmi", "lowest PMI"]].forEach(function (t) {
+      var tbl = el("table", { class: "partner-table" });
+      tbl.appendChild(el("caption", null, t[1]));
+      var hr = el("tr");
+      ["component", "label", "prec", "rec", "PMI"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
+      tbl.appendChild(el("thead")).appendChild(hr);
+      var tb = tbl.appendChild(el("tbody"));
+      (corr[t[0]] || []).forEach(function (p) {
+        var tr = el("tr");
+        var kc = el("td", { class: "key" });
+        kc.appendChild(el("a", { href: componentHref(p[0]), class: "partner" }, p[0]));
+        tr.appendChild(kc);
+        var other = byKey.get(p[0]);
+        tr.appendChild(el("td", { class: other && other.label != null ? "label" : "label muted" }, other && other.label != null ? other.label : "(not labeled)"));
+        [p[2], p[3], p[4]].forEach(function (v) { tr.appendChild(el("td", { class: "num" }, fmt(v, 3))); });
+        tb.appendChild(tr);
+      });
+      if (!(corr[t[0]] || []).length) tb.appendChild(el("tr")).appendChild(el("td", { colspan: "5", class: "muted" }, "none"));
+      wrap.appendChild(tbl);
+    });
+    return s;
+  }
+
+  function scoresSection(d) {
+    var s = section("Scores", "scores");
+    var names = Object.keys(d.scores || {}).sort();
+    if (!names.length) {
+      s.appendChild(el("p", { class: "muted" }, "not scored"));
+      return s;
+    }
+    var t = el("table", { class: "scoretable" });
+    var hr = el("tr");
+    ["scorer", "this label", "random label", "token lookup", "run mean (label / random / lookup)"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
+    t.appendChild(el("thead")).appendChild(hr);
+    var tb = t.appendChild(el("tbody"));
+    names.forEach(function (name) {
+      var tr = el("tr");
+      tr.appendChild(el("td", null, name));
+      manifest.label_sources.forEach(function (src) {
+        var c = d.scores[name][src];
+        var td = el("td", { class: "num" });
+        if (!c) td.textContent = "–";
+        else if (c.skipped) { td.textContent = "skipped"; td.setAttribute("title", c.reason || ""); td.className += " muted"; }
+        else {
+          td.textContent = fmt(c.score, 3);
+          var tip = (c.n ? c.n + " trials" : "") + (src !== "label" && c.label ? "\nlabel scored: " + c.label : "");
+          for (var m in c.metrics) tip += "\n" + m + " = " + fmt(c.metrics[m], 4);
+          td.setAttribute("title", tip.trim());
+        }
+        tr.appendChild(td);
+      });
+      var means = manifest.score_means[name] || {};
+      tr.appendChild(el("td", { class: "num muted" }, manifest.label_sources.map(function (src) { return means[src] ? fmt(means[src].mean, 3) : "–"; }).join(" / ")));
+      tb.appendChild(tr);
+    });
+    s.appendChild(t);
+    var shuffled = names.map(function (n) { return d.scores[n].shuffled; }).filter(function (c) { return c && c.label; })[0];
+    if (shuffled) s.appendChild(el("p", { class: "muted small" }, "The random label is another component's label: “" + shuffled.label + "”."));
+    return s;
+  }
+
+  function rateSection(d, row) {
+    var s = section("Firing rate", "rate");
+    var layer = manifest.layers[row.li];
+    var p = el("p");
+    p.textContent = fmtRate(d.firing_rate) + " · " + fmtInt(d.firing_count) + " firings · " +
+      (d.firing_count ? "percentile " + fmt(row.pct, 3) + " among the " + fmtInt(layer.n) + " components of " + layer.name : "dead in this harvest");
+    s.appendChild(p);
+    var h = layer.hist;
+    if (h.counts.length) {
+      var hi = null;
+      if (d.firing_rate > 0) {
+        var v = Math.log10(d.firing_rate);
+        hi = Math.max(0, Math.min(h.counts.length - 1, Math.floor(((v - h.lo) / (h.hi - h.lo)) * h.counts.length)));
+      }
+      var labels = h.counts.map(function (_, i) {
+        var a = h.lo + ((h.hi - h.lo) * i) / h.counts.length, b = h.lo + ((h.hi - h.lo) * (i + 1)) / h.counts.length;
+        return "rate " + fmt(Math.pow(10, a), 2) + "–" + fmt(Math.pow(10, b), 2) + " (components)";
+      });
+      var fig = el("figure", { class: "hist" });
+      fig.appendChild(bars(h.counts, { width: 360, height: 56, highlight: hi, labels: labels, title: "firing rates in " + layer.name }));
+      fig.appendChild(el("figcaption", { class: "muted small" },
+        "log firing rate across " + layer.name + ": " + fmt(Math.pow(10, h.lo), 2) + " … " + fmt(Math.pow(10, h.hi), 2) +
+        (h.dead ? " · " + fmtInt(h.dead) + " never fired" : "") + " · this component highlighted"));
+      s.appendChild(fig);
+    }
+    var stats = el("p", { class: "muted small" }, "mean activation when firing " + fmt(d.mean_activation, 4) + " · max " + fmt(d.max_activation, 4));
+    s.appendChild(stats);
+    return s;
+  }
+
+  function genericExtras(value, box) {
+    var numeric = Array.isArray(value) && value.length > 0 && value.every(function (v) { return typeof v === "number"; });
+    if (numeric) {
+      box.appendChild(bars(value, { width: Math.min(600, Math.max(120, value.length * 12)), height: 60 }));
+      box.appendChild(el("p", { class: "muted small" }, value.map(function (v) { return fmt(v, 3); }).join(", ")));
+    } else {
+      box.appendChild(el("pre", { class: "json" }, JSON.stringify(value, null, 2)));
+    }
+  }
+
+  function extrasSections(d) {
+    var out = [];
+    Object.keys(d.extras || {}).sort().forEach(function (name) {
+      var s = section(name, "extras");
+      s.setAttribute("data-extras", name);
+      var box = s.appendChild(el("div", { class: "extras-body" }));
+      var fn = renderers[name];
+      try {
+        if (fn) fn(d.extras[name], box, helpers);
+        else genericExtras(d.extras[name], box);
+      } catch (err) {
+        clear(box);
+        box.appendChild(el("p", { class: "error" }, "the renderer for " + name + " failed: " + err));
+        genericExtras(d.extras[name], box);
+      }
+      out.push(s);
+    });
+    return out;
+  }
+
+  function showComponent(key) {
+    var row = byKey.get(key);
+    clear(app);
+    if (!row) {
+      app.appendChild(el("p", { class: "error" }, "No component " + JSON.stringify(key) + " in this report."));
+      var back = el("a", { href: "#" }, "← all components");
+      app.appendChild(back);
+      return;
+    }
+    var page = el("article", { id: "component", "data-key": key });
+    app.appendChild(page);
+    page.appendChild(el("p", { class: "muted" }, "loading " + key + "…"));
+    componentDetail(row).then(function (d) {
+      if (location.hash !== componentHref(key)) return;
+      clear(page);
+      var nav = el("nav", { class: "crumbs" });
+      nav.appendChild(el("a", { href: "#" }, "← all components"));
+      var layerRows = rows.filter(function (r) { return r.li === row.li; });
+      var prev = layerRows[row.pos - 1], next = layerRows[row.pos + 1];
+      if (prev) nav.appendChild(el("a", { href: componentHref(prev.key), class: "prev" }, "‹ " + prev.key));
+      if (next) nav.appendChild(el("a", { href: componentHref(next.key), class: "next" }, next.key + " ›"));
+      page.appendChild(nav);
+
+      var head = el("header", { class: "comp-head" });
+      head.appendChild(el("h1", { class: "comp-key" }, d.key));
+      head.appendChild(el("p", { class: "muted" }, "layer " + d.layer + " · index " + d.index));
+      if (d.interp) {
+        var h2 = el("h2", { class: "comp-label" }, d.interp.label);
+        head.appendChild(h2);
+        var conf = String(d.interp.confidence || "").toLowerCase().replace(/[^a-z]/g, "");
+        var meta = el("p", { class: "interp-meta" });
+        meta.appendChild(el("span", { class: "badge conf-" + conf }, "confidence: " + d.interp.confidence));
+        if (d.interp.model) meta.appendChild(el("span", { class: "muted small" }, " labeled by " + d.interp.model + (d.interp.template ? " with " + d.interp.template : "")));
+        head.appendChild(meta);
+        if (d.interp.reasoning) head.appendChild(el("p", { class: "reasoning" }, d.interp.reasoning));
+      } else {
+        head.appendChild(el("h2", { class: "comp-label muted" }, "(not labeled)"));
+      }
+      page.appendChild(head);
+
+      var grid = el("div", { class: "grid" });
+      grid.appendChild(scoresSection(d));
+      grid.appendChild(rateSection(d, row));
+      page.appendChild(grid);
+
+      var scale = Math.abs(d.max_activation || 0);
+      (d.top_examples || []).concat(d.examples || []).forEach(function (ex) {
+        ex.a.forEach(function (a) { if (a != null && Math.abs(a) > scale) scale = Math.abs(a); });
+      });
+      page.appendChild(el("p", { class: "muted small legend" }, "Shading: activation relative to this component's largest (" + fmt(scale, 3) +
+        "); the firing token is outlined; hover a token for its activation. · is a space, ↵ a newline, → a tab."));
+      if (d.top_examples && d.top_examples.length) page.appendChild(examplesSection("Top-activating examples", d.top_examples, scale, "top"));
+      page.appendChild(examplesSection("Random examples", d.examples || [], scale, "random"));
+      page.appendChild(tokenTables("Input tokens", d.input_tokens, "Tokens at the firing position. precision = P(fires | token), recall = P(token | fires)."));
+      page.appendChild(tokenTables("Output tokens", d.output_tokens, "Tokens the model predicts where this component fires (probability mass)."));
+      page.appendChild(partnersSection(d.correlations));
+      extrasSections(d).forEach(function (s) { page.appendChild(s); });
+      document.title = d.key + (d.interp ? " — " + d.interp.label : "") + " · " + manifest.title;
+      window.scrollTo(0, 0);
+    }).catch(function (err) {
+      clear(page);
+      page.appendChild(el("p", { class: "error" }, String(err)));
+    });
+  }
+
+  // ---------------------------------------------------------------- routing and start
+
+  function route() {
+    var h = location.hash;
+    if (h.indexOf("#c/") === 0) {
+      var key;
+      try { key = decodeURIComponent(h.slice(3)); } catch (e) { key = h.slice(3); }
+      showComponent(key);
+    } else {
+      showIndex();
+    }
+  }
+
+  function start() {
+    app = document.getElementById("app");
+    manifest = JSON.parse(document.getElementById("autointerp-manifest").textContent);
+    A.manifest = manifest;
+    document.getElementById("run-title").textContent = manifest.title;
+    var t0 = performance.now();
+    Promise.all(manifest.layers.map(function (_, i) { return loadScript("data/layer-" + i + ".js"); }))
+      .then(function () {
+        A.loadMs = performance.now() - t0;
+        window.addEventListener("hashchange", route);
+        route();
+        document.body.setAttribute("data-ready", "1");
+      })
+      .catch(function (err) {
+        clear(app);
+        app.appendChild(el("p", { class: "error" }, String(err) + " — the report folder is incomplete; write it again with `autointerp report`."));
+      });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

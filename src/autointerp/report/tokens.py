@@ -1,0 +1,106 @@
+"""Turn a tokenizer's token strings back into the text a person should see.
+
+Byte-level tokenizers do not give one readable string per token:
+
+* GPT-2 style vocabularies spell every byte as a printable character
+  (``"Ġthe"`` is ``" the"``, ``"Ċ"`` is ``"\\n"``, ``"Ã©"`` is ``"é"``), and a
+  multi-byte character may be split across tokens (``"âĢ"`` + ``"Ķ"`` is ``"—"``).
+* SentencePiece vocabularies write a space as ``"▁"`` and fall back to byte
+  tokens such as ``"<0xE2>"`` for characters outside the vocabulary.
+
+`display_tokens` maps a window of such tokens to one string per token whose
+concatenation is the window's correct UTF-8 text: a character split across
+tokens is shown on the token that completes it (the tokens before it show an
+empty string), and bytes that never form a character show ``"�"``.
+
+>>> display_tokens(["Ġcaf", "Ã©", "Ġ", "âĢ", "Ķ"])
+[' caf', 'é', ' ', '', '—']
+>>> display_tokens(["▁caf", "<0xC3>", "<0xA9>"])
+[' caf', '', 'é']
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+#: how token strings are spelled: "gpt2" (byte-to-unicode), "sentencepiece" ("▁", "<0x..>"), "plain" (text)
+TOKEN_STYLES = ("auto", "gpt2", "sentencepiece", "plain")
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@lru_cache(maxsize=1)
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """GPT-2's table of printable characters standing for bytes, inverted (char -> byte)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def detect_token_style(tokens: Iterable[str]) -> str:
+    """Guess how a vocabulary spells tokens: ``"gpt2"``, ``"sentencepiece"`` or ``"plain"``.
+
+    GPT-2 style is recognised by its space and newline characters ``"Ġ"`` / ``"Ċ"``;
+    SentencePiece by ``"▁"``. A tokenizer whose ``decode`` already returns text
+    is ``"plain"``. Pass ``token_style=`` explicitly where the guess is wrong.
+    """
+    sentencepiece = False
+    for t in tokens:
+        if not t:
+            continue
+        if "Ġ" in t or "Ċ" in t:
+            return "gpt2"
+        if "▁" in t:
+            sentencepiece = True
+    return "sentencepiece" if sentencepiece else "plain"
+
+
+def token_bytes(token: str, style: str) -> bytes:
+    """The bytes one token stands for, under ``style``."""
+    m = _BYTE_TOKEN.fullmatch(token)
+    if m:
+        return bytes([int(m.group(1), 16)])
+    if style == "gpt2":
+        dec = _gpt2_byte_decoder()
+        try:
+            return bytes(dec[ch] for ch in token)
+        except KeyError:
+            # a special or added token spelled in plain text
+            return token.encode("utf-8")
+    if style == "sentencepiece":
+        return token.replace("▁", " ").encode("utf-8")
+    return token.encode("utf-8")
+
+
+def display_tokens(tokens: list[str], style: str = "auto") -> list[str]:
+    """One display string per token; their concatenation is the window's UTF-8 text."""
+    if style == "auto":
+        style = detect_token_style(tokens)
+    if style not in TOKEN_STYLES:
+        raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {style!r}")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = [decoder.decode(token_bytes(t, style)) for t in tokens]
+    tail = decoder.decode(b"", final=True)
+    if tail and out:
+        out[-1] += tail
+    return out
+
+
+def single_token_text(token: str, style: str = "auto") -> str:
+    """A token shown on its own (token tables): its text, or its bytes as ``<0x..>`` if not valid UTF-8."""
+    if style == "auto":
+        style = detect_token_style([token])
+    data = token_bytes(token, style)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(f"<0x{b:02X}>" for b in data)

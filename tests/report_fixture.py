@@ -1,0 +1,149 @@
+"""A small, hand-made run for the report, notebook and export tests.
+
+A real `HarvestLoop` over hand-made `HarvestBatch` tensors with a GPT-2 style
+vocabulary (``Ġ`` spaces, ``Ċ`` newlines, a character split across two byte
+tokens), hostile tokens that try to inject HTML, and interpretation and score
+lines written with `append_jsonl`, the way the interpreter and scorers do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from autointerp import (
+    CorrelationAcc,
+    HarvestBatch,
+    HarvestLoop,
+    InputTokenAcc,
+    InterpretationResult,
+    OutputProbAcc,
+    ReservoirAcc,
+    ScoreResult,
+    TensorAccumulator,
+    TopActivationAcc,
+)
+from autointerp.paths import RunPaths
+from autointerp.storage import append_jsonl
+
+INJECT_IMG = "</script><img src=x onerror=alert(1)>"
+INJECT_SCRIPT = "<script>window.__pwned=1</script>"
+
+#: GPT-2 spelling: "Ġ" is a space, "Ċ" a newline, "Ã©" is "é", "âĢ" + "Ķ" is "—" (E2 80 | 94)
+VOCAB = [
+    "Ġthe", "Ġcat", "Ġsat", "Ċ", "Ġcaf", "Ã©", "âĢ", "Ķ",
+    INJECT_IMG, INJECT_SCRIPT, "Ġon", "Ġmat", ".", "Ġ\"", "ĠÐŁ", "ÑĢ",
+]
+V = len(VOCAB)
+PLAIN = [i for i, t in enumerate(VOCAB) if t not in ("âĢ", "Ķ", "ĠÐŁ", "ÑĢ") and not t.startswith("<")]
+LAYERS = {"h.0.mlp": 6, "h.1.mlp": 4}
+N_COMPONENTS = sum(LAYERS.values())
+# component h.0.mlp:0 fires on the injection tokens; h.0.mlp:1 on the "—" byte pair; h.0.mlp:5 never fires
+DEAD = "h.0.mlp:5"
+
+
+def decode(i: int) -> str:
+    return VOCAB[i]
+
+
+class ActivationHistogramAcc(TensorAccumulator):
+    """A custom accumulator (the docstring example of TensorAccumulator): lands in extras."""
+
+    name = "activation_histogram"
+
+    def __init__(self, bins: int = 5, max_value: float = 1.0):
+        self.bins, self.max_value = bins, max_value
+
+    def config(self):
+        return {"bins": self.bins, "max_value": self.max_value}
+
+    def setup(self, ctx):
+        self.add_state("hist", torch.zeros(ctx.n_components, self.bins, dtype=torch.int64))
+
+    def update(self, batch):
+        b = (batch.firing_act / self.max_value * self.bins).long().clamp(0, self.bins - 1)
+        self.hist.view(-1).index_add_(0, batch.firing_comp * self.bins + b, torch.ones_like(b))
+
+    def finalize(self):
+        return dict(enumerate(self.hist.cpu().tolist()))
+
+
+def _batches(n_batches: int = 3, B: int = 4, S: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    for bi in range(n_batches):
+        # random text from whole-character tokens; the byte fragments only where placed below
+        tokens = torch.tensor(PLAIN, dtype=torch.int64)[torch.randint(0, len(PLAIN), (B, S), generator=g)]
+        # make sure the interesting tokens appear
+        tokens[0, 3] = VOCAB.index(INJECT_IMG)
+        tokens[1, 5] = VOCAB.index(INJECT_SCRIPT)
+        tokens[2, 6], tokens[2, 7] = VOCAB.index("âĢ"), VOCAB.index("Ķ")
+        tokens[3, 2], tokens[3, 3] = VOCAB.index("Ġcaf"), VOCAB.index("Ã©")
+        acts = {}
+        for layer, width in LAYERS.items():
+            a = torch.rand(B, S, width, generator=g)
+            a = torch.where(a > 0.7, a, torch.zeros_like(a))
+            if layer == "h.0.mlp":
+                inj = (tokens == VOCAB.index(INJECT_IMG)) | (tokens == VOCAB.index(INJECT_SCRIPT))
+                a[..., 0] = torch.where(inj, 0.9, 0.0)
+                a[..., 1] = torch.where(tokens == VOCAB.index("Ķ"), 0.8, torch.where(tokens == VOCAB.index("Ã©"), 0.5, 0.0))
+                a[..., 5] = 0.0
+            acts[layer] = a
+        probs = torch.softmax(torch.randn(B, S, V, generator=g), dim=-1)
+        yield HarvestBatch(tokens=tokens, activations=acts, output_probs=probs, sequence_ids=torch.arange(bi * B, (bi + 1) * B))
+
+
+def make_harvest():
+    loop = HarvestLoop(
+        [
+            ReservoirAcc(k=6, context_tokens=4),
+            TopActivationAcc(k=3, context_tokens=4),
+            InputTokenAcc(top_k=4),
+            OutputProbAcc(top_k=4),
+            CorrelationAcc(top_k=3),
+            ActivationHistogramAcc(),
+        ],
+        threshold=0.0,
+        seed=0,
+        decode=decode,
+        model={"name": "toy <b>model</b>"},
+        dataset={"name": "hand-made"},
+        progress=False,
+    )
+    return loop.run(_batches())
+
+
+def labels_for(keys: list[str]) -> dict[str, str]:
+    out = {k: f"fires on token pattern {i}" for i, k in enumerate(keys)}
+    out["h.0.mlp:0"] = "HTML-looking tokens " + INJECT_SCRIPT
+    out["h.0.mlp:1"] = "em dash — and café"
+    return out
+
+
+def make_run(root: Path, run_id: str = "toy") -> RunPaths:
+    """Harvest, label all but two components, score with one scorer and its baselines."""
+    paths = RunPaths.of(run_id, root)
+    harvest = make_harvest()
+    harvest.save(paths.harvest)
+    keys = harvest.keys()
+    labels = labels_for(keys)
+    unlabeled = {"h.1.mlp:3", DEAD}
+    for k in keys:
+        if k in unlabeled:
+            continue
+        append_jsonl(
+            paths.interpretations / "results.jsonl",
+            InterpretationResult(k, labels[k], "high" if k.endswith("0") else "medium", f"Reasoning for {k}: {INJECT_IMG}", model="offline"),
+        )
+    append_jsonl(paths.interpretations / "failures.jsonl", {"component_key": "h.1.mlp:3", "reason": "invalid JSON"})
+    for i, k in enumerate(keys):
+        if k in unlabeled:
+            continue
+        score = 0.5 + 0.05 * i
+        append_jsonl(paths.scores / "detection.jsonl", ScoreResult(k, "detection", "label", labels[k], score, {"precision": 0.7}, n_trials=20))
+        append_jsonl(paths.scores / "detection.jsonl", ScoreResult(k, "detection", "shuffled", "some other label", 0.5, n_trials=20))
+        append_jsonl(paths.scores / "detection.jsonl", ScoreResult(k, "detection", "token_lookup", "token list", 0.55, n_trials=20))
+    # a torn last line, as a killed scorer leaves it
+    with open(paths.scores / "detection.jsonl", "a") as f:
+        f.write('{"component_key": "h.0.mlp:2", "scor')
+    return paths
