@@ -8,13 +8,14 @@ from typing import Any
 import torch
 
 from autointerp.accumulators.associations import rank_columns, rows_of
-from autointerp.accumulators.base import HarvestContext, TensorAccumulator
-from autointerp.accumulators.output_probs import firing_matrix
+from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
+from autointerp.accumulators.output_probs import StagedSum
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 
 # float32 holds integers exactly up to 2^24: a batch's co-firing product is split
-# into position chunks no longer than that before it is added to the int64 table.
+# into position chunks no longer than that, and the float32 staging buffer is
+# folded into the int64 table before any of its entries could pass it.
 _EXACT_F32 = 1 << 24
 
 
@@ -22,9 +23,13 @@ class CorrelationAcc(TensorAccumulator):
     """Firing counts ``[N]`` and co-firing counts ``[N, N]``, both int64.
 
     Each batch adds ``Fᵀ F`` for its firing indicator F, computed as a sparse
-    (firings) times dense product. Finalized per component: partners ranked by
-    precision P(this | partner), recall P(partner | this) and PMI, plus the
-    bottom-k by PMI among partners that co-fired at least once.
+    (firings, CSR) times dense product in float32, summed in place into a float32
+    buffer that is folded into the int64 table before any entry could pass 2^24
+    (float32 counts integers exactly up to there; see `StagedSum`). A batch of
+    more than 2^24 positions is split into position chunks for the same reason.
+    Finalized per component: partners ranked by precision P(this | partner),
+    recall P(partner | this) and PMI, plus the bottom-k by PMI among partners
+    that co-fired at least once.
     """
 
     name = "correlations"
@@ -38,13 +43,14 @@ class CorrelationAcc(TensorAccumulator):
 
     def state_bytes(self, ctx: HarvestContext) -> int:
         N = ctx.n_components
-        return 8 * N * N + 4 * N * N + 8 * N  # table + one float32 product
+        return 8 * N * N + 4 * N * N + 8 * N  # int64 table + float32 staging buffer + counts
 
     def setup(self, ctx: HarvestContext) -> None:
         N = ctx.n_components
         self.add_state("cofire", torch.zeros(N, N, dtype=torch.int64))
         self.add_state("count", torch.zeros(N, dtype=torch.int64))
         self.add_state("n_tokens", torch.zeros((), dtype=torch.int64))
+        self._staged = StagedSum((N, N), ctx.device, _EXACT_F32)
 
     def update(self, batch: FiringBatch) -> None:
         self.count.index_add_(0, batch.firing_comp, torch.ones_like(batch.firing_comp))
@@ -55,17 +61,44 @@ class CorrelationAcc(TensorAccumulator):
         for start in range(0, P, _EXACT_F32):
             stop = min(P, start + _EXACT_F32)
             if start == 0 and stop == P:
-                sub = batch
-                dense = batch.fires.float()
+                comp, pos, dense = batch.firing_comp, batch.firing_pos, batch.fires.float()
             else:
                 keep = (batch.firing_pos >= start) & (batch.firing_pos < stop)
-                sub = _slice(batch, keep, start, stop)
+                comp, pos = batch.firing_comp[keep], batch.firing_pos[keep] - start
+                if not comp.numel():
+                    continue
                 dense = batch.fires[start:stop].float()
-            product = torch.sparse.mm(firing_matrix(sub), dense)
-            self.cofire += product.round_().long()
+            self._staged.add(self.cofire, comp, pos, dense)
+
+    def _flush(self) -> None:
+        if self.bound:
+            self._staged.flush_into(self.cofire)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._flush()
+        return super().state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._staged.buffer.zero_()
+        self._staged.bound = 0
+
+    def merge(self, other: Accumulator) -> CorrelationAcc:
+        self._flush()
+        if isinstance(other, CorrelationAcc):
+            other._flush()
+        super().merge(other)
+        return self
+
+    def to(self, device: torch.device | str) -> CorrelationAcc:
+        super().to(device)
+        if self.bound:
+            self._staged.to(device)
+        return self
 
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()
+        self._flush()
         ranked = rank_columns(
             self.cofire, self.count, self.count, float(self.n_tokens), self.top_k,
             min_count=1, exclude_diagonal_from=0, bottom_pmi=True,
@@ -87,17 +120,3 @@ class CorrelationAcc(TensorAccumulator):
             for i in range(ctx.n_components)
         }
 
-
-def _slice(batch: FiringBatch, keep: torch.Tensor, start: int, stop: int) -> FiringBatch:
-    """The firings of positions [start, stop), re-based to start at 0 (for chunked products)."""
-    from attrs import evolve
-
-    return evolve(
-        batch,
-        acts=batch.acts[start:stop],
-        fires=batch.fires[start:stop],
-        valid=batch.valid[start:stop],
-        firing_pos=batch.firing_pos[keep] - start,
-        firing_comp=batch.firing_comp[keep],
-        firing_act=batch.firing_act[keep],
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,9 +10,14 @@ import torch
 
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import rank_columns
-from autointerp.accumulators.base import HarvestContext, TensorAccumulator
+from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
 from autointerp.accumulators.input_tokens import require_vocab
 from autointerp.batch import FiringBatch
+
+
+# torch warns once per process that CSR is "beta"; the two ops we use (construction
+# and addmm_ with a dense operand) are tested here against a dense reference.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 def firing_matrix(batch: FiringBatch) -> torch.Tensor:
@@ -28,11 +34,71 @@ def firing_matrix(batch: FiringBatch) -> torch.Tensor:
     return pn.t()
 
 
+def firing_csr(comp: torch.Tensor, pos: torch.Tensor, n_components: int, n_positions: int) -> torch.Tensor:
+    """Sparse CSR ``[N, P]`` float32 matrix with a 1 at every (component, position) firing.
+
+    CSR rows are components, so ``firing_csr(...) @ dense[P, X]`` sums, per
+    component, the rows of ``dense`` at its firings. It is ~1.7x faster than the
+    COO product on CPU (no coalescing), and runs on cuSPARSE on a GPU.
+    """
+    order = torch.argsort(comp, stable=True)
+    counts = torch.bincount(comp, minlength=n_components)
+    crow = torch.zeros(n_components + 1, dtype=torch.int64, device=comp.device)
+    torch.cumsum(counts, 0, out=crow[1:])
+    vals = torch.ones(comp.shape[0], dtype=torch.float32, device=comp.device)
+    return torch.sparse_csr_tensor(
+        crow, pos[order], vals, (n_components, n_positions), check_invariants=False
+    )
+
+
+class StagedSum:
+    """A float32 buffer that collects per-batch sparse products before they join a wide table.
+
+    Adding every batch's ``[N, X]`` float32 product straight into an int64 or
+    float64 table costs a full pass over the table per batch (a third of the
+    time of the product itself). Instead the products are summed in place
+    (``addmm_``, no temporary) into this buffer, and the buffer is folded into
+    the table only when ``bound`` -- an upper bound on how many firings of any
+    one component it holds -- would pass ``limit``. For counts the limit is
+    2^24, below which float32 sums of integers are exact; for probability mass
+    it bounds the float32 rounding to that of summing ``limit`` terms.
+    """
+
+    def __init__(self, shape: tuple[int, int], device: torch.device, limit: int):
+        self.buffer = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.limit = limit
+        self.bound = 0
+
+    def add(self, table: torch.Tensor, comp: torch.Tensor, pos: torch.Tensor, dense: torch.Tensor) -> None:
+        """buffer += F @ dense for the firings (comp, pos) of ``dense.shape[0]`` positions."""
+        N = self.buffer.shape[0]
+        most = int(torch.bincount(comp, minlength=N).max())
+        if self.bound and self.bound + most > self.limit:
+            self.flush_into(table)
+        self.buffer.addmm_(firing_csr(comp, pos, N, dense.shape[0]), dense)
+        self.bound += most
+
+    def flush_into(self, table: torch.Tensor) -> None:
+        if not self.bound:
+            return
+        if table.is_floating_point():
+            table += self.buffer
+        else:
+            table += self.buffer.round_().to(table.dtype)
+        self.buffer.zero_()
+        self.bound = 0
+
+    def to(self, device: torch.device | str) -> None:
+        self.buffer = self.buffer.to(device)
+
+
 class OutputProbAcc(TensorAccumulator):
     """Output probability mass at each firing position, summed per (component, token).
 
-    Each batch's sums are one sparse-times-dense product in float32 (exact enough
-    for one batch) folded into float64 totals, which do not drift over 1e9 tokens.
+    Each batch's sums are one sparse-times-dense product in float32, collected in
+    a float32 buffer that is folded into float64 totals before any component has
+    more than ``flush_firings`` firings in it (so each float32 partial sum has at
+    most that many terms); the float64 totals do not drift over 1e9 tokens.
     Finalized per component: `TokenStats` with precision = mass at firings /
     total mass of the token, recall = mean probability of the token when firing,
     and PMI.
@@ -41,6 +107,9 @@ class OutputProbAcc(TensorAccumulator):
     name = "output_tokens"
     needs_output_probs = True
     prompt_section = "output_tokens.j2"
+    #: the float32 buffer is folded into the float64 table before it holds more
+    #: than this many firings of one component (see `StagedSum`)
+    flush_firings: int = 4096
 
     def __init__(self, top_k: int = 10, min_mass: float = 1e-6):
         self.top_k, self.min_mass = top_k, min_mass
@@ -51,7 +120,7 @@ class OutputProbAcc(TensorAccumulator):
     def state_bytes(self, ctx: HarvestContext) -> int:
         V = ctx.vocab_size or 0
         N = ctx.n_components
-        # float64 table, plus the float32 per-batch product
+        # float64 table, plus the float32 staging buffer of per-batch products
         return 8 * (N * V + V + N + 1) + 4 * N * V
 
     def setup(self, ctx: HarvestContext) -> None:
@@ -60,19 +129,50 @@ class OutputProbAcc(TensorAccumulator):
         self.add_state("token_mass", torch.zeros(V, dtype=torch.float64))
         self.add_state("comp_count", torch.zeros(N, dtype=torch.int64))
         self.add_state("n_tokens", torch.zeros((), dtype=torch.int64))
+        self._staged = StagedSum((N, V), ctx.device, self.flush_firings)
 
     def update(self, batch: FiringBatch) -> None:
         if batch.output_probs is None:
             raise ValueError("OutputProbAcc needs output_probs [B, S, V] in every HarvestBatch, got None")
-        probs = batch.output_probs.float()
+        probs = batch.output_probs
+        if probs.dtype != torch.float32:
+            probs = probs.float()
         if batch.n_firings:
-            self.joint += torch.sparse.mm(firing_matrix(batch), probs).double()
-        self.token_mass += probs[batch.valid].sum(0, dtype=torch.float64)
+            self._staged.add(self.joint, batch.firing_comp, batch.firing_pos, probs)
+        # valid @ probs: the column sums over valid rows, without a [B*S, V] copy
+        self.token_mass += (batch.valid.to(probs.dtype) @ probs).double()
         self.comp_count.index_add_(0, batch.firing_comp, torch.ones_like(batch.firing_comp))
         self.n_tokens += batch.n_valid
 
+    def _flush(self) -> None:
+        if self.bound:
+            self._staged.flush_into(self.joint)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._flush()
+        return super().state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._staged.buffer.zero_()
+        self._staged.bound = 0
+
+    def merge(self, other: Accumulator) -> OutputProbAcc:
+        self._flush()
+        if isinstance(other, OutputProbAcc):
+            other._flush()
+        super().merge(other)
+        return self
+
+    def to(self, device: torch.device | str) -> OutputProbAcc:
+        super().to(device)
+        if self.bound:
+            self._staged.to(device)
+        return self
+
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()
+        self._flush()
         ranked = rank_columns(
             self.joint, self.comp_count, self.token_mass, float(self.n_tokens), self.top_k,
             min_count=self.min_mass,
