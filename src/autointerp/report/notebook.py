@@ -1,18 +1,391 @@
-"""Rich notebook views (`_repr_html_`). Filled in by the report module."""
+"""Rich notebook views (`_repr_html_`) of components, labels, harvests and runs.
+
+Plain HTML with a small scoped ``<style>``; no scripts and nothing from the
+network, so the views survive notebook sanitizers and offline viewers. Every
+string from the data goes through `html.escape`. Tokens are shown the same way
+as in the static report: byte-level tokens joined into UTF-8, whitespace made
+visible, shaded by activation, the firing token outlined, the activation on hover.
+
+>>> from autointerp import load_harvest             # doctest: +SKIP
+>>> result = load_harvest(".data/autointerp/demo/harvest")
+>>> result["h.0.mlp:3"]                             # in a notebook: the rich view
+"""
 
 from __future__ import annotations
 
-import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
 from typing import Any
 
+from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
 
-def component_html(comp: Any) -> str:
-    return f"<pre>{html.escape(repr(comp))}</pre>"
+_STYLE = """<style>
+.ai-view{font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d232b;max-width:1100px}
+.ai-view h4{margin:10px 0 4px;font-size:13px;color:#69717d;text-transform:uppercase;letter-spacing:.03em}
+.ai-view .ai-key{font-family:ui-monospace,Menlo,Consolas,monospace;font-weight:700}
+.ai-view .ai-label{font-size:16px;font-weight:600;margin:4px 0}
+.ai-view .ai-muted{color:#69717d}
+.ai-view .ai-reason{background:#f5f6f8;border-left:3px solid #dfe3e8;padding:4px 10px;white-space:pre-wrap}
+.ai-view table{border-collapse:collapse;margin:2px 12px 6px 0;font-size:12px}
+.ai-view th,.ai-view td{border-bottom:1px solid #e3e6ea;padding:1px 8px;text-align:left}
+.ai-view td.ai-num{text-align:right;font-variant-numeric:tabular-nums}
+.ai-view .ai-ex{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;line-height:1.9;white-space:pre-wrap;overflow-wrap:anywhere;border-bottom:1px dotted #e3e6ea}
+.ai-view .ai-tok{border-radius:2px}
+.ai-view .ai-fire{outline:2px solid #7a2e00;font-weight:700}
+.ai-view .ai-ws{opacity:.45}
+.ai-view .ai-flex{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}
+</style>"""
+
+_WS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍", "\u00a0": "⍽"}
+
+
+def _visible(text: str) -> str:
+    """Escaped text with whitespace shown as symbols."""
+    out = []
+    for ch in text:
+        sym = _WS.get(ch)
+        out.append(f'<span class="ai-ws">{sym}</span>' if sym else escape(ch))
+    return "".join(out)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (int, float)):
+        if isinstance(x, float) and not math.isfinite(x):
+            return "–"
+        if x == 0:
+            return "0"
+        if isinstance(x, int) and not isinstance(x, bool):
+            return f"{x:,}"
+        return f"{x:.{digits}g}"
+    return escape(str(x))
+
+
+def _shade(act: float, scale: float) -> str:
+    if not act or not scale or not math.isfinite(act):
+        return ""
+    x = max(-1.0, min(1.0, act / scale))
+    alpha = 0.12 + 0.78 * abs(x)
+    color = f"rgba(255,140,0,{alpha:.3f})" if x > 0 else f"rgba(40,120,255,{alpha:.3f})"
+    return f' style="background-color:{color}"'
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def example_html(example: Any, scale: float | None = None, style: str = "auto") -> str:
+    """One activation example as a line of shaded tokens (ActivationExample or its dict)."""
+    tokens = _get(example, "tokens")
+    ids = _get(example, "token_ids") or []
+    acts = list(_get(example, "activations") or [])
+    fire = _get(example, "firing_offset", -1)
+    shown = display_tokens(list(tokens), style) if tokens else [f"⟨{i}⟩" for i in ids]
+    if scale is None:
+        scale = max((abs(a) for a in acts if a is not None and math.isfinite(a)), default=0.0)
+    parts = []
+    for i, text in enumerate(shown):
+        a = acts[i] if i < len(acts) else 0.0
+        cls = "ai-tok ai-fire" if i == fire else "ai-tok"
+        title = f"activation {_fmt(a, 4)}" + (" (firing token)" if i == fire else "")
+        body = _visible(text) if text else "&#8203;"
+        parts.append(f'<span class="{cls}"{_shade(a, scale)} title="{escape(title)}">{body}</span>')
+    where = f"seq {_get(example, 'sequence_index')}, pos {_get(example, 'position')}"
+    return f'<div class="ai-ex" title="{escape(where)}">{"".join(parts)}</div>'
+
+
+def _examples_block(title: str, examples: Sequence[Any], scale: float, style: str, limit: int) -> str:
+    if not examples:
+        return ""
+    rows = "".join(example_html(e, scale, style) for e in examples[:limit])
+    more = f'<div class="ai-muted">… {len(examples) - limit} more</div>' if len(examples) > limit else ""
+    return f"<h4>{escape(title)} ({len(examples)})</h4>{rows}{more}"
+
+
+def _token_table(title: str, rows: Sequence[Any], style: str, limit: int = 8) -> str:
+    body = []
+    for s in rows[:limit]:
+        tok = _get(s, "token")
+        text = single_token_text(tok, style) if tok is not None else f"⟨{_get(s, 'token_id')}⟩"
+        body.append(
+            f"<tr><td><code>{_visible(text)}</code></td><td class=ai-num>{_fmt(_get(s, 'precision'))}</td>"
+            f"<td class=ai-num>{_fmt(_get(s, 'recall'))}</td><td class=ai-num>{_fmt(_get(s, 'pmi'))}</td></tr>"
+        )
+    if not body:
+        body.append('<tr><td colspan=4 class="ai-muted">none</td></tr>')
+    return (
+        f"<table><caption>{escape(title)}</caption><tr><th>token</th><th>precision</th><th>recall</th><th>PMI</th></tr>"
+        f"{''.join(body)}</table>"
+    )
+
+
+def _token_stats_block(title: str, stats: Any, style: str) -> str:
+    if not stats:
+        return ""
+    tables = "".join(
+        _token_table(name, _get(stats, field) or [], style)
+        for field, name in (("top_precision", "by precision"), ("top_recall", "by recall"), ("top_pmi", "by PMI"))
+    )
+    return f'<h4>{escape(title)}</h4><div class="ai-flex">{tables}</div>'
+
+
+def _partners_block(corr: Any, labels: Mapping[str, str] | None, limit: int = 6) -> str:
+    if not corr:
+        return ""
+    tables = []
+    for field, name in (("top_pmi", "by PMI"), ("top_precision", "by precision"), ("top_recall", "by recall")):
+        rows = []
+        for p in (_get(corr, field) or [])[:limit]:
+            key = _get(p, "key")
+            lab = (labels or {}).get(key)
+            lab_html = escape(lab) if lab else '<span class="ai-muted">–</span>'
+            rows.append(
+                f"<tr><td class=ai-key>{escape(str(key))}</td><td>{lab_html}</td><td class=ai-num>{_fmt(_get(p, 'precision'))}</td>"
+                f"<td class=ai-num>{_fmt(_get(p, 'recall'))}</td><td class=ai-num>{_fmt(_get(p, 'pmi'))}</td></tr>"
+            )
+        if not rows:
+            rows.append('<tr><td colspan=5 class="ai-muted">none</td></tr>')
+        tables.append(
+            f"<table><caption>{escape(name)}</caption><tr><th>component</th><th>label</th><th>prec</th><th>rec</th><th>PMI</th></tr>"
+            f"{''.join(rows)}</table>"
+        )
+    return f'<h4>Co-firing components</h4><div class="ai-flex">{"".join(tables)}</div>'
+
+
+def _extras_block(extras: Mapping[str, Any]) -> str:
+    if not extras:
+        return ""
+    from autointerp.report.writer import EXTRAS_RENDERERS
+
+    parts = []
+    for name in sorted(extras):
+        value = extras[name]
+        r = EXTRAS_RENDERERS.get(name)
+        if r is not None and r.html is not None:
+            try:
+                body = r.html(value)
+            except Exception as e:  # noqa: BLE001 - a broken renderer must not hide the component
+                body = f'<span class="ai-muted">renderer failed: {escape(repr(e))}</span>' + _generic_extras(value)
+        else:
+            body = _generic_extras(value)
+        parts.append(f"<h4>{escape(name)}</h4>{body}")
+    return "".join(parts)
+
+
+def _generic_extras(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    if len(text) > 2000:
+        text = text[:2000] + " …"
+    return f"<pre style='white-space:pre-wrap;margin:0'>{escape(text)}</pre>"
+
+
+def _scores_block(scores: Mapping[str, Mapping[str, Any]] | None) -> str:
+    if not scores:
+        return ""
+    rows = []
+    for scorer in sorted(scores):
+        cells = []
+        for src in ("label", "shuffled", "token_lookup"):
+            r = scores[scorer].get(src)
+            if r is None:
+                cells.append("<td class=ai-num>–</td>")
+            elif _get(r, "skipped"):
+                cells.append(f'<td class="ai-num ai-muted" title="{escape(str(_get(r, "reason", "")))}">skipped</td>')
+            else:
+                cells.append(f"<td class=ai-num>{_fmt(_get(r, 'score'))}</td>")
+        rows.append(f"<tr><td>{escape(scorer)}</td>{''.join(cells)}</tr>")
+    return (
+        "<h4>Scores</h4><table><tr><th>scorer</th><th>this label</th><th>random label</th><th>token lookup</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def _interp_block(interp: Any) -> str:
+    if interp is None:
+        return ""
+    meta = f"confidence: {escape(str(_get(interp, 'confidence', '')))}"
+    model = _get(interp, "model")
+    if model:
+        meta += f" · labeled by {escape(str(model))}"
+    reasoning = _get(interp, "reasoning") or ""
+    reason_html = f'<div class="ai-reason">{escape(reasoning)}</div>' if reasoning else ""
+    return f'<div class="ai-label">{escape(str(_get(interp, "label", "")))}</div><div class="ai-muted">{meta}</div>{reason_html}'
+
+
+def _component_style(comp: Any) -> str:
+    def tokens():
+        for field in ("top_examples", "examples"):
+            for ex in _get(comp, field) or []:
+                yield from _get(ex, "tokens") or []
+        for field in ("input_tokens", "output_tokens"):
+            stats = _get(comp, field)
+            for table in ("top_precision", "top_recall", "top_pmi"):
+                for s in (_get(stats, table) or []) if stats else []:
+                    t = _get(s, "token")
+                    if t:
+                        yield t
+
+    return detect_token_style(tokens())
+
+
+def component_html(
+    comp: Any,
+    interpretation: Any = None,
+    scores: Mapping[str, Mapping[str, Any]] | None = None,
+    labels: Mapping[str, str] | None = None,
+    *,
+    max_examples: int = 8,
+) -> str:
+    """A `ComponentData` (with its label and scores, when known) as one HTML block."""
+    style = _component_style(comp)
+    examples = list(_get(comp, "examples") or [])
+    top = list(_get(comp, "top_examples") or [])
+    scale = abs(float(_get(comp, "max_activation") or 0.0))
+    for ex in top + examples:
+        for a in _get(ex, "activations") or []:
+            if a is not None and math.isfinite(a):
+                scale = max(scale, abs(a))
+    count = _get(comp, "firing_count", 0)
+    rate = _get(comp, "firing_rate", 0.0)
+    head = (
+        f'<div><span class="ai-key">{escape(str(_get(comp, "key")))}</span> '
+        f'<span class="ai-muted">fires {_fmt(count)} times · rate {_fmt(rate)} · mean act {_fmt(_get(comp, "mean_activation"))}'
+        f" · max {_fmt(_get(comp, 'max_activation'))}</span></div>"
+    )
+    if not count:
+        head += '<div class="ai-muted">never fired in this harvest</div>'
+    body = [
+        _STYLE,
+        '<div class="ai-view">',
+        head,
+        _interp_block(interpretation),
+        _scores_block(scores),
+        _examples_block("Top-activating examples", top, scale, style, max_examples),
+        _examples_block("Random examples", examples, scale, style, max_examples),
+        _token_stats_block("Input tokens", _get(comp, "input_tokens"), style),
+        _token_stats_block("Output tokens", _get(comp, "output_tokens"), style),
+        _partners_block(_get(comp, "correlations"), labels),
+        _extras_block(_get(comp, "extras") or {}),
+        "</div>",
+    ]
+    return "".join(body)
 
 
 def interpretation_html(result: Any) -> str:
-    return f"<pre>{html.escape(repr(result))}</pre>"
+    """An `InterpretationResult` alone: key, label, confidence, reasoning."""
+    key = escape(str(_get(result, "component_key", "")))
+    return f'{_STYLE}<div class="ai-view"><span class="ai-key">{key}</span>{_interp_block(result)}</div>'
 
 
-def harvest_html(result: Any) -> str:
-    return f"<pre>{html.escape(repr(result))}</pre>"
+def labeled_component_html(lc: Any) -> str:
+    """A `LabeledComponent`: the component view with its label and scores on top."""
+    return component_html(lc.component, lc.interpretation, lc.scores)
+
+
+def _layer_rows(layers: Sequence[tuple[str, list[float]]]) -> str:
+    rows = []
+    for name, rates in layers:
+        fired = sorted(r for r in rates if r > 0)
+        median = fired[len(fired) // 2] if fired else None
+        rows.append(
+            f"<tr><td class=ai-key>{escape(name)}</td><td class=ai-num>{len(rates):,}</td><td class=ai-num>{len(fired):,}</td>"
+            f"<td class=ai-num>{len(rates) - len(fired):,}</td><td class=ai-num>{_fmt(median)}</td></tr>"
+        )
+    return (
+        "<table><tr><th>layer</th><th>components</th><th>fired</th><th>dead</th><th>median rate (fired)</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+
+
+def harvest_html(result: Any, *, max_rows: int = 20) -> str:
+    """A `HarvestResult` as a compact table: per-layer counts, then the most frequent components."""
+    cfg = result.config
+    by_layer: dict[str, list[float]] = {layer.name: [] for layer in cfg.layers}
+    for c in result.components:
+        by_layer.setdefault(c.layer, []).append(c.firing_rate)
+    style = detect_token_style(t for c in result.components[:200] for ex in c.examples[:3] for t in (ex.tokens or []))
+    top = sorted(result.components, key=lambda c: -c.firing_rate)[:max_rows]
+    rows = []
+    for c in top:
+        first = c.input_tokens.top_recall[0] if c.input_tokens and c.input_tokens.top_recall else None
+        tok = ""
+        if first is not None:
+            tok = single_token_text(first.token, style) if first.token is not None else f"⟨{first.token_id}⟩"
+        rows.append(
+            f"<tr><td class=ai-key>{escape(c.key)}</td><td class=ai-num>{_fmt(c.firing_count)}</td><td class=ai-num>{_fmt(c.firing_rate)}</td>"
+            f"<td class=ai-num>{_fmt(c.max_activation)}</td><td><code>{_visible(tok)}</code></td></tr>"
+        )
+    head = (
+        f'<div><b>HarvestResult</b> <span class="ai-muted">{len(result):,} components in {len(cfg.layers)} layers · '
+        f"{cfg.n_tokens:,} tokens · threshold {_fmt(cfg.threshold)}</span></div>"
+    )
+    comp_table = (
+        f"<h4>Most frequent components (top {len(top)})</h4><table><tr><th>component</th><th>firings</th><th>rate</th>"
+        f"<th>max act</th><th>top input token</th></tr>{''.join(rows)}</table>"
+        '<div class="ai-muted">result[key] shows one component; autointerp.write_report writes the full browsable report.</div>'
+    )
+    return f'{_STYLE}<div class="ai-view">{head}{_layer_rows(list(by_layer.items()))}{comp_table}</div>'
+
+
+def run_html(data: Any, *, max_rows: int = 30) -> str:
+    """A run (`RunData`): summary, mean scores against baselines, and the first components with labels."""
+    by_layer: dict[str, list[float]] = {}
+    for c in data.components:
+        by_layer.setdefault(c.get("layer", ""), []).append(float(c.get("firing_rate") or 0.0))
+    scorers = data.scorers
+    means = []
+    for s in scorers:
+        cells = []
+        for src in ("label", "shuffled", "token_lookup"):
+            vals = [
+                r.score
+                for by_src in data.scores[s].values()
+                for k, r in by_src.items()
+                if k == src and not r.skipped and r.score is not None and math.isfinite(r.score)
+            ]
+            cells.append(f"<td class=ai-num>{_fmt(sum(vals) / len(vals)) if vals else '–'}</td>")
+        means.append(f"<tr><td>{escape(s)}</td>{''.join(cells)}</tr>")
+    score_table = (
+        "<h4>Mean scores</h4><table><tr><th>scorer</th><th>labels</th><th>random labels</th><th>token lookup</th></tr>"
+        f"{''.join(means)}</table>"
+        if means
+        else ""
+    )
+    rows = []
+    for c in data.components[:max_rows]:
+        key = c["key"]
+        interp = data.interpretations.get(key)
+        label = escape(interp.label) if interp else '<span class="ai-muted">–</span>'
+        conf = escape(interp.confidence) if interp else ""
+        sc = "".join(
+            f"<td class=ai-num>{_fmt(_score_of(data, s, key))}</td>" for s in scorers
+        )
+        rows.append(
+            f"<tr><td class=ai-key>{escape(key)}</td><td>{label}</td><td>{conf}</td>"
+            f"<td class=ai-num>{_fmt(c.get('firing_rate'))}</td>{sc}</tr>"
+        )
+    more = len(data.components) - max_rows
+    head = (
+        f'<div><b>{escape(data.name or "run")}</b> <span class="ai-muted">{len(data.components):,} components · '
+        f"{len(data.interpretations):,} labeled" + (f" · {data.n_failures:,} failed" if data.n_failures else "") + "</span></div>"
+    )
+    comp_table = (
+        "<h4>Components</h4><table><tr><th>component</th><th>label</th><th>confidence</th><th>rate</th>"
+        + "".join(f"<th>{escape(s)}</th>" for s in scorers)
+        + f"</tr>{''.join(rows)}</table>"
+        + (f'<div class="ai-muted">… {more:,} more: run[key] shows one, run.write_report() writes them all.</div>' if more > 0 else "")
+    )
+    return f'{_STYLE}<div class="ai-view">{head}{_layer_rows(list(by_layer.items()))}{score_table}{comp_table}</div>'
+
+
+def _score_of(data: Any, scorer: str, key: str) -> float | None:
+    r = data.scores.get(scorer, {}).get(key, {}).get("label")
+    return None if r is None or r.skipped else r.score

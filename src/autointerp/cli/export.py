@@ -1,0 +1,45 @@
+"""``autointerp export RUN_ID --format jsonl|neuronpedia``: labels, scores and top examples for other apps."""
+
+from __future__ import annotations
+
+import argparse
+
+from autointerp.paths import RunPaths
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export labels, scores and top examples as JSON (see docs/export.md)",
+        description="Write <out>/<run_id>/export/components.jsonl (one record per component) or "
+        "export/neuronpedia.json (Neuronpedia-shaped features). The layouts are described in docs/export.md.",
+    )
+    p.add_argument("run_id", help="the run to export (a folder name under --out)")
+    p.add_argument("--format", default="jsonl", choices=["jsonl", "neuronpedia"], help="output layout (default: jsonl)")
+    p.add_argument("--out", default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("--output", default=None, help="file to write (default: <run>/export/components.jsonl or neuronpedia.json)")
+    p.add_argument("--top-examples", type=int, default=10, help="examples per component (default: 10)")
+    p.add_argument("--model-id", default=None, help="neuronpedia modelId (default: the harvest's model name)")
+    p.add_argument(
+        "--token-style",
+        default="auto",
+        choices=["auto", "gpt2", "sentencepiece", "plain"],
+        help="how token strings are spelled (default: guessed from the tokens)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autointerp.report.export import export_run
+
+    paths = RunPaths.of(args.run_id, args.out)
+    path = export_run(
+        paths,
+        args.format,
+        args.output,
+        top_examples=args.top_examples,
+        model_id=args.model_id,
+        token_style=args.token_style,
+    )
+    print(path.resolve())
+    return 0

@@ -1,0 +1,39 @@
+"""``autointerp report RUN_ID``: write the static HTML report of a run and print its path."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from autointerp.paths import RunPaths
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write the offline HTML report of a run",
+        description="Write <out>/<run_id>/report/index.html: every component with its label, scores, examples and "
+        "token statistics. It opens from disk and loads nothing from the network.",
+    )
+    p.add_argument("run_id", help="the run to show (a folder name under --out)")
+    p.add_argument("--out", default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument(
+        "--token-style",
+        default="auto",
+        choices=["auto", "gpt2", "sentencepiece", "plain"],
+        help="how token strings are spelled (default: guessed from the tokens)",
+    )
+    p.add_argument("--title", default=None, help="page title (default: the run id)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autointerp.report.writer import write_report
+
+    paths = RunPaths.of(args.run_id, args.out)
+    t0 = time.perf_counter()
+    index = write_report(paths, token_style=args.token_style, title=args.title)
+    print(f"wrote the report in {time.perf_counter() - t0:.1f}s; open this file in a browser:", file=sys.stderr)
+    print(index.resolve())
+    return 0

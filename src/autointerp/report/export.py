@@ -1,0 +1,226 @@
+"""Export a run's labels, scores and top examples for other apps.
+
+Two layouts, both documented in ``docs/export.md``:
+
+* ``jsonl`` — ``<run>/export/components.jsonl``, one self-contained record per
+  component (format ``autointerp.export/1``), plus ``<run>/export/run.json``
+  with the harvest settings and mean scores.
+* ``neuronpedia`` — ``<run>/export/neuronpedia.json``, one feature object per
+  component in the shape of Neuronpedia's feature JSON (``modelId``, ``layer``,
+  ``index``, ``explanations``, ``activations``).
+
+>>> export_run(RunPaths.of("demo"), "jsonl")        # doctest: +SKIP
+PosixPath('.data/autointerp/demo/export/components.jsonl')
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from autointerp.paths import RunPaths
+from autointerp.report.run import LABEL_SOURCES, RunData
+from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens
+from autointerp.storage import atomic_write_with
+
+EXPORT_FORMATS = ("jsonl", "neuronpedia")
+JSONL_FORMAT = "autointerp.export/1"
+NEURONPEDIA_FORMAT = "autointerp.neuronpedia/1"
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _examples(c: Mapping[str, Any], n: int, style: str) -> list[dict[str, Any]]:
+    """Top-activating examples first; a harvest without them gives its random examples, largest first."""
+    exs = list(c.get("top_examples") or [])
+    if not exs:
+        exs = sorted(c.get("examples") or [], key=lambda e: -(e["activations"][e["firing_offset"]] or 0.0))
+    out = []
+    for e in exs[:n]:
+        raw = e.get("tokens")
+        shown = display_tokens(list(raw), style) if raw else None
+        out.append(
+            {
+                "token_ids": e["token_ids"],
+                "tokens": raw,
+                "text_tokens": shown,
+                "text": "".join(shown) if shown is not None else None,
+                "activations": [_finite(a) for a in e["activations"]],
+                "firing_offset": e["firing_offset"],
+                "firing_activation": _finite(e["activations"][e["firing_offset"]]),
+                "sequence_index": e.get("sequence_index"),
+                "position": e.get("position"),
+            }
+        )
+    return out
+
+
+def _style(data: RunData, token_style: str) -> str:
+    if token_style != "auto":
+        return token_style
+    from autointerp.report.writer import _iter_token_strings
+
+    return detect_token_style(_iter_token_strings(data.components))
+
+
+def iter_records(data: RunData, *, top_examples: int = 10, token_style: str = "auto") -> Iterator[dict[str, Any]]:
+    """The ``jsonl`` records of a run, one per component, in component-space order."""
+    style = _style(data, token_style)
+    for c in data.components:
+        key = c["key"]
+        interp = data.interpretations.get(key)
+        scores: dict[str, dict[str, Any]] = {}
+        for scorer, by_src in data.component_scores(key).items():
+            entry: dict[str, Any] = {}
+            for src in LABEL_SOURCES:
+                r = by_src.get(src)
+                if r is None:
+                    continue
+                entry[src] = None if r.skipped else _finite(r.score)
+                if src == "label":
+                    entry["n_trials"] = r.n_trials
+                    entry["metrics"] = {k: _finite(v) for k, v in (r.metrics or {}).items()}
+                    if r.skipped:
+                        entry["skipped_reason"] = r.reason
+            scores[scorer] = entry
+        yield {
+            "format": JSONL_FORMAT,
+            "run": data.name,
+            "key": key,
+            "layer": c.get("layer"),
+            "index": c.get("index"),
+            "firing_count": c.get("firing_count", 0),
+            "firing_rate": _finite(c.get("firing_rate", 0.0)),
+            "mean_activation": _finite(c.get("mean_activation", 0.0)),
+            "max_activation": _finite(c.get("max_activation", 0.0)),
+            "label": interp.label if interp else None,
+            "confidence": interp.confidence if interp else None,
+            "reasoning": interp.reasoning if interp else None,
+            "explainer_model": interp.model if interp else None,
+            "scores": scores,
+            "top_examples": _examples(c, top_examples, style),
+        }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "layer"
+
+
+def neuronpedia_document(
+    data: RunData, *, top_examples: int = 10, model_id: str | None = None, token_style: str = "auto"
+) -> dict[str, Any]:
+    """One JSON document with a Neuronpedia-shaped feature object per component."""
+    model = data.config.get("model") or {}
+    model_id = model_id or str(model.get("name") or model.get("id") or data.name or "model")
+    features = []
+    for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
+        explanations = []
+        if rec["label"] is not None:
+            explanations.append(
+                {
+                    "description": rec["label"],
+                    "explanationModelName": rec["explainer_model"] or "",
+                    "typeName": "autointerp",
+                    "confidence": rec["confidence"],
+                    "scores": [
+                        {"explanationScoreTypeName": scorer, "value": s.get("label")}
+                        for scorer, s in sorted(rec["scores"].items())
+                        if s.get("label") is not None
+                    ],
+                }
+            )
+        activations = []
+        for ex in rec["top_examples"]:
+            values = [a if a is not None else 0.0 for a in ex["activations"]]
+            tokens = ex["text_tokens"] if ex["text_tokens"] is not None else [str(t) for t in ex["token_ids"]]
+            activations.append(
+                {
+                    "tokens": tokens,
+                    "values": values,
+                    "maxValue": max(values) if values else 0.0,
+                    "maxValueTokenIndex": ex["firing_offset"],
+                }
+            )
+        features.append(
+            {
+                "modelId": model_id,
+                "layer": _slug(rec["layer"] or ""),
+                "index": str(rec["index"]),
+                "autointerpKey": rec["key"],
+                "frac_nonzero": rec["firing_rate"],
+                "maxActApprox": rec["max_activation"],
+                "explanations": explanations,
+                "activations": activations,
+            }
+        )
+    return {"format": NEURONPEDIA_FORMAT, "run": data.name, "modelId": model_id, "features": features}
+
+
+def export_run(
+    run: RunPaths | str | os.PathLike | RunData,
+    format: str = "jsonl",
+    output: str | os.PathLike | None = None,
+    *,
+    top_examples: int = 10,
+    model_id: str | None = None,
+    token_style: str = "auto",
+) -> Path:
+    """Write the export and return its path (written atomically: complete or absent).
+
+    ``output`` defaults to ``<run>/export/components.jsonl`` (``jsonl``) or
+    ``<run>/export/neuronpedia.json`` (``neuronpedia``).
+    """
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {format!r}")
+    if token_style not in TOKEN_STYLES:
+        raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {token_style!r}")
+    if top_examples < 0:
+        raise ValueError(f"top_examples must be >= 0, got {top_examples}")
+    paths: RunPaths | None = None
+    if isinstance(run, RunData):
+        data = run
+    else:
+        paths = run if isinstance(run, RunPaths) else RunPaths(Path(run))
+        data = RunData.from_run(paths)
+    if output is None:
+        if paths is None:
+            raise ValueError("pass output: this run was not read from a run folder")
+        output = paths.root / "export" / ("components.jsonl" if format == "jsonl" else "neuronpedia.json")
+    output = Path(output)
+
+    if format == "jsonl":
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
+                    f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
+
+        atomic_write_with(output, write)
+        from autointerp.report.writer import _run_summary, _score_means
+
+        run_info = {
+            "format": JSONL_FORMAT,
+            "run": data.name,
+            "n_components": len(data.components),
+            "n_labeled": sum(1 for c in data.components if c["key"] in data.interpretations),
+            "layers": data.config.get("layers") or [],
+            "score_means": _score_means(data),
+            "harvest": _run_summary(data),
+        }
+        atomic_write_with(
+            output.with_name("run.json"),
+            lambda tmp: tmp.write_text(json.dumps(run_info, ensure_ascii=False, indent=2, allow_nan=False), encoding="utf-8"),
+        )
+    else:
+        doc = neuronpedia_document(data, top_examples=top_examples, model_id=model_id, token_style=token_style)
+        atomic_write_with(output, lambda tmp: tmp.write_text(json.dumps(doc, ensure_ascii=False, allow_nan=False), encoding="utf-8"))
+    return output

@@ -1,0 +1,251 @@
+"""The static report writer: token display, safe JSON, the files it writes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from report_fixture import DEAD, INJECT_IMG, INJECT_SCRIPT, N_COMPONENTS, make_harvest, make_run
+
+from autointerp import InterpretationResult, ScoreResult
+from autointerp.cli import main
+from autointerp.report import register_extras_renderer, safe_json, write_report
+from autointerp.report.run import RunData
+from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
+from autointerp.report.writer import EXTRAS_RENDERERS, _histogram, _percentiles
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def report(run):
+    return write_report(run)
+
+
+def _load(path: Path, fn: str):
+    text = path.read_text(encoding="utf-8")
+    m = re.fullmatch(rf"{fn}\((.*?),(.*)\);\n", text, flags=re.S)
+    assert m, text[:200]
+    return json.loads(m.group(1)), json.loads(m.group(2))
+
+
+def _manifest(index: Path) -> dict:
+    text = index.read_text(encoding="utf-8")
+    m = re.search(r'<script type="application/json" id="autointerp-manifest">(.*?)</script>', text, flags=re.S)
+    return json.loads(m.group(1))
+
+
+def _detail(index: Path, key: str) -> dict:
+    for p in sorted((index.parent / "data").glob("c*/*.js")):
+        _, comps = _load(p, "AUTOINTERP_CHUNK")
+        for c in comps:
+            if c["key"] == key:
+                return c
+    raise KeyError(key)
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+def test_gpt2_tokens_join_split_characters():
+    # "—" is E2 80 94, spelled "âĢ" + "Ķ" by GPT-2's byte-to-unicode table
+    assert display_tokens(["Ġthe", "Ċ", "âĢ", "Ķ", "Ġcaf", "Ã©"]) == [" the", "\n", "", "—", " caf", "é"]
+    assert "".join(display_tokens(["ĠÐŁ", "ÑĢ", "Ð¸"])) == " При"
+
+
+def test_sentencepiece_byte_tokens_join():
+    assert display_tokens(["▁I", "▁", "<0xE2>", "<0x9C>", "<0x93>", "▁ok"]) == [" I", " ", "", "", "✓", " ok"]
+
+
+def test_plain_tokens_and_byte_tokens():
+    assert display_tokens(["caf", "<0xC3>", "<0xA9>", "!"], "plain") == ["caf", "", "é", "!"]
+    # a window cut mid-character: the orphan bytes show as U+FFFD, never as mojibake
+    assert display_tokens(["<0xA9>", "x", "<0xE2>"]) == ["\ufffd", "x", "\ufffd"]
+
+
+def test_detect_token_style():
+    assert detect_token_style(["Ġthe", "cat"]) == "gpt2"
+    assert detect_token_style(["▁the", "cat"]) == "sentencepiece"
+    assert detect_token_style([" the", "cat"]) == "plain"
+
+
+def test_single_token_text():
+    assert single_token_text("Ċ", "gpt2") == "\n"
+    assert single_token_text("<0xE2>", "gpt2") == "<0xE2>"
+    assert single_token_text("Ã©", "gpt2") == "é"
+    # a special token spelled in plain text stays itself
+    assert single_token_text("<|endoftext|>", "gpt2") == "<|endoftext|>"
+
+
+def test_unknown_token_style_is_refused():
+    with pytest.raises(ValueError, match="token_style"):
+        display_tokens(["a"], "bpe")
+
+
+# -- JSON embedding --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s", [INJECT_IMG, INJECT_SCRIPT, "a\u2028b\u2029c", "<!-- x", "]]> & &amp;"])
+def test_safe_json_round_trips_and_cannot_close_a_script(s):
+    text = safe_json({"t": [s]})
+    assert json.loads(text) == {"t": [s]}
+    for bad in ("<", ">", "&", "\u2028", "\u2029"):
+        assert bad not in text
+
+
+def test_safe_json_refuses_nan():
+    with pytest.raises(ValueError):
+        safe_json(float("nan"))
+
+
+# -- the written report ----------------------------------------------------------------
+
+
+def test_report_files(report, run):
+    assert report == run.report / "index.html"
+    root = report.parent
+    assert (root / "assets" / "report.js").is_file()
+    assert (root / "assets" / "report.css").is_file()
+    assert sorted(p.name for p in (root / "data").glob("layer-*.js")) == ["layer-0.js", "layer-1.js"]
+    html = report.read_text(encoding="utf-8")
+    # nothing from the network
+    assert not re.search(r"(src|href)=\"(https?:)?//", html)
+    assert "http://" not in (root / "assets" / "report.css").read_text() and "@import" not in (root / "assets" / "report.css").read_text()
+
+
+def test_manifest(report):
+    m = _manifest(report)
+    assert m["n_components"] == N_COMPONENTS
+    assert m["n_labeled"] == N_COMPONENTS - 2
+    assert m["n_failures"] == 1
+    assert m["scorers"] == ["detection"]
+    assert [l["name"] for l in m["layers"]] == ["h.0.mlp", "h.1.mlp"]
+    assert [l["n"] for l in m["layers"]] == [6, 4]
+    assert m["token_style"] == "gpt2"
+    means = m["score_means"]["detection"]
+    assert means["shuffled"]["mean"] == 0.5 and means["token_lookup"]["mean"] == 0.55
+    assert means["label"]["n"] == N_COMPONENTS - 2
+    assert m["layers"][0]["hist"]["dead"] == 1
+
+
+def test_layer_index_rows(report):
+    li, idx = _load(report.parent / "data" / "layer-0.js", "AUTOINTERP_LAYER")
+    assert li == 0
+    assert idx["keys"] == [f"h.0.mlp:{i}" for i in range(6)]
+    assert idx["label"][5] is None and idx["rate"][5] == 0
+    assert idx["scores"]["detection"][0] == 0.5
+    assert len(idx["pct"]) == 6 and min(idx["pct"]) > 0 and max(idx["pct"]) <= 100
+
+
+def test_component_detail(report, run):
+    harvest = make_harvest()
+    d = _detail(report, "h.0.mlp:1")
+    comp = harvest["h.0.mlp:1"]
+    assert len(d["examples"]) == len(comp.examples)
+    assert len(d["top_examples"]) == len(comp.top_examples)
+    assert d["interp"]["label"] == "em dash — and café"
+    assert d["scores"]["detection"]["shuffled"]["score"] == 0.5
+    text = ["".join(ex["t"]) for ex in d["examples"] + d["top_examples"]]
+    assert any("—" in t for t in text) and any(" café" in t for t in text)
+    assert not any("â" in t or "Ã" in t for t in text), "GPT-2 byte characters leaked into the text"
+    for ex in d["examples"]:
+        assert ex["a"][ex["f"]] > 0
+    assert set(d["input_tokens"]) == {"top_precision", "top_recall", "top_pmi"}
+    assert d["correlations"]["top_pmi"] and d["correlations"]["top_pmi"][0][0].startswith("h.")
+    assert d["extras"]["activation_histogram"] and sum(d["extras"]["activation_histogram"]) == comp.firing_count
+    dead = _detail(report, DEAD)
+    assert dead["firing_count"] == 0 and dead["examples"] == [] and dead["interp"] is None
+
+
+def test_no_raw_injection_anywhere(report):
+    for p in report.parent.rglob("*"):
+        if p.is_file() and p.suffix in (".js", ".html"):
+            text = p.read_text(encoding="utf-8")
+            assert INJECT_IMG not in text and INJECT_SCRIPT not in text, p
+    for p in (report.parent / "data").rglob("*.js"):
+        assert "<" not in p.read_text(encoding="utf-8"), f"{p} holds a raw '<'"
+
+
+def test_report_is_replaced_whole(run, tmp_path):
+    out = tmp_path / "rep"
+    write_report(run, out)
+    stale = out / "data" / "stale.js"
+    stale.write_text("x")
+    write_report(run, out, chunk_size=3)
+    assert not stale.exists()
+    assert sorted(p.name for p in (out / "data" / "c0").glob("*.js")) == ["0.js", "1.js"]
+    assert _manifest(out / "index.html")["chunk_size"] == 3
+
+
+def test_write_report_from_objects(tmp_path):
+    harvest = make_harvest()
+    interps = [InterpretationResult(k, f"label {k}", "low", "because") for k in harvest.keys()[:3]]
+    scores = [ScoreResult(k, "fuzzing", "label", f"label {k}", 0.7) for k in harvest.keys()[:3]]
+    index = write_report(harvest, tmp_path / "r", interpretations=interps, scores=scores, title="my <title>")
+    m = _manifest(index)
+    assert m["n_labeled"] == 3 and m["scorers"] == ["fuzzing"] and m["title"] == "my <title>"
+    assert "<title>my &lt;title&gt;</title>" in index.read_text()
+    with pytest.raises(ValueError, match="out_dir"):
+        write_report(harvest)
+
+
+def test_missing_harvest_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="autointerp harvest"):
+        write_report(tmp_path / "nope")
+
+
+def test_skipped_score_does_not_hide_a_real_one():
+    from autointerp.report.run import group_scores
+
+    g = group_scores([ScoreResult("a:0", "det", "label", "x", 0.8), ScoreResult("a:0", "det", "label", "x", None, skipped=True, reason="r")])
+    assert g["det"]["a:0"]["label"].score == 0.8
+
+
+def test_percentiles_and_histogram():
+    assert _percentiles([0.0, 0.1, 0.1, 0.3]) == [12.5, 50.0, 50.0, 87.5]
+    h = _histogram([0.0, 0.001, 0.01, 0.1])
+    assert h["dead"] == 1 and sum(h["counts"]) == 3 and h["lo"] == -3 and h["hi"] == -1
+    assert _histogram([0.0])["counts"] == []
+
+
+def test_extras_renderer_registry(run, tmp_path):
+    js = 'AUTOINTERP.registerExtras("activation_histogram", function (v, box, h) { box.appendChild(h.el("b", {class: "custom"}, "n=" + v.length)); });'
+    register_extras_renderer("toy_extra", js)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            register_extras_renderer("toy_extra", js)
+        index = write_report(run, tmp_path / "r", extras_renderers={"activation_histogram": js})
+        html = index.read_text()
+        assert '<script src="assets/extras/activation_histogram.js"></script>' in html
+        assert '<script src="assets/extras/toy_extra.js"></script>' in html
+        assert (index.parent / "assets" / "extras" / "activation_histogram.js").read_text() == js
+        assert _manifest(index)["extras_renderers"] == ["activation_histogram", "toy_extra"]
+    finally:
+        EXTRAS_RENDERERS.pop("toy_extra", None)
+
+
+def test_run_data_reads_tolerantly(run):
+    data = RunData.from_run(run)
+    assert len(data.components) == N_COMPONENTS
+    assert data.n_failures == 1
+    # the torn last line of scores/detection.jsonl is dropped
+    assert len(data.scores["detection"]) == N_COMPONENTS - 2
+
+
+def test_cli_report(run, capsys):
+    rc = main(["report", run.run_id, "--out", str(run.root.parent)])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert out.out.strip() == str((run.report / "index.html").resolve())
+    assert "open" in out.err
+
+
+def test_cli_report_missing_run(tmp_path, capsys):
+    rc = main(["report", "nope", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "no harvest" in capsys.readouterr().err
