@@ -1,0 +1,260 @@
+"""A pool of random context windows, with every component's firings inside them.
+
+Scorers need two things the per-component reservoirs cannot give: windows where a
+component *verifiably does not fire* (negatives for detection) and true
+activations of a component on *random* text (for the simulator). Both come from
+one pool of windows chosen uniformly from the data, in the same harvest pass, with
+the firings of every component inside each window stored sparsely.
+
+Windows are tiles: each sequence is cut into consecutive non-overlapping tiles of
+``window_len`` tokens (the last one may be shorter; a tile ends at the first
+masked position). Every tile gets a key that is a hash of (seed, sequence id,
+start position) — the same keyed machinery as `ReservoirAcc` — and the pool keeps
+the ``n_windows`` tiles with the smallest keys. So the pool is a uniform sample of
+tiles without replacement, identical however the stream is batched, resumed or
+split across workers, and merging two pools is "keep the smallest keys of the
+union". Windows come out in key order, itself a uniformly random order.
+
+Memory (on the loop's device)::
+
+    fixed:  n_windows * (3 * 8 + 4 * window_len)  bytes   (keys, ids, starts, tokens)
+    sparse: F * 20 bytes, F = firings inside the kept windows
+            ~= n_windows * window_len * L0, where L0 is the mean number of
+            components firing per token
+
+With the defaults (1024 windows of 32 tokens) and L0 = 50 that is 0.2 MB fixed
+plus 33 MB of firings; the finalized JSON (``shared/window_pool.json``) is about
+three times the sparse part. A dense layer (neurons with threshold 0, L0 ~ N/2)
+makes F large: raise the threshold or shrink ``n_windows``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autointerp.accumulators.base import Accumulator, HarvestContext
+from autointerp.accumulators.sampling import EMPTY_KEY, PAD_TOKEN, firing_hash
+from autointerp.batch import FiringBatch
+
+#: the seed offset of the tile keys: independent of the reservoir (0) and top-k (1) keys
+_SEED_OFFSET = 2
+#: tile keys hash the start position with this "component" (no component owns a tile)
+_TILE_COMPONENT = -1
+SHARED_FORMAT = "autointerp.window_pool/1"
+
+
+class RandomWindowAcc(Accumulator):
+    """``n_windows`` uniformly random windows of ``window_len`` tokens, with all firings in them.
+
+    >>> loop = HarvestLoop([ReservoirAcc(k=30), RandomWindowAcc(n_windows=1024, window_len=32)])
+    >>> result = loop.run(batches)
+    >>> pool = WindowPool.from_shared(result.shared["window_pool"])   # autointerp.scoring
+    >>> pool.activations(window=0, component=12)                       # dense, window_len floats
+
+    The output is whole-harvest (`finalize_shared`), saved as ``shared/window_pool.json``:
+    ``windows`` (sequence_index, start, token_ids) in key order and the firings as
+    columns ``window``, ``offset``, ``component`` (flat index), ``activation``.
+    """
+
+    name = "window_pool"
+
+    def __init__(self, n_windows: int = 1024, window_len: int = 32):
+        if n_windows < 1:
+            raise ValueError(f"n_windows must be at least 1, got {n_windows}")
+        if window_len < 1:
+            raise ValueError(f"window_len must be at least 1, got {window_len}")
+        self.n_windows, self.window_len = int(n_windows), int(window_len)
+
+    def config(self) -> dict[str, Any]:
+        return {"n_windows": self.n_windows, "window_len": self.window_len}
+
+    def state_bytes(self, ctx: HarvestContext) -> int:
+        # the sparse firings are data-dependent; the module docstring gives their estimate
+        return self.n_windows * (3 * 8 + 4 * self.window_len)
+
+    _fields = ("key", "sequence", "start", "tokens")
+    _firing_fields = ("f_key", "f_offset", "f_comp", "f_act")
+
+    def setup(self, ctx: HarvestContext) -> None:
+        n, L, dev = self.n_windows, self.window_len, ctx.device
+        self.key = torch.full((n,), EMPTY_KEY, dtype=torch.int64, device=dev)
+        self.sequence = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        self.start = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        self.tokens = torch.full((n, L), PAD_TOKEN, dtype=torch.int32, device=dev)
+        # firings inside kept windows, each tagged with its window's key (keys are the
+        # windows' identities; slots move as the kept set changes)
+        self.f_key = torch.empty(0, dtype=torch.int64, device=dev)
+        self.f_offset = torch.empty(0, dtype=torch.int32, device=dev)
+        self.f_comp = torch.empty(0, dtype=torch.int64, device=dev)
+        self.f_act = torch.empty(0, dtype=torch.float32, device=dev)
+
+    # -- selection ---------------------------------------------------------------------
+
+    def _select(
+        self,
+        key: Tensor,
+        seq: Tensor,
+        start: Tensor,
+        tok: Tensor,
+        firings: tuple[Tensor, Tensor, Tensor, Tensor],
+    ) -> None:
+        """Keep the n smallest distinct keys of (kept ∪ given), and the firings of kept windows.
+
+        A window present on both sides (the same tile seen twice) is kept once, with
+        the firings of the side already kept.
+        """
+        n = self.n_windows
+        all_key = torch.cat([self.key, key])
+        all_seq = torch.cat([self.sequence, seq])
+        all_start = torch.cat([self.start, start])
+        all_tok = torch.cat([self.tokens, tok.to(self.tokens.dtype)])
+        order = torch.argsort(all_key, stable=True)
+        sorted_key = all_key[order]
+        first = torch.ones_like(sorted_key, dtype=torch.bool)
+        first[1:] = sorted_key[1:] != sorted_key[:-1]
+        first |= sorted_key == EMPTY_KEY  # empty slots are all distinct placeholders
+        order = order[first][:n]
+        new_key = all_key[order]
+        mine = torch.isin(self.f_key, new_key)
+        fk, fo, fc, fa = firings
+        # a window already kept keeps its own firings (a duplicate tile adds none)
+        theirs = torch.isin(fk, new_key) & ~torch.isin(fk, self.key)
+        self.f_key = torch.cat([self.f_key[mine], fk[theirs]])
+        self.f_offset = torch.cat([self.f_offset[mine], fo[theirs].to(torch.int32)])
+        self.f_comp = torch.cat([self.f_comp[mine], fc[theirs]])
+        self.f_act = torch.cat([self.f_act[mine], fa[theirs].float()])
+        self.key, self.sequence, self.start = new_key, all_seq[order], all_start[order]
+        self.tokens = all_tok[order]
+
+    def update(self, batch: FiringBatch) -> None:
+        ctx = self._require_bound()
+        B, S, L = batch.batch.tokens.shape[0], batch.seq_len, self.window_len
+        T = (S + L - 1) // L  # tiles per row
+        dev = batch.device
+        pad = T * L - S
+        valid = batch.valid.view(B, S)
+        tokens = batch.tokens.view(B, S)
+        if pad:
+            valid = torch.nn.functional.pad(valid, (0, pad), value=False)
+            tokens = torch.nn.functional.pad(tokens, (0, pad), value=PAD_TOKEN)
+        valid, tokens = valid.view(B, T, L), tokens.view(B, T, L)
+        # a tile is its leading run of valid positions
+        inside = torch.cumprod(valid.to(torch.int8), dim=-1).bool()
+        length = inside.sum(-1)  # [B, T]
+        starts = (torch.arange(T, device=dev) * L).expand(B, T)
+        seq = batch.sequence_ids[:, None].expand(B, T)
+        tile_key = firing_hash(
+            ctx.seed + _SEED_OFFSET, seq.reshape(-1), starts.reshape(-1), torch.full_like(starts.reshape(-1), _TILE_COMPONENT)
+        ).view(B, T)
+        cand = (length > 0) & (tile_key < self.key.max())
+        if not bool(cand.any()):
+            return
+        win_tok = torch.where(inside, tokens, torch.full_like(tokens, PAD_TOKEN))
+        b_idx, t_idx = cand.nonzero(as_tuple=True)
+        # firings inside candidate tiles (before selection: the cheap part is the mask)
+        pos, comp, act = batch.firing_pos, batch.firing_comp, batch.firing_act
+        fb, fs = pos // S, pos % S
+        ft, fo = fs // L, fs % L
+        f_in = cand[fb, ft] & inside[fb, ft, fo]
+        fb, ft, fo, comp, act = fb[f_in], ft[f_in], fo[f_in], comp[f_in], act[f_in]
+        self._select(
+            tile_key[b_idx, t_idx],
+            seq[b_idx, t_idx],
+            starts[b_idx, t_idx],
+            win_tok[b_idx, t_idx],
+            (tile_key[fb, ft], fo, comp, act),
+        )
+
+    def merge(self, other: Accumulator) -> RandomWindowAcc:
+        self._check_mergeable(other)
+        assert isinstance(other, RandomWindowAcc)
+        if not other.bound:
+            return self
+        if not self.bound:
+            self.bind(other._require_bound())
+        dev = self.key.device
+        o = {f: getattr(other, f).to(dev) for f in self._fields + self._firing_fields}
+        filled = o["key"] != EMPTY_KEY
+        self._select(
+            o["key"][filled],
+            o["sequence"][filled],
+            o["start"][filled],
+            o["tokens"][filled],
+            (o["f_key"], o["f_offset"], o["f_comp"], o["f_act"]),
+        )
+        return self
+
+    # -- state -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self._fields + self._firing_fields}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        ctx = self._require_bound()
+        for f in self._fields + self._firing_fields:
+            if f not in state:
+                raise KeyError(f"{type(self).__name__} state is missing {f!r}")
+            mine = getattr(self, f)
+            if f in self._fields and tuple(state[f].shape) != tuple(mine.shape):
+                raise ValueError(
+                    f"{type(self).__name__}.{f} has shape {tuple(state[f].shape)} in the saved state, "
+                    f"expected {tuple(mine.shape)} (were n_windows and window_len the same?)"
+                )
+            setattr(self, f, state[f].to(device=ctx.device, dtype=mine.dtype).clone())
+
+    def to(self, device: torch.device | str) -> RandomWindowAcc:
+        if self.bound:
+            for f in self._fields + self._firing_fields:
+                setattr(self, f, getattr(self, f).to(device))
+        return self
+
+    @property
+    def n_firings(self) -> int:
+        return int(self.f_key.numel()) if self.bound else 0
+
+    # -- output ------------------------------------------------------------------------
+
+    def finalize(self) -> Mapping[int, Any]:
+        return {}
+
+    def finalize_shared(self) -> dict[str, Any] | None:
+        if not self.bound:
+            return None
+        ctx = self._require_bound()
+        filled = (self.key != EMPTY_KEY).cpu()
+        n = int(filled.sum())
+        key = self.key.cpu()[:n]  # kept keys are sorted ascending, empties last
+        tok = self.tokens.cpu()[:n]
+        lengths = (tok != PAD_TOKEN).sum(1).tolist()
+        tok_rows = tok.tolist()
+        windows = [
+            {"sequence_index": s, "start": p, "token_ids": tok_rows[i][: lengths[i]]}
+            for i, (s, p) in enumerate(zip(self.sequence.cpu()[:n].tolist(), self.start.cpu()[:n].tolist()))
+        ]
+        slot = torch.searchsorted(key, self.f_key.cpu())
+        f_off, f_comp, f_act = self.f_offset.cpu().long(), self.f_comp.cpu(), self.f_act.cpu()
+        # sort firings by (window, offset, component) with one composite key
+        N, L = max(ctx.n_components, 1), self.window_len
+        order = torch.argsort((slot * L + f_off) * N + f_comp)
+        token_strings: dict[str, str] = {}
+        if ctx.decode is not None:
+            for t in sorted({t for row in windows for t in row["token_ids"]}):
+                token_strings[str(t)] = ctx.token_str(t) or ""
+        return {
+            "format": SHARED_FORMAT,
+            "window_len": L,
+            "threshold": ctx.threshold,
+            "seed": ctx.seed,
+            "windows": windows,
+            "firings": {
+                "window": slot[order].tolist(),
+                "offset": f_off[order].tolist(),
+                "component": f_comp[order].tolist(),
+                "activation": f_act[order].tolist(),
+            },
+            "token_strings": token_strings,
+        }

@@ -1,0 +1,213 @@
+"""What every scorer shares: trials, the skip signal, and turning answers into a `ScoreResult`.
+
+A scorer splits its work into *trials* — one LLM call each, a `ScorerTask` plus
+the ground truth it is judged against and the provenance of every window — and
+turns the checked answers of all trials of a component into metrics. The calls
+themselves go through `autointerp.llm.JobRunner` (the interpreter's runner):
+concurrency, retries, resume, failure records and the cost cap live there.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from attrs import define, field
+
+from autointerp.llm.base import Backend, LLMResponse
+from autointerp.llm.runner import Job, JobRunner
+from autointerp.schemas import ScoreResult, TokenUsage
+from autointerp.scoring.evidence import ComponentEvidence
+from autointerp.scoring.prompts import ScorerTask, check_answer, render_request
+from autointerp.storage import from_dict, read_jsonl, to_dict
+
+
+class InsufficientEvidence(Exception):
+    """A component cannot be scored by this scorer (too few held-out examples or negatives).
+
+    Recorded as a `ScoreResult` with ``skipped=True`` and this message as ``reason``.
+    """
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@define
+class Trial:
+    """One LLM call of one scorer for one (component, label source)."""
+
+    scorer: str
+    component_key: str
+    label_source: str
+    index: int
+    task: ScorerTask
+    truth: dict[str, Any]
+    refs: list[dict[str, Any]]
+
+    @property
+    def fingerprint(self) -> str:
+        blob = json.dumps([self.task.to_dict(), self.truth], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def key(self) -> str:
+        """The runner's job key: a changed label or harvest is a new trial, never a stale answer."""
+        return f"{self.scorer}|{self.component_key}|{self.label_source}|{self.index}|{self.fingerprint}"
+
+    def job(self, model: str = "") -> Job:
+        request = render_request(self.task, metadata={"component_key": self.component_key, "label_source": self.label_source})
+
+        def parse(resp: LLMResponse) -> dict[str, Any]:
+            answer = check_answer(self.task, resp.data, resp.raw_text)
+            return {
+                "key": self.key,
+                "scorer": self.scorer,
+                "component_key": self.component_key,
+                "label_source": self.label_source,
+                "trial": self.index,
+                "answer": answer,
+                "truth": self.truth,
+                "refs": self.refs,
+                "model": resp.model or model,
+                "usage": to_dict(resp.usage),
+                "created_at": now(),
+            }
+
+        return Job(self.key, request, parse)
+
+
+def trial_record_key(record: dict[str, Any]) -> str:
+    return str(record["key"])
+
+
+def chunk(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """Split into ``ceil(n / size)`` chunks of near-equal size (never a tiny last one)."""
+    n = len(items)
+    if n == 0:
+        return []
+    k = max(1, -(-n // max(1, size)))
+    base, extra = divmod(n, k)
+    out, i = [], 0
+    for j in range(k):
+        m = base + (1 if j < extra else 0)
+        out.append(list(items[i : i + m]))
+        i += m
+    return out
+
+
+class Scorer:
+    """Base of the four scorers. Subclasses set ``name``, ``headline``, ``chance`` and
+    implement `trials` and `metrics`."""
+
+    name: ClassVar[str] = ""
+    #: the metric reported as ScoreResult.score
+    headline: ClassVar[str] = ""
+    #: whether the scorer reads the label (intruder does not)
+    uses_label: ClassVar[bool] = True
+
+    def chance(self) -> float | None:
+        """The headline metric of a judge that answers at random (None if not fixed)."""
+        return None
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def trials(
+        self, ev: ComponentEvidence, label: str, *, label_source: str = "label", seed: int = 0, context: Any = None
+    ) -> list[Trial]:
+        raise NotImplementedError
+
+    def metrics(self, records: Sequence[dict[str, Any]]) -> tuple[float, dict[str, float]]:
+        """Headline score and all metrics from the stored trial records (``answer`` + ``truth``)."""
+        raise NotImplementedError
+
+    def result(self, component_key: str, label_source: str, label: str, records: Sequence[dict[str, Any]]) -> ScoreResult:
+        records = sorted(records, key=lambda r: r["trial"])
+        score, metrics = self.metrics(records)
+        usage = TokenUsage()
+        for r in records:
+            usage = usage + from_dict(r.get("usage") or {}, TokenUsage)
+        details: dict[str, Any] = {"config": self.config(), "windows": [r["refs"] for r in records]}
+        if self.chance() is not None:
+            details["chance"] = self.chance()
+        return ScoreResult(
+            component_key=component_key,
+            scorer=self.name,
+            label_source=label_source,
+            label=label,
+            score=score,
+            metrics=metrics,
+            n_trials=len(records),
+            model=records[0].get("model", "") if records else "",
+            usage=usage,
+            details=details,
+            created_at=now(),
+        )
+
+    def skipped(self, component_key: str, label_source: str, label: str, reason: str) -> ScoreResult:
+        return ScoreResult(
+            component_key=component_key,
+            scorer=self.name,
+            label_source=label_source,
+            label=label,
+            score=None,
+            skipped=True,
+            reason=reason,
+            created_at=now(),
+        )
+
+    async def score_one(
+        self,
+        ev: ComponentEvidence,
+        label: str,
+        *,
+        backend: Backend,
+        label_source: str = "label",
+        seed: int = 0,
+        context: Any = None,
+        **runner_kwargs: Any,
+    ) -> ScoreResult:
+        """Score one component's label (notebooks, tests). Runs the trials through a
+        `JobRunner` writing to a temporary folder; `autointerp.scoring.score` is the
+        batch path with resume."""
+        try:
+            trials = self.trials(ev, label, label_source=label_source, seed=seed, context=context)
+        except InsufficientEvidence as e:
+            return self.skipped(ev.key, label_source, label, str(e))
+        with tempfile.TemporaryDirectory(prefix="autointerp-score-") as tmp:
+            path = Path(tmp) / f"{self.name}.trials.jsonl"
+            runner_kwargs.setdefault("progress", False)
+            runner = JobRunner(backend, path, record_key=trial_record_key, **runner_kwargs)
+            await runner.run([t.job(getattr(backend, "model", "")) for t in trials])
+            records = [r for r in read_jsonl(path)]
+        if len(records) < len(trials):
+            res = self.skipped(ev.key, label_source, label, f"{len(trials) - len(records)} of {len(trials)} trials failed")
+            return res
+        return self.result(ev.key, label_source, label, records)
+
+
+def pick(seq: Sequence[Any], n: int) -> list[Any]:
+    return list(seq[:n])
+
+
+def result_record_key(record: dict[str, Any]) -> str:
+    return f"{record['component_key']}|{record['label_source']}"
+
+
+def scorer_result_from_dict(d: dict[str, Any]) -> ScoreResult:
+    return from_dict(d, ScoreResult)
+
+
+__all__ = [
+    "InsufficientEvidence",
+    "Scorer",
+    "Trial",
+    "chunk",
+    "field",
+]

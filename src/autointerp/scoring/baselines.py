@@ -1,0 +1,48 @@
+"""The two controls every real label is reported next to.
+
+* **shuffled** (the random-label control): the real labels permuted between the
+  scored components by a derangement with a fixed seed, so no component keeps
+  its own label. A scorer that rewards these measures something other than the
+  label; published detection/fuzzing numbers for random labels are near 0.51.
+* **token_lookup**: the offline label made from the component's top tokens
+  (`autointerp.llm.offline.token_lookup_label`). A label that cannot beat plain
+  token lookup is not an explanation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from autointerp.schemas import ComponentData
+from autointerp.scoring.evidence import component_rng
+
+LABEL_SOURCES = ("label", "shuffled", "token_lookup")
+
+
+def derangement(keys: Sequence[str], seed: int = 0) -> dict[str, str]:
+    """A permutation of ``keys`` with no fixed point, ``{key: key whose label it gets}``.
+
+    Uniform over derangements (rejection sampling: about e tries). Fewer than two
+    keys have none: the result is empty.
+    """
+    keys = list(keys)
+    if len(keys) < 2:
+        return {}
+    rng = component_rng(seed, "derangement", len(keys))
+    while True:
+        perm = keys[:]
+        rng.shuffle(perm)
+        if all(a != b for a, b in zip(keys, perm)):
+            return dict(zip(keys, perm))
+
+
+def shuffled_labels(labels: Mapping[str, str], seed: int = 0) -> dict[str, str]:
+    """Each component gets another component's label (`derangement` of the sorted keys)."""
+    donor = derangement(sorted(labels), seed)
+    return {k: labels[d] for k, d in donor.items()}
+
+
+def token_lookup_labels(components: Sequence[ComponentData]) -> dict[str, str]:
+    from autointerp.llm.offline import token_lookup_label
+
+    return {c.key: token_lookup_label(c) for c in components}

@@ -1,0 +1,256 @@
+"""Held-out evidence per component: what scorers show the judge, and where each piece came from.
+
+For one component, `build_evidence` gathers
+
+* **positives**: held-out activating windows — the reservoir's examples that the
+  explainer did not see (`split_examples`), interleaved with held-out
+  max-activating ones, so trials cover the activation range, not only the top;
+* **negatives**: crops of random pool windows (`RandomWindowAcc`) where the
+  component verifiably does not fire (no firing in the crop according to the
+  harvest), each as long as a positive, so length gives nothing away; chosen in
+  an order seeded by (seed, component key): different negatives for different
+  components, the same ones on every run;
+* **randoms**: whole pool windows with the component's true activations (firing
+  or not), for the simulator.
+
+Nothing shown to the explainer is reused: a pool window or crop that overlaps a
+shown example's span is skipped. Every window carries its provenance
+(`EvidenceWindow.ref`), which trials record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from attrs import define, field
+
+from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, split_examples
+from autointerp.schemas import ActivationExample, ComponentData
+
+
+def component_rng(seed: int, *parts: object) -> random.Random:
+    """A `random.Random` that depends only on ``seed`` and ``parts`` (stable across runs and machines)."""
+    h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return random.Random(int.from_bytes(h[:8], "little"))
+
+
+@define
+class EvidenceWindow:
+    """A window of tokens with one component's true activation at each token.
+
+    ``source`` is ``"holdout"`` / ``"holdout_top"`` (a held-out reservoir / top-k
+    example; ``index`` is its position in ``examples`` / ``top_examples``) or
+    ``"pool"`` (``index`` is the pool window). ``start`` is the sequence position
+    of the first token; ``firing_offset`` the sampled firing inside the window.
+    """
+
+    tokens: list[str]
+    token_ids: list[int]
+    activations: list[float]
+    source: str
+    index: int
+    sequence_index: int
+    start: int
+    threshold: float = 0.0
+    firing_offset: int | None = None
+
+    @property
+    def fires(self) -> list[bool]:
+        return [a > self.threshold for a in self.activations]
+
+    @property
+    def firing_positions(self) -> list[int]:
+        return [i for i, a in enumerate(self.activations) if a > self.threshold]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def ref(self) -> dict[str, Any]:
+        r = {"source": self.source, "index": self.index, "sequence_index": self.sequence_index, "start": self.start, "length": len(self.tokens)}
+        if self.firing_offset is not None:
+            r["firing_offset"] = self.firing_offset
+        return r
+
+    def crop(self, lo: int, hi: int) -> EvidenceWindow:
+        off = None if self.firing_offset is None or not lo <= self.firing_offset < hi else self.firing_offset - lo
+        return EvidenceWindow(
+            self.tokens[lo:hi], self.token_ids[lo:hi], self.activations[lo:hi], self.source, self.index,
+            self.sequence_index, self.start + lo, self.threshold, off,
+        )  # fmt: skip
+
+
+class WindowPool:
+    """Reads the output of `RandomWindowAcc` (``HarvestResult.shared["window_pool"]``).
+
+    >>> pool = WindowPool.from_shared(result.shared["window_pool"])
+    >>> pool.firing_offsets(window=3, component=12)    # where component 12 fires in window 3
+    >>> pool.window(3, component=12)                   # an EvidenceWindow with its activations
+    """
+
+    def __init__(self, shared: Mapping[str, Any], decode: Callable[[int], str] | None = None):
+        if shared.get("format") != "autointerp.window_pool/1":
+            raise ValueError(f"not a window pool (format {shared.get('format')!r}); expected the output of RandomWindowAcc")
+        self.window_len = int(shared["window_len"])
+        self.threshold = float(shared.get("threshold", 0.0))
+        self.windows: list[dict[str, Any]] = list(shared["windows"])
+        self._strings = {int(k): v for k, v in (shared.get("token_strings") or {}).items()}
+        self._decode = decode
+        f = shared["firings"]
+        self._by_comp: dict[int, dict[int, list[tuple[int, float]]]] = {}
+        for w, o, c, a in zip(f["window"], f["offset"], f["component"], f["activation"]):
+            self._by_comp.setdefault(int(c), {}).setdefault(int(w), []).append((int(o), float(a)))
+
+    @classmethod
+    def from_shared(cls, shared: Mapping[str, Any], decode: Callable[[int], str] | None = None) -> WindowPool:
+        return cls(shared, decode)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __repr__(self) -> str:
+        n_f = sum(len(v) for d in self._by_comp.values() for v in d.values())
+        return f"WindowPool({len(self)} windows of up to {self.window_len} tokens, {n_f} firings)"
+
+    def token_str(self, t: int) -> str:
+        if t in self._strings:
+            return self._strings[t]
+        if self._decode is not None:
+            return self._decode(t)
+        return f"<{t}>"
+
+    def firing_offsets(self, window: int, component: int) -> list[int]:
+        return [o for o, _ in self._by_comp.get(component, {}).get(window, [])]
+
+    def windows_firing(self, component: int) -> set[int]:
+        return set(self._by_comp.get(component, {}))
+
+    def activations(self, window: int, component: int) -> list[float]:
+        """The component's activation at every token of the window (0 where it does not fire)."""
+        acts = [0.0] * len(self.windows[window]["token_ids"])
+        for o, a in self._by_comp.get(component, {}).get(window, []):
+            acts[o] = a
+        return acts
+
+    def window(self, window: int, component: int) -> EvidenceWindow:
+        w = self.windows[window]
+        ids = list(w["token_ids"])
+        return EvidenceWindow(
+            [self.token_str(t) for t in ids], ids, self.activations(window, component), "pool", window,
+            int(w["sequence_index"]), int(w["start"]), self.threshold,
+        )  # fmt: skip
+
+
+@define
+class ComponentEvidence:
+    """Everything the scorers may show about one component, all held out from the explainer."""
+
+    key: str
+    flat_index: int
+    firing_rate: float
+    threshold: float
+    positives: list[EvidenceWindow] = field(factory=list)
+    negatives: list[EvidenceWindow] = field(factory=list)
+    randoms: list[EvidenceWindow] = field(factory=list)
+    shown: list[tuple[int, int]] = field(factory=list)
+
+    def __repr__(self) -> str:
+        return (
+            f"ComponentEvidence({self.key!r}, positives={len(self.positives)}, "
+            f"negatives={len(self.negatives)}, randoms={len(self.randoms)})"
+        )
+
+
+def _example_window(ex: ActivationExample, source: str, index: int, threshold: float, decode: Callable[[int], str] | None) -> EvidenceWindow:
+    if ex.tokens is not None:
+        toks = list(ex.tokens)
+    elif decode is not None:
+        toks = [decode(t) for t in ex.token_ids]
+    else:
+        toks = [f"<{t}>" for t in ex.token_ids]
+    return EvidenceWindow(
+        toks, list(ex.token_ids), list(ex.activations), source, index, ex.sequence_index,
+        ex.position - ex.firing_offset, threshold, ex.firing_offset,
+    )  # fmt: skip
+
+
+def _overlaps(spans: Sequence[tuple[int, int, int]], seq: int, lo: int, hi: int) -> bool:
+    return any(s == seq and a < hi and lo < b for s, a, b in spans)
+
+
+def build_evidence(
+    comp: ComponentData,
+    pool: WindowPool | None,
+    *,
+    flat_index: int,
+    threshold: float = 0.0,
+    n_explain: int = DEFAULT_N_EXPLAIN,
+    n_top: int = DEFAULT_N_TOP,
+    max_negatives: int = 20,
+    max_randoms: int = 10,
+    seed: int = 0,
+    decode: Callable[[int], str] | None = None,
+) -> ComponentEvidence:
+    """The held-out evidence of one component (see the module docstring).
+
+    ``n_explain`` / ``n_top`` must be the values the interpreter used, so that what
+    it showed is what is held out here.
+    """
+    split = split_examples(comp, n_explain=n_explain, n_top=n_top)
+    shown_examples = split.explain + split.explain_top
+    spans = [(e.sequence_index, e.position - e.firing_offset, e.position - e.firing_offset + len(e.token_ids)) for e in shown_examples]
+    # interleave uniform and top held-out examples; a firing in both is used once
+    index_of = {id(e): i for i, e in enumerate(comp.examples)}
+    top_index_of = {id(e): i for i, e in enumerate(comp.top_examples)}
+    positives: list[EvidenceWindow] = []
+    seen: set[tuple[int, int]] = set()
+    uni, top = split.holdout, split.holdout_top
+    for i in range(max(len(uni), len(top))):
+        for lst, src, idx in ((uni, "holdout", index_of), (top, "holdout_top", top_index_of)):
+            if i < len(lst):
+                ex = lst[i]
+                ident = (ex.sequence_index, ex.position)
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                positives.append(_example_window(ex, src, idx[id(ex)], threshold, decode))
+    ev = ComponentEvidence(comp.key, flat_index, comp.firing_rate, threshold, positives, shown=[(e.sequence_index, e.position) for e in shown_examples])
+    if pool is None or not len(pool):
+        return ev
+    rng = component_rng(seed, "negatives", comp.key)
+    order = list(range(len(pool)))
+    rng.shuffle(order)
+    lengths = [len(p) for p in positives] or [pool.window_len]
+    for w in order:
+        if len(ev.negatives) >= max_negatives:
+            break
+        info = pool.windows[w]
+        n_tok = len(info["token_ids"])
+        want = min(lengths[len(ev.negatives) % len(lengths)], n_tok)
+        if want < 1:
+            continue
+        fired = set(pool.firing_offsets(w, flat_index))
+        seq, start = int(info["sequence_index"]), int(info["start"])
+        ok = [
+            o
+            for o in range(n_tok - want + 1)
+            if not any(o <= f < o + want for f in fired) and not _overlaps(spans, seq, start + o, start + o + want)
+        ]
+        if not ok:
+            continue
+        o = rng.choice(ok)
+        ev.negatives.append(pool.window(w, flat_index).crop(o, o + want))
+    rng_r = component_rng(seed, "randoms", comp.key)
+    order = list(range(len(pool)))
+    rng_r.shuffle(order)
+    for w in order:
+        if len(ev.randoms) >= max_randoms:
+            break
+        info = pool.windows[w]
+        seq, start, n_tok = int(info["sequence_index"]), int(info["start"]), len(info["token_ids"])
+        if n_tok < 2 or _overlaps(spans, seq, start, start + n_tok):
+            continue
+        ev.randoms.append(pool.window(w, flat_index))
+    return ev

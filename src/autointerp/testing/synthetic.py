@@ -1,0 +1,328 @@
+"""A synthetic model whose components fire by known rules: planted ground truth for scorers.
+
+A scorer is only trustworthy if it gives high scores to labels that are true and
+chance scores to labels that are not. Real models have no known truth, so this
+module makes one: random text over a small word vocabulary, and components that
+fire exactly where a rule holds — a token (``TokenRule``), a token right after
+another token (``BigramRule``), the k-th token after a delimiter
+(``AfterDelimiterRule``). Each rule has a canonical text (its true label) that
+`parse_rule` reads back, so a scripted judge can answer scorer prompts by
+applying the rule a label states (`rule_judge_responder`).
+
+>>> model = SyntheticModel.default(seed=0)
+>>> batches = list(model.batches(n_batches=8, batch_size=32, seq_len=64))
+>>> loop = HarvestLoop([ReservoirAcc(k=30), RandomWindowAcc()], vocab_size=model.vocab_size,
+...                    decode=model.decode, progress=False)
+>>> result = loop.run(batches)
+>>> model.labels()["synth:0"]
+'the token " cat"'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from attrs import define, field
+
+from autointerp.batch import HarvestBatch
+
+#: the default vocabulary: words with a leading space, and three delimiters
+DEFAULT_WORDS = (
+    "the a of and to in is it on for with as at by from this that was are be "
+    "cat dog bird fish big small red blue house car tree road sun moon rise run walk "
+    "green old new fast slow"
+).split()
+DELIMITERS = (".", ";", ",")
+
+_ORDINALS = {1: "1st", 2: "2nd", 3: "3rd"}
+
+
+def _ordinal(k: int) -> str:
+    return _ORDINALS.get(k, f"{k}th")
+
+
+def _q(token: str) -> str:
+    return json.dumps(token, ensure_ascii=False)
+
+
+class Rule:
+    """Where a synthetic component fires, as a function of the tokens seen so far."""
+
+    #: tokens the rule plants into the data to make its firing frequent enough
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def fires(self, tokens: Sequence[str]) -> list[bool]:
+        """Per position of ``tokens`` (strings), whether the rule holds using only this window."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.text()!r})"
+
+
+@define(repr=False)
+class TokenRule(Rule):
+    token: str
+
+    def text(self) -> str:
+        return f"the token {_q(self.token)}"
+
+    def fires(self, tokens: Sequence[str]) -> list[bool]:
+        return [t == self.token for t in tokens]
+
+
+@define(repr=False)
+class BigramRule(Rule):
+    prev: str
+    token: str
+
+    def text(self) -> str:
+        return f"the token {_q(self.token)} right after {_q(self.prev)}"
+
+    def fires(self, tokens: Sequence[str]) -> list[bool]:
+        return [i > 0 and t == self.token and tokens[i - 1] == self.prev for i, t in enumerate(tokens)]
+
+
+@define(repr=False)
+class AfterDelimiterRule(Rule):
+    delimiter: str
+    k: int = 1
+
+    def text(self) -> str:
+        return f"the {_ordinal(self.k)} token after {_q(self.delimiter)}"
+
+    def fires(self, tokens: Sequence[str]) -> list[bool]:
+        k = self.k
+        return [i >= k and tokens[i - k] == self.delimiter for i in range(len(tokens))]
+
+
+@define(repr=False)
+class TokenSetRule(Rule):
+    """Fires on any of a set of tokens, compared without surrounding whitespace and case.
+
+    This is the token-match baseline's reading of a label that is not a planted rule.
+    """
+
+    tokens: frozenset[str]
+
+    def text(self) -> str:
+        return "any of " + ", ".join(_q(t) for t in sorted(self.tokens))
+
+    def fires(self, tokens: Sequence[str]) -> list[bool]:
+        return [t.strip().lower() in self.tokens for t in tokens]
+
+
+_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+_RULE_PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Rule]]] = [
+    (
+        re.compile(rf"^the token {_QUOTED} right after {_QUOTED}$"),
+        lambda m: BigramRule(prev=json.loads(f'"{m.group(2)}"'), token=json.loads(f'"{m.group(1)}"')),
+    ),
+    (
+        re.compile(rf"^the (\d+)(?:st|nd|rd|th) token after {_QUOTED}$"),
+        lambda m: AfterDelimiterRule(delimiter=json.loads(f'"{m.group(2)}"'), k=int(m.group(1))),
+    ),
+    (re.compile(rf"^the token {_QUOTED}$"), lambda m: TokenRule(token=json.loads(f'"{m.group(1)}"'))),
+]
+
+
+def parse_rule(label: str) -> Rule | None:
+    """Read a rule back from its canonical text (`Rule.text`); None if the label is not one."""
+    s = label.strip()
+    for pattern, make in _RULE_PATTERNS:
+        m = pattern.match(s)
+        if m:
+            return make(m)
+    return None
+
+
+@define
+class SyntheticModel:
+    """Random text plus components that fire by known rules.
+
+    ``vocab`` lists the token strings (id = index). Each row of a batch is drawn
+    uniformly from the vocabulary, then every `BigramRule` is planted: after its
+    ``prev`` token, its ``token`` follows with probability ``plant_prob`` (rare
+    bigrams would otherwise leave too few examples to score). A component's
+    activation is ``0.5 + 0.5 * u`` (u uniform) where its rule holds, else 0.
+    """
+
+    vocab: list[str]
+    rules: list[Rule]
+    layer: str = "synth"
+    plant_prob: float = 0.5
+    seed: int = 0
+    _index: dict[str, int] = field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._index = {t: i for i, t in enumerate(self.vocab)}
+        if len(self._index) != len(self.vocab):
+            raise ValueError("vocab has duplicate tokens")
+        for r in self.rules:
+            for t in _rule_tokens(r):
+                if t not in self._index:
+                    raise ValueError(f"rule {r.text()!r} names {t!r}, which is not in the vocabulary")
+
+    @classmethod
+    def default(cls, seed: int = 0, plant_prob: float = 0.5) -> SyntheticModel:
+        """Ten components with disjoint tokens, so no two true labels overlap."""
+        vocab = [" " + w for w in DEFAULT_WORDS] + list(DELIMITERS)
+        rules: list[Rule] = [
+            TokenRule(" cat"),
+            TokenRule(" blue"),
+            TokenRule(" run"),
+            TokenRule(" tree"),
+            BigramRule(" big", " house"),
+            BigramRule(" red", " car"),
+            BigramRule(" sun", " rise"),
+            AfterDelimiterRule(".", 1),
+            AfterDelimiterRule(";", 2),
+            AfterDelimiterRule(",", 3),
+        ]
+        return cls(vocab=vocab, rules=rules, seed=seed, plant_prob=plant_prob)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def n_components(self) -> int:
+        return len(self.rules)
+
+    def decode(self, token_id: int) -> str:
+        return self.vocab[token_id]
+
+    def encode(self, tokens: Sequence[str]) -> list[int]:
+        return [self._index[t] for t in tokens]
+
+    def keys(self) -> list[str]:
+        return [f"{self.layer}:{i}" for i in range(len(self.rules))]
+
+    def labels(self) -> dict[str, str]:
+        """The true label (the rule's canonical text) of every component, by key."""
+        return {k: r.text() for k, r in zip(self.keys(), self.rules)}
+
+    def tokens(self, n_rows: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+        V = self.vocab_size
+        tok = torch.randint(0, V, (n_rows, seq_len), generator=generator)
+        plants = [(self._index[r.prev], self._index[r.token]) for r in self.rules if isinstance(r, BigramRule)]
+        if plants:
+            u = torch.rand(n_rows, seq_len, generator=generator)
+            for s in range(1, seq_len):
+                for prev, nxt in plants:
+                    hit = (tok[:, s - 1] == prev) & (u[:, s] < self.plant_prob)
+                    tok[:, s] = torch.where(hit, torch.full_like(tok[:, s], nxt), tok[:, s])
+        return tok
+
+    def activations(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``[B, S, C]``: where each rule holds on the full rows, ``0.5 + 0.5 u``; else 0."""
+        B, S = tokens.shape
+        fires = torch.zeros(B, S, len(self.rules), dtype=torch.bool)
+        for c, r in enumerate(self.rules):
+            if isinstance(r, TokenRule):
+                fires[:, :, c] = tokens == self._index[r.token]
+            elif isinstance(r, BigramRule):
+                fires[:, 1:, c] = (tokens[:, 1:] == self._index[r.token]) & (tokens[:, :-1] == self._index[r.prev])
+            elif isinstance(r, AfterDelimiterRule):
+                fires[:, r.k :, c] = tokens[:, : S - r.k] == self._index[r.delimiter]
+            else:
+                for b in range(B):
+                    fires[b, :, c] = torch.tensor(r.fires([self.vocab[t] for t in tokens[b].tolist()]))
+        u = torch.rand(B, S, len(self.rules), generator=generator)
+        return torch.where(fires, 0.5 + 0.5 * u, torch.zeros(()))
+
+    def batches(
+        self, n_batches: int, batch_size: int = 32, seq_len: int = 64, seed: int | None = None
+    ) -> Iterator[HarvestBatch]:
+        """``n_batches`` HarvestBatches with ``sequence_ids``, reproducible from ``seed``."""
+        g = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        for i in range(n_batches):
+            tok = self.tokens(batch_size, seq_len, g)
+            acts = self.activations(tok, g)
+            yield HarvestBatch(
+                tokens=tok,
+                activations={self.layer: acts},
+                sequence_ids=torch.arange(i * batch_size, (i + 1) * batch_size),
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "synthetic", "rules": [r.text() for r in self.rules], "vocab_size": self.vocab_size}
+
+
+def _rule_tokens(rule: Rule) -> list[str]:
+    if isinstance(rule, TokenRule):
+        return [rule.token]
+    if isinstance(rule, BigramRule):
+        return [rule.prev, rule.token]
+    if isinstance(rule, AfterDelimiterRule):
+        return [rule.delimiter]
+    return []
+
+
+# -- a scripted judge for the scorer prompts ---------------------------------------------------
+
+
+def rule_for_label(label: str) -> Rule:
+    """The rule a label states: a planted rule's canonical text, else the tokens it names."""
+    rule = parse_rule(label)
+    if rule is not None:
+        return rule
+    from autointerp.scoring.token_match import label_tokens
+
+    return TokenSetRule(frozenset(label_tokens(label)))
+
+
+def rule_judge_responder(tokenize: Callable[[str], list[str]] | None = None) -> Callable[[Any], dict]:
+    """A responder for `autointerp.testing.llm_server` that answers scorer prompts by applying
+    the rule a label states (`rule_for_label`): a perfect judge of planted labels.
+
+    It reads the prompt text exactly as it crossed the wire (so the whole transport
+    is tested) and returns the JSON the scorer asked for. ``tokenize`` splits the
+    plain-text examples back into tokens; the default suits `SyntheticModel` vocabularies.
+    """
+    from autointerp.scoring.prompts import parse_scorer_prompt
+    from autointerp.scoring.token_match import answer_task
+
+    tok = tokenize or split_synthetic_text
+
+    def respond(request: Any) -> dict:
+        text = _prompt_text(request)
+        task = parse_scorer_prompt(text, tok)
+        if task is None:
+            raise ValueError("the scripted judge got a prompt that is not a scorer prompt")
+        return answer_task(task, rule_for_label(task.label).fires)
+
+    return respond
+
+
+_SYNTH_TOKEN = re.compile(r"\s?[^\s.;,]+|[.;,]|\s")
+
+
+def split_synthetic_text(text: str) -> list[str]:
+    """Split text made of `SyntheticModel` tokens (" word", ".", ";", ",") back into tokens."""
+    return _SYNTH_TOKEN.findall(text)
+
+
+def _prompt_text(request: Any) -> str:
+    """The user prompt of a `ServerRequest`, an Anthropic/OpenAI request body, or a plain string."""
+    if isinstance(request, str):
+        return request
+    if hasattr(request, "prompt") and not isinstance(request, Mapping):
+        return str(request.prompt)
+    msgs = request.get("messages") or []
+    parts: list[str] = []
+    for m in msgs:
+        if m.get("role") != "user":
+            continue
+        content = m.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        elif isinstance(content, list):
+            parts.extend(c.get("text", "") for c in content if isinstance(c, dict))
+    if not parts and "prompt" in request:
+        parts.append(str(request["prompt"]))
+    return "\n".join(parts)
