@@ -15,11 +15,6 @@ from autointerp.accumulators.input_tokens import require_vocab
 from autointerp.batch import FiringBatch
 
 
-# torch warns once per process that CSR is "beta"; the two ops we use (construction
-# and addmm_ with a dense operand) are tested here against a dense reference.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-
-
 def firing_matrix(batch: FiringBatch) -> torch.Tensor:
     """Sparse ``[N, P]`` float32 matrix with a 1 at every (component, position) firing.
 
@@ -46,9 +41,13 @@ def firing_csr(comp: torch.Tensor, pos: torch.Tensor, n_components: int, n_posit
     crow = torch.zeros(n_components + 1, dtype=torch.int64, device=comp.device)
     torch.cumsum(counts, 0, out=crow[1:])
     vals = torch.ones(comp.shape[0], dtype=torch.float32, device=comp.device)
-    return torch.sparse_csr_tensor(
-        crow, pos[order], vals, (n_components, n_positions), check_invariants=False
-    )
+    # torch warns that CSR is "beta"; the two ops we use (construction and addmm_
+    # with a dense operand) are tested against a brute-force reference
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(
+            crow, pos[order], vals, (n_components, n_positions), check_invariants=False
+        )
 
 
 class StagedSum:

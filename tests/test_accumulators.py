@@ -1,0 +1,346 @@
+"""Each built-in accumulator against a brute-force reference, split-then-merge against
+one pass (hypothesis), and the sampler's uniformity (fixed seeds, chi-square)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import chisquare
+
+from autointerp import (
+    CorrelationAcc,
+    FiringStatsAcc,
+    HarvestBatch,
+    HarvestLoop,
+    InputTokenAcc,
+    OutputProbAcc,
+    ReservoirAcc,
+    TopActivationAcc,
+)
+from autointerp.accumulators.associations import rank_columns
+from autointerp.accumulators.sampling import EMPTY_KEY, descending_activation_key, firing_hash
+from autointerp.testing import check_accumulator
+from harvest_helpers import Reference, make_stream
+
+V = 13
+
+
+def harvest(batches, accs, **kw) -> HarvestLoop:
+    loop = HarvestLoop(accs, progress=False, seed=kw.pop("seed", 0), **kw)
+    for b in batches:
+        loop.update(b)
+    return loop
+
+
+def acc_of(loop: HarvestLoop, cls):
+    return next(a for a in loop.accumulators if type(a) is cls)
+
+
+# -- against brute force --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return make_stream(seed=1, n=4, V=V)
+
+
+@pytest.fixture(scope="module")
+def reference(stream):
+    return Reference(stream)
+
+
+def test_firing_stats_match_reference(stream, reference):
+    loop = harvest(stream, [])
+    acc = acc_of(loop, FiringStatsAcc)
+    assert acc.count.tolist() == reference.firing_count().tolist()
+    assert int(acc.n_tokens) == reference.n_tokens
+    result = loop.finalize()
+    for c, comp in enumerate(result):
+        fired = reference.fires[:, c] == 1
+        assert comp.firing_count == int(fired.sum())
+        assert comp.firing_rate == pytest.approx(fired.sum() / reference.n_tokens)
+        if fired.any():
+            assert comp.mean_activation == pytest.approx(reference.acts[fired, c].mean(), rel=1e-6)
+            assert comp.max_activation == pytest.approx(reference.acts[fired, c].max(), rel=1e-6)
+        else:
+            assert (comp.mean_activation, comp.max_activation) == (0.0, 0.0)
+
+
+def test_correlation_counts_match_reference(stream, reference):
+    acc = acc_of(harvest(stream, [CorrelationAcc()]), CorrelationAcc)
+    state = acc.state_dict()
+    assert state["cofire"].dtype == torch.int64
+    np.testing.assert_array_equal(state["cofire"].numpy(), reference.cofire())
+    np.testing.assert_array_equal(state["count"].numpy(), reference.firing_count())
+    assert int(state["n_tokens"]) == reference.n_tokens
+
+
+def test_input_token_counts_match_reference(stream, reference):
+    acc = acc_of(harvest(stream, [InputTokenAcc()]), InputTokenAcc)
+    np.testing.assert_array_equal(acc.joint.numpy(), reference.input_joint(V))
+    np.testing.assert_array_equal(acc.token_count.numpy(), reference.token_count(V))
+    np.testing.assert_array_equal(acc.comp_count.numpy(), reference.firing_count())
+
+
+def test_output_prob_mass_matches_reference(stream, reference):
+    acc = acc_of(harvest(stream, [OutputProbAcc()]), OutputProbAcc)
+    state = acc.state_dict()
+    assert state["joint"].dtype == torch.float64
+    np.testing.assert_allclose(state["joint"].numpy(), reference.output_joint(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(state["token_mass"].numpy(), reference.probs.sum(0), rtol=1e-6)
+    np.testing.assert_array_equal(state["comp_count"].numpy(), reference.firing_count())
+
+
+def test_reservoir_is_the_k_smallest_keys_with_true_windows(stream, reference):
+    k, ctx = 3, 2
+    result = harvest(stream, [ReservoirAcc(k=k, context_tokens=ctx)], seed=7).finalize()
+    want = reference.keyed_sample(seed=7, k=k)
+    for c, comp in enumerate(result):
+        got = [(e.sequence_index, e.position) for e in comp.examples]
+        assert got == want[c], f"component {c}"
+        for e in comp.examples:
+            ids, acts, offset = reference.window(e.sequence_index, e.position, c, ctx)
+            assert (e.token_ids, e.firing_offset) == (ids, offset)
+            assert e.activations == pytest.approx(acts)
+            assert e.firing_activation > 0
+
+
+def test_top_activations_are_the_true_top_k(stream, reference):
+    k = 4
+    result = harvest(stream, [TopActivationAcc(k=k, context_tokens=1)]).finalize()
+    for c, comp in enumerate(result):
+        true = sorted((a for _, _, cc, a in reference.firings if cc == c), reverse=True)[:k]
+        got = [e.firing_activation for e in comp.top_examples]
+        assert got == pytest.approx(true), f"component {c}"
+        for e in comp.top_examples:
+            assert (e.sequence_index, e.position, c) in {(s, p, cc) for s, p, cc, _ in reference.firings}
+
+
+def test_top_activations_break_ties_by_a_random_key_not_by_position():
+    # every firing of component 0 has the same activation: which k are kept depends on the seed
+    B, S = 4, 16
+    acts = torch.full((B, S, 1), 0.5)
+    batch = HarvestBatch(torch.zeros(B, S, dtype=torch.int64), {"l": acts}, sequence_ids=torch.arange(B))
+    kept = []
+    for seed in range(3):
+        r = harvest([batch], [TopActivationAcc(k=3, context_tokens=0)], seed=seed).finalize()
+        kept.append({(e.sequence_index, e.position) for e in r[0].top_examples})
+    assert len({frozenset(s) for s in kept}) > 1
+
+
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=2, max_size=30))
+def test_descending_activation_key_orders_by_activation(values):
+    act = torch.tensor(values, dtype=torch.float32)
+    key = descending_activation_key(act, torch.arange(len(values)))
+    order = torch.argsort(key).tolist()
+    got = [act[i].item() for i in order]
+    assert got == sorted(got, reverse=True)
+
+
+def test_firing_hash_is_a_pure_function_of_the_firing():
+    seq, pos, comp = torch.tensor([0, 5, 9]), torch.tensor([1, 2, 3]), torch.tensor([4, 4, 7])
+    a = firing_hash(3, seq, pos, comp)
+    assert torch.equal(a, firing_hash(3, seq, pos, comp))
+    assert torch.equal(a[1:], firing_hash(3, seq[1:], pos[1:], comp[1:]))
+    assert not torch.equal(a, firing_hash(4, seq, pos, comp))
+    assert bool((a >= 0).all()) and bool((a < EMPTY_KEY).all())
+
+
+# -- rank_columns against a plain loop ------------------------------------------------
+
+
+def _brute_rank(joint, row_count, col_total, n, k, min_count, metric, exclude_diag=False):
+    out = []
+    for r in range(joint.shape[0]):
+        entries = []
+        for c in range(joint.shape[1]):
+            j = joint[r, c]
+            if j < min_count or (exclude_diag and r == c):
+                continue
+            prec, rec = j / col_total[c], j / row_count[r]
+            pmi = math.log(j * n / (row_count[r] * col_total[c]))
+            entries.append({"precision": prec, "recall": rec, "pmi": pmi, "bottom_pmi": -pmi}[metric])
+        out.append(sorted(entries, reverse=True)[:k])
+    return out
+
+
+@pytest.mark.parametrize("metric", ["precision", "recall", "pmi", "bottom_pmi"])
+def test_rank_columns_matches_a_plain_loop(metric):
+    g = torch.Generator().manual_seed(0)
+    joint = torch.randint(0, 4, (7, 9), generator=g)
+    row_count = joint.sum(1) + 2
+    col_total = joint.sum(0) + 3
+    n = float(col_total.sum())
+    ranked = rank_columns(joint, row_count, col_total, n, 4, min_count=1, bottom_pmi=True)[metric]
+    want = _brute_rank(joint.numpy(), row_count.numpy(), col_total.numpy(), n, 4, 1, metric)
+    for r, w in enumerate(want):
+        idx = ranked.index[r]
+        got_idx = idx[idx >= 0]
+        assert len(got_idx) == len(w)
+        field = "pmi" if metric == "bottom_pmi" else metric
+        got = getattr(ranked, field)[r][: len(w)].tolist()
+        if metric == "bottom_pmi":
+            got = [-x for x in got]
+        assert got == pytest.approx(w)
+        # the reported numbers belong to the reported column
+        for i, c in enumerate(got_idx.tolist()):
+            assert ranked.joint[r, i] == joint[r, c]
+
+
+def test_rank_columns_never_ranks_a_component_with_itself():
+    cof = torch.tensor([[5, 2, 0], [2, 4, 1], [0, 1, 3]])
+    count = cof.diagonal().clone()
+    ranked = rank_columns(cof, count, count, 10.0, 3, min_count=1, exclude_diagonal_from=0)
+    for m in ("precision", "recall", "pmi"):
+        for r in range(3):
+            assert r not in ranked[m].index[r].tolist()
+    assert ranked["pmi"].index[0].tolist() == [1, -1, -1]
+
+
+def test_correlation_output_definitions(stream, reference):
+    result = harvest(stream, [CorrelationAcc(top_k=50)]).finalize()
+    space = result.space
+    cof, count, n = reference.cofire(), reference.firing_count(), reference.n_tokens
+    for c, comp in enumerate(result):
+        for p in comp.correlations.top_pmi:
+            j = space.parse_key(p.key)
+            assert j != c and p.count == cof[c, j] >= 1
+            assert p.precision == pytest.approx(cof[c, j] / count[j])  # P(this | partner)
+            assert p.recall == pytest.approx(cof[c, j] / count[c])  # P(partner | this)
+            assert p.pmi == pytest.approx(math.log(cof[c, j] * n / (count[c] * count[j])))
+        assert len(comp.correlations.top_pmi) == int((cof[c] > 0).sum() - (cof[c, c] > 0))
+
+
+# -- split then merge equals one pass ---------------------------------------------------
+
+STATE_ACCS = [
+    lambda: FiringStatsAcc(),
+    lambda: CorrelationAcc(),
+    lambda: InputTokenAcc(),
+    lambda: OutputProbAcc(),
+    lambda: ReservoirAcc(k=3, context_tokens=2),
+    lambda: TopActivationAcc(k=3, context_tokens=1),
+]
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_batches=st.integers(1, 5),
+    cuts=st.lists(st.integers(0, 5), max_size=3),
+    threshold=st.sampled_from([0.0, 0.5]),
+)
+def test_split_then_merge_equals_one_pass(seed, n_batches, cuts, threshold):
+    batches = make_stream(seed, n_batches, V=V)
+    bounds = sorted({0, n_batches, *(min(c, n_batches) for c in cuts)})
+    parts = [batches[a:b] for a, b in zip(bounds, bounds[1:])]
+    whole = harvest(batches, [f() for f in STATE_ACCS], threshold=threshold, seed=seed)
+    merged = harvest(parts[0], [f() for f in STATE_ACCS], threshold=threshold, seed=seed)
+    for part in parts[1:]:
+        merged.merge(harvest(part, [f() for f in STATE_ACCS], threshold=threshold, seed=seed))
+    for a, b in zip(whole.accumulators, merged.accumulators):
+        sa, sb = a.state_dict(), b.state_dict()
+        for name in sa:
+            if sa[name].is_floating_point():
+                torch.testing.assert_close(sb[name], sa[name], rtol=1e-6, atol=1e-7)
+            else:  # counts, keys and the reservoir's membership: exact
+                assert torch.equal(sb[name], sa[name]), f"{type(a).__name__}.{name}"
+    assert (merged.n_batches, merged.n_tokens) == (whole.n_batches, whole.n_tokens)
+
+
+@given(seed=st.integers(0, 2**31 - 1), sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4))
+def test_reservoir_membership_does_not_depend_on_batch_size(seed, sizes):
+    """The same rows, cut into batches of different sizes, keep the same sample."""
+    rows = make_stream(seed, 1, B=sum(sizes), V=V)[0]
+    batches, start = [], 0
+    for n in sizes:
+        sl = slice(start, start + n)
+        batches.append(HarvestBatch(rows.tokens[sl], {k: v[sl] for k, v in rows.activations.items()},
+                                    rows.output_probs[sl], rows.mask[sl], rows.sequence_ids[sl]))
+        start += n
+    one = acc_of(harvest([rows], [ReservoirAcc(k=2, context_tokens=1)], seed=seed), ReservoirAcc)
+    many = acc_of(harvest(batches, [ReservoirAcc(k=2, context_tokens=1)], seed=seed), ReservoirAcc)
+    for f in ("key", "sequence", "position", "tokens", "acts"):
+        assert torch.equal(getattr(one, f), getattr(many, f)), f
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [FiringStatsAcc, CorrelationAcc, InputTokenAcc, OutputProbAcc,
+     lambda: ReservoirAcc(k=3, context_tokens=2), lambda: TopActivationAcc(k=2, context_tokens=1)],
+    ids=["firing_stats", "correlation", "input_tokens", "output_probs", "reservoir", "top_activations"],
+)
+def test_builtins_pass_the_conformance_check(factory):
+    check_accumulator(factory, make_stream(3, 4, V=V))
+
+
+# -- uniformity (fixed seeds, outside @given) -------------------------------------------
+
+
+def _inclusion_counts(batches: list[HarvestBatch], k: int, seeds: range) -> np.ndarray:
+    """How often each firing of the shared pattern is sampled, over every component and seed.
+
+    Every component fires at the same positions; each component has its own keys,
+    so each component is an independent trial of the sampler.
+    """
+    counts = None
+    for seed in seeds:
+        r = harvest(batches, [ReservoirAcc(k=k, context_tokens=0)], seed=seed).finalize()
+        firings = sorted({(int(s), int(p)) for b in batches
+                          for s, row in zip(b.sequence_ids.tolist(), b.activations["l"][..., 0].gt(0).tolist())
+                          for p, on in enumerate(row) if on})
+        index = {f: i for i, f in enumerate(firings)}
+        if counts is None:
+            counts = np.zeros(len(firings), np.int64)
+        for comp in r:
+            assert len(comp.examples) == k
+            for e in comp.examples:
+                counts[index[(e.sequence_index, e.position)]] += 1
+    return counts
+
+
+def _pattern_batch(first_row: int, rows: int, S: int, fire_at: list[tuple[int, int]], N: int) -> HarvestBatch:
+    acts = torch.zeros(rows, S, N)
+    for r, s in fire_at:
+        acts[r, s, :] = 1.0
+    return HarvestBatch(torch.zeros(rows, S, dtype=torch.int64), {"l": acts},
+                        sequence_ids=torch.arange(first_row, first_row + rows))
+
+
+def test_reservoir_is_uniform_over_an_even_stream():
+    N, k = 300, 4
+    g = np.random.default_rng(0)
+    batches = []
+    for i in range(4):
+        pos = g.choice(2 * 16, size=5, replace=False)
+        batches.append(_pattern_batch(2 * i, 2, 16, [(int(p) // 16, int(p) % 16) for p in pos], N))
+    counts = _inclusion_counts(batches, k, range(3))
+    assert counts.sum() == 3 * N * k
+    assert chisquare(counts).pvalue > 0.001
+
+
+def test_reservoir_is_uniform_over_a_bursty_stream():
+    """Most firings arrive in one batch; a per-batch cap would starve that batch."""
+    N, k = 300, 4
+    sparse = [(0, 3)]
+    burst = [(r, s) for r in range(2) for s in range(16)]  # 32 of the 35 firings
+    batches = [_pattern_batch(0, 2, 16, sparse, N), _pattern_batch(2, 2, 16, burst, N),
+               _pattern_batch(4, 2, 16, [(1, 5)], N), _pattern_batch(6, 2, 16, [(0, 0)], N)]
+    counts = _inclusion_counts(batches, k, range(3))
+    assert len(counts) == 35
+    assert chisquare(counts).pvalue > 0.001
+
+
+def test_reservoir_key_order_is_a_uniform_order():
+    """The first example shown is equally likely to be any of a component's firings."""
+    N, k = 400, 3
+    batch = _pattern_batch(0, 1, 12, [(0, s) for s in range(12)], N)
+    first = np.zeros(12, np.int64)
+    for seed in range(2):
+        for comp in harvest([batch], [ReservoirAcc(k=k, context_tokens=0)], seed=seed).finalize():
+            first[comp.examples[0].position] += 1
+    assert chisquare(first).pvalue > 0.001

@@ -1,0 +1,229 @@
+"""HarvestBatch.validate and the loop refuse bad input with a message that names the
+tensor, what was expected and what arrived; ComponentSpace numbering; the mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp import (
+    ComponentSpace,
+    CorrelationAcc,
+    HarvestBatch,
+    HarvestLoop,
+    InputTokenAcc,
+    LayerSpec,
+    OutputProbAcc,
+    ReservoirAcc,
+)
+from harvest_helpers import make_batch
+
+B, S, V = 2, 5, 7
+
+
+def good(**over) -> HarvestBatch:
+    g = torch.Generator().manual_seed(0)
+    fields = dict(
+        tokens=torch.randint(0, V, (B, S), generator=g),
+        activations={"h.0": torch.rand(B, S, 4, generator=g), "h.1": torch.rand(B, S, 2, generator=g)},
+        output_probs=torch.softmax(torch.randn(B, S, V, generator=g), -1),
+        mask=torch.ones(B, S, dtype=torch.bool),
+        sequence_ids=torch.arange(B),
+    )
+    fields.update(over)
+    return HarvestBatch(**fields)
+
+
+def test_a_good_batch_passes():
+    good().validate()
+    good().validate(vocab_size=V)
+    good(output_probs=None, mask=None, sequence_ids=None).validate(vocab_size=V)
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [
+        ({"tokens": [[1, 2]]}, r"tokens must be a torch.Tensor of shape \[B, S\], got list"),
+        ({"tokens": torch.zeros(B * S, dtype=torch.int64)}, r"tokens has shape \(10,\), expected 2 dimensions"),
+        ({"tokens": torch.zeros(B, S)}, r"tokens has dtype torch.float32, expected torch.int64"),
+        ({"activations": {}}, r"activations must be a non-empty dict .* got dict of length 0"),
+        ({"activations": [torch.rand(B, S, 3)]}, r"activations must be a non-empty dict .* got list"),
+        ({"activations": {"h.0": np.zeros((B, S, 3))}}, r"activations\['h.0'\] must be a torch.Tensor, got ndarray"),
+        ({"activations": {"h.0": torch.rand(B, S)}}, r"activations\['h.0'\] has shape \(2, 5\), expected 3 dimensions"),
+        ({"activations": {"h.0": torch.rand(B, S + 1, 3)}},
+         r"activations\['h.0'\] has shape \(2, 6, 3\), expected \(2, 5, C\) to match tokens \(2, 5\)"),
+        ({"activations": {"h.0": torch.ones(B, S, 3, dtype=torch.int64)}},
+         r"activations\['h.0'\] has dtype torch.int64, expected a floating dtype"),
+        ({"mask": torch.ones(B, S)}, r"mask must be a bool tensor of shape \(2, 5\), got \(2, 5\) torch.float32"),
+        ({"mask": torch.ones(B, S + 1, dtype=torch.bool)}, r"mask must be a bool tensor of shape \(2, 5\), got \(2, 6\)"),
+        ({"sequence_ids": torch.arange(B + 1)}, r"sequence_ids must be an int64 tensor of shape \(2,\), got \(3,\)"),
+        ({"output_probs": torch.rand(B, S)}, r"output_probs has shape \(2, 5\), expected \(2, 5, V\)"),
+        ({"output_probs": torch.ones(B, S, V, dtype=torch.int64)}, r"output_probs has dtype torch.int64"),
+        ({"output_probs": torch.randn(B, S, V)}, r"output_probs rows must sum to 1 .* Apply softmax"),
+        ({"tokens": torch.full((B, S), V)}, r"tokens contain ids in \[7, 7\], expected ids in \[0, 7\)"),
+        ({"tokens": torch.full((B, S), -1)}, r"tokens contain ids in \[-1, -1\], expected ids in \[0, 7\)"),
+    ],
+    ids=lambda x: "" if isinstance(x, dict) else None,
+)
+def test_bad_input_is_named(over, match):
+    with pytest.raises(ValueError, match=match):
+        good(**over).validate()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_activations_are_refused(bad):
+    act = torch.rand(B, S, 4)
+    act[1, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"activations\['h.0'\] contains 1 NaN or Inf values"):
+        good(activations={"h.0": act}).validate()
+
+
+def test_huge_but_finite_activations_pass():
+    # their float32 sum overflows to inf: the fast check must fall back to the exact one
+    act = torch.full((B, S, 4), 3e38)
+    good(activations={"h.0": act}).validate()
+
+
+def test_probabilities_are_checked():
+    p = torch.softmax(torch.randn(B, S, V), -1)
+    p[0, 1] *= 1.5
+    with pytest.raises(ValueError, match=r"the worst row sums to 1.5 "):
+        good(output_probs=p).validate()
+    neg = torch.zeros(B, S, V)
+    neg[..., 0], neg[..., 1] = 1.5, -0.5
+    with pytest.raises(ValueError, match="output_probs contains negative values"):
+        good(output_probs=neg).validate()
+    nan = torch.softmax(torch.randn(B, S, V), -1)
+    nan[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="output_probs contains NaN or Inf"):
+        good(output_probs=nan).validate()
+    with pytest.raises(ValueError, match="output_probs has vocabulary size 7, expected 9"):
+        good().validate(vocab_size=9)
+
+
+def test_masked_rows_of_output_probs_are_not_checked():
+    p = torch.softmax(torch.randn(B, S, V), -1)
+    p[1, 4] = 0.0  # padding rows often hold zeros
+    mask = torch.ones(B, S, dtype=torch.bool)
+    mask[1, 4] = False
+    good(output_probs=p, mask=mask).validate()
+    with pytest.raises(ValueError, match="the worst row sums to 0"):
+        good(output_probs=p).validate()
+
+
+def test_token_range_needs_a_vocabulary():
+    bad = good(output_probs=None, tokens=torch.full((B, S), 100))
+    bad.validate()  # nothing to check against
+    with pytest.raises(ValueError, match=r"expected ids in \[0, 7\) for vocabulary size 7"):
+        bad.validate(vocab_size=V)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tensors_on_different_devices_are_refused():
+    with pytest.raises(ValueError, match=r"activations\['h.0'\] is on cuda:0 but tokens are on cpu"):
+        good(activations={"h.0": torch.rand(B, S, 4, device="cuda")}).validate()
+    with pytest.raises(ValueError, match="output_probs is on cuda:0 but tokens are on cpu"):
+        good(output_probs=good().output_probs.cuda()).validate()
+
+
+# -- the loop ------------------------------------------------------------------------
+
+
+def loop(*accs, **kw) -> HarvestLoop:
+    return HarvestLoop(list(accs), progress=False, **kw)
+
+
+def test_the_loop_validates_every_batch():
+    lp = loop()
+    lp.update(good())
+    act = torch.rand(B, S, 4)
+    act[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        lp.update(good(activations={"h.0": act, "h.1": torch.rand(B, S, 2)}))
+    with pytest.raises(TypeError, match="expected a HarvestBatch, got dict"):
+        lp.update({"tokens": good().tokens})
+
+
+def test_layer_widths_and_names_must_not_change():
+    lp = loop()
+    lp.update(good())
+    with pytest.raises(ValueError, match=r"activations have layers \[\('h.0', 4\), \('h.1', 3\)\], expected "
+                                         r"\[\('h.0', 4\), \('h.1', 2\)\] as in the first batch"):
+        lp.update(good(activations={"h.0": torch.rand(B, S, 4), "h.1": torch.rand(B, S, 3)}))
+    with pytest.raises(ValueError, match="same layers, in the same order"):
+        lp.update(good(activations={"h.1": torch.rand(B, S, 2), "h.0": torch.rand(B, S, 4)}))
+    assert lp.n_batches == 1
+
+
+def test_vocabulary_must_not_change():
+    lp = loop(OutputProbAcc())
+    lp.update(good())
+    with pytest.raises(ValueError, match="output_probs has vocabulary size 9, expected 7"):
+        lp.update(good(output_probs=torch.softmax(torch.randn(B, S, 9), -1), tokens=torch.zeros(B, S, dtype=torch.int64)))
+
+
+def test_an_accumulator_that_needs_probs_refuses_a_stream_without_them():
+    with pytest.raises(ValueError, match="OutputProbAcc needs output_probs"):
+        loop(OutputProbAcc()).update(good(output_probs=None))
+    with pytest.raises(ValueError, match=r"InputTokenAcc needs the vocabulary size: pass HarvestLoop\(vocab_size=...\)"):
+        loop(InputTokenAcc()).update(good(output_probs=None))
+
+
+def test_mask_excludes_positions_from_every_statistic():
+    """A masked tail behaves exactly like a batch cut before it, even where it fires hardest."""
+    g = torch.Generator().manual_seed(4)
+    S_full, S_cut = 9, 6
+    full = make_batch(g, B=3, S=S_full, V=V, mask=False, first_row=0)
+    for a in full.activations.values():
+        a[:, S_cut:] = 100.0  # would dominate every statistic if it counted
+    full.mask = torch.zeros(3, S_full, dtype=torch.bool)
+    full.mask[:, :S_cut] = True
+    cut = HarvestBatch(full.tokens[:, :S_cut], {k: v[:, :S_cut] for k, v in full.activations.items()},
+                       full.output_probs[:, :S_cut], None, full.sequence_ids)
+
+    def accs():
+        return [CorrelationAcc(), InputTokenAcc(), OutputProbAcc(), ReservoirAcc(k=4, context_tokens=2)]
+
+    a = loop(*accs()).run([full])
+    b = loop(*accs()).run([cut])
+    assert a.config.n_tokens == b.config.n_tokens == 3 * S_cut
+    for ca, cb in zip(a, b):
+        assert ca.firing_count == cb.firing_count
+        assert ca.max_activation == cb.max_activation < 100
+        assert ca.firing_rate == pytest.approx(cb.firing_rate)
+        assert ca.examples == cb.examples
+        assert ca.input_tokens == cb.input_tokens
+        assert ca.correlations == cb.correlations
+        for x, y in zip(ca.output_tokens.top_pmi, cb.output_tokens.top_pmi):
+            assert (x.token_id, x.count) == pytest.approx((y.token_id, y.count))
+
+
+# -- ComponentSpace -------------------------------------------------------------------
+
+
+def test_component_space_numbers_layers_in_order():
+    space = ComponentSpace([LayerSpec("h.0.mlp", 3), LayerSpec("blocks.1:resid", 2)])
+    assert space.n_components == len(space) == 5
+    assert list(space.keys()) == ["h.0.mlp:0", "h.0.mlp:1", "h.0.mlp:2", "blocks.1:resid:0", "blocks.1:resid:1"]
+    for flat, key in enumerate(space.keys()):
+        assert space.key(flat) == key
+        assert space.parse_key(key) == flat
+        layer, idx = space.locate(flat)
+        assert space.flat_index(layer, idx) == flat
+    assert space.layer_offset("blocks.1:resid") == 3
+
+
+def test_component_space_errors():
+    space = ComponentSpace([LayerSpec("a", 2)])
+    with pytest.raises(KeyError, match=r"unknown layer 'b'; the layers are \['a'\]"):
+        space.flat_index("b", 0)
+    with pytest.raises(IndexError, match="component index 2 out of range for layer 'a' with 2 components"):
+        space.flat_index("a", 2)
+    with pytest.raises(IndexError, match="flat index 5 out of range for 2 components"):
+        space.key(5)
+    with pytest.raises(KeyError, match="is not of the form 'layer:index'"):
+        space.parse_key("a")
+    with pytest.raises(ValueError, match="layer names must be unique"):
+        ComponentSpace([LayerSpec("a", 1), LayerSpec("a", 2)])
