@@ -1,0 +1,183 @@
+"""The report in a real browser: headless Chromium on a file:// URL.
+
+Checks what a person sees: the index lists every component, filters narrow it,
+a component page shows its examples with correct UTF-8, and hostile tokens are
+shown as text while nothing runs. Skipped (with the reason) where Chromium or
+playwright is missing; CI installs Debian's chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from report_fixture import DEAD, INJECT_IMG, INJECT_SCRIPT, N_COMPONENTS, make_harvest, make_run
+
+from autointerp.report import write_report
+
+CHROMIUM = os.environ.get("AUTOINTERP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set AUTOINTERP_CHROMIUM)", allow_module_level=True)
+
+CUSTOM_JS = """
+AUTOINTERP.registerExtras("activation_histogram", function (value, box, h) {
+  box.appendChild(h.el("p", {class: "custom-hist"}, "custom renderer: " + value.length + " bins"));
+  box.appendChild(h.bars(value, {title: "activation histogram"}));
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    paths = make_run(tmp_path_factory.mktemp("runs"))
+    return write_report(paths, extras_renderers={"activation_histogram": CUSTOM_JS})
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    pg.dialogs = []
+    pg.errors = []
+    pg.requests = []
+
+    def on_dialog(d):
+        pg.dialogs.append(d.message)
+        d.dismiss()
+
+    pg.on("dialog", on_dialog)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.on("request", lambda r: pg.requests.append(r.url))
+    yield pg
+    ctx.close()
+
+
+def _open(page, index: Path, hash_: str = ""):
+    page.goto(index.as_uri() + hash_)
+    page.wait_for_selector("body[data-ready='1']", timeout=15000)
+
+
+def test_index_lists_every_component(page, report, tmp_path):
+    _open(page, report)
+    assert page.locator("#components tbody tr").count() == N_COMPONENTS
+    assert page.get_attribute("#count", "data-matching") == str(N_COMPONENTS)
+    assert page.locator("#components tbody tr[data-key='h.0.mlp:1'] td.label").inner_text() == "em dash — and café"
+    page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
+    assert (tmp_path / "index.png").stat().st_size > 0
+    assert not page.errors
+    # the page and its data load from disk only
+    assert all(u.startswith("file://") for u in page.requests), page.requests
+
+
+def test_filters_narrow_the_index(page, report):
+    _open(page, report)
+    page.fill("#f-text", "pattern")
+    page.wait_for_function("document.querySelector('#count').dataset.matching === '6'")
+    assert page.locator("#components tbody tr").count() == 6
+    page.fill("#f-text", "")
+    page.select_option("#f-layer", "1")
+    page.wait_for_function("document.querySelector('#count').dataset.matching === '4'")
+    keys = page.locator("#components tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
+    assert keys == [f"h.1.mlp:{i}" for i in range(4)]
+    page.select_option("#f-layer", "")
+    page.select_option("#f-scorer", "detection")
+    page.fill("#f-min", "0.8")
+    # scores are 0.5 + 0.05 * i over the labeled components: i = 6, 7, 8 reach 0.8
+    page.wait_for_function("document.querySelector('#count').dataset.matching === '3'")
+    page.fill("#f-min", "")
+    page.check("#f-labeled")
+    page.wait_for_function(f"document.querySelector('#count').dataset.matching === '{N_COMPONENTS - 2}'")
+
+
+def test_sorting_by_score(page, report):
+    _open(page, report)
+    page.click("th[data-col='score:detection']")
+    first = page.locator("#components tbody tr").first.get_attribute("data-key")
+    assert first == "h.1.mlp:2"  # the highest score sorts first
+    page.click("th[data-col='score:detection']")
+    first = page.locator("#components tbody tr").first.get_attribute("data-key")
+    assert first == "h.0.mlp:0"
+
+
+def test_component_page_shows_examples(page, report, tmp_path):
+    comp = make_harvest()["h.0.mlp:1"]
+    _open(page, report)
+    page.click("#components tbody tr[data-key='h.0.mlp:1'] a")
+    page.wait_for_selector("#component .example")
+    assert page.locator(".examples.random .example").count() == len(comp.examples)
+    assert page.locator(".examples.top .example").count() == len(comp.top_examples)
+    assert page.locator("h2.comp-label").inner_text() == "em dash — and café"
+    # every example marks its firing token, with the activation on hover
+    assert page.locator(".examples.random .tok.fire").count() == len(comp.examples)
+    title = page.locator(".examples.random .tok.fire").first.get_attribute("title")
+    assert title.startswith("activation 0.")
+    # multi-byte characters split across GPT-2 byte tokens come out whole
+    text = page.locator("#component .examples").first.inner_text() + page.locator("#component .examples.random").inner_text()
+    assert "—" in text and "café" in text
+    # (a window cut inside a character may end in U+FFFD; GPT-2's byte letters must never show)
+    assert "â" not in text and "Ã" not in text
+    # scores next to the baselines, firing-rate histogram, custom extras renderer, partners with labels
+    cells = page.locator(".panel.scores tbody tr").first.locator("td").all_inner_texts()
+    assert cells[:4] == ["detection", "0.55", "0.5", "0.55"]
+    assert page.locator(".panel.rate svg rect.bar.hi").count() == 1
+    assert "percentile" in page.locator(".panel.rate p").first.inner_text()
+    assert page.locator(".custom-hist").inner_text() == "custom renderer: 5 bins"
+    partner = page.locator("a.partner").first
+    key = partner.inner_text()
+    partner.click()
+    page.wait_for_selector(f"#component[data-key='{key}'] .comp-label")
+    page.screenshot(path=str(tmp_path / "component.png"), full_page=True)
+    assert not page.errors
+
+
+def test_injection_tokens_render_as_text_and_run_nothing(page, report, tmp_path):
+    _open(page, report, "#c/" + "h.0.mlp%3A0")
+    page.wait_for_selector("#component .example")
+    toks = page.locator(".tok").all_text_contents()
+    joined = "".join(toks).replace("·", " ")
+    assert INJECT_IMG in joined
+    assert INJECT_SCRIPT in joined
+    assert page.locator("h2.comp-label").inner_text() == "HTML-looking tokens " + INJECT_SCRIPT
+    assert INJECT_IMG in page.locator(".reasoning").inner_text()
+    # and nothing ran: no flag, no dialog, no injected elements
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("img").count() == 0
+    assert page.locator("#app script").count() == 0
+    assert page.dialogs == []
+    page.screenshot(path=str(tmp_path / "injection.png"), full_page=True)
+    # the index shows the hostile label as text too
+    page.goto(report.as_uri() + "#")
+    page.wait_for_selector("#components tbody tr")
+    assert INJECT_SCRIPT in page.locator("#components tbody tr[data-key='h.0.mlp:0'] td.label").inner_text()
+    assert page.evaluate("window.__pwned") is None and page.dialogs == []
+
+
+def test_dead_component_and_unknown_key(page, report):
+    _open(page, report, "#c/" + DEAD.replace(":", "%3A"))
+    page.wait_for_selector("#component .comp-label")
+    assert "(not labeled)" in page.locator("h2.comp-label").inner_text()
+    assert "dead" in page.locator(".panel.rate p").first.inner_text()
+    page.goto(report.as_uri() + "#c/nope%3A1")
+    page.wait_for_selector("#app .error")
+    assert "No component" in page.locator("#app .error").inner_text()
