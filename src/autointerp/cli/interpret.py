@@ -1,0 +1,136 @@
+"""``autointerp interpret RUN_ID``: label every harvested component of a run with an LLM."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from autointerp.llm.base import AuthenticationFailed, redact
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "interpret",
+        help="label every harvested component with an LLM",
+        description=(
+            "Label the components of <out>/<RUN_ID>/harvest into <out>/<RUN_ID>/interpretations/results.jsonl. "
+            "Rerunning resumes: labeled components are skipped, failed ones retried."
+        ),
+    )
+    p.add_argument("run_id", help="the run folder under --out (as printed by `autointerp harvest`)")
+    p.add_argument("--out", default=None, help="root of the run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("--backend", choices=["anthropic", "openai", "offline"], default="anthropic",
+                   help="anthropic (needs ANTHROPIC_API_KEY), openai (any OpenAI-compatible server, see --base_url), "
+                   "offline (the token-lookup baseline; no network)")
+    p.add_argument("--model", default=None, help="model name (default for anthropic: claude-haiku-4-5-20251001)")
+    p.add_argument("--base_url", default=None, help="server URL (e.g. http://localhost:8000/v1 for vLLM)")
+    p.add_argument("--api_key_env", default=None, help="environment variable holding the key for --backend openai (default OPENAI_API_KEY)")
+    p.add_argument("--max_concurrent", type=int, default=50, help="requests in flight at once (default 50)")
+    p.add_argument("--max_cost_usd", type=float, default=None, help="stop starting new requests once this much is spent")
+    p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT[,CACHE_READ,CACHE_WRITE]",
+                   help="override a model's price in USD per million tokens (repeatable)")
+    p.add_argument("--batch", action="store_true", help="use the Message Batches API (half price; minutes to hours)")
+    p.add_argument("--poll_interval", type=float, default=30.0, help="seconds between batch status checks")
+    p.add_argument("--dry_run", action="store_true", help="write the rendered prompts to files and call nothing")
+    p.add_argument("--dry_run_dir", default=None, help="where --dry_run writes (default <run>/interpretations/prompts)")
+    p.add_argument("--prompt_template", default=None, help="a .j2 file to use instead of the default prompt")
+    p.add_argument("--templates_dir", action="append", default=[], help="folder searched first for templates (e.g. sections/<name>.j2)")
+    p.add_argument("--section", action="append", default=[], metavar="NAME=PATH",
+                   help="section template for an accumulator output (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="label at most this many (pending) components")
+    p.add_argument("--component", action="append", default=None, help="label only this component key (repeatable)")
+    p.add_argument("--n_explain", type=int, default=10, help="random examples shown (the rest are held out)")
+    p.add_argument("--n_top", type=int, default=5, help="max-activating examples shown")
+    p.add_argument("--max_tokens", type=int, default=1024, help="output token limit per answer")
+    p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
+    p.add_argument("--max_retries", type=int, default=6, help="retries of rate limits, overload, 5xx, timeouts")
+    p.add_argument("--backoff", type=float, default=1.0, help="initial backoff in seconds (doubles, with jitter)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def _prices(specs: list[str]) -> dict[str, tuple[float, ...]]:
+    out = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        try:
+            nums = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            nums = ()
+        if not name or len(nums) not in (2, 4):
+            raise ValueError(f"--price {spec!r}: expected MODEL=IN,OUT or MODEL=IN,OUT,CACHE_READ,CACHE_WRITE (USD per million tokens)")
+        out[name] = nums
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from autointerp.llm.factory import make_backend
+    from autointerp.paths import RunPaths
+    from autointerp.storage import atomic_write_text, to_dict
+
+    paths = RunPaths.of(args.run_id, args.out)
+    try:
+        # the key is checked first: a missing key stops here, before the harvest is read
+        if args.dry_run:  # renders prompts only: no key needed
+            backend = make_backend("offline")
+        else:
+            backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout_s=args.timeout,
+                                   api_key_env=args.api_key_env)
+        from autointerp.harvest import load_harvest
+        from autointerp.interpret import Interpreter
+
+        if not (paths.harvest / "config.json").exists():
+            raise FileNotFoundError(
+                f"no harvest at {paths.harvest}: run `autointerp harvest ...` first, or pass the right --out / RUN_ID"
+            )
+        harvest = load_harvest(paths.harvest)
+        sections = {}
+        for spec in args.section:
+            name, _, path = spec.partition("=")
+            if not name or not path:
+                raise ValueError(f"--section {spec!r}: expected NAME=PATH")
+            sections[name] = path
+        interp = Interpreter(
+            backend,
+            max_concurrent=args.max_concurrent,
+            prompt_template=args.prompt_template or "interpret.j2",
+            templates_dir=args.templates_dir or None,
+            section_templates=sections,
+            n_explain=args.n_explain,
+            n_top=args.n_top,
+            max_tokens=args.max_tokens,
+            request_timeout_s=args.timeout,
+            max_retries=args.max_retries,
+            backoff_initial_s=args.backoff,
+            max_cost_usd=args.max_cost_usd,
+            prices=_prices(args.price),
+            progress=not args.no_progress,
+        )
+        if args.dry_run:
+            out_dir = Path(args.dry_run_dir) if args.dry_run_dir else paths.interpretations / "prompts"
+            written = interp.dry_run(harvest, out_dir, keys=args.component, limit=args.limit)
+            print(f"wrote {len(written)} prompts to {out_dir} (no requests were sent)")
+            return 0
+        print(f"labelling {paths.harvest} with {backend!r} -> {paths.interpretations / 'results.jsonl'}", file=sys.stderr)
+        results = interp.run(harvest, paths, keys=args.component, limit=args.limit, batch=args.batch,
+                             poll_interval_s=args.poll_interval)
+    except AuthenticationFailed as e:
+        print(f"autointerp interpret: authentication failed: {redact(str(e))}", file=sys.stderr)
+        return 3
+    summary = interp.summary
+    if summary is not None:
+        atomic_write_text(paths.interpretations / "summary.json", json.dumps(to_dict(summary), indent=1))
+        print(str(summary), file=sys.stderr)
+        if interp.n_dead:
+            print(f"{interp.n_dead} components never fired and were not sent", file=sys.stderr)
+    for r in results[:5]:
+        print(f"{r.component_key}: {r.label} ({r.confidence})")
+    if len(results) > 5:
+        print(f"... {len(results)} labels in {paths.interpretations / 'results.jsonl'}")
+    if summary is not None and summary.failed:
+        print(f"{summary.failed} components failed (see {paths.interpretations / 'failures.jsonl'}); "
+              "run the same command again to retry them", file=sys.stderr)
+    return 0

@@ -1,0 +1,209 @@
+"""Prompt templates: one Jinja2 environment for every prompt the project sends.
+
+Templates are ``.j2`` files in this package (``interpret.j2``, ``sections/*.j2``,
+the scorers' ``scoring/*.j2``), found through a ``PackageLoader``, behind any
+folders the user puts first on the search path (so a user's
+``sections/examples.j2`` overrides ours). Undefined variables are errors
+(``StrictUndefined``): a typo in a template fails on the first render instead
+of sending "" to 40,000 prompts.
+
+**Sections.** Every accumulator output has a section template named after the
+accumulator's ``name``: ``sections/<name>.j2``. The main template loops over the
+rendered sections, so a custom accumulator (output in
+``ComponentData.extras[name]``) reaches the prompt by adding one file —
+``sections/activation_histogram.j2`` in a templates folder, or
+``Interpreter(section_templates={"activation_histogram": "hist.j2"})`` — and
+without one it still appears, rendered by ``sections/_generic.j2``. Section
+templates see ``name``, ``value`` (the output), ``component`` and ``labels``
+(labels already known for other components).
+
+**Untrusted text.** Dataset tokens are shown with `show_token`: quoted with
+``repr``-like escapes, so a token with a newline, ``<<`` or a quote cannot
+break the layout or impersonate the markers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+PACKAGE_DIR = Path(__file__).parent
+
+_ENVS: dict[tuple[str, ...], jinja2.Environment] = {}
+
+
+def environment(search_path: Iterable[str | os.PathLike] = ()) -> jinja2.Environment:
+    """The Jinja2 environment for a search path (user folders first, then the package).
+
+    One environment per distinct search path, configured only here.
+    """
+    paths = tuple(str(Path(p)) for p in search_path)
+    env = _ENVS.get(paths)
+    if env is None:
+        loaders: list[jinja2.BaseLoader] = [jinja2.FileSystemLoader(list(paths))] if paths else []
+        loaders.append(jinja2.PackageLoader("autointerp", "prompts"))
+        env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # prompts are plain text; tokens go through show_token instead
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        env.filters["tok"] = show_token
+        env.filters["num"] = fmt_num
+        env.filters["one_in"] = one_in
+        env.filters["pct"] = lambda x: f"{100 * float(x):.1f}%"
+        env.filters["readable"] = readable
+        env.filters["marked"] = marked_text
+        env.filters["firing_summary"] = firing_summary
+        env.globals["one_in"] = one_in
+        _ENVS[paths] = env
+    return env
+
+
+def load_template(env: jinja2.Environment, name_or_path: str | os.PathLike) -> jinja2.Template:
+    """A template by name on the search path, or by file path (``--prompt_template PATH``)."""
+    p = Path(name_or_path)
+    if p.suffix == ".j2" and p.is_file() and not str(name_or_path).startswith(("sections/", "scoring/")):
+        # a file outside the search path: compile it in the same environment, so it
+        # can still {% include "sections/..." %} and use the filters
+        return env.from_string(p.read_text(encoding="utf-8"))
+    try:
+        return env.get_template(str(name_or_path))
+    except jinja2.TemplateNotFound:
+        raise FileNotFoundError(
+            f"no prompt template {str(name_or_path)!r}: give a path to a .j2 file or a name under "
+            f"{PACKAGE_DIR} (e.g. 'interpret.j2')"
+        ) from None
+
+
+def template_source(env: jinja2.Environment, name_or_path: str | os.PathLike) -> str:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p.read_text(encoding="utf-8")
+    assert env.loader is not None
+    source, _, _ = env.loader.get_source(env, str(name_or_path))
+    return source
+
+
+def sources_hash(sources: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for s in sources:
+        h.update(s.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def render_blocks(template: jinja2.Template, variables: Mapping[str, Any], blocks: Sequence[str] = ("system", "prompt")) -> dict[str, str]:
+    """Render named ``{% block %}``s of a template separately (the static system part,
+    the per-item prompt). A template without those blocks renders whole as ``prompt``."""
+    if not all(b in template.blocks for b in blocks):
+        return {**{b: "" for b in blocks}, "prompt": template.render(**variables).strip() + "\n"}
+    ctx = template.new_context(dict(variables))
+    return {b: "".join(template.blocks[b](ctx)).strip() + "\n" for b in blocks}
+
+
+# -- helpers the templates use ---------------------------------------------------------
+
+
+def show_token(token: Any) -> str:
+    """A token as a quoted string with escapes: ``' cat'``, ``'\\n'``, ``'<<'``-safe."""
+    if token is None:
+        return "?"
+    if isinstance(token, int):
+        return f"#{token}"
+    s = json.dumps(str(token), ensure_ascii=False)
+    return "'" + s[1:-1].replace("'", "\\'") + "'"
+
+
+def inline_token(token: str | None, token_id: int) -> str:
+    """A token inside running example text: newlines and markers escaped, no quotes."""
+    if token is None:
+        return f"[#{token_id}]"
+    return (
+        token.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        .replace("<<", "‹‹").replace(">>", "››")
+    )
+
+
+def _tok_at(ex: Any, i: int) -> str | None:
+    return ex.tokens[i] if ex.tokens is not None and i < len(ex.tokens) else None
+
+
+def marked_text(ex: Any, threshold: float = 0.0) -> str:
+    """An `ActivationExample` as text, tokens where it fires wrapped in ``<<...>>``.
+
+    The sampled firing (``firing_offset``) is always marked, even when the
+    threshold passed here is higher than the harvest's.
+    """
+    parts = []
+    for i, (tid, act) in enumerate(zip(ex.token_ids, ex.activations)):
+        t = inline_token(_tok_at(ex, i), tid)
+        parts.append(f"<<{t}>>" if (act > threshold or i == ex.firing_offset) else t)
+    return "".join(parts)
+
+
+def firing_summary(ex: Any, threshold: float = 0.0, n: int = 4) -> str:
+    """The strongest firing tokens of an example with their activations: ``' cat' 0.83, ' a' 0.2``."""
+    firing = [(a, i) for i, a in enumerate(ex.activations) if a > threshold or i == ex.firing_offset]
+    firing.sort(key=lambda x: -x[0])
+    shown = ", ".join(f"{show_token(_tok_at(ex, i) if ex.tokens is not None else ex.token_ids[i])} {fmt_num(a)}" for a, i in firing[:n])
+    if len(firing) > n:
+        shown += f" (+{len(firing) - n} more)"
+    return shown
+
+
+def fmt_num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000 or abs(x) < 1e-3:
+        return f"{x:.{digits - 1}e}"
+    return f"{x:.{digits}g}"
+
+
+def one_in(rate: float) -> str:
+    """A firing rate in words: 0.0123 -> 'about 1 in 81 tokens'."""
+    if rate <= 0:
+        return "never"
+    n = 1.0 / rate
+    if n < 1.5:
+        return "on almost every token"
+    if n < 100:
+        r = round(n)
+    else:  # two significant digits: 1 in 2,300 rather than 1 in 2,317
+        mag = 10 ** (int(math.log10(n)) - 1)
+        r = int(round(n / mag) * mag)
+    return f"about 1 in {r:,} tokens"
+
+
+def readable(value: Any, max_chars: int = 1500) -> str:
+    """A generic rendering of a custom accumulator's output (for sections with no template)."""
+    if isinstance(value, Mapping):
+        lines = [f"- {k}: {readable(v, 200)}" for k, v in list(value.items())[:40]]
+        text = "\n".join(lines)
+    elif isinstance(value, (list, tuple)):
+        if all(isinstance(v, (int, float)) for v in value):
+            text = "[" + ", ".join(fmt_num(v) for v in value[:200]) + ("]" if len(value) <= 200 else ", ...]")
+        else:
+            text = "\n".join(f"- {readable(v, 200)}" for v in value[:40])
+    elif isinstance(value, float):
+        text = fmt_num(value)
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = str(value)
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
