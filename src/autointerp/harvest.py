@@ -204,12 +204,22 @@ class HarvestLoop:
         n_batches: int | None = None,
         checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None,
+        resume: bool = False,
     ) -> HarvestResult:
         """Consume ``batches`` (at most ``n_batches``) and return the finalized result.
 
         With ``checkpoint`` and ``checkpoint_every``, the loop state is saved
         atomically every that many batches (see `save_checkpoint`).
+
+        With ``resume=True``, the state in ``checkpoint`` (if that file exists) is
+        loaded first, and the batches it already counted are skipped: pass the
+        same ``batches`` in the same order, and the result equals one
+        uninterrupted pass. The skipped batches are still drawn from the
+        iterable; an iterable that can start later saves that work.
         """
+        if resume and checkpoint is not None and Path(checkpoint).exists():
+            self.load_checkpoint(checkpoint)
+        skip = self.n_batches if resume else 0
         total = n_batches
         if total is None:
             try:
@@ -220,11 +230,13 @@ class HarvestLoop:
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc="harvest", unit="batch", initial=0, dynamic_ncols=True)
+            bar = tqdm(total=total, desc="harvest", unit="batch", initial=min(skip, total or skip), dynamic_ncols=True)
         try:
             for i, batch in enumerate(batches):
                 if n_batches is not None and i >= n_batches:
                     break
+                if i < skip:
+                    continue  # already in the state loaded from the checkpoint
                 self.update(batch)
                 if bar is not None:
                     bar.update(1)

@@ -124,11 +124,12 @@ def replace_dir_atomically(target: str | os.PathLike, fill: Callable[[Path], Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     try:
         fill(tmp)
-        for child in tmp.iterdir():
-            if child.is_file():
-                with open(child, "rb+") as f:
+        # every file and folder the fill wrote, subfolders (shared/) included
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                with open(os.path.join(folder, name), "rb+") as f:
                     os.fsync(f.fileno())
-        _fsync_dir(tmp)
+            _fsync_dir(Path(folder))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,153 @@
+"""Files that survive a kill: atomic writes, tolerant JSONL, folder swaps, the run lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from autointerp.storage import (
+    RunLock,
+    append_jsonl,
+    atomic_write_text,
+    atomic_write_with,
+    read_jsonl,
+    read_jsonl_as,
+    recover_dir,
+    replace_dir_atomically,
+)
+from autointerp.schemas import TokenUsage
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "sub" / "f.json"
+    atomic_write_text(path, "old")
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "state.pt"
+    atomic_write_text(path, "old")
+
+    def crash(tmp):
+        tmp.write_text("half of the new fi")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_with(path, crash)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_torn_last_jsonl_line_is_dropped_and_the_next_append_starts_clean(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, {"i": 0})
+    append_jsonl(path, TokenUsage(input_tokens=3))
+    with open(path, "ab") as f:
+        f.write(b'{"i": 2, "label": "half a')  # killed mid-write
+    assert list(read_jsonl(path)) == [{"i": 0}, {"input_tokens": 3, "output_tokens": 0,
+                                                  "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}]
+    append_jsonl(path, {"i": 3})
+    assert [r.get("i") for r in read_jsonl(path)] == [0, None, 3]
+    assert read_jsonl_as(path, TokenUsage) == [TokenUsage(), TokenUsage(input_tokens=3), TokenUsage()]
+
+
+def test_read_jsonl_of_a_missing_file_is_empty(tmp_path):
+    assert list(read_jsonl(tmp_path / "nope.jsonl")) == []
+
+
+def _fill(files):
+    def fill(tmp):
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+    return fill
+
+
+def test_replace_dir_swaps_the_whole_folder(tmp_path):
+    target = tmp_path / "harvest"
+    replace_dir_atomically(target, _fill({"config.json": "1", "components.jsonl": "1"}))
+    replace_dir_atomically(target, _fill({"config.json": "2", "components.jsonl": "2"}))
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"config.json": "2", "components.jsonl": "2"}
+    assert [p.name for p in tmp_path.iterdir()] == ["harvest"]
+
+
+def test_a_failed_fill_leaves_the_old_folder(tmp_path):
+    target = tmp_path / "harvest"
+    replace_dir_atomically(target, _fill({"config.json": "1"}))
+
+    def crash(tmp):
+        (tmp / "config.json").write_text("2")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replace_dir_atomically(target, crash)
+    assert (target / "config.json").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["harvest"]
+
+
+def test_recover_dir_repairs_a_crash_between_the_two_renames(tmp_path):
+    target = tmp_path / "harvest"
+    old = tmp_path / ".harvest.old"
+    half = tmp_path / ".harvest.new-abc"
+    old.mkdir()
+    (old / "config.json").write_text("old")
+    half.mkdir()
+    (half / "config.json").write_text("complete but never renamed")
+    recover_dir(target)
+    assert (target / "config.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["harvest"]
+
+
+def test_recover_dir_drops_the_old_copy_after_a_finished_swap(tmp_path):
+    target = tmp_path / "harvest"
+    target.mkdir()
+    (target / "config.json").write_text("new")
+    (tmp_path / ".harvest.old").mkdir()
+    recover_dir(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["harvest"]
+    assert (target / "config.json").read_text() == "new"
+
+
+_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from autointerp.storage import RunLock
+    with RunLock(sys.argv[1], "the test run"):
+        print("locked", flush=True)
+        time.sleep(60)
+    """
+)
+
+
+def test_run_lock_refuses_a_second_process(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match=r"another process is writing the run \(.*\); wait for it"):
+            with RunLock(tmp_path, "the run"):
+                pass
+        assert (tmp_path / ".lock").read_text() == str(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    # a killed holder releases the lock with its file descriptors: no stale lock
+    with RunLock(tmp_path, "the run"):
+        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+
+
+def test_run_lock_is_released_on_exit(tmp_path):
+    with RunLock(tmp_path):
+        pass
+    with RunLock(tmp_path):
+        pass
+    with RunLock(tmp_path):
+        with pytest.raises(RuntimeError, match="another process is writing this run"):
+            with RunLock(tmp_path):
+                pass
+    assert json.loads((tmp_path / ".lock").read_text()) == os.getpid()
