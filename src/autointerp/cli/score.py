@@ -1,0 +1,111 @@
+"""``autointerp score RUN_ID``: score a run's labels on held-out data and print the summary.
+
+Writes ``<out>/<run_id>/scores/<scorer>.jsonl`` (append-only, one line per
+component per label source; running again resumes) and prints, per scorer, the
+mean with a 95% CI for the real labels next to the shuffled-label and
+token-lookup baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from autointerp.paths import RunPaths
+
+BACKEND_CHOICES = ("auto", "anthropic", "openai", "token-match", "offline")
+
+
+def _scorer_list(text: str) -> list[str]:
+    from autointerp.scoring.run import SCORERS
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in SCORERS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown scorer(s) {bad or text!r}; choose from {','.join(SCORERS)}")
+    return names
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a run's labels on held-out data (detection, fuzzing, simulation, intruder)",
+        description="Score each label on examples the explainer never saw, next to two baselines "
+        "(labels shuffled between components, and offline token-lookup labels). Writes "
+        "<out>/<run_id>/scores/<scorer>.jsonl, append-only and resumable. See docs/scoring.md.",
+    )
+    p.add_argument("run_id", help="the run to score (a folder name under --out)")
+    p.add_argument("--scorers", type=_scorer_list, default=["detection", "fuzzing", "simulation", "intruder"],
+                   help="comma-separated (default: detection,fuzzing,simulation,intruder)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
+                   help="auto (default): anthropic when ANTHROPIC_API_KEY is set, else token-match; "
+                   "token-match / offline: the token-match simulator, a baseline that needs no network")
+    p.add_argument("--model", default=None, help="judge model (default for anthropic: claude-haiku-4-5-20251001)")
+    p.add_argument("--base_url", default=None, help="API base URL (a proxy, vLLM, Ollama, OpenRouter)")
+    p.add_argument("--limit", type=int, default=None, help="score a random subset of N labelled components (reproducible for --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset, the trials and the shuffled labels (default: 0)")
+    p.add_argument("--no_baselines", dest="baselines", action="store_false",
+                   help="score only the real labels (no shuffled / token-lookup controls)")
+    p.add_argument("--max_concurrent", type=int, default=20, help="requests in flight (default: 20)")
+    p.add_argument("--max_cost_usd", type=float, default=None, help="start no new request once this much is spent")
+    p.add_argument("--n_explain", type=int, default=None, help="examples the interpreter showed (default: its default, 10)")
+    p.add_argument("--out", default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def make_judge(kind: str, model: str | None, base_url: str | None):
+    from autointerp.scoring.token_match import TokenMatchBackend
+
+    if kind == "auto":
+        kind = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "token-match"
+    if kind in ("token-match", "offline"):
+        return TokenMatchBackend()
+    from autointerp.llm.factory import make_backend
+
+    return make_backend(kind, model, base_url=base_url)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autointerp.scoring.run import ScoringConfig, latest_interpretations, score_run
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    paths = RunPaths.of(args.run_id, args.out)
+    if not (paths.harvest / "config.json").exists():
+        raise FileNotFoundError(f"no harvest in {paths.harvest}: run `autointerp harvest ... --run_id {args.run_id}` first")
+    backend = make_judge(args.backend, args.model, args.base_url)
+    if getattr(backend, "is_baseline", False):
+        print(
+            "judge: the token-match simulator -- a BASELINE that predicts a firing wherever a token named in "
+            "the label occurs, not an LLM judge (set ANTHROPIC_API_KEY or pass --backend anthropic for Claude)",
+            file=sys.stderr,
+        )
+    labels_file = paths.interpretations / "results.jsonl"
+    n_labels = len(latest_interpretations(labels_file))
+    if n_labels == 0:
+        print(
+            f"autointerp score: no interpretations in {labels_file}: run `autointerp interpret {args.run_id}` first. "
+            "Every component is recorded as skipped.",
+            file=sys.stderr,
+        )
+    config = ScoringConfig()
+    if args.n_explain is not None:
+        config.n_explain = args.n_explain
+    report = score_run(
+        paths, backend=backend, scorers=args.scorers, baselines=args.baselines, limit=args.limit, seed=args.seed,
+        config=config, max_concurrent=args.max_concurrent, max_cost_usd=args.max_cost_usd, progress=not args.quiet,
+    )  # fmt: skip
+    if report.run is not None:
+        print(str(report.run), file=sys.stderr)
+    if report.pending:
+        print(
+            f"{len(report.pending)} (scorer, component, label) results are pending because trials failed "
+            f"(reasons in {paths.scores / 'failures.jsonl'}); run the same command again to retry them",
+            file=sys.stderr,
+        )
+    print(report.table())
+    print(f"scores: {paths.scores}", file=sys.stderr)
+    return 1 if n_labels == 0 else 0

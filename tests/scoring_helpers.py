@@ -1,0 +1,28 @@
+"""A small synthetic harvest with planted rules, shared by the scoring tests."""
+
+from __future__ import annotations
+
+import functools
+
+from autointerp.accumulators import InputTokenAcc, ReservoirAcc, TopActivationAcc
+from autointerp.accumulators.window_pool import RandomWindowAcc
+from autointerp.harvest import HarvestLoop, HarvestResult
+from autointerp.testing.synthetic import SyntheticModel
+
+
+@functools.lru_cache(maxsize=4)
+def synthetic_harvest(seed: int = 0, n_batches: int = 8, k: int = 30) -> tuple[SyntheticModel, HarvestResult]:
+    model = SyntheticModel.default(seed=seed)
+    loop = HarvestLoop(
+        [
+            ReservoirAcc(k=k, context_tokens=10),
+            TopActivationAcc(k=10, context_tokens=10),
+            InputTokenAcc(),
+            RandomWindowAcc(n_windows=256, window_len=32),
+        ],
+        vocab_size=model.vocab_size,
+        decode=model.decode,
+        seed=seed,
+        progress=False,
+    )
+    return model, loop.run(model.batches(n_batches, 32, 64))

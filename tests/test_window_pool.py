@@ -1,0 +1,181 @@
+"""RandomWindowAcc: a brute-force reference, split/merge == one pass, state round trip, uniformity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autointerp.accumulators.sampling import firing_hash
+from autointerp.accumulators.window_pool import RandomWindowAcc
+from autointerp.batch import HarvestBatch
+from autointerp.harvest import HarvestLoop
+from autointerp.scoring.evidence import WindowPool
+
+
+def make_data(seed: int, n_rows: int = 12, S: int = 20, N: int = 4, V: int = 9, p_fire: float = 0.2, masked: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    tok = torch.randint(0, V, (n_rows, S), generator=g)
+    act = torch.rand(n_rows, S, N, generator=g)
+    act = torch.where(act < p_fire, act + 0.5, torch.zeros(()))
+    mask = torch.ones(n_rows, S, dtype=torch.bool)
+    if masked:  # ragged rows: padding at the end of some
+        lengths = torch.randint(1, S + 1, (n_rows,), generator=g)
+        mask = torch.arange(S)[None, :] < lengths[:, None]
+    return tok, act, mask
+
+
+def batches_of(tok, act, mask, sizes):
+    out, i = [], 0
+    for b in sizes:
+        sl = slice(i, i + b)
+        out.append(HarvestBatch(tok[sl], {"l": act[sl]}, mask=mask[sl], sequence_ids=torch.arange(i, i + b)))
+        i += b
+    return out
+
+
+def run_loop(batches, n_windows, L, seed=0):
+    loop = HarvestLoop([RandomWindowAcc(n_windows, L)], seed=seed, vocab_size=9, progress=False)
+    for b in batches:
+        loop.update(b)
+    return loop
+
+
+def reference(tok, act, mask, n_windows, L, seed=0):
+    """Every tile of every row, keyed by the documented hash; the n smallest, with their firings."""
+    n_rows, S = tok.shape
+    tiles = []
+    for r in range(n_rows):
+        for start in range(0, S, L):
+            length = 0
+            while start + length < min(S, start + L) and mask[r, start + length]:
+                length += 1
+            if length == 0:
+                continue
+            key = int(firing_hash(seed + 2, torch.tensor([r]), torch.tensor([start]), torch.tensor([-1]))[0])
+            tiles.append((key, r, start, length))
+    tiles.sort()
+    kept = tiles[:n_windows]
+    windows = [{"sequence_index": r, "start": s, "token_ids": tok[r, s : s + n].tolist()} for _, r, s, n in kept]
+    firings = []
+    for w, (_, r, s, n) in enumerate(kept):
+        for o in range(n):
+            for c in range(act.shape[-1]):
+                if act[r, s + o, c] > 0:
+                    firings.append((w, o, c, float(act[r, s + o, c])))
+    return windows, firings
+
+
+def firings_of(shared):
+    f = shared["firings"]
+    return list(zip(f["window"], f["offset"], f["component"], f["activation"]))
+
+
+@pytest.mark.parametrize("n_windows,L", [(5, 4), (30, 7), (1000, 6), (3, 20), (4, 50)])
+def test_matches_brute_force_reference(n_windows, L):
+    tok, act, mask = make_data(1)
+    loop = run_loop(batches_of(tok, act, mask, [5, 3, 4]), n_windows, L)
+    shared = loop.finalize().shared["window_pool"]
+    windows, firings = reference(tok, act, mask, n_windows, L)
+    assert shared["windows"] == windows
+    got = firings_of(shared)
+    assert [g[:3] for g in got] == [f[:3] for f in firings]
+    assert [g[3] for g in got] == pytest.approx([f[3] for f in firings])
+    json.dumps(shared, allow_nan=False)  # saved as shared/window_pool.json
+
+
+@given(
+    sizes=st.lists(st.integers(1, 5), min_size=1, max_size=5),
+    n_windows=st.integers(1, 12),
+    L=st.integers(1, 9),
+    seed=st.integers(0, 2**31),
+    split=st.integers(0, 5),
+)
+def test_split_merge_equals_one_pass(sizes, n_windows, L, seed, split):
+    n_rows = sum(sizes)
+    tok, act, mask = make_data(seed % 1000, n_rows=n_rows, S=15)
+    batches = batches_of(tok, act, mask, sizes)
+    one = run_loop(batches, n_windows, L, seed=seed % 7).finalize().shared["window_pool"]
+    k = min(split, len(batches))
+    a = run_loop(batches[:k], n_windows, L, seed=seed % 7)
+    b = run_loop(batches[k:], n_windows, L, seed=seed % 7)
+    merged = b.merge(a).finalize().shared["window_pool"] if k else b.finalize().shared["window_pool"]
+    assert merged["windows"] == one["windows"]
+    assert firings_of(merged) == firings_of(one)
+
+
+def test_merging_the_same_stream_twice_keeps_each_window_once():
+    tok, act, mask = make_data(3)
+    a = run_loop(batches_of(tok, act, mask, [12]), 8, 5)
+    b = run_loop(batches_of(tok, act, mask, [12]), 8, 5)
+    once = a.finalize().shared["window_pool"]
+    twice = a.merge(b).finalize().shared["window_pool"]
+    assert twice["windows"] == once["windows"]
+    assert firings_of(twice) == firings_of(once)
+
+
+def test_state_round_trip_resumes_exactly():
+    tok, act, mask = make_data(4)
+    batches = batches_of(tok, act, mask, [4, 4, 4])
+    full = run_loop(batches, 6, 5).finalize().shared["window_pool"]
+    first = run_loop(batches[:2], 6, 5)
+    state = first.state_dict()
+    resumed = HarvestLoop([RandomWindowAcc(6, 5)], seed=0, vocab_size=9, progress=False)
+    resumed.load_state_dict(state)
+    resumed.update(batches[2])
+    assert resumed.finalize().shared["window_pool"] == full
+
+
+def test_reader_gives_dense_activations_and_firing_offsets():
+    tok, act, mask = make_data(5)
+    shared = run_loop(batches_of(tok, act, mask, [12]), 10, 6).finalize().shared["window_pool"]
+    pool = WindowPool.from_shared(shared)
+    assert len(pool) == 10
+    for w, info in enumerate(shared["windows"]):
+        r, s = info["sequence_index"], info["start"]
+        for c in range(act.shape[-1]):
+            dense = pool.activations(w, c)
+            want = act[r, s : s + len(info["token_ids"]), c].tolist()
+            assert dense == pytest.approx(want)
+            assert pool.firing_offsets(w, c) == [i for i, a in enumerate(want) if a > 0]
+
+
+def test_bad_arguments_and_memory_estimate():
+    with pytest.raises(ValueError, match="n_windows"):
+        RandomWindowAcc(n_windows=0)
+    with pytest.raises(ValueError, match="window_len"):
+        RandomWindowAcc(window_len=0)
+    loop = run_loop([], 4, 4)
+    with pytest.raises(ValueError, match="no batches"):
+        loop.finalize()
+    acc = RandomWindowAcc(1024, 32)
+    assert acc.state_bytes(None) == 1024 * (24 + 128)  # type: ignore[arg-type]
+
+
+def test_merge_refuses_another_config():
+    a, b = RandomWindowAcc(4, 4), RandomWindowAcc(5, 4)
+    with pytest.raises(ValueError, match="config"):
+        a.merge(b)
+
+
+def test_selection_is_uniform_over_tiles():
+    """Each tile is kept with probability n/T: chi-square over many seeds (fixed, not in @given)."""
+    from scipy.stats import chisquare
+
+    tok, act, mask = make_data(6, n_rows=10, S=16, masked=False)
+    L, n = 4, 5  # 40 tiles, keep 5
+    batches = batches_of(tok, act, mask, [10])
+    counts: dict[tuple[int, int], int] = {}
+    R = 400
+    for seed in range(R):
+        shared = run_loop(batches, n, L, seed=seed).finalize().shared["window_pool"]
+        for w in shared["windows"]:
+            k = (w["sequence_index"], w["start"])
+            counts[k] = counts.get(k, 0) + 1
+    T = 10 * 4
+    observed = [counts.get((r, s), 0) for r in range(10) for s in range(0, 16, L)]
+    assert sum(observed) == R * n
+    assert chisquare(observed, [R * n / T] * T).pvalue > 0.001
