@@ -295,7 +295,7 @@ def test_resume_pays_nothing_twice_and_retries_failures(tmp_path):
     r1 = score(harvest, labels, backend=flaky, scores_dir=d, prices=FREE, runner_options=opts)
     assert r1.pending and all(k == "synth:2" for _, k, _ in r1.pending)
     assert not any(r.component_key == "synth:2" for r in r1.results if r.scorer != "intruder")
-    assert list(read_jsonl(d / "failures.jsonl"))
+    assert list(read_jsonl(d / "trials" / "failures.jsonl"))
     n_lines = {n: len((d / f"{n}.jsonl").read_text().splitlines()) for n in ("detection", "simulation")}
 
     good = CountingBackend()
@@ -372,7 +372,14 @@ def test_score_run_reads_the_run_folder(tmp_path):
     paths = make_run(tmp_path)
     report = score_run(paths, backend=TokenMatchBackend(), scorers=["fuzzing"], baselines=False)
     assert len(report.scores("fuzzing")) == 10
-    assert (paths.scores / "fuzzing.jsonl").exists() and (paths.scores / "trials.jsonl").exists()
+    assert (paths.scores / "fuzzing.jsonl").exists() and (paths.scores / "trials" / "trials.jsonl").exists()
+    # scores/*.jsonl holds only ScoreResults (the report reads every one of them)
+    from autointerp.schemas import ScoreResult
+    from autointerp.storage import from_dict
+
+    for p in paths.scores.glob("*.jsonl"):
+        for rec in read_jsonl(p):
+            from_dict(rec, ScoreResult)
 
 
 def test_cli_refuses_a_missing_run(tmp_path, capsys):

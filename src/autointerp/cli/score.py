@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if report.pending:
         print(
             f"{len(report.pending)} (scorer, component, label) results are pending because trials failed "
-            f"(reasons in {paths.scores / 'failures.jsonl'}); run the same command again to retry them",
+            f"(reasons in {paths.scores / 'trials' / 'failures.jsonl'}); run the same command again to retry them",
             file=sys.stderr,
         )
     print(report.table())

@@ -3,10 +3,10 @@
 `score` is the notebook entry point, `score_run` reads a run folder and writes
 ``scores/<scorer>.jsonl`` (append-only, one `ScoreResult` per component per label
 source; the last line for a key wins). Every LLM call goes through one
-`JobRunner` per call of `score`, into ``scores/trials.jsonl`` (one record per
-trial: the task's ground truth, where every window came from, the checked
+`JobRunner` per call of `score`, into ``scores/trials/trials.jsonl`` (one record
+per trial: the task's ground truth, where every window came from, the checked
 answer), so an interrupted run resumes without paying twice and failed trials
-(``scores/failures.jsonl``) are retried by the next run.
+(``scores/trials/failures.jsonl``) are retried by the next run.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ log = logging.getLogger("autointerp.scoring")
 
 SCORERS = ("detection", "fuzzing", "simulation", "intruder")
 NO_LABEL = "none"
+#: per-trial records and failures live in a subfolder, so ``scores/*.jsonl`` holds only ScoreResults
+TRIALS_DIR = "trials"
 
 
 @define
@@ -444,8 +446,8 @@ async def _score_into(
         price_table = prices if isinstance(prices, PriceTable) else PriceTable({TOKEN_MATCH_MODEL: (0.0, 0.0), **dict(prices or {})})
         runner = JobRunner(
             backend,
-            d / "trials.jsonl",
-            failures_path=d / "failures.jsonl",
+            d / TRIALS_DIR / "trials.jsonl",
+            failures_path=d / TRIALS_DIR / "failures.jsonl",
             max_concurrent=max_concurrent,
             max_cost_usd=max_cost_usd,
             prices=price_table,
@@ -461,7 +463,7 @@ async def _score_into(
     if expected:
         wanted = {k for _, _, ks in expected.values() for k in ks}
         got: dict[str, dict[str, Any]] = {}
-        for rec in read_jsonl(d / "trials.jsonl"):
+        for rec in read_jsonl(d / TRIALS_DIR / "trials.jsonl"):
             k = rec.get("key")
             if k in wanted:
                 got[k] = rec
