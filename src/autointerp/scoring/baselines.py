@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from attrs import evolve
+
+from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, split_examples
 from autointerp.schemas import ComponentData
 from autointerp.scoring.evidence import component_rng
 
@@ -42,7 +45,21 @@ def shuffled_labels(labels: Mapping[str, str], seed: int = 0) -> dict[str, str]:
     return {k: labels[d] for k, d in donor.items()}
 
 
-def token_lookup_labels(components: Sequence[ComponentData]) -> dict[str, str]:
+def token_lookup_labels(
+    components: Sequence[ComponentData], n_explain: int = DEFAULT_N_EXPLAIN, n_top: int = DEFAULT_N_TOP
+) -> dict[str, str]:
+    """The token-lookup label of each component, from what the explainer could see.
+
+    Without token statistics `token_lookup_label` falls back to the firing tokens
+    of the examples; it is given only the explained ones, never the held-out
+    examples it is about to be scored on.
+    """
     from autointerp.llm.offline import token_lookup_label
 
-    return {c.key: token_lookup_label(c) for c in components}
+    out = {}
+    for c in components:
+        if c.input_tokens is None:
+            split = split_examples(c, n_explain, n_top)
+            c = evolve(c, examples=split.explain, top_examples=split.explain_top)
+        out[c.key] = token_lookup_label(c)
+    return out

@@ -360,13 +360,14 @@ async def _score_into(
     if no_labels:
         keys = [c.key for c in harvest.components]
     if limit is not None and limit < len(keys):
-        keys = sorted(random.Random(seed).sample(keys, limit), key=[c.key for c in harvest.components].index)
+        position = {k: i for i, k in enumerate(keys)}
+        keys = sorted(random.Random(seed).sample(keys, limit), key=position.__getitem__)
     comps = [harvest[k] for k in keys]
 
     sources: dict[str, dict[str, str]] = {"label": {k: label_map[k] for k in keys if k in label_map}}
     if baselines and not no_labels:
         sources["shuffled"] = shuffled_labels(sources["label"], seed)
-        sources["token_lookup"] = token_lookup_labels([c for c in comps if c.key in label_map])
+        sources["token_lookup"] = token_lookup_labels([c for c in comps if c.key in label_map], config.n_explain, config.n_top)
 
     cache: dict[str, ComponentEvidence] = {}
 
@@ -476,7 +477,8 @@ async def _score_into(
             res.model = res.model or model
             record(name, res)
 
-    ordered = [results[k] for k in sorted(results, key=lambda k: (names.index(k[0]), keys.index(k[1]) if k[1] in keys else 0, k[2]))]
+    order = {k: i for i, k in enumerate(keys)}
+    ordered = [results[k] for k in sorted(results, key=lambda k: (names.index(k[0]), order.get(k[1], 0), k[2]))]
     return ScoreReport(ordered, summarize(ordered, config), judge=model, judge_is_baseline=_is_baseline(backend), run=run_summary, pending=pending)
 
 
