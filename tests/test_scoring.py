@@ -405,3 +405,10 @@ def test_detection_trials_are_the_same_for_every_label_source():
     b = sc.trials(ev, "y", label_source="shuffled")
     assert [t.refs for t in a] == [t.refs for t in b]
     assert sum(sum(t.truth["positive"]) for t in a) == 10 and sum(len(t.refs) for t in a) == 20
+
+
+def test_cli_without_a_key_for_anthropic_says_so(tmp_path, capsys, monkeypatch):
+    make_run(tmp_path)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    rc = cli_main(["score", "synth-run", "--out", str(tmp_path), "--backend", "anthropic", "--quiet"])
+    assert rc == 3 and "ANTHROPIC_API_KEY" in capsys.readouterr().err

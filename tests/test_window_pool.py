@@ -179,3 +179,10 @@ def test_selection_is_uniform_over_tiles():
     observed = [counts.get((r, s), 0) for r in range(10) for s in range(0, 16, L)]
     assert sum(observed) == R * n
     assert chisquare(observed, [R * n / T] * T).pvalue > 0.001
+
+
+def test_passes_the_accumulator_conformance_check():
+    from autointerp.testing import check_accumulator
+
+    tok, act, mask = make_data(7)
+    check_accumulator(lambda: RandomWindowAcc(6, 5), batches_of(tok, act, mask, [4, 4, 4]), vocab_size=9)

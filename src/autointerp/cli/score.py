@@ -76,6 +76,18 @@ def run(args: argparse.Namespace) -> int:
     paths = RunPaths.of(args.run_id, args.out)
     if not (paths.harvest / "config.json").exists():
         raise FileNotFoundError(f"no harvest in {paths.harvest}: run `autointerp harvest ... --run_id {args.run_id}` first")
+    from autointerp.llm.base import AuthenticationFailed, redact
+
+    try:
+        return _run(args, paths)
+    except AuthenticationFailed as e:
+        print(f"autointerp score: authentication failed: {redact(str(e))}", file=sys.stderr)
+        return 3
+
+
+def _run(args: argparse.Namespace, paths: RunPaths) -> int:
+    from autointerp.scoring.run import ScoringConfig, latest_interpretations, score_run
+
     backend = make_judge(args.backend, args.model, args.base_url)
     if getattr(backend, "is_baseline", False):
         print(
