@@ -29,6 +29,7 @@ ARGS = [
 ]
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+expect = sync_api.expect
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set AUTOINTERP_CHROMIUM)", allow_module_level=True)
 
@@ -93,21 +94,21 @@ def test_index_lists_every_component(page, report, tmp_path):
 def test_filters_narrow_the_index(page, report):
     _open(page, report)
     page.fill("#f-text", "pattern")
-    page.wait_for_function("document.querySelector('#count').dataset.matching === '6'")
+    expect(page.locator("#count")).to_have_attribute("data-matching", "6")
     assert page.locator("#components tbody tr").count() == 6
     page.fill("#f-text", "")
     page.select_option("#f-layer", "1")
-    page.wait_for_function("document.querySelector('#count').dataset.matching === '4'")
+    expect(page.locator("#count")).to_have_attribute("data-matching", "4")
     keys = page.locator("#components tbody tr").evaluate_all("rs => rs.map(r => r.dataset.key)")
     assert keys == [f"h.1.mlp:{i}" for i in range(4)]
     page.select_option("#f-layer", "")
     page.select_option("#f-scorer", "detection")
     page.fill("#f-min", "0.8")
     # scores are 0.5 + 0.05 * i over the labeled components: i = 6, 7, 8 reach 0.8
-    page.wait_for_function("document.querySelector('#count').dataset.matching === '3'")
+    expect(page.locator("#count")).to_have_attribute("data-matching", "3")
     page.fill("#f-min", "")
     page.check("#f-labeled")
-    page.wait_for_function(f"document.querySelector('#count').dataset.matching === '{N_COMPONENTS - 2}'")
+    expect(page.locator("#count")).to_have_attribute("data-matching", f"{N_COMPONENTS - 2}")
 
 
 def test_sorting_by_score(page, report):

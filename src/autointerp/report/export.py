@@ -15,6 +15,7 @@ PosixPath('.data/autointerp/demo/export/components.jsonl')
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 from autointerp.paths import RunPaths
 from autointerp.report.run import LABEL_SOURCES, RunData
-from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens
+from autointerp.report.tokens import TOKEN_STYLES, display_tokens
 from autointerp.storage import atomic_write_with
 
 EXPORT_FORMATS = ("jsonl", "neuronpedia")
@@ -64,18 +65,13 @@ def _examples(c: Mapping[str, Any], n: int, style: str) -> list[dict[str, Any]]:
     return out
 
 
-def _style(data: RunData, token_style: str) -> str:
-    if token_style != "auto":
-        return token_style
-    from autointerp.report.writer import _iter_token_strings
-
-    return detect_token_style(_iter_token_strings(data.components))
-
-
 def iter_records(data: RunData, *, top_examples: int = 10, token_style: str = "auto") -> Iterator[dict[str, Any]]:
     """The ``jsonl`` records of a run, one per component, in component-space order."""
-    style = _style(data, token_style)
-    for c in data.components:
+    from autointerp.report.writer import peek_token_style
+
+    stream = data.iter_components()
+    style, head = peek_token_style(stream, token_style)
+    for c in itertools.chain(head, stream):
         key = c["key"]
         interp = data.interpretations.get(key)
         scores: dict[str, dict[str, Any]] = {}
@@ -199,10 +195,15 @@ def export_run(
 
     if format == "jsonl":
 
+        n_written = n_labeled = 0
+
         def write(tmp: Path) -> None:
+            nonlocal n_written, n_labeled
             with open(tmp, "w", encoding="utf-8") as f:
                 for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
                     f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
+                    n_written += 1
+                    n_labeled += rec["label"] is not None
 
         atomic_write_with(output, write)
         from autointerp.report.writer import _run_summary, _score_means
@@ -210,8 +211,8 @@ def export_run(
         run_info = {
             "format": JSONL_FORMAT,
             "run": data.name,
-            "n_components": len(data.components),
-            "n_labeled": sum(1 for c in data.components if c["key"] in data.interpretations),
+            "n_components": n_written,
+            "n_labeled": n_labeled,
             "layers": data.config.get("layers") or [],
             "score_means": _score_means(data),
             "harvest": _run_summary(data),

@@ -338,7 +338,7 @@ def harvest_html(result: Any, *, max_rows: int = 20) -> str:
 def run_html(data: Any, *, max_rows: int = 30) -> str:
     """A run (`RunData`): summary, mean scores against baselines, and the first components with labels."""
     by_layer: dict[str, list[float]] = {}
-    for c in data.components:
+    for c in data.iter_components():
         by_layer.setdefault(c.get("layer", ""), []).append(float(c.get("firing_rate") or 0.0))
     scorers = data.scorers
     means = []
@@ -360,7 +360,11 @@ def run_html(data: Any, *, max_rows: int = 30) -> str:
         else ""
     )
     rows = []
-    for c in data.components[:max_rows]:
+    n = 0
+    for c in data.iter_components():
+        n += 1
+        if n > max_rows:
+            continue
         key = c["key"]
         interp = data.interpretations.get(key)
         label = escape(interp.label) if interp else '<span class="ai-muted">–</span>'
@@ -372,9 +376,9 @@ def run_html(data: Any, *, max_rows: int = 30) -> str:
             f"<tr><td class=ai-key>{escape(key)}</td><td>{label}</td><td>{conf}</td>"
             f"<td class=ai-num>{_fmt(c.get('firing_rate'))}</td>{sc}</tr>"
         )
-    more = len(data.components) - max_rows
+    more = n - max_rows
     head = (
-        f'<div><b>{escape(data.name or "run")}</b> <span class="ai-muted">{len(data.components):,} components · '
+        f'<div><b>{escape(data.name or "run")}</b> <span class="ai-muted">{n:,} components · '
         f"{len(data.interpretations):,} labeled" + (f" · {data.n_failures:,} failed" if data.n_failures else "") + "</span></div>"
     )
     comp_table = (

@@ -77,28 +77,31 @@ def count_failures(path: str | os.PathLike) -> int:
 class RunData:
     """A run's harvest as plain dicts plus its labels and scores, ready to render.
 
-    ``components`` are dicts in the layout of ``components.jsonl`` (one per
-    component, in component-space order); ``config`` is ``config.json`` as a dict.
+    Components are dicts in the layout of ``components.jsonl``, in component-space
+    order. Read from disk, they are streamed (`iter_components`) so a report or
+    an export of a large run never holds every component in memory; the
+    ``components`` list is read on first use. ``config`` is ``config.json`` as a dict.
     """
 
     def __init__(
         self,
         config: Mapping[str, Any],
-        components: list[dict[str, Any]],
+        components: list[dict[str, Any]] | None = None,
         interpretations: Mapping[str, InterpretationResult] | None = None,
         scores: Scores | None = None,
         n_failures: int = 0,
         name: str = "",
+        components_path: str | os.PathLike | None = None,
     ):
+        if components is None and components_path is None:
+            raise ValueError("RunData needs components or components_path")
         self.config = dict(config)
-        self.components = components
+        self._components = components
+        self.components_path = Path(components_path) if components_path is not None else None
         self.interpretations = dict(interpretations or {})
         self.scores: Scores = scores or {}
         self.n_failures = n_failures
         self.name = name
-        # labels that belong to no harvested component are not shown
-        keys = {c["key"] for c in components}
-        self.n_orphan_labels = sum(1 for k in self.interpretations if k not in keys)
 
     @classmethod
     def from_run(cls, run: RunPaths | str | os.PathLike) -> RunData:
@@ -113,14 +116,14 @@ class RunData:
                 "(run `autointerp harvest` first, or check the run id and --out)"
             )
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
-        components = list(read_jsonl(comp_path))
         return cls(
             config,
-            components,
+            None,
             read_interpretations(paths.interpretations / "results.jsonl"),
             read_scores(paths.scores),
             count_failures(paths.interpretations / "failures.jsonl"),
             name=paths.run_id,
+            components_path=comp_path,
         )
 
     @classmethod
@@ -141,6 +144,26 @@ class RunData:
         else:
             grouped = group_scores(scores or [])
         return cls(to_dict(harvest.config), [to_dict(c) for c in harvest.components], interp, grouped, name=name)
+
+    def iter_components(self) -> Iterator[dict[str, Any]]:
+        """Every component dict, in order, streamed from disk when not already loaded."""
+        if self._components is not None:
+            yield from self._components
+        else:
+            assert self.components_path is not None
+            yield from read_jsonl(self.components_path)
+
+    @property
+    def components(self) -> list[dict[str, Any]]:
+        if self._components is None:
+            self._components = list(self.iter_components())
+        return self._components
+
+    @property
+    def n_components(self) -> int:
+        if self._components is not None:
+            return len(self._components)
+        return sum(int(l.get("width", 0)) for l in self.config.get("layers") or [])
 
     @property
     def scorers(self) -> list[str]:

@@ -64,6 +64,7 @@ def detect_token_style(tokens: Iterable[str]) -> str:
     return "sentencepiece" if sentencepiece else "plain"
 
 
+@lru_cache(maxsize=1 << 17)
 def token_bytes(token: str, style: str) -> bytes:
     """The bytes one token stands for, under ``style``."""
     m = _BYTE_TOKEN.fullmatch(token)
@@ -87,12 +88,33 @@ def display_tokens(tokens: list[str], style: str = "auto") -> list[str]:
         style = detect_token_style(tokens)
     if style not in TOKEN_STYLES:
         raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {style!r}")
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    out = [decoder.decode(token_bytes(t, style)) for t in tokens]
-    tail = decoder.decode(b"", final=True)
-    if tail and out:
-        out[-1] += tail
-    return out
+    texts = [_whole_text(t, style) for t in tokens]
+    if None in texts:
+        # Only runs of tokens that are not whole characters on their own need joining: a
+        # token that is valid UTF-8 alone starts with a lead or ASCII byte, so it can
+        # neither complete the run before it nor be continued by the run after it.
+        i, n = 0, len(tokens)
+        while i < n:
+            if texts[i] is not None:
+                i += 1
+                continue
+            j = i
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            while j < n and texts[j] is None:
+                texts[j] = decoder.decode(token_bytes(tokens[j], style))
+                j += 1
+            texts[j - 1] += decoder.decode(b"", final=True)  # bytes left incomplete at the run's end
+            i = j
+    return texts  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=1 << 17)
+def _whole_text(token: str, style: str) -> str | None:
+    """The token's text if its bytes are complete UTF-8 on their own, else None."""
+    try:
+        return token_bytes(token, style).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def single_token_text(token: str, style: str = "auto") -> str:

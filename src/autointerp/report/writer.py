@@ -23,12 +23,13 @@ PosixPath('.data/autointerp/demo/report/index.html')
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,11 @@ def safe_json(obj: Any) -> str:
     ``<``, ``>`` and ``&`` occur in JSON only inside strings, where ``\\u003c``
     means the same character, so the result parses to the same value.
     """
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        # NaN or infinity (possible in an in-memory harvest): JSON has no such numbers
+        text = json.dumps(_clean(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return _JS_ESCAPE_RE.sub(lambda m: _JS_ESCAPES[m.group(0)], text)
 
 
@@ -129,6 +134,12 @@ def _num(x: Any, digits: int = 4) -> float | int | None:
     if x == 0:
         return 0
     return float(f"{x:.{digits}g}")
+
+
+def _f4(x: Any) -> Any:
+    """4 significant digits, fast: the token and partner tables hold most numbers of a report.
+    (0 and None pass through; a NaN from an in-memory harvest is caught by `safe_json`.)"""
+    return float("%.4g" % x) if x else x
 
 
 def _clean(value: Any) -> Any:
@@ -168,13 +179,32 @@ def _iter_token_strings(components: list[dict[str, Any]], limit: int = 200_000) 
                         yield s["token"]
 
 
+def peek_token_style(stream: Iterator[dict[str, Any]], token_style: str = "auto") -> tuple[str, list[dict[str, Any]]]:
+    """Guess the token style from the first components of a stream (until enough tokens are seen).
+
+    Returns the style and the components read, which the caller processes before the rest.
+    """
+    if token_style != "auto":
+        return token_style, []
+    head: list[dict[str, Any]] = []
+    n_tokens = 0
+    for c in stream:
+        head.append(c)
+        for ex in (c.get("examples") or [])[:2]:
+            n_tokens += len(ex.get("tokens") or [])
+        if n_tokens >= 20_000 or len(head) >= 4096:
+            break
+    return detect_token_style(_iter_token_strings(head)), head
+
+
 def _example(ex: Mapping[str, Any], style: str) -> dict[str, Any]:
     tokens = ex.get("tokens")
     ids = ex.get("token_ids") or []
     shown = display_tokens(list(tokens), style) if tokens else [f"⟨{i}⟩" for i in ids]
     return {
         "t": shown,
-        "a": [_num(a, 3) for a in ex.get("activations") or []],
+        # most activations in a window are exactly 0; this list is the bulk of the report
+        "a": [float("%.3g" % a) if a else 0 for a in ex.get("activations") or []],
         "f": ex.get("firing_offset", 0),
         "s": ex.get("sequence_index"),
         "p": ex.get("position"),
@@ -190,7 +220,7 @@ def _token_rows(stats: Mapping[str, Any] | None, style: str) -> dict[str, list[l
         for s in stats.get(table) or []:
             tok = s.get("token")
             text = single_token_text(tok, style) if tok is not None else f"⟨{s.get('token_id')}⟩"
-            rows.append([text, s.get("token_id"), _num(s.get("count")), _num(s.get("precision")), _num(s.get("recall")), _num(s.get("pmi"))])
+            rows.append([text, s.get("token_id"), _f4(s.get("count")), _f4(s.get("precision")), _f4(s.get("recall")), _f4(s.get("pmi"))])
         out[table] = rows
     return out
 
@@ -199,7 +229,7 @@ def _corr_rows(corr: Mapping[str, Any] | None) -> dict[str, list[list[Any]]] | N
     if not corr:
         return None
     return {
-        table: [[p.get("key"), p.get("count"), _num(p.get("precision")), _num(p.get("recall")), _num(p.get("pmi"))] for p in corr.get(table) or []]
+        table: [[p.get("key"), p.get("count"), _f4(p.get("precision")), _f4(p.get("recall")), _f4(p.get("pmi"))] for p in corr.get(table) or []]
         for table in _CORR_TABLES
     }
 
@@ -301,14 +331,6 @@ def _asset(name: str) -> str:
     return resources.files("autointerp.report").joinpath(name).read_text(encoding="utf-8")
 
 
-def _layer_groups(run: RunData) -> list[tuple[str, list[dict[str, Any]]]]:
-    order = [l["name"] for l in run.config.get("layers") or []]
-    groups: dict[str, list[dict[str, Any]]] = {name: [] for name in order}
-    for c in run.components:
-        groups.setdefault(c.get("layer") or str(c["key"]).rsplit(":", 1)[0], []).append(c)
-    return [(name, comps) for name, comps in groups.items()]
-
-
 def _run_summary(run: RunData) -> dict[str, Any]:
     cfg = run.config
     return {
@@ -322,6 +344,53 @@ def _run_summary(run: RunData) -> dict[str, Any]:
         "dataset": _clean(cfg.get("dataset") or {}),
         "accumulators": [a.get("type") for a in cfg.get("accumulators") or [] if isinstance(a, Mapping)],
     }
+
+
+class _LayerOut:
+    """One layer's share of the report while it is being written."""
+
+    def __init__(self, li: int, name: str, scorers: list[str], data_dir: Path):
+        self.li, self.name, self.scorers = li, name, scorers
+        self.folder = data_dir / f"c{li}"
+        self.data_dir = data_dir
+        self.rows: dict[str, Any] = {
+            "keys": [], "index": [], "label": [], "conf": [], "rate": [], "count": [], "scores": {s: [] for s in scorers},
+        }
+        self.rates: list[float] = []
+        self.pending: list[dict[str, Any]] = []
+        self.n_chunks = 0
+
+    def add_row(self, c: Mapping[str, Any], interp: Any, data: RunData) -> None:
+        key = c["key"]
+        rate = float(c.get("firing_rate") or 0.0)
+        r = self.rows
+        r["keys"].append(key)
+        r["index"].append(c.get("index"))
+        r["label"].append(interp.label if interp else None)
+        r["conf"].append(interp.confidence if interp else None)
+        r["rate"].append(_num(rate, 6))
+        r["count"].append(c.get("firing_count", 0))
+        self.rates.append(rate)
+        for s in self.scorers:
+            res = data.scores[s].get(key, {}).get("label")
+            r["scores"][s].append(None if res is None or res.skipped else _num(res.score))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        if self.n_chunks == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        cid = f"{self.li}/{self.n_chunks}"
+        text = f"AUTOINTERP_CHUNK({safe_json(cid)},{safe_json(self.pending)});\n"
+        (self.folder / f"{self.n_chunks}.js").write_text(text, encoding="utf-8")
+        self.n_chunks += 1
+        self.pending = []
+
+    def finish(self) -> dict[str, Any]:
+        self.rows["pct"] = _percentiles(self.rates)
+        text = f"AUTOINTERP_LAYER({self.li},{safe_json(self.rows)});\n"
+        (self.data_dir / f"layer-{self.li}.js").write_text(text, encoding="utf-8")
+        return {"name": self.name, "n": len(self.rates), "chunks": self.n_chunks, "hist": _histogram(self.rates)}
 
 
 def write_report(
@@ -367,94 +436,75 @@ def write_report(
         out_dir = paths.report
     out_dir = Path(out_dir)
 
-    style = detect_token_style(_iter_token_strings(data.components)) if token_style == "auto" else token_style
+    stream = data.iter_components()
+    style, head = peek_token_style(stream, token_style)
     renderers: dict[str, str] = {n: r.js for n, r in EXTRAS_RENDERERS.items() if r.js}
-    for name, r in (extras_renderers or {}).items():
+    for ext_name, r in (extras_renderers or {}).items():
         js = r.js if isinstance(r, ExtrasRenderer) else r
         if js:
-            renderers[name] = js
-
-    scorers = data.scorers
-    layer_meta = []
-    layer_files: list[tuple[str, str]] = []
-    layer_comps: list[list[dict[str, Any]]] = []
-    n_labeled = 0
-    for li, (layer, comps) in enumerate(_layer_groups(data)):
-        rates = [float(c.get("firing_rate") or 0.0) for c in comps]
-        idx: dict[str, Any] = {
-            "keys": [],
-            "index": [],
-            "label": [],
-            "conf": [],
-            "rate": [_num(r, 6) for r in rates],
-            "count": [],
-            "pct": _percentiles(rates),
-            "scores": {s: [] for s in scorers},
-        }
-        for c in comps:
-            key = c["key"]
-            interp = data.interpretations.get(key)
-            n_labeled += interp is not None
-            idx["keys"].append(key)
-            idx["index"].append(c.get("index"))
-            idx["label"].append(interp.label if interp else None)
-            idx["conf"].append(interp.confidence if interp else None)
-            idx["count"].append(c.get("firing_count", 0))
-            for s in scorers:
-                r = data.scores[s].get(key, {}).get("label")
-                idx["scores"][s].append(None if r is None or r.skipped else _num(r.score))
-        layer_files.append((f"layer-{li}.js", f"AUTOINTERP_LAYER({li},{safe_json(idx)});\n"))
-        layer_comps.append(comps)
-        n_chunks = (len(comps) + chunk_size - 1) // chunk_size
-        layer_meta.append({"name": layer, "n": len(comps), "chunks": n_chunks, "hist": _histogram(rates)})
-
-    name = data.name or (paths.run_id if paths else "")
-    manifest = {
-        "format": "autointerp.report/1",
-        "title": title or (f"autointerp — {name}" if name else "autointerp report"),
-        "run": name,
-        "n_components": len(data.components),
-        "n_labeled": n_labeled,
-        "n_failures": data.n_failures,
-        "scorers": scorers,
-        "label_sources": list(LABEL_SOURCES),
-        "score_means": _score_means(data),
-        "layers": layer_meta,
-        "chunk_size": chunk_size,
-        "token_style": style,
-        "summary": _run_summary(data),
-        "extras_renderers": sorted(renderers),
-    }
+            renderers[ext_name] = js
     extra_files = {f"{_SAFE_NAME.sub('_', n)}.js": js for n, js in sorted(renderers.items())}
-    page = (
-        _asset("index.html")
-        .replace("{{TITLE}}", html.escape(manifest["title"]))
-        .replace("{{MANIFEST}}", safe_json(manifest))
-        .replace(
-            "{{EXTRA_SCRIPTS}}",
-            "\n".join(f'<script src="assets/extras/{html.escape(f, quote=True)}"></script>' for f in extra_files),
-        )
-    )
+    scorers = data.scorers
+    name = data.name or (paths.run_id if paths else "")
+    title = title or (f"autointerp — {name}" if name else "autointerp report")
 
     def fill(tmp: Path) -> None:
         (tmp / "assets" / "extras").mkdir(parents=True)
         (tmp / "data").mkdir()
-        (tmp / "index.html").write_text(page, encoding="utf-8")
         (tmp / "assets" / "report.js").write_text(_asset("report.js"), encoding="utf-8")
         (tmp / "assets" / "report.css").write_text(_asset("report.css"), encoding="utf-8")
         for fname, js in extra_files.items():
             (tmp / "assets" / "extras" / fname).write_text(js, encoding="utf-8")
-        for fname, text in layer_files:
-            (tmp / "data" / fname).write_text(text, encoding="utf-8")
-        # chunks are built while writing, so a large run is never all in memory as JSON
-        for li, comps in enumerate(layer_comps):
-            folder = tmp / "data" / f"c{li}"
-            folder.mkdir()
-            for j in range(0, len(comps), chunk_size):
-                details = [_component_detail(c, data, style, max_examples) for c in comps[j : j + chunk_size]]
-                cid = f"{li}/{j // chunk_size}"
-                text = f"AUTOINTERP_CHUNK({safe_json(cid)},{safe_json(details)});\n"
-                (folder / f"{j // chunk_size}.js").write_text(text, encoding="utf-8")
+
+        # One pass over the components: index rows stay in memory (small), the
+        # evidence is written out a chunk at a time.
+        layers: dict[str, _LayerOut] = {}
+        for spec in data.config.get("layers") or []:
+            layers[spec["name"]] = _LayerOut(len(layers), spec["name"], scorers, tmp / "data")
+        n_labeled = 0
+        for c in itertools.chain(head, stream):
+            key = c["key"]
+            layer_name = c.get("layer") or str(key).rsplit(":", 1)[0]
+            lo = layers.get(layer_name)
+            if lo is None:
+                lo = layers[layer_name] = _LayerOut(len(layers), layer_name, scorers, tmp / "data")
+            interp = data.interpretations.get(key)
+            n_labeled += interp is not None
+            lo.add_row(c, interp, data)
+            lo.pending.append(_component_detail(c, data, style, max_examples))
+            if len(lo.pending) >= chunk_size:
+                lo.flush()
+        layer_meta = []
+        for lo in layers.values():
+            lo.flush()
+            layer_meta.append(lo.finish())
+
+        manifest = {
+            "format": "autointerp.report/1",
+            "title": title,
+            "run": name,
+            "n_components": sum(m["n"] for m in layer_meta),
+            "n_labeled": n_labeled,
+            "n_failures": data.n_failures,
+            "scorers": scorers,
+            "label_sources": list(LABEL_SOURCES),
+            "score_means": _score_means(data),
+            "layers": layer_meta,
+            "chunk_size": chunk_size,
+            "token_style": style,
+            "summary": _run_summary(data),
+            "extras_renderers": sorted(renderers),
+        }
+        page = (
+            _asset("index.html")
+            .replace("{{TITLE}}", html.escape(title))
+            .replace(
+                "{{EXTRA_SCRIPTS}}",
+                "\n".join(f'<script src="assets/extras/{html.escape(f, quote=True)}"></script>' for f in extra_files),
+            )
+            .replace("{{MANIFEST}}", safe_json(manifest))  # last: the run's strings are never template text
+        )
+        (tmp / "index.html").write_text(page, encoding="utf-8")
 
     replace_dir_atomically(out_dir, fill)
     return out_dir / "index.html"
