@@ -70,8 +70,6 @@ def make_judge(kind: str, model: str | None, base_url: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from autointerp.scoring.run import ScoringConfig, latest_interpretations, score_run
-
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     paths = RunPaths.of(args.run_id, args.out)
     if not (paths.harvest / "config.json").exists():

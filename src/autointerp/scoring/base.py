@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from attrs import define, field
+from attrs import define
 
 from autointerp.llm.base import Backend, LLMResponse
 from autointerp.llm.runner import Job, JobRunner
@@ -192,22 +192,4 @@ class Scorer:
         return self.result(ev.key, label_source, label, records)
 
 
-def pick(seq: Sequence[Any], n: int) -> list[Any]:
-    return list(seq[:n])
-
-
-def result_record_key(record: dict[str, Any]) -> str:
-    return f"{record['component_key']}|{record['label_source']}"
-
-
-def scorer_result_from_dict(d: dict[str, Any]) -> ScoreResult:
-    return from_dict(d, ScoreResult)
-
-
-__all__ = [
-    "InsufficientEvidence",
-    "Scorer",
-    "Trial",
-    "chunk",
-    "field",
-]
+__all__ = ["InsufficientEvidence", "Scorer", "Trial", "chunk", "trial_record_key"]

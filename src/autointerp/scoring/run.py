@@ -29,7 +29,7 @@ from autointerp.llm.base import Backend
 from autointerp.llm.runner import JobRunner, PriceTable, RunSummary, run_coroutine_sync
 from autointerp.paths import RunPaths
 from autointerp.schemas import ComponentData, InterpretationResult, ScoreResult
-from autointerp.scoring.base import InsufficientEvidence, Scorer, Trial, trial_record_key
+from autointerp.scoring.base import InsufficientEvidence, Scorer, trial_record_key
 from autointerp.scoring.baselines import LABEL_SOURCES, shuffled_labels, token_lookup_labels
 from autointerp.scoring.detection import DetectionConfig, DetectionScorer
 from autointerp.scoring.evidence import ComponentEvidence, WindowPool, build_evidence
