@@ -135,7 +135,12 @@ def make_run(root: Path, run_id: str = "toy") -> RunPaths:
             paths.interpretations / "results.jsonl",
             InterpretationResult(k, labels[k], "high" if k.endswith("0") else "medium", f"Reasoning for {k}: {INJECT_IMG}", model="offline"),
         )
-    append_jsonl(paths.interpretations / "failures.jsonl", {"component_key": "h.1.mlp:3", "reason": "invalid JSON"})
+    # the runner's failure records name the component "key"; h.0.mlp:2 failed once, then succeeded
+    append_jsonl(paths.interpretations / "failures.jsonl", {"key": "h.1.mlp:3", "reason": "invalid JSON"})
+    append_jsonl(paths.interpretations / "failures.jsonl", {"key": "h.0.mlp:2", "reason": "rate limited"})
+    # a scorer that judges the component itself (intruder) writes label_source "none"
+    for k in ("h.1.mlp:0", "h.1.mlp:1"):
+        append_jsonl(paths.scores / "intruder.jsonl", ScoreResult(k, "intruder", "none", "", 0.75, n_trials=10))
     for i, k in enumerate(keys):
         if k in unlabeled:
             continue

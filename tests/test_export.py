@@ -39,6 +39,7 @@ def test_jsonl_layout(run):
     assert ex["text"] == "".join(ex["text_tokens"])
     assert ex["firing_activation"] == ex["activations"][ex["firing_offset"]] > 0
     assert len(ex["tokens"]) == len(ex["token_ids"]) == len(ex["activations"])
+    assert by_key["h.1.mlp:0"]["scores"]["intruder"] == {"none": 0.75, "n_trials": 10, "metrics": {}}
     assert by_key[DEAD]["label"] is None and by_key[DEAD]["top_examples"] == [] and by_key[DEAD]["scores"] == {}
     assert by_key["h.0.mlp:0"]["label"].endswith(INJECT_SCRIPT)  # exported as data, unescaped
     info = json.loads((path.parent / "run.json").read_text())

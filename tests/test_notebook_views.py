@@ -110,6 +110,7 @@ def test_labeled_component_and_run_view(run):
     _assert_safe(html)
     assert "em dash — and café" in html and "random label" in html
     assert repr(view["h.1.mlp:3"]).startswith("LabeledComponent('h.1.mlp:3', unlabeled")
+    assert view["h.1.mlp:0"].score("intruder") == 0.75  # a component-level score stands in for the label's
     run_html = view._repr_html_()
     _assert_safe(run_html)
     assert "HTML-looking tokens &lt;script&gt;" in run_html and "detection" in run_html

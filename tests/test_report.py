@@ -123,7 +123,8 @@ def test_manifest(report):
     assert m["n_components"] == N_COMPONENTS
     assert m["n_labeled"] == N_COMPONENTS - 2
     assert m["n_failures"] == 1
-    assert m["scorers"] == ["detection"]
+    assert m["scorers"] == ["detection", "intruder"]
+    assert m["score_means"]["intruder"] == {"none": {"mean": 0.75, "n": 2}}
     assert [l["name"] for l in m["layers"]] == ["h.0.mlp", "h.1.mlp"]
     assert [l["n"] for l in m["layers"]] == [6, 4]
     assert m["token_style"] == "gpt2"
@@ -139,6 +140,8 @@ def test_layer_index_rows(report):
     assert idx["keys"] == [f"h.0.mlp:{i}" for i in range(6)]
     assert idx["label"][5] is None and idx["rate"][5] == 0
     assert idx["scores"]["detection"][0] == 0.5
+    _, idx1 = _load(report.parent / "data" / "layer-1.js", "AUTOINTERP_LAYER")
+    assert idx1["scores"]["intruder"] == [0.75, 0.75, None, None]
     assert len(idx["pct"]) == 6 and min(idx["pct"]) > 0 and max(idx["pct"]) <= 100
 
 

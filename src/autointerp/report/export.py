@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.paths import RunPaths
-from autointerp.report.run import LABEL_SOURCES, RunData
+from autointerp.report.run import COMPONENT_SOURCE, LABEL_SOURCES, RunData
 from autointerp.report.tokens import TOKEN_STYLES, display_tokens
 from autointerp.storage import atomic_write_with
 
@@ -77,12 +77,12 @@ def iter_records(data: RunData, *, top_examples: int = 10, token_style: str = "a
         scores: dict[str, dict[str, Any]] = {}
         for scorer, by_src in data.component_scores(key).items():
             entry: dict[str, Any] = {}
-            for src in LABEL_SOURCES:
+            for src in (*LABEL_SOURCES, COMPONENT_SOURCE):
                 r = by_src.get(src)
                 if r is None:
                     continue
                 entry[src] = None if r.skipped else _finite(r.score)
-                if src == "label":
+                if src in ("label", COMPONENT_SOURCE):
                     entry["n_trials"] = r.n_trials
                     entry["metrics"] = {k: _finite(v) for k, v in (r.metrics or {}).items()}
                     if r.skipped:

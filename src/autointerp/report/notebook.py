@@ -195,6 +195,8 @@ def _scores_block(scores: Mapping[str, Mapping[str, Any]] | None) -> str:
         cells = []
         for src in ("label", "shuffled", "token_lookup"):
             r = scores[scorer].get(src)
+            if r is None and src == "label":
+                r = scores[scorer].get("none")  # a component-level scorer (intruder)
             if r is None:
                 cells.append("<td class=ai-num>–</td>")
             elif _get(r, "skipped"):
@@ -391,5 +393,7 @@ def run_html(data: Any, *, max_rows: int = 30) -> str:
 
 
 def _score_of(data: Any, scorer: str, key: str) -> float | None:
-    r = data.scores.get(scorer, {}).get(key, {}).get("label")
+    from autointerp.report.run import headline
+
+    r = headline(data.scores.get(scorer, {}).get(key, {}))
     return None if r is None or r.skipped else r.score

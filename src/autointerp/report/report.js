@@ -247,7 +247,8 @@
         var tr = el("tr");
         tr.appendChild(el("td", null, s));
         m.label_sources.forEach(function (src) {
-          var c = (m.score_means[s] || {})[src];
+          var means = m.score_means[s] || {};
+          var c = means[src] || (src === "label" ? means.none : null);
           tr.appendChild(el("td", { class: "num" }, c ? fmt(c.mean) + "  (n=" + fmtInt(c.n) + ")" : "–"));
         });
         tb.appendChild(tr);
@@ -501,7 +502,8 @@
       var tr = el("tr");
       tr.appendChild(el("td", null, name));
       manifest.label_sources.forEach(function (src) {
-        var c = d.scores[name][src];
+        // a scorer that judges the component, not the label (intruder), writes label_source "none"
+        var c = d.scores[name][src] || (src === "label" ? d.scores[name].none : null);
         var td = el("td", { class: "num" });
         if (!c) td.textContent = "–";
         else if (c.skipped) { td.textContent = "skipped"; td.setAttribute("title", c.reason || ""); td.className += " muted"; }
@@ -514,7 +516,10 @@
         tr.appendChild(td);
       });
       var means = manifest.score_means[name] || {};
-      tr.appendChild(el("td", { class: "num muted" }, manifest.label_sources.map(function (src) { return means[src] ? fmt(means[src].mean, 3) : "–"; }).join(" / ")));
+      tr.appendChild(el("td", { class: "num muted" }, manifest.label_sources.map(function (src) {
+        var c = means[src] || (src === "label" ? means.none : null);
+        return c ? fmt(c.mean, 3) : "–";
+      }).join(" / ")));
       tb.appendChild(tr);
     });
     s.appendChild(t);
@@ -596,7 +601,7 @@
     app.appendChild(page);
     page.appendChild(el("p", { class: "muted" }, "loading " + key + "…"));
     componentDetail(row).then(function (d) {
-      if (location.hash !== componentHref(key)) return;
+      if (hashKey() !== key) return; // the reader moved on while the chunk loaded
       clear(page);
       var nav = el("nav", { class: "crumbs" });
       nav.appendChild(el("a", { href: "#" }, "← all components"));
@@ -650,15 +655,16 @@
 
   // ---------------------------------------------------------------- routing and start
 
-  function route() {
+  function hashKey() {
     var h = location.hash;
-    if (h.indexOf("#c/") === 0) {
-      var key;
-      try { key = decodeURIComponent(h.slice(3)); } catch (e) { key = h.slice(3); }
-      showComponent(key);
-    } else {
-      showIndex();
-    }
+    if (h.indexOf("#c/") !== 0) return null;
+    try { return decodeURIComponent(h.slice(3)); } catch (e) { return h.slice(3); }
+  }
+
+  function route() {
+    var key = hashKey();
+    if (key != null) showComponent(key);
+    else showIndex();
   }
 
   function start() {

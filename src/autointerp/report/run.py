@@ -26,8 +26,15 @@ from autointerp.paths import RunPaths
 from autointerp.schemas import ComponentData, InterpretationResult, ScoreResult
 from autointerp.storage import from_dict, read_jsonl, read_jsonl_as, recover_dir, to_dict
 
-#: the label sources a scorer may write, in display order
+#: the label sources a scorer may write, in display order. ``"none"``: a scorer that
+#: judges the component rather than a label (intruder) writes one line per component.
 LABEL_SOURCES = ("label", "shuffled", "token_lookup")
+COMPONENT_SOURCE = "none"
+
+
+def headline(by_source: Mapping[str, ScoreResult]) -> ScoreResult | None:
+    """The score shown for a component: its label's, or the component-level one (intruder)."""
+    return by_source.get("label") or by_source.get(COMPONENT_SOURCE)
 
 #: {scorer: {component_key: {label_source: ScoreResult}}}
 Scores = dict[str, dict[str, dict[str, ScoreResult]]]
@@ -67,11 +74,16 @@ def read_interpretations(path: str | os.PathLike) -> dict[str, InterpretationRes
     return {r.component_key: r for r in read_jsonl_as(path, InterpretationResult)}
 
 
-def count_failures(path: str | os.PathLike) -> int:
-    """Components whose interpretation failed and has not succeeded since (from failures.jsonl)."""
-    keys = {rec.get("component_key") for rec in read_jsonl(path) if isinstance(rec, dict)}
-    keys.discard(None)
-    return len(keys)
+def count_failures(path: str | os.PathLike, succeeded: Iterable[str] = ()) -> int:
+    """Components whose interpretation failed and has not succeeded since (from failures.jsonl,
+    whose records name the component as ``key``, or ``component_key``)."""
+    keys = set()
+    for rec in read_jsonl(path):
+        if isinstance(rec, dict):
+            k = rec.get("key", rec.get("component_key"))
+            if isinstance(k, str):
+                keys.add(k)
+    return len(keys - set(succeeded))
 
 
 class RunData:
@@ -116,12 +128,13 @@ class RunData:
                 "(run `autointerp harvest` first, or check the run id and --out)"
             )
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
+        interps = read_interpretations(paths.interpretations / "results.jsonl")
         return cls(
             config,
             None,
-            read_interpretations(paths.interpretations / "results.jsonl"),
+            interps,
             read_scores(paths.scores),
-            count_failures(paths.interpretations / "failures.jsonl"),
+            count_failures(paths.interpretations / "failures.jsonl", interps),
             name=paths.run_id,
             components_path=comp_path,
         )
@@ -194,7 +207,8 @@ class LabeledComponent:
         return self.interpretation.label if self.interpretation else None
 
     def score(self, scorer: str, label_source: str = "label") -> float | None:
-        r = self.scores.get(scorer, {}).get(label_source)
+        by_src = self.scores.get(scorer, {})
+        r = headline(by_src) if label_source == "label" else by_src.get(label_source)
         return None if r is None or r.skipped else r.score
 
     def __repr__(self) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 from attrs import define
 
 from autointerp.paths import RunPaths
-from autointerp.report.run import LABEL_SOURCES, RunData
+from autointerp.report.run import LABEL_SOURCES, RunData, headline
 from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text
 from autointerp.schemas import ScoreResult
 from autointerp.storage import replace_dir_atomically
@@ -372,7 +372,7 @@ class _LayerOut:
         r["count"].append(c.get("firing_count", 0))
         self.rates.append(rate)
         for s in self.scorers:
-            res = data.scores[s].get(key, {}).get("label")
+            res = headline(data.scores[s].get(key, {}))
             r["scores"][s].append(None if res is None or res.skipped else _num(res.score))
 
     def flush(self) -> None:
