@@ -24,7 +24,7 @@ Memory (on the loop's device)::
 
 With the defaults (1024 windows of 32 tokens) and L0 = 50 that is 0.2 MB fixed
 plus 33 MB of firings; the finalized JSON (``shared/window_pool.json``) is about
-three times the sparse part. A dense layer (neurons with threshold 0, L0 ~ N/2)
+25 bytes per firing (activations rounded to 6 significant digits). A dense layer (neurons with threshold 0, L0 ~ N/2)
 makes F large: raise the threshold or shrink ``n_windows``.
 """
 
@@ -254,7 +254,8 @@ class RandomWindowAcc(Accumulator):
                 "window": slot[order].tolist(),
                 "offset": f_off[order].tolist(),
                 "component": f_comp[order].tolist(),
-                "activation": f_act[order].tolist(),
+                # 6 significant digits: float32 values printed in full would double the file
+                "activation": [float(f"{a:.6g}") for a in f_act[order].tolist()],
             },
             "token_strings": token_strings,
         }

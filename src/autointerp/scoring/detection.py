@@ -55,8 +55,8 @@ class DetectionScorer(Scorer):
         pos, neg = ev.positives[: c.n_positives], ev.negatives[: c.n_negatives]
         if len(pos) < c.min_positives:
             raise InsufficientEvidence(
-                f"{ev.key} has {len(pos)} held-out activating examples; detection needs at least {c.min_positives} "
-                "(harvest with a larger ReservoirAcc k, or explain with fewer examples)"
+                f"{ev.key} has {len(pos)} held-out activating examples ({ev.held_out_note()}); detection needs at least "
+                f"{c.min_positives} (harvest with a larger ReservoirAcc k, or explain with fewer examples)"
             )
         if len(neg) < c.min_negatives:
             raise InsufficientEvidence(

@@ -155,6 +155,11 @@ class ComponentEvidence:
     negatives: list[EvidenceWindow] = field(factory=list)
     randoms: list[EvidenceWindow] = field(factory=list)
     shown: list[tuple[int, int]] = field(factory=list)
+    firing_count: int = 0
+
+    def held_out_note(self) -> str:
+        """Why positives may be few: how often it fired and how many examples the explainer saw."""
+        return f"it fired {self.firing_count} times in the harvest and {len(self.shown)} examples were shown to the explainer"
 
     def __repr__(self) -> str:
         return (
@@ -216,7 +221,10 @@ def build_evidence(
                     continue
                 seen.add(ident)
                 positives.append(_example_window(ex, src, idx[id(ex)], threshold, decode))
-    ev = ComponentEvidence(comp.key, flat_index, comp.firing_rate, threshold, positives, shown=[(e.sequence_index, e.position) for e in shown_examples])
+    ev = ComponentEvidence(
+        comp.key, flat_index, comp.firing_rate, threshold, positives,
+        shown=[(e.sequence_index, e.position) for e in shown_examples], firing_count=comp.firing_count,
+    )  # fmt: skip
     if pool is None or not len(pool):
         return ev
     rng = component_rng(seed, "negatives", comp.key)

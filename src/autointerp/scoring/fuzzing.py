@@ -62,8 +62,8 @@ class FuzzingScorer(Scorer):
                 break
         if len(usable) < c.min_windows:
             raise InsufficientEvidence(
-                f"{ev.key} has {len(usable)} held-out activating windows that can be marked wrongly; "
-                f"fuzzing needs at least {c.min_windows}"
+                f"{ev.key} has {len(usable)} held-out activating windows that can be marked wrongly "
+                f"({ev.held_out_note()}); fuzzing needs at least {c.min_windows}"
             )
         n_trials = max(1, -(-2 * len(usable) // c.examples_per_trial))
         groups: list[list[tuple[Any, list[int], bool]]] = [[] for _ in range(n_trials)]

@@ -63,7 +63,8 @@ class IntruderScorer(Scorer):
         c = self.cfg
         if len(ev.positives) < c.n_real:
             raise InsufficientEvidence(
-                f"{ev.key} has {len(ev.positives)} held-out activating examples; intruder needs at least {c.n_real}"
+                f"{ev.key} has {len(ev.positives)} held-out activating examples ({ev.held_out_note()}); "
+                f"intruder needs at least {c.n_real}"
             )
         near = self.neighbors(ev, context or {})
         if not near:

@@ -525,3 +525,25 @@ def load_scores(run: RunPaths | str | os.PathLike, scorer: str) -> list[ScoreRes
             continue
         latest[(r.component_key, r.label_source)] = r
     return list(latest.values())
+
+
+#: components the demo scores (scoring every neuron of the demo model costs minutes offline and dollars with Claude)
+DEMO_LIMIT = 24
+
+
+def demo_stage(run: Any) -> None:
+    """The ``score`` stage of ``autointerp demo`` (add ``("score", "autointerp.scoring:demo_stage")``
+    to ``autointerp.demo.DEMO_STAGES``): scores the demo's labels, with Claude when
+    ``ANTHROPIC_API_KEY`` is set, otherwise with the token-match simulator, and says which."""
+    backend = default_backend()
+    if getattr(backend, "is_baseline", False):
+        run.log(
+            "score: no ANTHROPIC_API_KEY, so the judge is the token-match simulator: a BASELINE that predicts a "
+            "firing wherever a token named in the label occurs, not an LLM judge"
+        )
+    else:
+        run.log(f"score: judging labels with {getattr(backend, 'model', backend)}")
+    report = score_run(run.paths, backend=backend, limit=DEMO_LIMIT, seed=run.seed, progress=run.progress)
+    run.results["scores"] = report
+    run.log(report.table())
+    run.log(f"scores: {run.paths.scores}/<scorer>.jsonl")

@@ -54,7 +54,8 @@ class SimulationScorer(Scorer):
         act = ev.positives[: c.n_activating]
         if len(act) < c.min_activating:
             raise InsufficientEvidence(
-                f"{ev.key} has {len(act)} held-out activating examples; simulation needs at least {c.min_activating}"
+                f"{ev.key} has {len(act)} held-out activating examples ({ev.held_out_note()}); "
+                f"simulation needs at least {c.min_activating}"
             )
         items = act + ev.randoms[: c.n_random]
         component_rng(seed, self.name, ev.key).shuffle(items)
