@@ -379,6 +379,19 @@ async def _score_into(
             )  # fmt: skip
         return cache[c.key]
 
+    held_out: dict[str, ComponentEvidence] = {}
+
+    def positives_only(c: ComponentData) -> ComponentEvidence:
+        """An intruder candidate needs only its held-out activating windows."""
+        if c.key in cache:
+            return cache[c.key]
+        if c.key not in held_out:
+            held_out[c.key] = build_evidence(
+                c, None, flat_index=space.flat_index(c.layer, c.index), threshold=threshold,
+                n_explain=config.n_explain, n_top=config.n_top, seed=seed,
+            )  # fmt: skip
+        return held_out[c.key]
+
     fired = sorted((c for c in harvest.components if c.firing_count > 0), key=lambda c: math.log(max(c.firing_rate, 1e-12)))
     rates = [math.log(max(c.firing_rate, 1e-12)) for c in fired]
 
@@ -429,7 +442,7 @@ async def _score_into(
                     skip(name, sc, c.key, src, label, f"{c.key} never fired in the harvest: nothing to score")
                     continue
                 ev = evidence(c)
-                ctx = _intruder_context(c, fired, rates, config.intruder.n_neighbors, evidence) if name == "intruder" else None
+                ctx = _intruder_context(c, fired, rates, config.intruder.n_neighbors, positives_only) if name == "intruder" else None
                 try:
                     trials = sc.trials(ev, label, label_source=src, seed=seed, context=ctx)
                 except InsufficientEvidence as e:
