@@ -412,3 +412,41 @@ def test_cli_without_a_key_for_anthropic_says_so(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     rc = cli_main(["score", "synth-run", "--out", str(tmp_path), "--backend", "anthropic", "--quiet"])
     assert rc == 3 and "ANTHROPIC_API_KEY" in capsys.readouterr().err
+
+
+# -- properties ----------------------------------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from autointerp.scoring.base import chunk  # noqa: E402
+
+
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=60))
+def test_binary_metrics_properties(pairs):
+    truth, pred = [t for t, _ in pairs], [p for _, p in pairs]
+    m = binary_metrics(truth, pred)
+    assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == len(pairs)
+    for k in ("precision", "recall", "f1", "accuracy", "balanced_accuracy"):
+        assert 0.0 <= m[k] <= 1.0
+    # swapping the labels of both classes leaves balanced accuracy unchanged
+    flipped = binary_metrics([not t for t in truth], [not p for p in pred])
+    assert flipped["balanced_accuracy"] == pytest.approx(m["balanced_accuracy"])
+    # a perfect judge scores 1
+    assert binary_metrics(truth, truth)["balanced_accuracy"] == 1.0
+
+
+@given(st.integers(0, 100), st.integers(1, 12))
+def test_chunk_properties(n, size):
+    parts = chunk(list(range(n)), size)
+    assert [x for p in parts for x in p] == list(range(n))
+    if n:
+        assert max(len(p) for p in parts) <= size
+        assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+
+
+@given(st.integers(2, 40), st.integers(0, 10**6))
+def test_derangement_properties(n, seed):
+    keys = [f"k{i}" for i in range(n)]
+    d = derangement(keys, seed)
+    assert sorted(d) == sorted(keys) == sorted(d.values()) and all(k != v for k, v in d.items())
