@@ -111,9 +111,10 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
     if report.run is not None:
         print(str(report.run), file=sys.stderr)
     if report.pending:
+        why = report.run.stopped_reason if report.run is not None and report.run.stopped_reason else "trials failed"
         print(
-            f"{len(report.pending)} (scorer, component, label) results are pending because trials failed "
-            f"(reasons in {paths.scores / 'trials' / 'failures.jsonl'}); run the same command again to retry them",
+            f"{len(report.pending)} (scorer, component, label source) results are pending: {why} "
+            f"(failure reasons in {paths.scores / 'trials' / 'failures.jsonl'}); run the same command again to finish them",
             file=sys.stderr,
         )
     print(report.table())

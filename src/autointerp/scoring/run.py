@@ -354,6 +354,9 @@ async def _score_into(
     if pool is None:
         log.warning("the harvest has no window pool (RandomWindowAcc): detection has no negatives and simulation no random windows")
 
+    unknown = [k for k in label_map if k not in harvest]
+    if unknown:
+        log.warning("%d labels name components that are not in the harvest (e.g. %r); they are ignored", len(unknown), unknown[0])
     # which components: the labelled ones (or all, recording a skip, when none is labelled)
     keys = [c.key for c in harvest.components if c.key in label_map]
     no_labels = not keys
