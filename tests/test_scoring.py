@@ -450,3 +450,17 @@ def test_derangement_properties(n, seed):
     keys = [f"k{i}" for i in range(n)]
     d = derangement(keys, seed)
     assert sorted(d) == sorted(keys) == sorted(d.values()) and all(k != v for k, v in d.items())
+
+
+def test_cost_cap_stops_new_calls_and_the_next_run_finishes(tmp_path):
+    model, harvest = synthetic_harvest()
+    kw = dict(scorers=["detection"], baselines=False, scores_dir=tmp_path)
+    capped = CountingBackend()
+    pricey = {"counting-test-model": (1e5, 1e5)}  # 1.2 USD per call at 10 + 2 tokens
+    r1 = score(harvest, model.labels(), backend=capped, prices=pricey, max_cost_usd=3.0, max_concurrent=1, **kw)
+    assert r1.pending and r1.run.stopped_reason.startswith("cost limit")
+    assert capped.calls == 3
+    rest = CountingBackend()
+    r2 = score(harvest, model.labels(), backend=rest, prices=FREE, **kw)
+    assert not r2.pending and len(r2.scores("detection")) == 10
+    assert capped.calls + rest.calls == 20  # 10 components x 2 trials, none paid twice
