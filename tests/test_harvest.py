@@ -23,7 +23,8 @@ from autointerp import (
     TopActivationAcc,
     load_harvest,
 )
-from autointerp.accumulators.output_probs import StagedSum
+import autointerp.accumulators._sparse as sparse_module
+from autointerp.accumulators._sparse import StagedSum
 from autointerp.testing import check_accumulator
 from autointerp.testing.accumulators import _difference
 from harvest_helpers import Reference, make_stream
@@ -197,23 +198,30 @@ def test_counts_stay_exact_past_2_pow_24():
 def test_staged_float32_counts_are_folded_before_they_round():
     table = torch.zeros(1, 1, dtype=torch.int64)
     staged = StagedSum((1, 1), torch.device("cpu"), limit=BIG)
-    staged.buffer[0, 0], staged.bound = BIG - 1, BIG - 1
+    staged.blocks[0][0, 0], staged.bound = BIG - 1, BIG - 1
     assert float(torch.tensor(BIG - 1 + 2, dtype=torch.float32)) == BIG  # what float32 alone would give
-    staged.add(table, torch.tensor([0, 0]), torch.tensor([0, 1]), torch.ones(2, 1))
+    staged.add(table, torch.tensor([0, 0]), torch.tensor([0, 1]), 2, lambda a, b: torch.ones(2, 1)[:, a:b])
     staged.flush_into(table)
     assert int(table) == BIG + 1
 
 
-def test_chunked_and_staged_cofiring_is_exact(monkeypatch):
-    """Tiny chunk and flush limits exercise the >2^24-positions path on small data."""
+def test_chunked_blocked_and_staged_products_are_exact(monkeypatch):
+    """Tiny chunk, flush and block limits exercise the >2^24-positions path and the
+    column blocks on small data."""
     monkeypatch.setattr(correlation_module, "_EXACT_F32", 4)
+    monkeypatch.setattr(sparse_module, "MIN_BLOCK_COLUMNS", 3)
+    monkeypatch.setattr(sparse_module, "CPU_BLOCK_BYTES", 4 * 8 * 3)  # 3 columns of 8 rows
+    monkeypatch.setattr(OutputProbAcc, "flush_firings", 2)
     batches = make_stream(5, 3, V=V, S=11)
-    loop = new_loop([CorrelationAcc()])
+    loop = new_loop([CorrelationAcc(), OutputProbAcc()])
     for b in batches:
         loop.update(b)
-    acc = loop.accumulators[1]
-    assert acc._staged.limit == 4
-    np.testing.assert_array_equal(acc.state_dict()["cofire"].numpy(), Reference(batches).cofire())
+    corr, out = loop.accumulators[1:]
+    assert corr._staged.limit == 4 and len(corr._staged.columns) == 3
+    assert out._staged.columns == [(0, 3), (3, 6), (6, 9), (9, 12), (12, 13)]
+    ref = Reference(batches)
+    np.testing.assert_array_equal(corr.state_dict()["cofire"].numpy(), ref.cofire())
+    np.testing.assert_allclose(out.state_dict()["joint"].numpy(), ref.output_joint(), rtol=1e-6, atol=1e-7)
 
 
 def test_probability_mass_does_not_drift_on_a_large_total():
@@ -241,7 +249,7 @@ def test_state_bytes_match_the_allocated_state():
         tensors = [t for t in acc.state_dict().values() if isinstance(t, torch.Tensor)]
         allocated = sum(t.numel() * t.element_size() for t in tensors)
         if hasattr(acc, "_staged"):
-            allocated += acc._staged.buffer.numel() * 4
+            allocated += acc._staged.nbytes
         assert acc.state_bytes(loop.ctx) == pytest.approx(allocated, abs=64), type(acc).__name__
 
 

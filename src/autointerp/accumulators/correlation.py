@@ -9,7 +9,7 @@ import torch
 
 from autointerp.accumulators.associations import rank_columns, rows_of
 from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
-from autointerp.accumulators.output_probs import StagedSum
+from autointerp.accumulators._sparse import StagedSum
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 
@@ -60,15 +60,14 @@ class CorrelationAcc(TensorAccumulator):
         P = batch.n_positions
         for start in range(0, P, _EXACT_F32):
             stop = min(P, start + _EXACT_F32)
+            fires = batch.fires[start:stop]
             if start == 0 and stop == P:
-                comp, pos, dense = batch.firing_comp, batch.firing_pos, batch.fires.float()
+                comp, pos = batch.firing_comp, batch.firing_pos
             else:
                 keep = (batch.firing_pos >= start) & (batch.firing_pos < stop)
                 comp, pos = batch.firing_comp[keep], batch.firing_pos[keep] - start
-                if not comp.numel():
-                    continue
-                dense = batch.fires[start:stop].float()
-            self._staged.add(self.cofire, comp, pos, dense)
+            self._staged.add(self.cofire, comp, pos, stop - start,
+                             lambda a, b, fires=fires: fires[:, a:b].float().contiguous())
 
     def _flush(self) -> None:
         if self.bound:
@@ -80,8 +79,7 @@ class CorrelationAcc(TensorAccumulator):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self._staged.buffer.zero_()
-        self._staged.bound = 0
+        self._staged.reset()
 
     def merge(self, other: Accumulator) -> CorrelationAcc:
         self._flush()
