@@ -165,8 +165,9 @@ class HarvestLoop:
             raise MemoryError(
                 f"the harvest state needs {_fmt_bytes(total)} on {ctx.device} but only {_fmt_bytes(free)} is free "
                 f"(N={ctx.n_components} components, V={ctx.vocab_size}):\n{lines}\n"
-                "Drop or shrink the largest table (see docs/memory.md): fewer layers, a smaller top_k / k, "
-                "or leave out CorrelationAcc / OutputProbAcc."
+                "Drop or shrink the largest table (see docs/memory.md): harvest fewer layers, leave out "
+                "CorrelationAcc (N x N) or InputTokenAcc / OutputProbAcc (N x V), or give the samplers a "
+                "smaller k or context_tokens."
             )
 
     # -- the loop ----------------------------------------------------------------------
