@@ -96,6 +96,18 @@ def test_output_prob_mass_matches_reference(stream, reference):
     np.testing.assert_array_equal(state["comp_count"].numpy(), reference.firing_count())
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_other_dtypes_are_summed_in_full_precision(dtype):
+    batches = make_stream(2, 3, V=V)
+    for b in batches:
+        b.activations = {k: v.to(dtype) for k, v in b.activations.items()}
+        b.output_probs = b.output_probs.to(dtype)
+    ref = Reference(batches)  # from the same rounded values, summed in float64
+    acc = acc_of(harvest(batches, [OutputProbAcc(), CorrelationAcc()]), OutputProbAcc)
+    np.testing.assert_allclose(acc.token_mass.numpy(), ref.probs.sum(0), rtol=1e-6)
+    np.testing.assert_allclose(acc.state_dict()["joint"].numpy(), ref.output_joint(), rtol=1e-6, atol=1e-7)
+
+
 def test_reservoir_is_the_k_smallest_keys_with_true_windows(stream, reference):
     k, ctx = 3, 2
     result = harvest(stream, [ReservoirAcc(k=k, context_tokens=ctx)], seed=7).finalize()

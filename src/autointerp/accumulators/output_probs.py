@@ -29,6 +29,19 @@ def firing_matrix(batch: FiringBatch) -> torch.Tensor:
     return pn.t()
 
 
+def _valid_column_sums(valid: torch.Tensor, probs: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """``probs[valid].sum(0)`` in float32, without a ``[B·S, V]`` copy.
+
+    A matrix-vector product over the valid rows; half-precision probabilities are
+    converted a column block at a time, since a bf16 product would also round
+    its output to bf16 (three significant digits).
+    """
+    w = valid.to(torch.float32)
+    if probs.dtype == torch.float32:
+        return w @ probs
+    return torch.cat([w @ probs[:, a : a + block].float() for a in range(0, probs.shape[1], block)])
+
+
 class OutputProbAcc(TensorAccumulator):
     """Output probability mass at each firing position, summed per (component, token).
 
@@ -75,8 +88,7 @@ class OutputProbAcc(TensorAccumulator):
         if batch.n_firings:
             self._staged.add(self.joint, batch.firing_comp, batch.firing_pos, batch.n_positions,
                              lambda a, b: probs[:, a:b].float().contiguous())
-        # valid @ probs: the column sums over valid rows, without a [B*S, V] copy
-        self.token_mass += (batch.valid.to(probs.dtype) @ probs).double()
+        self.token_mass += _valid_column_sums(batch.valid, probs).double()
         self.comp_count.index_add_(0, batch.firing_comp, torch.ones_like(batch.firing_comp))
         self.n_tokens += batch.n_valid
 
