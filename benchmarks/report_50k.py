@@ -130,21 +130,24 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/autointerp-report-bench")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--no-browser", action="store_true")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--reuse", action="store_true", help="keep an already synthesized run")
     args = ap.parse_args()
     root = Path(args.out)
-    shutil.rmtree(root, ignore_errors=True)
     paths = RunPaths.of("bench", root)
+    if not (args.reuse and (paths.harvest / "components.jsonl").exists()):
+        shutil.rmtree(root, ignore_errors=True)
+        t = time.perf_counter()
+        synthesize(paths, args.n, args.layers)
+        print(f"synthesized {args.n} components in {time.perf_counter() - t:.1f}s "
+              f"({(paths.harvest / 'components.jsonl').stat().st_size / 2**20:.0f} MiB components.jsonl)")
     t = time.perf_counter()
-    synthesize(paths, args.n, args.layers)
-    print(f"synthesized {args.n} components in {time.perf_counter() - t:.1f}s "
-          f"({(paths.harvest / 'components.jsonl').stat().st_size / 2**20:.0f} MiB components.jsonl)")
-    t = time.perf_counter()
-    index = write_report(paths)
+    index = write_report(paths, workers=args.workers)
     dt = time.perf_counter() - t
     size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
     files = sum(1 for p in index.parent.rglob("*") if p.is_file())
     layer_size = sum(p.stat().st_size for p in (index.parent / "data").glob("layer-*.js"))
-    print(f"write_report: {dt:.1f}s, {files} files, {size / 2**20:.0f} MiB "
+    print(f"write_report (workers={args.workers}): {dt:.1f}s, {files} files, {size / 2**20:.0f} MiB "
           f"(index data loaded at start: {layer_size / 2**20:.1f} MiB)")
     if not args.no_browser:
         for k, v in browse(index, args.chromium).items():

@@ -41,7 +41,7 @@ def _manifest(index: Path) -> dict:
 
 
 def _detail(index: Path, key: str) -> dict:
-    for p in sorted((index.parent / "data").glob("c*/*.js")):
+    for p in sorted((index.parent / "data" / "c").glob("*.js")):
         _, comps = _load(p, "AUTOINTERP_CHUNK")
         for c in comps:
             if c["key"] == key:
@@ -181,8 +181,17 @@ def test_report_is_replaced_whole(run, tmp_path):
     stale.write_text("x")
     write_report(run, out, chunk_size=3)
     assert not stale.exists()
-    assert sorted(p.name for p in (out / "data" / "c0").glob("*.js")) == ["0.js", "1.js"]
-    assert _manifest(out / "index.html")["chunk_size"] == 3
+    assert sorted(p.name for p in (out / "data" / "c").glob("*.js")) == ["0.js", "1.js", "2.js", "3.js"]
+    assert _manifest(out / "index.html")["n_chunks"] == 4
+
+
+def test_worker_processes_write_the_same_report(run, tmp_path):
+    one = write_report(run, tmp_path / "one", chunk_size=3)
+    two = write_report(run, tmp_path / "two", chunk_size=3, workers=2)
+    files = sorted(p.relative_to(one.parent) for p in one.parent.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two.parent) for p in two.parent.rglob("*") if p.is_file())
+    for f in files:
+        assert (one.parent / f).read_bytes() == (two.parent / f).read_bytes(), f
 
 
 def test_write_report_from_objects(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 
@@ -25,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="how token strings are spelled (default: guessed from the tokens)",
     )
     p.add_argument("--title", default=None, help="page title (default: the run id)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that render the evidence (default: up to 8 for runs of 5,000+ components, else 1)",
+    )
     p.set_defaults(func=run)
 
 
@@ -32,8 +40,16 @@ def run(args: argparse.Namespace) -> int:
     from autointerp.report.writer import write_report
 
     paths = RunPaths.of(args.run_id, args.out)
+    workers = args.workers
+    if workers is None:
+        workers = 1
+        cfg = paths.harvest / "config.json"
+        if cfg.exists():
+            n = sum(int(l.get("width", 0)) for l in json.loads(cfg.read_text(encoding="utf-8")).get("layers") or [])
+            if n >= 5000:
+                workers = max(1, min(8, os.cpu_count() or 1))
     t0 = time.perf_counter()
-    index = write_report(paths, token_style=args.token_style, title=args.title)
+    index = write_report(paths, token_style=args.token_style, title=args.title, workers=workers)
     print(f"wrote the report in {time.perf_counter() - t0:.1f}s; open this file in a browser:", file=sys.stderr)
     print(index.resolve())
     return 0

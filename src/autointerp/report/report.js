@@ -130,7 +130,7 @@
       for (var s in d.scores) sc[s] = d.scores[s][i];
       var row = {
         key: d.keys[i], li: li, pos: i, index: d.index[i], label: d.label[i], conf: d.conf[i],
-        rate: d.rate[i], count: d.count[i], pct: d.pct[i], scores: sc,
+        rate: d.rate[i], count: d.count[i], pct: d.pct[i], scores: sc, ch: d.ch[i], off: d.off[i],
         search: ((d.label[i] || "") + " " + d.keys[i]).toLowerCase(),
       };
       rows.push(row);
@@ -155,20 +155,18 @@
     });
   }
 
-  function loadChunk(li, j) {
-    var id = li + "/" + j;
-    if (chunks.has(id)) return Promise.resolve(chunks.get(id));
+  function loadChunk(n) {
+    if (chunks.has(n)) return Promise.resolve(chunks.get(n));
     return new Promise(function (resolve, reject) {
-      var first = !waiting.has(id);
-      if (first) waiting.set(id, []);
-      waiting.get(id).push(resolve);
-      if (first) loadScript("data/c" + li + "/" + j + ".js").catch(reject);
+      var first = !waiting.has(n);
+      if (first) waiting.set(n, []);
+      waiting.get(n).push(resolve);
+      if (first) loadScript("data/c/" + n + ".js").catch(reject);
     });
   }
 
   function componentDetail(row) {
-    var j = Math.floor(row.pos / manifest.chunk_size);
-    return loadChunk(row.li, j).then(function (d) { return d[row.pos - j * manifest.chunk_size]; });
+    return loadChunk(row.ch).then(function (d) { return d[row.off]; });
   }
 
   // ---------------------------------------------------------------- index view

@@ -6,7 +6,7 @@ Layout of ``<out_dir>/``::
     assets/report.js, .css     the viewer (vanilla JS, no CDN, no web fonts)
     assets/extras/<name>.js    renderers for custom accumulators' extras
     data/layer-<i>.js          one per layer: the index rows (key, label, rate, scores)
-    data/c<i>/<j>.js           components of layer i, chunk j: examples, tokens, partners
+    data/c/<n>.js              chunk n: 64 consecutive components' examples, tokens, partners
 
 Pages opened from ``file://`` cannot ``fetch`` JSON, so data files are scripts
 that hand their JSON to a global callback; the page loads the layer files at
@@ -22,6 +22,7 @@ PosixPath('.data/autointerp/demo/report/index.html')
 
 from __future__ import annotations
 
+import collections
 import html
 import itertools
 import json
@@ -347,50 +348,99 @@ def _run_summary(run: RunData) -> dict[str, Any]:
 
 
 class _LayerOut:
-    """One layer's share of the report while it is being written."""
+    """One layer's index rows while the report is being written."""
 
-    def __init__(self, li: int, name: str, scorers: list[str], data_dir: Path):
+    def __init__(self, li: int, name: str, scorers: list[str]):
         self.li, self.name, self.scorers = li, name, scorers
-        self.folder = data_dir / f"c{li}"
-        self.data_dir = data_dir
         self.rows: dict[str, Any] = {
-            "keys": [], "index": [], "label": [], "conf": [], "rate": [], "count": [], "scores": {s: [] for s in scorers},
+            "keys": [], "index": [], "label": [], "conf": [], "rate": [], "count": [], "ch": [], "off": [],
+            "scores": {s: [] for s in scorers},
         }
         self.rates: list[float] = []
-        self.pending: list[dict[str, Any]] = []
-        self.n_chunks = 0
 
-    def add_row(self, c: Mapping[str, Any], interp: Any, data: RunData) -> None:
-        key = c["key"]
-        rate = float(c.get("firing_rate") or 0.0)
+    def add_row(self, row: tuple[Any, ...], chunk: int, offset: int, data: RunData) -> Any:
+        key, _, index, rate, count = row
+        interp = data.interpretations.get(key)
         r = self.rows
         r["keys"].append(key)
-        r["index"].append(c.get("index"))
+        r["index"].append(index)
         r["label"].append(interp.label if interp else None)
         r["conf"].append(interp.confidence if interp else None)
         r["rate"].append(_num(rate, 6))
-        r["count"].append(c.get("firing_count", 0))
+        r["count"].append(count)
+        r["ch"].append(chunk)
+        r["off"].append(offset)
         self.rates.append(rate)
         for s in self.scorers:
             res = headline(data.scores[s].get(key, {}))
             r["scores"][s].append(None if res is None or res.skipped else _num(res.score))
+        return interp
 
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        if self.n_chunks == 0:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        cid = f"{self.li}/{self.n_chunks}"
-        text = f"AUTOINTERP_CHUNK({safe_json(cid)},{safe_json(self.pending)});\n"
-        (self.folder / f"{self.n_chunks}.js").write_text(text, encoding="utf-8")
-        self.n_chunks += 1
-        self.pending = []
-
-    def finish(self) -> dict[str, Any]:
+    def finish(self, data_dir: Path) -> dict[str, Any]:
         self.rows["pct"] = _percentiles(self.rates)
         text = f"AUTOINTERP_LAYER({self.li},{safe_json(self.rows)});\n"
-        (self.data_dir / f"layer-{self.li}.js").write_text(text, encoding="utf-8")
-        return {"name": self.name, "n": len(self.rates), "chunks": self.n_chunks, "hist": _histogram(self.rates)}
+        (data_dir / f"layer-{self.li}.js").write_text(text, encoding="utf-8")
+        return {"name": self.name, "n": len(self.rates), "hist": _histogram(self.rates)}
+
+
+@define
+class _RenderContext:
+    """What rendering a chunk needs (sent once to each worker process)."""
+
+    data: RunData  # labels and scores; components are streamed separately
+    style: str
+    max_examples: int | None
+    chunk_dir: Path
+
+
+_WORKER_CONTEXT: _RenderContext | None = None
+
+
+def _init_worker(ctx: _RenderContext) -> None:
+    global _WORKER_CONTEXT
+    _WORKER_CONTEXT = ctx
+
+
+def _render_chunk(n: int, items: list[Any], ctx: _RenderContext | None = None) -> list[tuple[Any, ...]]:
+    """Write ``data/c/<n>.js`` for a batch of components (dicts or raw JSON lines);
+    return one index row (key, layer, index, rate, count) per component written."""
+    ctx = ctx or _WORKER_CONTEXT
+    assert ctx is not None
+    comps = []
+    for item in items:
+        if isinstance(item, (bytes, str)):
+            try:
+                item = json.loads(item)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # a torn line, as read_jsonl skips it
+        comps.append(item)
+    details = [_component_detail(c, ctx.data, ctx.style, ctx.max_examples) for c in comps]
+    (ctx.chunk_dir / f"{n}.js").write_text(f"AUTOINTERP_CHUNK({n},{safe_json(details)});\n", encoding="utf-8")
+    return [
+        (
+            c["key"],
+            c.get("layer") or str(c["key"]).rsplit(":", 1)[0],
+            c.get("index"),
+            float(c.get("firing_rate") or 0.0),
+            c.get("firing_count", 0),
+        )
+        for c in comps
+    ]
+
+
+def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while True:
+        batch = list(itertools.islice(items, size))
+        if not batch:
+            return
+        yield batch
+
+
+def _raw_lines(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        for line in f:
+            if line.strip():
+                yield line
 
 
 def write_report(
@@ -404,6 +454,7 @@ def write_report(
     extras_renderers: Mapping[str, str | ExtrasRenderer] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     max_examples: int | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write the static report and return the path of its ``index.html``.
 
@@ -415,6 +466,7 @@ def write_report(
     ``"sentencepiece"`` or ``"plain"`` (see `autointerp.report.tokens`).
     ``extras_renderers`` maps an extras name to JS source (or an
     `ExtrasRenderer`) for this report only, on top of `register_extras_renderer`.
+    ``workers`` > 1 renders chunks in that many processes (a run read from disk).
     """
     if token_style not in TOKEN_STYLES:
         raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {token_style!r}")
@@ -457,27 +509,50 @@ def write_report(
             (tmp / "assets" / "extras" / fname).write_text(js, encoding="utf-8")
 
         # One pass over the components: index rows stay in memory (small), the
-        # evidence is written out a chunk at a time.
+        # evidence is written a chunk at a time, by worker processes if asked.
+        chunk_dir = tmp / "data" / "c"
+        chunk_dir.mkdir()
         layers: dict[str, _LayerOut] = {}
         for spec in data.config.get("layers") or []:
-            layers[spec["name"]] = _LayerOut(len(layers), spec["name"], scorers, tmp / "data")
+            layers[spec["name"]] = _LayerOut(len(layers), spec["name"], scorers)
         n_labeled = 0
-        for c in itertools.chain(head, stream):
-            key = c["key"]
-            layer_name = c.get("layer") or str(key).rsplit(":", 1)[0]
-            lo = layers.get(layer_name)
-            if lo is None:
-                lo = layers[layer_name] = _LayerOut(len(layers), layer_name, scorers, tmp / "data")
-            interp = data.interpretations.get(key)
-            n_labeled += interp is not None
-            lo.add_row(c, interp, data)
-            lo.pending.append(_component_detail(c, data, style, max_examples))
-            if len(lo.pending) >= chunk_size:
-                lo.flush()
-        layer_meta = []
-        for lo in layers.values():
-            lo.flush()
-            layer_meta.append(lo.finish())
+        n_chunks = 0
+
+        def take(n: int, rows: list[tuple[Any, ...]]) -> None:
+            nonlocal n_labeled
+            for off, row in enumerate(rows):
+                lo = layers.get(row[1])
+                if lo is None:
+                    lo = layers[row[1]] = _LayerOut(len(layers), row[1], scorers)
+                n_labeled += lo.add_row(row, n, off, data) is not None
+
+        light = RunData(data.config, [], data.interpretations, data.scores, data.n_failures, data.name)
+        ctx = _RenderContext(light, style, max_examples, chunk_dir)
+        if workers > 1 and data._components is None and data.components_path is not None:
+            # workers parse the raw lines themselves (parsing is half the work); the few
+            # components peeked at for the token style are parsed again
+            items: Iterator[Any] = _raw_lines(data.components_path)
+        else:
+            items = itertools.chain(head, stream)
+        if workers <= 1:
+            for n, batch in enumerate(_batches(items, chunk_size)):
+                take(n, _render_chunk(n, batch, ctx))
+                n_chunks = n + 1
+        else:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(ctx,)) as pool:
+                pending: collections.deque = collections.deque()
+                for n, batch in enumerate(_batches(items, chunk_size)):
+                    pending.append((n, pool.submit(_render_chunk, n, batch)))
+                    n_chunks = n + 1
+                    while len(pending) > 2 * workers:  # bounded: the run is never all in memory
+                        m, fut = pending.popleft()
+                        take(m, fut.result())
+                while pending:
+                    m, fut = pending.popleft()
+                    take(m, fut.result())
+        layer_meta = [lo.finish(tmp / "data") for lo in layers.values()]
 
         manifest = {
             "format": "autointerp.report/1",
@@ -491,6 +566,7 @@ def write_report(
             "score_means": _score_means(data),
             "layers": layer_meta,
             "chunk_size": chunk_size,
+            "n_chunks": n_chunks,
             "token_style": style,
             "summary": _run_summary(data),
             "extras_renderers": sorted(renderers),
