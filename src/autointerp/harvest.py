@@ -177,14 +177,16 @@ class HarvestLoop:
         """Feed one batch to every accumulator."""
         if not isinstance(batch, HarvestBatch):
             raise TypeError(f"expected a HarvestBatch, got {type(batch).__name__}")
+        checked = False
         if self.space is None:
             if self.validate:
                 batch.validate(self.vocab_size)
+                checked = True
             self._bind(batch)
         assert self.space is not None and self.ctx is not None
         if self.device is not None and batch.tokens.device != self.device:
             batch = batch.to(self.device)
-        if self.validate:
+        if self.validate and not checked:
             batch.validate(self.vocab_size)
         self.space.check_batch(batch.activations)
         B, S = batch.tokens.shape
