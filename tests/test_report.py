@@ -261,3 +261,15 @@ def test_cli_report_missing_run(tmp_path, capsys):
     rc = main(["report", "nope", "--out", str(tmp_path)])
     assert rc == 2
     assert "no harvest" in capsys.readouterr().err
+
+
+def test_demo_stage(run):
+    from types import SimpleNamespace
+
+    from autointerp.report import demo_stage
+
+    lines: list[str] = []
+    demo = SimpleNamespace(paths=run, results={}, log=lines.append)
+    demo_stage(demo)
+    assert demo.results["report"] == run.report / "index.html"
+    assert str((run.report / "index.html").resolve()) in lines[0]

@@ -9,7 +9,7 @@
 from autointerp.report.export import EXPORT_FORMATS, export_run
 from autointerp.report.run import LabeledComponent, RunData, RunView, open_run
 from autointerp.report.tokens import display_tokens
-from autointerp.report.writer import ExtrasRenderer, register_extras_renderer, safe_json, write_report
+from autointerp.report.writer import ExtrasRenderer, demo_stage, register_extras_renderer, safe_json, write_report
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -17,6 +17,7 @@ __all__ = [
     "LabeledComponent",
     "RunData",
     "RunView",
+    "demo_stage",
     "display_tokens",
     "export_run",
     "open_run",

@@ -593,3 +593,11 @@ def copy_assets(dest: str | os.PathLike) -> None:
     for name in ("report.js", "report.css"):
         with resources.as_file(resources.files("autointerp.report").joinpath(name)) as src:
             shutil.copyfile(src, dest / name)
+
+
+def demo_stage(run: Any) -> None:
+    """The demo's last stage (``("report", "autointerp.report:demo_stage")`` in `DEMO_STAGES`):
+    write the report of ``run.paths`` and print where it is."""
+    index = write_report(run.paths)
+    run.results["report"] = index
+    run.log(f"report: open {index.resolve()} in a browser (it loads nothing from the network)")
