@@ -273,3 +273,10 @@ def test_demo_stage(run):
     demo_stage(demo)
     assert demo.results["report"] == run.report / "index.html"
     assert str((run.report / "index.html").resolve()) in lines[0]
+
+
+def test_examples_without_token_strings_show_ids():
+    from autointerp.report.writer import _example
+
+    ex = _example({"token_ids": [7, 8], "activations": [0.0, 0.123456], "firing_offset": 1, "sequence_index": 3, "position": 9}, "plain")
+    assert ex == {"t": ["⟨7⟩", "⟨8⟩"], "a": [0, 0.123], "f": 1, "s": 3, "p": 9}
