@@ -145,6 +145,14 @@ class AnthropicBackend:
             self._clients = {id(loop): c}
         return c
 
+    async def release(self) -> None:
+        """Close the client this backend made for the running event loop (the runner calls
+        this at the end of a run, so no connection outlives its loop)."""
+        loop = asyncio.get_running_loop()
+        c = self._clients.pop(id(loop), None)
+        if c is not None:
+            await c.close()
+
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
         """The ``messages.create`` arguments for ``request`` (also used by Message Batches)."""
         params: dict[str, Any] = {

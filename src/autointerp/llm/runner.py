@@ -223,6 +223,39 @@ def default_record_key(record: Mapping[str, Any]) -> str:
 # the writer: one fsynced line per record, group commit in a thread
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a torn last line (a writer killed mid-line) off the end of ``path``.
+
+    A line without its newline was never fsynced as complete and never reported
+    as written, so removing it loses nothing and leaves every line valid JSON.
+    Callers hold the run's lock, so no other writer is appending.
+    """
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        chunk = 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            buf = f.read(pos - start)
+            i = buf.rfind(b"\n")
+            if i >= 0:
+                f.truncate(start + i + 1)
+                break
+            pos = start
+        else:
+            f.truncate(0)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class JsonlAppender:
     """Appends records to a JSONL file from a background thread.
 
@@ -235,13 +268,8 @@ class JsonlAppender:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(self.path)
         self._f = open(self.path, "ab")
-        if self._f.tell() > 0:  # a torn last line from a killed writer must not glue onto ours
-            with open(self.path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    self._f.write(b"\n")
-                    self._f.flush()
         self._lock = threading.Lock()
         self._pending: list[tuple[bytes, concurrent.futures.Future]] = []
         self._cond = threading.Condition(self._lock)
@@ -444,9 +472,22 @@ class JobRunner:
             async def next_job() -> Job | None:
                 return next(iter_jobs, None)
 
+        writes: set[asyncio.Future] = set()
+
+        def written(fut: asyncio.Future) -> None:
+            writes.discard(fut)
+            if fut.cancelled():
+                return
+            if fut.exception() is not None:
+                if state["write_error"] is None:
+                    state["write_error"] = fut.exception()
+                state["stop"] = f"cannot write {self.results_path}: {fut.exception()}"
+            else:
+                summary.completed += 1
+
         pull_lock = asyncio.Lock()
         seen: set[str] = set()
-        state = {"stop": "", "fatal": None}
+        state: dict[str, Any] = {"stop": "", "fatal": None, "write_error": None}
 
         def spent() -> float:
             return summary.cost_usd
@@ -501,14 +542,13 @@ class JobRunner:
                 t_req = time.monotonic()
                 billed = False
                 try:
-                    coro = self.backend.complete(job.request)
                     if self.request_timeout_s is not None:
                         try:
-                            resp = await asyncio.wait_for(coro, self.request_timeout_s)
+                            resp = await _with_timeout(self.backend.complete(job.request), self.request_timeout_s)
                         except asyncio.TimeoutError:
                             raise TransientError(f"no answer within the {self.request_timeout_s:g} s request timeout") from None
                     else:
-                        resp = await coro
+                        resp = await self.backend.complete(job.request)
                     bill(resp.usage)
                     billed = True
                     resp.elapsed_s = time.monotonic() - t_req
@@ -544,8 +584,11 @@ class JobRunner:
                 except Exception as e:  # noqa: BLE001 - one bad job never aborts the run
                     await fail(job, f"{type(e).__name__}: {e}", attempts, "error")
                     return
-                await writer.append(record)
-                summary.completed += 1
+                # the slot is free as soon as the answer is in: the line's fsync (group
+                # commit) finishes in the writer thread and counts it as completed then
+                fut = asyncio.wrap_future(writer.submit(record))
+                writes.add(fut)
+                fut.add_done_callback(written)
                 return
 
         async def worker() -> None:
@@ -566,6 +609,8 @@ class JobRunner:
         tasks = [asyncio.ensure_future(worker()) for _ in range(self.max_concurrent)]
         try:
             await asyncio.gather(*tasks)
+            if writes:
+                await asyncio.gather(*list(writes), return_exceptions=True)
         except AuthenticationFailed:
             pass
         except BaseException:
@@ -580,8 +625,16 @@ class JobRunner:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if bar is not None:
                 bar.close()
+            release = getattr(self.backend, "release", None)
+            if release is not None:
+                try:
+                    await release()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
             writer.close()
             failures.close()
+        if state["write_error"] is not None:
+            raise OSError(f"could not append to {self.results_path}: {state['write_error']}") from state["write_error"]
         if state["fatal"] is not None:
             e = state["fatal"]
             raise AuthenticationFailed(redact(str(e))) from None
@@ -590,6 +643,14 @@ class JobRunner:
         summary.stopped_reason = state["stop"]
         summary.wall_time_s = time.monotonic() - t0
         return summary
+
+
+async def _with_timeout(coro: Awaitable[T], seconds: float) -> T:
+    # asyncio.timeout (3.11+) runs the call in the current task; wait_for wraps it in a new one
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await coro
+    return await asyncio.wait_for(coro, seconds)
 
 
 def run_coroutine_sync(make: Callable[[], Awaitable[T]]) -> T:

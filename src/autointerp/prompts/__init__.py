@@ -64,6 +64,9 @@ def environment(search_path: Iterable[str | os.PathLike] = ()) -> jinja2.Environ
         env.filters["readable"] = readable
         env.filters["marked"] = marked_text
         env.filters["firing_summary"] = firing_summary
+        env.filters["example_lines"] = example_lines
+        env.filters["token_rows"] = token_rows
+        env.filters["partner_rows"] = partner_rows
         env.globals["one_in"] = one_in
         _ENVS[paths] = env
     return env
@@ -159,6 +162,68 @@ def firing_summary(ex: Any, threshold: float = 0.0, n: int = 4) -> str:
     if len(firing) > n:
         shown += f" (+{len(firing) - n} more)"
     return shown
+
+
+def example_lines(ex: Any, threshold: float = 0.0, n: int = 4) -> str:
+    """`marked_text` and `firing_summary` of an example in one pass (the hot path of rendering)."""
+    toks = ex.tokens
+    parts = []
+    firing = []
+    off = ex.firing_offset
+    for i, (tid, act) in enumerate(zip(ex.token_ids, ex.activations)):
+        t = inline_token(toks[i] if toks is not None and i < len(toks) else None, tid)
+        if act > threshold or i == off:
+            parts.append("<<" + t + ">>")
+            firing.append((act, i))
+        else:
+            parts.append(t)
+    firing.sort(key=lambda x: -x[0])
+    shown = ", ".join(
+        f"{show_token(toks[i] if toks is not None and i < len(toks) else ex.token_ids[i])} {fmt_num(a)}" for a, i in firing[:n]
+    )
+    if len(firing) > n:
+        shown += f" (+{len(firing) - n} more)"
+    return "".join(parts) + "\n   activations: " + shown
+
+
+def token_rows(stats: Any, n: int = 8) -> list[str]:
+    """A `TokenStats` as one deduplicated list: the top ``n`` by precision, then by recall
+    and PMI where they add tokens, each with its precision, recall and PMI."""
+    if stats is None:
+        return []
+    seen: set[int] = set()
+    rows = []
+    for ranking in (stats.top_precision, stats.top_recall, stats.top_pmi):
+        for st in ranking[:n]:
+            if st.token_id in seen:
+                continue
+            seen.add(st.token_id)
+            tok = show_token(st.token if st.token is not None else st.token_id)
+            rows.append(f"{tok}: precision {st.precision:.2g}, recall {st.recall:.2g}, PMI {st.pmi:.2g}")
+    return rows
+
+
+def partner_rows(corr: Any, labels: Mapping[str, str] | None = None, n: int = 8) -> list[str]:
+    """Co-firing partners (top by recall, then by PMI, deduplicated), with known labels."""
+    if corr is None:
+        return []
+    labels = labels or {}
+    seen: set[str] = set()
+    rows = []
+    for ranking in (corr.top_recall, corr.top_pmi):
+        for p in ranking[:n]:
+            if p.key in seen:
+                continue
+            seen.add(p.key)
+            row = (
+                f"{p.key}: P(it fires | partner fires) {p.precision:.2g}, "
+                f"P(partner fires | it fires) {p.recall:.2g}, PMI {p.pmi:.2g}"
+            )
+            label = labels.get(p.key)
+            if label:
+                row += f" -- labeled {json.dumps(label, ensure_ascii=False)}"
+            rows.append(row)
+    return rows
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
