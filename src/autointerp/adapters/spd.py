@@ -1,0 +1,268 @@
+"""Harvest SPD runs: the components' causal importances (CI) are the activations.
+
+A target is a wandb run path ``entity/project/run_id`` (also ``wandb:entity/project/run_id``
+or ``https://wandb.ai/entity/project/runs/run_id``) or a local folder holding the run's
+files: ``final_config.yaml`` and one or more ``model_<step>.pth`` checkpoints (the latest
+step is used). wandb runs are downloaded once into a cache folder.
+
+The model is loaded with the ``spd`` package (github.com/goodfire-ai/spd, not on PyPI),
+an optional dependency: ``ComponentModel.from_pretrained(<checkpoint path>)``. One
+forward pass per batch, as in spd's own harvest::
+
+    out = model(tokens, cache_type="input")             # OutputWithCache(output=logits, cache)
+    ci = model.calc_causal_importances(pre_weight_acts=out.cache, sampling=..., detach_inputs=True)
+    activations = ci.lower_leaky                         # {module path: [B, S, C]}
+
+What is tested, and how (tests/test_adapters_spd.py): the real ``spd`` package is not
+installed here, so the adapter is run against a stand-in module written in the test
+that has the interface above (``from_pretrained``, ``target_module_paths``,
+``target_model``, ``__call__(tokens, cache_type="input")`` returning
+``(output, cache)``, ``calc_causal_importances(...).lower_leaky``), a local run folder
+with ``final_config.yaml`` and ``model_<step>.pth`` files, and an injected stand-in for
+``wandb.Api`` whose files copy from a local folder. Not tested here: the real spd
+classes and the real wandb service.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from autointerp.adapters.hooks import describe_layer, n_layers_of, softmax_float32
+from autointerp.batch import HarvestBatch
+
+WANDB_PREFIX = "wandb:"
+SPD_INSTALL = (
+    "SPD runs need the `spd` package, which is not on PyPI. Install it from GitHub:\n"
+    "  pip install 'spd @ git+https://github.com/goodfire-ai/spd.git'\n"
+    "(or clone it and `pip install -e .` in the clone)"
+)
+_WANDB_PATH = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+$")
+_CHECKPOINT = re.compile(r"^model(?:_(\d+))?\.pth?$")
+
+
+def parse_wandb_path(target: str) -> str | None:
+    """``entity/project/run_id`` from the accepted spellings, or None if ``target`` is not one."""
+    t = target.strip()
+    t = t.removeprefix(WANDB_PREFIX)
+    m = re.match(r"^https?://[^/]+/([^/]+)/([^/]+)/runs/([^/?#]+)", t)
+    if m:
+        return "/".join(m.groups())
+    t = t.replace("/runs/", "/")
+    return t if _WANDB_PATH.match(t) else None
+
+
+def is_spd_target(target: str) -> bool:
+    p = Path(target)
+    if p.is_dir():
+        return (p / "final_config.yaml").exists() or any(_CHECKPOINT.match(f.name) for f in p.iterdir())
+    if p.is_file() and p.suffix in (".pth", ".pt"):
+        return True
+    return target.startswith(WANDB_PREFIX) or parse_wandb_path(target) is not None
+
+
+def find_run_files(folder: str | Path) -> tuple[Path, Path]:
+    """``(latest model_<step>.pth, final_config.yaml)`` in a run folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"SPD run folder {folder} does not exist")
+    cfg = folder / "final_config.yaml"
+    ckpts = [(int(m.group(1) or -1), f) for f in folder.iterdir() if (m := _CHECKPOINT.match(f.name))]
+    if not cfg.exists() or not ckpts:
+        raise FileNotFoundError(
+            f"{folder} is not an SPD run folder: expected final_config.yaml and model_<step>.pth, "
+            f"found {sorted(f.name for f in folder.iterdir())}"
+        )
+    return max(ckpts)[1], cfg
+
+
+def spd_cache_dir() -> Path:
+    return Path(os.environ.get("AUTOINTERP_CACHE", Path.home() / ".cache" / "autointerp")) / "spd"
+
+
+def download_spd_run(wandb_path: str, cache_dir: str | Path | None = None, api: Any = None) -> Path:
+    """Download a wandb run's ``final_config.yaml`` and latest ``model_<step>.pth``; returns the folder.
+
+    ``api`` defaults to ``wandb.Api()``; tests inject a stand-in. Files already in the
+    cache are not fetched again.
+    """
+    path = parse_wandb_path(wandb_path)
+    if path is None:
+        raise ValueError(f"{wandb_path!r} is not a wandb run path (entity/project/run_id)")
+    dest = Path(cache_dir) if cache_dir is not None else spd_cache_dir() / path.replace("/", "-")
+    try:
+        return Path(find_run_files(dest)[0]).parent
+    except FileNotFoundError:
+        pass
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    run = api.run(path)
+    files = {f.name: f for f in run.files()}
+    ckpts = [(int(m.group(1) or -1), n) for n in files if (m := _CHECKPOINT.match(n))]
+    if "final_config.yaml" not in files or not ckpts:
+        raise FileNotFoundError(
+            f"wandb run {path} has no final_config.yaml and model_<step>.pth files (it has {sorted(files)[:20]}); "
+            "is it an SPD run?"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("final_config.yaml", max(ckpts)[1]):
+        files[name].download(root=str(dest), replace=True)
+    return dest
+
+
+def _require_spd() -> Any:
+    try:
+        from spd.models.component_model import ComponentModel
+    except ImportError as e:
+        raise ImportError(SPD_INSTALL) from e
+    return ComponentModel
+
+
+def read_run_config(config_path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    with open(config_path, encoding="utf-8") as f:
+        return yaml.safe_load(f) or {}
+
+
+class SPDHarvestFn:
+    """A `HarvestFn` over a loaded SPD ``ComponentModel``: activations are causal importances.
+
+    ``sampling`` defaults to ``"continuous"``: spd's ``"binomial"`` adds uniform noise
+    to the lower-leaky CI, which would make a harvest irreproducible (and a resumed
+    run differ from an uninterrupted one).
+    """
+
+    def __init__(self, component_model: Any, *, config: dict[str, Any] | None = None,
+                 layers: Sequence[str] | None = None, sampling: str = "continuous",
+                 output_probs: bool = True, prob_chunk_rows: int = 4096, name: str = ""):
+        self.model = component_model
+        self.config = dict(config or {})
+        paths = list(component_model.target_module_paths)
+        if layers:
+            unknown = [l for l in layers if l not in paths]
+            if unknown:
+                raise ValueError(f"unknown layers {unknown}; this SPD run decomposes {paths}")
+            paths = [p for p in paths if p in layers]
+        self.layers = paths
+        self.sampling = sampling
+        self.output_probs = output_probs
+        self.prob_chunk_rows = prob_chunk_rows
+        task = self.config.get("task_config") or {}
+        target_model = getattr(component_model, "target_model", None)
+        self.vocab_size = _cfg_int(target_model, ("vocab_size", "d_vocab"))
+        self.context_length = _cfg_int(target_model, ("n_positions", "max_position_embeddings", "n_ctx"))
+        self.default_context_length = task.get("max_seq_len")
+        n = n_layers_of(target_model) if target_model is not None else None
+        C = self.config.get("C")
+        self.description = {
+            "class": f"SPD decomposition of {self.config.get('pretrained_model_name') or type(target_model).__name__}",
+            "n_layers": n,
+            "run": name,
+            "summary": f"SPD (stochastic parameter decomposition) components{f', C={C} per module' if C else ''}; "
+                       "the activation is each component's causal importance in [0, 1]",
+            "layer_descriptions": {
+                p: "SPD components of the " + describe_layer(p, n, "causal importance",
+                                                            _submodule(target_model, p))
+                for p in self.layers
+            },
+        }
+        self._widths: dict[str, int] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        p = next(iter(self.model.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    @torch.no_grad()
+    def __call__(self, tokens: Tensor) -> HarvestBatch:
+        out = self.model(tokens, cache_type="input")
+        logits, cache = out[0], out[1]
+        cache = {k: v for k, v in cache.items() if k in self.layers}
+        ci = self.model.calc_causal_importances(pre_weight_acts=cache, sampling=self.sampling, detach_inputs=True)
+        lower = ci.lower_leaky
+        acts = {l: lower[l] for l in self.layers}
+        widths = {l: int(a.shape[-1]) for l, a in acts.items()}
+        if self._widths is None:
+            self._widths = widths
+        elif widths != self._widths:
+            raise ValueError(f"layer widths changed between batches: {self._widths} -> {widths}")
+        probs = softmax_float32(logits, self.prob_chunk_rows) if self.output_probs else None
+        return HarvestBatch(tokens=tokens, activations=acts, output_probs=probs)
+
+    def __repr__(self) -> str:
+        return f"SPDHarvestFn({self.description['class']}, layers={self.layers})"
+
+
+def _submodule(model: Any, path: str) -> Any:
+    try:
+        return model.get_submodule(path)
+    except Exception:  # noqa: BLE001 - only used for a description
+        return None
+
+
+def _cfg_int(model: Any, names: Sequence[str]) -> int | None:
+    cfg = getattr(model, "config", None) or getattr(model, "cfg", None)
+    for n in names:
+        v = getattr(cfg, n, None)
+        if isinstance(v, int):
+            return v
+    return None
+
+
+def load_spd_run(target: str, *, device: str | torch.device = "cpu", layers: Sequence[str] | None = None,
+                 component_model_cls: Any = None, api: Any = None, cache_dir: str | Path | None = None,
+                 sampling: str = "continuous") -> SPDHarvestFn:
+    """Load an SPD run (wandb path or local folder) as a `SPDHarvestFn`.
+
+    ``component_model_cls`` defaults to ``spd.models.component_model.ComponentModel``
+    (tests pass a stand-in); the ``spd`` import is checked first, so a missing
+    package fails before anything is downloaded.
+    """
+    cls = component_model_cls or _require_spd()
+    p = Path(target)
+    if p.is_file():
+        ckpt, cfg = p, p.parent / "final_config.yaml"
+    elif p.is_dir():
+        ckpt, cfg = find_run_files(p)
+    else:
+        ckpt, cfg = find_run_files(download_spd_run(target, cache_dir=cache_dir, api=api))
+    config = read_run_config(cfg) if cfg.exists() else {}
+    model = cls.from_pretrained(str(ckpt))
+    model.to(device)
+    model.eval()
+    return SPDHarvestFn(model, config=config, layers=layers, sampling=sampling, name=target)
+
+
+def load_spd_target(target: str, opts: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
+    """The CLI's hook: an SPD run as a `Target` (tokenizer and dataset from the run's config)."""
+    from autointerp.data import Tokenizer
+    from autointerp.run_harvest import Target
+
+    fn = load_spd_run(target, device=device, layers=opts.layers)
+    if dtype is not None:
+        fn.model.to(dtype)
+    cfg = fn.config
+    task = cfg.get("task_config") or {}
+    tok_name = opts.tokenizer or cfg.get("tokenizer_name") or task.get("tokenizer_name") or cfg.get("pretrained_model_name")
+    tok = None
+    if tok_name:
+        try:
+            tok = Tokenizer.from_pretrained(tok_name)
+        except (OSError, ValueError) as e:
+            # pre-tokenized data needs no tokenizer; text data will say so when it needs one
+            print(f"autointerp: could not load the tokenizer {tok_name!r} ({type(e).__name__}); "
+                  "tokens will be shown as ids. Pass --tokenizer to choose one.")
+    dataset = task.get("dataset_name")
+    if dataset and opts.text_column is None and task.get("column_name"):
+        opts.text_column = task["column_name"]
+    return Target(fn, tokenizer=tok, default_dataset=dataset, default_context_length=fn.default_context_length,
+                  default_threshold=0.01)

@@ -1,0 +1,29 @@
+"""``autointerp demo``: run the pipeline on the embedded model (no network, no GPU, no API key)."""
+
+from __future__ import annotations
+
+import argparse
+
+from autointerp.demo import run_demo
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run the pipeline on the embedded demo model (no network, GPU or key needed)",
+        description="Harvest the embedded tiny language model's MLP neurons over its bundled held-out text "
+        "(and run the later stages that are installed), then print where the results are.",
+    )
+    p.add_argument("--out", default=None, help="root of run folders; results go to <out>/demo (default: .data/autointerp)")
+    p.add_argument("--n_batches", type=int, default=None, help="limit the harvest to this many batches (default: all text)")
+    p.add_argument("--batch_size", type=int, default=32, help="sequences of 128 tokens per batch (default: 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--device", default="cpu", help="device (default: cpu)")
+    p.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    run_demo(out=args.out, n_batches=args.n_batches, batch_size=args.batch_size, seed=args.seed,
+             device=args.device, progress=args.progress)
+    return 0

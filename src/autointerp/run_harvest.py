@@ -1,0 +1,615 @@
+"""Run a harvest end to end: resolve the target, open the data, loop, checkpoint, save.
+
+This is what ``autointerp harvest`` and ``autointerp merge`` call, and what a
+notebook calls to do the same thing::
+
+    from autointerp.run_harvest import HarvestOptions, run_harvest
+    result = run_harvest(HarvestOptions(target="demo", n_batches=4))
+    result["blocks.0.mlp.act:7"]
+
+Files (see `autointerp.paths.RunPaths`)::
+
+    <out>/<run_id>/harvest/{config.json,components.jsonl}       the result
+    <out>/<run_id>/checkpoints/harvest-rank<R>-of-<N>.pt         loop state, rewritten atomically
+    <out>/<run_id>/workers/rank<R>-of-<N>.pt                     a worker's final state (world_size > 1)
+
+A checkpoint holds the whole loop state plus the settings that must match to
+resume it. Resuming skips the batches already seen (without running the model)
+and, because sampling keys hash each firing's global sequence id, ends with the
+same counts and the same examples as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from attrs import asdict, define, field
+
+from autointerp.accumulators import (
+    Accumulator,
+    CorrelationAcc,
+    InputTokenAcc,
+    OutputProbAcc,
+    ReservoirAcc,
+    TopActivationAcc,
+)
+from autointerp.data import (
+    TokenSource,
+    Tokenizer,
+    check_vocab,
+    n_total_batches,
+    open_dataset,
+    rank_batch_count,
+    token_batches,
+)
+from autointerp.harvest import HarvestLoop, HarvestResult
+from autointerp.paths import RunPaths, run_id_for
+from autointerp.storage import atomic_write_with
+
+CHECKPOINT_FORMAT = "autointerp.harvest_checkpoint/1"
+
+# --------------------------------------------------------------------------- options
+
+
+@define
+class HarvestOptions:
+    """Everything a harvest run needs; the command-line options map one to one."""
+
+    target: str
+    layers: list[str] | None = None
+    dataset: str | None = None
+    n_batches: int | None = None
+    batch_size: int = 32
+    context_length: int | None = None
+    threshold: float | None = None
+    examples_per_component: int = 40
+    top_examples_per_component: int = 20
+    context_tokens_per_side: int = 10
+    seed: int = 0
+    device: str = "auto"
+    dtype: str | None = None
+    out: str | None = None
+    run_id: str | None = None
+    checkpoint_every: int | None = 50
+    resume: bool = False
+    overwrite: bool = False
+    rank: int = 0
+    world_size: int = 1
+    tokenizer: str | None = None
+    split: str = "train"
+    text_column: str | None = None
+    shuffle_buffer: int = 0
+    token_dtype: str = "uint16"
+    dataset_description: str = ""
+    shuffle: bool = True
+    correlations: bool = True
+    input_tokens: bool = True
+    output_tokens: bool = True
+    window_pool: bool = True
+    capture: str = "output"
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+    progress: bool = True
+    #: extra accumulators appended to the default set (not recorded by the CLI)
+    extra_accumulators: list[Accumulator] = field(factory=list)
+
+    def paths(self) -> RunPaths:
+        return RunPaths.of(self.run_id or run_id_for(self.target), self.out)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings a checkpoint must share with the run that resumes it."""
+        keys = ("target", "layers", "dataset", "batch_size", "context_length", "threshold", "seed", "rank",
+                "world_size", "split", "text_column", "shuffle_buffer", "token_dtype", "shuffle", "capture")
+        d = asdict(self, filter=lambda a, v: a.name in keys)
+        return json.loads(json.dumps(d))
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@define
+class Target:
+    """A resolved harvest target: the adapter, its tokenizer and its defaults."""
+
+    harvest_fn: Any
+    tokenizer: Tokenizer | None = None
+    default_dataset: str | None = None
+    default_context_length: int | None = None
+    default_threshold: float = 0.0
+    dataset_description: str = ""
+
+    @property
+    def vocab_size(self) -> int | None:
+        return getattr(self.harvest_fn, "vocab_size", None)
+
+    @property
+    def max_context_length(self) -> int | None:
+        return getattr(self.harvest_fn, "context_length", None)
+
+    @property
+    def description(self) -> dict[str, Any]:
+        return dict(getattr(self.harvest_fn, "description", None) or {"class": type(self.harvest_fn).__name__})
+
+
+_MODULE_FN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+#: the demo model's neurons are ReLU outputs; above this they count as firing (see docs/demo_model.md)
+DEMO_THRESHOLD = 1.0
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | None) -> torch.dtype | None:
+    if not dtype:
+        return None
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ValueError(f"unknown --dtype {dtype!r}; choose one of {sorted(table)}")
+    return table[dtype]
+
+
+def load_target(opts: HarvestOptions) -> Target:
+    """Turn ``opts.target`` into a `Target` (loads the model)."""
+    t = opts.target.strip()
+    device = resolve_device(opts.device)
+    dtype = resolve_dtype(opts.dtype)
+    if t == "demo":
+        from autointerp.adapters.demo import DemoModel
+
+        demo = DemoModel(device=device)
+        if dtype is not None:
+            demo.model.to(dtype)
+        return Target(
+            demo.harvest_fn(opts.layers),
+            tokenizer=Tokenizer(demo.tokenizer, name="autointerp demo tokenizer"),
+            default_dataset="demo",
+            default_context_length=demo.cfg.context_length,
+            default_threshold=DEMO_THRESHOLD,
+        )
+    if t.startswith("hf:"):
+        return _load_hf(t[3:], opts, device, dtype)
+    if _MODULE_FN.match(t) and not t.startswith("wandb:"):
+        mod_name, fn_name = t.split(":")
+        fn = getattr(importlib.import_module(mod_name), fn_name, None)
+        if fn is None:
+            raise ValueError(f"module {mod_name!r} has no function {fn_name!r}")
+        # --layers, when given, is passed on: the function decides what it means
+        made = fn(layers=opts.layers) if opts.layers else fn()
+        harvest_fn, tok = made if isinstance(made, tuple) else (made, getattr(made, "tokenizer", None))
+        if not callable(harvest_fn):
+            raise ValueError(f"{t} returned {type(harvest_fn).__name__}, expected a HarvestFn (tokens [B, S] -> HarvestBatch)")
+        if tok is not None and not isinstance(tok, Tokenizer):
+            tok = Tokenizer(tok)
+        return Target(harvest_fn, tokenizer=tok)
+    from autointerp.adapters.spd import is_spd_target, load_spd_target
+
+    if is_spd_target(t):
+        return load_spd_target(t, opts, device, dtype)
+    raise ValueError(
+        f"cannot tell what kind of target {t!r} is. Expected one of: `demo`; `hf:<model name or path>` with --layers; "
+        "a wandb run path `entity/project/run_id` (or `wandb:...`, or a wandb URL) or a local folder of an SPD run; "
+        "`package.module:function` returning a HarvestFn"
+    )
+
+
+def _load_hf(name: str, opts: HarvestOptions, device: torch.device, dtype: torch.dtype | None) -> Target:
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError as e:
+        raise ImportError("hf: targets need transformers: pip install 'autointerp[hf]'") from e
+    from autointerp.adapters.hooks import HookHarvestFn, resolve_modules
+
+    model = AutoModelForCausalLM.from_pretrained(name, **({"torch_dtype": dtype} if dtype else {}))
+    model.to(device).eval()
+    if not opts.layers:
+        resolve_modules(model, ["(give --layers)"])  # raises, listing the module paths
+    fn = HookHarvestFn(model, opts.layers or [], capture=opts.capture)  # type: ignore[arg-type]
+    fn.description["name"] = name
+    tok = Tokenizer.from_pretrained(opts.tokenizer or name)
+    ctx = fn.context_length
+    return Target(fn, tokenizer=tok, default_context_length=min(ctx, 512) if ctx else 512)
+
+
+# --------------------------------------------------------------------------- accumulators
+
+
+def default_accumulators(opts: HarvestOptions, has_output_probs: bool = True) -> list[Accumulator]:
+    """The default statistic set: reservoir + top examples, correlations, input/output tokens, window pool."""
+    c = opts.context_tokens_per_side
+    accs: list[Accumulator] = [
+        ReservoirAcc(k=opts.examples_per_component, context_tokens=c),
+        TopActivationAcc(k=opts.top_examples_per_component, context_tokens=c),
+    ]
+    if opts.correlations:
+        accs.append(CorrelationAcc())
+    if opts.input_tokens:
+        accs.append(InputTokenAcc())
+    if opts.output_tokens and has_output_probs:
+        accs.append(OutputProbAcc())
+    if opts.window_pool:
+        pool = _window_pool_acc()
+        if pool is not None:
+            accs.append(pool)
+    accs.extend(opts.extra_accumulators)
+    return accs
+
+
+def _window_pool_acc() -> Accumulator | None:
+    """Random context windows for the scorers, when that accumulator is installed."""
+    try:
+        from autointerp.accumulators.window_pool import RandomWindowAcc
+    except ImportError:
+        return None
+    return RandomWindowAcc()
+
+
+def accumulator_spec(acc: Accumulator) -> dict[str, Any]:
+    return {"class": f"{type(acc).__module__}:{type(acc).__qualname__}", "config": acc.config()}
+
+
+def accumulator_from_spec(spec: dict[str, Any]) -> Accumulator:
+    mod, _, qual = spec["class"].partition(":")
+    cls: Any = importlib.import_module(mod)
+    for part in qual.split("."):
+        cls = getattr(cls, part)
+    return cls(**spec["config"])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@define
+class HarvestTimings:
+    """Where the time went (seconds), for the progress line and the benchmark."""
+
+    data: float = 0.0
+    forward: float = 0.0
+    accumulate: float = 0.0
+    checkpoint: float = 0.0
+    tokens: int = 0
+    batches: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.data + self.forward + self.accumulate + self.checkpoint
+
+
+@define
+class PreparedHarvest:
+    """A harvest that is ready to loop: target loaded, data opened, every check done."""
+
+    opts: HarvestOptions
+    target: Target
+    source: TokenSource
+    loop: HarvestLoop
+    paths: RunPaths
+    total_batches: int | None
+    rank_batches: int | None
+    context_length: int
+    threshold: float
+    device: torch.device
+
+
+def open_source(opts: HarvestOptions, target: Target, context_length: int) -> TokenSource:
+    spec = opts.dataset or target.default_dataset
+    if spec is None:
+        raise ValueError(f"no --dataset given and the target {opts.target!r} has no default dataset")
+    tok = target.tokenizer
+    if opts.tokenizer and (tok is None or not opts.target.startswith("hf:")):
+        tok = Tokenizer.from_file(opts.tokenizer) if Path(opts.tokenizer).suffix == ".json" else Tokenizer.from_pretrained(opts.tokenizer)
+    return open_dataset(spec, context_length=context_length, tokenizer=tok, token_dtype=opts.token_dtype,
+                        split=opts.split, text_column=opts.text_column, shuffle_buffer=opts.shuffle_buffer,
+                        description=opts.dataset_description or target.dataset_description)
+
+
+def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> PreparedHarvest:
+    """Every check that can fail, before any long work: target, layers, data, lengths, vocabulary."""
+    if opts.world_size < 1 or not 0 <= opts.rank < opts.world_size:
+        raise ValueError(f"need 0 <= --rank < --world_size, got rank={opts.rank}, world_size={opts.world_size}")
+    if opts.n_batches is not None and opts.n_batches < 1:
+        raise ValueError(f"--n_batches must be at least 1, got {opts.n_batches}")
+    if opts.batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {opts.batch_size}")
+    paths = opts.paths()
+    target = target or load_target(opts)
+    ctx_len = opts.context_length or target.default_context_length or 128
+    if target.max_context_length is not None and ctx_len > target.max_context_length:
+        raise ValueError(
+            f"--context_length {ctx_len} is longer than the model's context length {target.max_context_length}; "
+            f"pass --context_length {target.max_context_length} or less"
+        )
+    source = open_source(opts, target, ctx_len)
+    check_vocab(source, target.vocab_size)
+    threshold = opts.threshold if opts.threshold is not None else target.default_threshold
+    device = resolve_device(opts.device)
+    has_probs = getattr(target.harvest_fn, "output_probs", True) is not False
+    accs = default_accumulators(opts, has_output_probs=has_probs)
+    decode = source.decode or (target.tokenizer.decode if target.tokenizer else None)
+    dataset_info = source.info()
+    loop = HarvestLoop(accs, threshold=threshold, seed=opts.seed, device=device, vocab_size=target.vocab_size,
+                       decode=decode, model={"target": opts.target, **target.description}, dataset=dataset_info,
+                       progress=False)
+    total = n_total_batches(source, opts.batch_size, opts.n_batches)
+    if total == 0:
+        raise ValueError(f"the dataset {source.name} is empty")
+    return PreparedHarvest(opts, target, source, loop, paths, total,
+                           rank_batch_count(total, opts.rank, opts.world_size), ctx_len, threshold, device)
+
+
+def checkpoint_path(paths: RunPaths, rank: int, world_size: int) -> Path:
+    return paths.checkpoints / f"harvest-rank{rank}-of-{world_size}.pt"
+
+
+def worker_path(paths: RunPaths, rank: int, world_size: int) -> Path:
+    return paths.root / "workers" / f"rank{rank}-of-{world_size}.pt"
+
+
+def _decode_table(prep: PreparedHarvest) -> list[str] | None:
+    """Every token's text, so that `merge_workers` can name tokens without loading the tokenizer."""
+    decode, V = prep.loop.decode, prep.loop.vocab_size
+    if decode is None or V is None:
+        return None
+    return [decode(i) for i in range(V)]
+
+
+def _state_file(prep: PreparedHarvest, *, done: bool, with_vocab: bool = False) -> dict[str, Any]:
+    loop = prep.loop
+    return {
+        "token_strings": _decode_table(prep) if with_vocab else None,
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": prep.opts.fingerprint() | {"threshold": prep.threshold, "context_length": prep.context_length},
+        "done": done,
+        "total_batches": prep.total_batches,
+        "accumulators": [accumulator_spec(a) for a in loop.accumulators],
+        "model": loop.model,
+        "dataset": loop.dataset,
+        "loop": loop.state_dict(),
+    }
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_with(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an autointerp harvest checkpoint (format {CHECKPOINT_FORMAT})")
+    return state
+
+
+def _restore(prep: PreparedHarvest, ckpt: Path) -> int:
+    state = _load_state(ckpt)
+    want = prep.opts.fingerprint() | {"threshold": prep.threshold, "context_length": prep.context_length}
+    if state["fingerprint"] != want:
+        diff = {k: (state["fingerprint"].get(k), v) for k, v in want.items() if state["fingerprint"].get(k) != v}
+        raise ValueError(
+            f"the checkpoint {ckpt} was made with different settings {{option: (checkpoint, now)}}: {diff}; "
+            "resume with the same settings, or pass --overwrite to start over"
+        )
+    prep.loop.load_state_dict(state["loop"])
+    return prep.loop.n_batches
+
+
+def _device_sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def iterate_harvest(prep: PreparedHarvest, *, skip: int = 0, timings: HarvestTimings | None = None,
+                    on_batch: Callable[[int], None] | None = None) -> Iterator[int]:
+    """Feed this worker's batches (after the first ``skip``) to the loop; yields the count done after each."""
+    opts, loop, fn = prep.opts, prep.loop, prep.target.harvest_fn
+    timings = timings or HarvestTimings()
+    fn_device = getattr(fn, "device", prep.device)
+    it = token_batches(prep.source, opts.batch_size, n_batches=opts.n_batches, seed=opts.seed, shuffle=opts.shuffle,
+                       rank=opts.rank, world_size=opts.world_size, skip=skip)
+    done = skip
+    vocab = prep.target.vocab_size
+    while True:
+        t0 = time.perf_counter()
+        tb = next(it, None)
+        if tb is None:
+            return
+        if vocab is not None and tb.tokens.numel() and int(tb.tokens.max()) >= vocab:
+            raise ValueError(
+                f"the dataset {prep.source.name} has token ids up to {int(tb.tokens.max())}, expected ids in "
+                f"[0, {vocab}) for the model's vocabulary of {vocab}: was it tokenized with another tokenizer?"
+            )
+        tokens = tb.tokens.to(fn_device)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            batch = fn(tokens)
+        batch.sequence_ids = tb.sequence_ids.to(batch.tokens.device)
+        if tb.mask is not None:
+            m = tb.mask.to(batch.tokens.device)
+            batch.mask = m if batch.mask is None else (batch.mask & m)
+        _device_sync(batch.tokens.device)
+        t2 = time.perf_counter()
+        loop.update(batch)
+        _device_sync(prep.device)
+        t3 = time.perf_counter()
+        timings.data += t1 - t0
+        timings.forward += t2 - t1
+        timings.accumulate += t3 - t2
+        timings.batches += 1
+        timings.tokens += int(tb.mask.sum()) if tb.mask is not None else tb.tokens.numel()
+        done += 1
+        yield done
+
+
+def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
+                timings: HarvestTimings | None = None, log: Callable[[str], None] | None = print) -> HarvestResult | Path:
+    """Run (or resume) a harvest. Returns the `HarvestResult` (world_size 1) or the worker state file."""
+    log = log or (lambda s: None)
+    prep = prepare_harvest(opts, target)
+    paths = prep.paths
+    ckpt = checkpoint_path(paths, opts.rank, opts.world_size)
+    skip = 0
+    if ckpt.exists():
+        if opts.resume:
+            skip = _restore(prep, ckpt)
+            log(f"resuming from {ckpt}: {skip} batches already done")
+        elif not opts.overwrite:
+            raise ValueError(
+                f"a checkpoint of this run already exists at {ckpt}; pass --resume to continue it, "
+                "or --overwrite to start over (or --run_id for a new run)"
+            )
+    timings = timings or HarvestTimings()
+    bar = None
+    if opts.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=prep.rank_batches, initial=skip, desc=f"harvest {paths.run_id}", unit="batch",
+                   dynamic_ncols=True)
+    every = opts.checkpoint_every
+    t_start = time.perf_counter()
+    try:
+        for done in iterate_harvest(prep, skip=skip, timings=timings):
+            if bar is not None:
+                elapsed = max(time.perf_counter() - t_start, 1e-9)
+                bar.update(1)
+                bar.set_postfix_str(f"{timings.tokens / elapsed:,.0f} tok/s", refresh=False)
+            if every and done % every == 0:
+                t = time.perf_counter()
+                save_state(ckpt, _state_file(prep, done=False))
+                timings.checkpoint += time.perf_counter() - t
+    finally:
+        if bar is not None:
+            bar.close()
+    if prep.loop.space is None:
+        raise ValueError(f"the harvest saw no batches: the dataset {prep.source.name} gave no data for rank {opts.rank}")
+    if every:
+        save_state(ckpt, _state_file(prep, done=True))
+    if opts.world_size > 1:
+        wp = worker_path(paths, opts.rank, opts.world_size)
+        save_state(wp, _state_file(prep, done=True, with_vocab=True))
+        log(f"worker {opts.rank} of {opts.world_size} done: {prep.loop.n_batches} batches -> {wp}\n"
+            f"when every worker is done: autointerp merge {paths.run_id}" + (f" --out {opts.out}" if opts.out else ""))
+        return wp
+    result = prep.loop.finalize()
+    result.save(paths.harvest)
+    tok_s = timings.tokens / max(timings.total, 1e-9)
+    log(f"harvested {result.config.n_tokens:,} tokens, {len(result)} components ({result.n_fired()} fired) "
+        f"in {timings.total:.1f}s ({tok_s:,.0f} tok/s) -> {paths.harvest}")
+    if opts.wandb_project:
+        from autointerp.wandb_log import log_harvest
+
+        log_harvest(result, paths, project=opts.wandb_project, entity=opts.wandb_entity, options=opts)
+    return result
+
+
+def merge_workers(run: str | Path, *, out: str | None = None, world_size: int | None = None,
+                  log: Callable[[str], None] | None = print) -> HarvestResult:
+    """Combine the workers' states of a run into its harvest, one worker file in memory at a time."""
+    log = log or (lambda s: None)
+    root = Path(run)
+    if not (root / "workers").is_dir():
+        root = RunPaths.of(str(run), out).root
+    wdir = root / "workers"
+    files = sorted(wdir.glob("rank*-of-*.pt")) if wdir.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no worker states in {wdir}: run `autointerp harvest ... --rank R --world_size N` first")
+    sizes = {int(m.group(1)) for f in files if (m := re.search(r"-of-(\d+)\.pt$", f.name))}
+    if world_size is None:
+        if len(sizes) != 1:
+            raise ValueError(f"{wdir} holds worker files of several world sizes {sorted(sizes)}; pass --world_size")
+        world_size = sizes.pop()
+    paths = [wdir / f"rank{r}-of-{world_size}.pt" for r in range(world_size)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"workers not finished (missing {missing} in {wdir}); run them, then merge again")
+    loop: HarvestLoop | None = None
+    first: dict[str, Any] | None = None
+    for p in paths:
+        state = _load_state(p)
+        if first is None:
+            first = {k: state[k] for k in ("fingerprint", "accumulators", "model", "dataset")}
+        elif state["accumulators"] != first["accumulators"]:
+            raise ValueError(f"{p.name} used accumulators {state['accumulators']}, unlike rank 0: {first['accumulators']}")
+        else:
+            fa = {k: v for k, v in state["fingerprint"].items() if k != "rank"}
+            fb = {k: v for k, v in first["fingerprint"].items() if k != "rank"}
+            if fa != fb:
+                raise ValueError(f"{p.name} was run with settings {fa}, unlike rank 0: {fb}")
+        part = _loop_from_state(state)
+        if loop is None:
+            loop = part
+        else:
+            loop.merge(part)
+        del state, part
+        log(f"merged {p.name}")
+    assert loop is not None and first is not None
+    result = loop.finalize()
+    harvest_dir = root / "harvest"
+    result.save(harvest_dir)
+    log(f"merged {world_size} workers: {result.config.n_tokens:,} tokens, {len(result)} components -> {harvest_dir}")
+    return result
+
+
+def _loop_from_state(state: dict[str, Any]) -> HarvestLoop:
+    accs = [accumulator_from_spec(s) for s in state["accumulators"]]
+    ls = state["loop"]
+    # FiringStatsAcc is added by the loop itself when missing; it is in the saved spec list already
+    table = state.get("token_strings")
+    decode = table.__getitem__ if table else None
+    loop = HarvestLoop(accs, threshold=ls["threshold"], seed=ls["seed"], device="cpu", vocab_size=ls["vocab_size"],
+                       decode=decode, model=state["model"], dataset=state["dataset"], progress=False)
+    loop.load_state_dict(ls)
+    return loop
+
+
+def summarize(result: HarvestResult, n: int = 5, top: int = 6, min_count: int = 3) -> str:
+    """A few components and the input tokens they fire on most reliably, for the terminal.
+
+    Tokens are ranked by precision P(fires | token) among tokens seen at least
+    ``min_count`` times with the component; components are taken, spread over the
+    layers, from those whose firings are best covered by a few reliable tokens.
+    """
+
+    def reliable(c):
+        return [t for t in c.input_tokens.top_precision if t.count >= min_count] if c.input_tokens else []
+
+    def coverage(c, r):  # share of the component's firings on its few most reliable tokens
+        return sum(t.count for t in r[:3] if t.precision >= 0.5) / max(c.firing_count, 1) * min(1.0, c.firing_count / 20)
+
+    scored = [(coverage(c, r), c) for c in result if c.firing_count > 0 and (r := reliable(c))]
+    by_layer: dict[str, list] = {}
+    for score, c in sorted(scored, key=lambda x: -x[0]):
+        by_layer.setdefault(c.layer, []).append(c)
+    picked = []
+    while len(picked) < n and any(by_layer.values()):
+        for layer in list(by_layer):
+            if by_layer[layer] and len(picked) < n:
+                picked.append(by_layer[layer].pop(0))
+    lines = []
+    for c in picked:
+        toks = ", ".join(f"{t.token if t.token is not None else t.token_id!r} ({t.precision:.0%})" for t in reliable(c)[:top])
+        lines.append(f"  {c.key:<20} fires on {c.firing_rate:6.2%} of tokens; top tokens: {toks}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "HarvestOptions",
+    "HarvestTimings",
+    "PreparedHarvest",
+    "Target",
+    "default_accumulators",
+    "load_target",
+    "merge_workers",
+    "prepare_harvest",
+    "run_harvest",
+    "summarize",
+]
