@@ -1,0 +1,245 @@
+"""Interpreter: prompts (sections, held-out examples, templates), runs against the fake server, batches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import jinja2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llm_fixtures import make_harvest  # noqa: E402
+
+from autointerp.heldout import split_examples
+from autointerp.interpret import (
+    INTERPRETATION_SCHEMA,
+    Interpreter,
+    describe_layer,
+    interpret_run,
+    load_interpretations,
+)
+from autointerp.llm.anthropic import AnthropicBackend
+from autointerp.llm.batches import BatchRunner
+from autointerp.llm.offline import OfflineBackend
+from autointerp.paths import RunPaths
+from autointerp.prompts import inline_token, one_in, show_token
+from autointerp.testing.llm_server import LLMServer
+
+KEY = "sk-ant-TESTSECRET-interp"
+FAST = dict(backoff_initial_s=0.001, backoff_max_s=0.01, progress=False)
+
+
+@pytest.fixture(scope="module")
+def harvest():
+    return make_harvest()
+
+
+def claude(server):
+    return AnthropicBackend("claude-haiku-4-5-20251001", base_url=server.url, api_key=KEY, timeout_s=2)
+
+
+# -- prompts ---------------------------------------------------------------------------
+
+
+def test_default_prompt_has_the_evidence(harvest):
+    it = Interpreter(OfflineBackend(), **FAST)
+    parts = it.render(harvest["h.0.mlp:1"], harvest)
+    system, prompt = parts["system"], parts["prompt"]
+    assert "TinyTestModel, 2 layers" in system and "unit-test text: random tokens" in system
+    assert "h.0.mlp:1" not in system  # the system part is the same for every component (cacheable)
+    assert it.render(harvest["h.1.mlp:2"], harvest)["system"] == system
+    assert "MLP output of layer 0 of 2; 6 components in this layer" in prompt
+    assert "Fires about 1 in " in prompt
+    assert "<< cat>>" in prompt and "activations: ' cat'" in prompt
+    assert "## Input tokens" in prompt and "## Output tokens" in prompt and "## Components that fire together" in prompt
+    assert "‹‹x››" in prompt or "<<x>>" not in prompt  # the dataset token " <<x>>" cannot fake a marker
+
+
+def test_explainer_sees_only_explain_examples(harvest, tmp_path):
+    """Override the example sections to print where each shown example came from."""
+    (tmp_path / "sections").mkdir()
+    for name in ("examples", "top_examples"):
+        (tmp_path / "sections" / f"{name}.j2").write_text(
+            "{% for ex in value %}SHOWN " + name + " {{ ex.sequence_index }}:{{ ex.position }}\n{% endfor %}"
+        )
+    it = Interpreter(OfflineBackend(), templates_dir=tmp_path, n_explain=4, n_top=2, **FAST)
+    for comp in harvest:
+        if comp.firing_count == 0:
+            continue
+        prompt = it.render(comp, harvest)["prompt"]
+        shown = {tuple(map(int, l.split()[-1].split(":"))) for l in prompt.splitlines() if l.startswith("SHOWN")}
+        split = split_examples(comp, 4, 2)
+        assert shown == split.shown_ids()
+        assert not shown & {(e.sequence_index, e.position) for e in split.holdout + split.holdout_top}
+
+
+def test_custom_accumulator_section_generic_and_registered(harvest, tmp_path):
+    comp = harvest["h.0.mlp:2"]
+    comp.extras["activation_histogram"] = [3, 1, 0, 2]
+    comp.extras["window_pool"] = {"secret": "scoring only"}
+    try:
+        it = Interpreter(OfflineBackend(), **FAST)
+        prompt = it.render(comp, harvest)["prompt"]
+        assert "## activation histogram\n[3, 1, 0, 2]" in prompt  # generic fallback
+        assert "scoring only" not in prompt  # excluded by default
+        tmpl = tmp_path / "hist.j2"
+        tmpl.write_text("## Histogram of {{ name }}\n{% for c in value %}bin {{ loop.index0 }}: {{ c }}\n{% endfor %}")
+        it2 = Interpreter(OfflineBackend(), section_templates={"activation_histogram": str(tmpl)}, **FAST)
+        prompt2 = it2.render(comp, harvest)["prompt"]
+        assert "## Histogram of activation_histogram\nbin 0: 3" in prompt2
+        assert it2.template_hash(harvest) != it.template_hash(harvest)
+    finally:
+        comp.extras.clear()
+
+
+def test_strict_undefined_and_user_template(harvest, tmp_path):
+    bad = tmp_path / "bad.j2"
+    bad.write_text("{% block system %}x{% endblock %}{% block prompt %}{{ no_such_variable }}{% endblock %}")
+    with pytest.raises(jinja2.UndefinedError):
+        Interpreter(OfflineBackend(), prompt_template=bad, **FAST).render(harvest[0], harvest)
+    good = tmp_path / "mine.j2"
+    good.write_text("{% block system %}Be brief.{% endblock %}{% block prompt %}Label {{ component_key }}.\n"
+                    "{% for s in sections %}{{ s.text }}\n{% endfor %}{% endblock %}")
+    it = Interpreter(OfflineBackend(), prompt_template=good, **FAST)
+    parts = it.render(harvest[1], harvest)
+    assert parts["system"] == "Be brief.\n" and parts["prompt"].startswith("Label h.0.mlp:1.")
+    assert it.template_name == "mine.j2"
+    with pytest.raises(FileNotFoundError, match="no prompt template"):
+        Interpreter(OfflineBackend(), prompt_template="nope.j2")
+
+
+def test_empty_model_and_dataset_descriptions(harvest):
+    import copy
+
+    h = copy.copy(harvest)
+    h.config = copy.deepcopy(harvest.config)
+    h.config.model, h.config.dataset = {}, {}
+    parts = Interpreter(OfflineBackend(), **FAST).render(h[1], h)
+    assert "Dataset" not in parts["system"] and "Model:" not in parts["system"]
+    assert "layer 0 (h.0.mlp)" in parts["prompt"]
+
+
+def test_co_firing_labels_appear_when_known(harvest):
+    comp = harvest["h.0.mlp:1"]
+    partner = comp.correlations.top_recall[0].key
+    prompt = Interpreter(OfflineBackend(), **FAST).render(comp, harvest, labels={partner: "the word cat"})["prompt"]
+    assert f'{partner}: ' in prompt and 'labeled "the word cat"' in prompt
+
+
+def test_helpers():
+    assert one_in(0.0123) == "about 1 in 81 tokens"
+    assert one_in(1 / 2317) == "about 1 in 2,300 tokens"
+    assert one_in(0) == "never"
+    assert show_token(" cat") == "' cat'" and show_token("\n") == "'\\n'"
+    assert inline_token("a<<b>>\n", 0) == "a‹‹b››\\n"
+    assert describe_layer("h.3.mlp.c_fc", {"n_layers": 4}) == "MLP up-projection in layer 3 of 4 (h.3.mlp.c_fc)"
+    assert describe_layer("blocks.1.attn.q_proj", {}) == "attention query projection in layer 1 (blocks.1.attn.q_proj)"
+    assert describe_layer("x", {"layer_descriptions": {"x": "the embedding"}}) == "the embedding"
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+def test_offline_run_and_resume(harvest, tmp_path):
+    it = Interpreter(OfflineBackend(), **FAST)
+    results = it.run(harvest, tmp_path)
+    live = [c.key for c in harvest if c.firing_count > 0]
+    assert [r.component_key for r in results] == live
+    assert it.summary.completed == len(live) and it.n_dead == 2
+    assert all(r.template_hash and r.template_name == "interpret.j2" for r in results)
+    again = Interpreter(OfflineBackend(), **FAST)
+    assert len(again.run(harvest, tmp_path)) == len(live)
+    assert again.summary.completed == 0 and again.summary.skipped == len(live)
+
+
+def test_claude_run_against_server_with_faults(harvest, tmp_path):
+    with LLMServer(api_key=KEY, retry_after_s=0.01, slow_s=1.0) as server:
+        server.push_faults("429", "malformed_json", "drop", "max_tokens")
+        it = Interpreter(claude(server), max_concurrent=4, request_timeout_s=0.5, **FAST)
+        results = it.run(harvest, RunPaths(tmp_path))
+        assert len(results) == 10 and it.summary.failed == 0 and it.summary.retries == 4
+        r = results[0]
+        assert r.model and r.raw_response and r.usage.output_tokens > 0 and r.confidence in ("low", "medium", "high")
+        body = server.requests[-1].body
+        assert body["output_config"]["format"]["schema"] == INTERPRETATION_SCHEMA
+        assert it.summary.cost_usd > 0 and it.summary.usage.cache_read_input_tokens > 0
+    assert (tmp_path / "interpretations" / "results.jsonl").exists()
+
+
+def test_limit_and_keys(harvest, tmp_path):
+    it = Interpreter(OfflineBackend(), **FAST)
+    assert len(it.run(harvest, tmp_path, limit=3)) == 3
+    assert len(it.run(harvest, tmp_path, keys=["h.1.mlp:0"])) == 1
+
+
+def test_run_inside_running_loop(harvest, tmp_path):
+    async def cell():
+        return Interpreter(OfflineBackend(), **FAST).run(harvest, tmp_path)
+
+    assert len(asyncio.run(cell())) == 10
+
+
+def test_dry_run_calls_nothing(harvest, tmp_path):
+    with LLMServer(api_key=KEY) as server:
+        paths = Interpreter(claude(server), **FAST).dry_run(harvest, tmp_path / "prompts", limit=4)
+        assert server.requests == []
+    assert len(paths) == 4
+    text = paths[0].read_text()
+    assert "### system" in text and "### prompt" in text and "h.0.mlp:0" in text
+
+
+def test_interpret_run_falls_back_to_offline_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    paths = RunPaths.of("r", tmp_path)
+    make_harvest().save(paths.harvest)
+    said = []
+    results = interpret_run(paths, announce=said.append, progress=False)
+    assert len(results) == 10 and results[0].model == "offline-token-lookup"
+    assert any("offline token-lookup baseline" in s for s in said)
+    assert load_interpretations(paths)[0].component_key == results[0].component_key
+
+
+# -- batches ---------------------------------------------------------------------------
+
+
+def test_batch_run_and_resume(harvest, tmp_path):
+    with LLMServer(api_key=KEY, batch_polls=2) as server:
+        server.push_faults(None, "schema_violation", "529")  # two items fail inside the batch
+        it = Interpreter(claude(server), **FAST)
+        results = it.run(harvest, tmp_path, batch=True, poll_interval_s=0.01)
+        assert len(results) == 8 and it.summary.failed == 2
+        assert len(server.batches) == 1
+        assert not (tmp_path / "batch.json").exists() and list(tmp_path.glob("batch.*.done.json"))
+        # the next run sends only the two failures, in a new batch
+        results = it.run(harvest, tmp_path, batch=True, poll_interval_s=0.01)
+        assert len(results) == 10 and len(server.batches) == 2
+        assert it.summary.cost_usd > 0
+
+
+def test_batch_killed_after_submit_resumes_same_batch(harvest, tmp_path):
+    class Interrupted(Exception):
+        pass
+
+    class DiesWhilePolling(BatchRunner):
+        async def _poll(self, client, state):
+            raise Interrupted()
+
+    with LLMServer(api_key=KEY, batch_polls=1) as server:
+        it = Interpreter(claude(server), **FAST)
+        pending, jobs = it.jobs(harvest)
+        runner = DiesWhilePolling(claude(server), tmp_path / "results.jsonl", poll_interval_s=0.01, progress=False)
+        with pytest.raises(Interrupted):
+            asyncio.run(runner.run(jobs))
+        state = json.loads((tmp_path / "batch.json").read_text())
+        assert state["batch_id"] in server.batches and len(state["custom_ids"]) == 10
+        results = it.run(harvest, tmp_path, batch=True, poll_interval_s=0.01)
+        assert len(results) == 10
+        assert len(server.batches) == 1  # resumed, not resubmitted
+
+
+def test_batch_needs_anthropic(harvest, tmp_path):
+    with pytest.raises(ValueError, match="needs the Anthropic backend"):
+        Interpreter(OfflineBackend(), **FAST).run(harvest, tmp_path, batch=True)
