@@ -5,7 +5,7 @@
 Reports the whole run (data + forward + accumulators), the share of time in the
 model's forward pass (including the float32 softmax) versus the accumulators
 (`HarvestLoop.update`: validation, firing derivations and every accumulator), and
-then each accumulator's own update time on one batch.
+then each accumulator's share of the update time over the whole run.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import time
 
 import torch
 
-from autointerp.batch import FiringBatch
 from autointerp.run_harvest import HarvestOptions, HarvestTimings, iterate_harvest, prepare_harvest
 
 
@@ -34,6 +33,13 @@ def main() -> None:
         prep = prepare_harvest(opts)
         t_setup = time.perf_counter() - t0
         timings = HarvestTimings()
+        acc_time: dict[str, float] = {}
+        for acc in prep.loop.accumulators:  # time every accumulator's update where it runs
+            def timed(batch, _update=acc.update, _name=type(acc).__name__):
+                t = time.perf_counter()
+                _update(batch)
+                acc_time[_name] = acc_time.get(_name, 0.0) + time.perf_counter() - t
+            acc.update = timed
         for _ in iterate_harvest(prep, timings=timings):
             pass
         t1 = time.perf_counter()
@@ -50,24 +56,10 @@ def main() -> None:
             print(f"  {name:<11} {v:7.2f}s  {v / loop_time:6.1%}")
         print(f"finalize (to CPU, ComponentData): {t_final:.2f}s")
 
-        # each accumulator alone on one batch
-        tb_iter = iter(iterate_harvest.__globals__["token_batches"](prep.source, args.batch_size, n_batches=1,
-                                                                     seed=0))
-        tb = next(tb_iter)
-        fn = prep.target.harvest_fn
-        with torch.no_grad():
-            batch = fn(tb.tokens)
-        batch.sequence_ids = tb.sequence_ids
-        loop = prep.loop
-        t = time.perf_counter()
-        fb = FiringBatch.from_batch(batch, loop.space, loop.threshold, tb.sequence_ids, loop.vocab_size)
-        print(f"per batch: firing derivations {time.perf_counter() - t:.3f}s "
-              f"({fb.n_firings:,} firings of {fb.n_positions * loop.space.n_components:,} (position, component) pairs)")
-        for acc in loop.accumulators:
-            t = time.perf_counter()
-            acc.update(fb)
-            print(f"  {type(acc).__name__:<20} {time.perf_counter() - t:.3f}s")
-
+        print("accumulator updates over the whole run (inside 'accumulate'):")
+        for name, v in sorted(acc_time.items(), key=lambda x: -x[1]):
+            print(f"  {name:<20} {v:7.2f}s  {v / loop_time:6.1%}")
+        print(f"  (validation + firing derivations: {timings.accumulate - sum(acc_time.values()):.2f}s)")
 
 if __name__ == "__main__":
     main()
