@@ -2,9 +2,11 @@
 
 TransformerLens: its hook names are module paths of ``HookPoint`` modules
 (``model.hook_dict``); the hook-name path is tested on a stand-in with a
-``hook_dict``, and on a real ``HookedTransformer`` when transformer_lens is
-installed (it is not installed in this environment: it pins its own torch and
-transformers versions, so that test is skipped with that reason).
+``hook_dict`` always, and on a real TransformerLens model when the package is
+importable: a ``TransformerBridge`` (TransformerLens >= 4) around a tiny GPT-2, or
+a ``HookedTransformer`` (< 4). transformer_lens is not a dependency and is not in
+the CI environment, so there that test is skipped with its reason; it passed with
+transformer_lens 4.3.0 installed beside the environment (``pip install --target``).
 """
 
 from __future__ import annotations
@@ -152,12 +154,43 @@ def test_transformer_lens_style_hook_names_on_a_stand_in():
 
 
 def test_real_transformer_lens_model():
+    """TransformerLens >= 4 wraps a HF model in a ``TransformerBridge``; < 4 builds a ``HookedTransformer``."""
     tl = pytest.importorskip(
         "transformer_lens",
-        reason="transformer_lens is not installed here (it pins its own torch/transformers versions)",
+        reason="transformer_lens is not installed in this environment (its dependencies pin their own versions); "
+        "checked by hand with transformer_lens 4.3 installed beside it",
     )
-    cfg = tl.HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=16, d_head=8, n_heads=2, d_vocab=30, act_fn="relu")
-    model = tl.HookedTransformer(cfg)
-    fn = HookHarvestFn(model, ["blocks.0.mlp.hook_post"])
-    batch = fn(torch.randint(0, 30, (2, 6)))
-    assert batch.activations["blocks.0.mlp.hook_post"].shape == (2, 6, 64)
+    torch.manual_seed(0)
+    try:
+        HookedTransformer, HookedTransformerConfig = tl.HookedTransformer, tl.HookedTransformerConfig
+    except (ImportError, AttributeError):
+        HookedTransformer = None
+    if HookedTransformer is not None:
+        cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=32, d_head=16, n_heads=2, d_vocab=64, act_fn="relu")
+        model, hf_act = HookedTransformer(cfg), None
+    else:
+        from transformer_lens.config import TransformerBridgeConfig
+        from transformer_lens.factories.architecture_adapter_factory import ArchitectureAdapterFactory
+
+        from autointerp.adapters.demo import demo_dir
+
+        hf = tiny_gpt2(vocab=2048)
+        tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(demo_dir() / "tokenizer.json"),
+                                                   eos_token="<|endoftext|>")
+        cfg = TransformerBridgeConfig(d_model=32, d_head=16, n_heads=2, n_layers=2, n_ctx=32, d_vocab=2048, d_mlp=128,
+                                      architecture="GPT2LMHeadModel")
+        model = tl.TransformerBridge(hf, ArchitectureAdapterFactory.select_architecture_adapter(cfg), tok)
+        hf_act = hf.transformer.h[1].mlp.act
+    fn = HookHarvestFn(model, ["blocks.1.mlp.hook_post"])
+    tokens = torch.randint(0, 64, (2, 6))
+    batch = fn(tokens)
+    batch.validate()
+    assert batch.activations["blocks.1.mlp.hook_post"].shape == (2, 6, 128)
+    assert fn.description["layer_descriptions"]["blocks.1.mlp.hook_post"].startswith(
+        "MLP neurons (after the nonlinearity) in layer 1 of 2")
+    if hf_act is not None:  # the bridge's hook point sees exactly the HF model's neurons
+        captured = {}
+        h = hf_act.register_forward_hook(lambda m, a, o: captured.setdefault("x", o))
+        hf(tokens)
+        h.remove()
+        torch.testing.assert_close(batch.activations["blocks.1.mlp.hook_post"], captured["x"])
