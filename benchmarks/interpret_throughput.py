@@ -76,9 +76,25 @@ def main() -> None:
         backend = AnthropicBackend("claude-haiku-4-5-20251001", base_url=url)
         interp = Interpreter(backend, max_concurrent=args.max_concurrent, progress=False)
         out = Path(tempfile.mkdtemp(prefix="autointerp-bench-"))
+        import resource
+
+        load_before = os.getloadavg()[0]
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         t = time.perf_counter()
         results = interp.run(harvest, out)
         wall = time.perf_counter() - t
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        # the same requests again, prompts rendered beforehand: the runner + SDK + server alone
+        from autointerp.llm.runner import JobRunner
+
+        _, jobs = Interpreter(backend, progress=False).jobs(harvest)
+        jobs = list(jobs)
+        runner = JobRunner(backend, Path(tempfile.mkdtemp()) / "results.jsonl", max_concurrent=args.max_concurrent,
+                           progress=False)
+        t = time.perf_counter()
+        pre = runner.run_sync(jobs)
+        wall_pre = time.perf_counter() - t
+        server_cpu = subprocess.run(["ps", "-o", "cputime=", "-p", str(server.pid)], capture_output=True, text=True).stdout.strip()
     finally:
         server.terminate()
         server.wait()
@@ -90,9 +106,13 @@ def main() -> None:
     prompt_tokens = (u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens) / max(1, s.requests)
     print(f"labeled {n} of {len(results)} live components in {wall:.2f} s (requests: {s.requests}, failed: {s.failed})")
     print(f"throughput: {rate:.1f} req/s = {rate / ideal:.1%} of the ideal {ideal:.0f} req/s (target >= 90%)")
+    print(f"prompts rendered beforehand: {pre.completed / wall_pre:.1f} req/s = {pre.completed / wall_pre / ideal:.1%} of ideal")
     print(f"mean prompt size: {prompt_tokens:.0f} tokens (system {u.cache_read_input_tokens / max(1, s.requests):.0f} "
           "cached + component part; the server counts ~4 characters per token)")
     print(f"estimated cost at claude-haiku-4-5 prices: ${s.cost_usd:.2f}")
+    client_cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    print(f"client CPU {client_cpu:.1f} s ({1000 * client_cpu / max(1, s.requests):.2f} ms a request: render + SDK + runner), "
+          f"server CPU {server_cpu}, {os.cpu_count()} CPUs, load average before the run {load_before:.2f}")
 
 
 if __name__ == "__main__":

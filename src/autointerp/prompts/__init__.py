@@ -24,6 +24,7 @@ break the layout or impersonate the markers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -123,10 +124,16 @@ def show_token(token: Any) -> str:
         return "?"
     if isinstance(token, int):
         return f"#{token}"
-    s = json.dumps(str(token), ensure_ascii=False)
+    return _show_str(str(token))
+
+
+@functools.lru_cache(maxsize=65536)
+def _show_str(token: str) -> str:
+    s = json.dumps(token, ensure_ascii=False)
     return "'" + s[1:-1].replace("'", "\\'") + "'"
 
 
+@functools.lru_cache(maxsize=65536)
 def inline_token(token: str | None, token_id: int) -> str:
     """A token inside running example text: newlines and markers escaped, no quotes."""
     if token is None:
