@@ -210,8 +210,8 @@ def _load_hf(name: str, opts: HarvestOptions, device: torch.device, dtype: torch
         raise ImportError("hf: targets need transformers: pip install 'autointerp[hf]'") from e
     from autointerp.adapters.hooks import HookHarvestFn, resolve_modules
 
-    model = AutoModelForCausalLM.from_pretrained(name, **({"torch_dtype": dtype} if dtype else {}))
-    model.to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(name)
+    model.to(device=device, dtype=dtype).eval() if dtype is not None else model.to(device).eval()
     if not opts.layers:
         resolve_modules(model, ["(give --layers)"])  # raises, listing the module paths
     fn = HookHarvestFn(model, opts.layers or [], capture=opts.capture)  # type: ignore[arg-type]

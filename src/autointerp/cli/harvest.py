@@ -103,7 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--out", default=None, help="root of run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
     g.add_argument("--run_id", default=None, help="run folder name (default: derived from the target, stable)")
     g.add_argument("--checkpoint_every", type=int, default=50,
-                   help="save the whole harvest state atomically every N batches (default: 50; 0: only at the end)")
+                   help="save the whole harvest state atomically every N batches, and at the end (default: 50; "
+                   "0: no checkpoints, so no --resume)")
     g.add_argument("--resume", action="store_true",
                    help="continue from this run's checkpoint; the result equals an uninterrupted run")
     g.add_argument("--overwrite", action="store_true", help="discard an existing checkpoint and start over")
