@@ -77,6 +77,17 @@ def test_empty_dataset_is_refused(tmp_path, capsys):
     assert code == 2 and "is empty" in capsys.readouterr().err
 
 
+def test_empty_or_wrong_column_stream_is_refused(tmp_path, capsys):
+    pytest.importorskip("datasets")
+    (tmp_path / "empty.jsonl").write_text(json.dumps({"text": ""}) + "\n")
+    code = cli_main(["harvest", "demo", "--dataset", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path), *SMALL])
+    assert code == 2 and "is empty: it gave no tokens" in capsys.readouterr().err
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"story": "Once upon a time"}) + "\n")
+    code = cli_main(["harvest", "demo", "--dataset", str(tmp_path / "docs.jsonl"), "--text_column", "text",
+                     "--out", str(tmp_path), *SMALL])
+    assert code == 2 and "has no column 'text'; its columns are ['story']" in capsys.readouterr().err
+
+
 def test_tokens_outside_the_vocabulary_are_refused(tmp_path, capsys):
     np.save(tmp_path / "big.npy", np.full(100, 5000, dtype=np.int64))
     code = cli_main(["harvest", "demo", "--dataset", str(tmp_path / "big.npy"), "--out", str(tmp_path), *SMALL])

@@ -331,6 +331,10 @@ def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> Prepa
         )
     source = open_source(opts, target, ctx_len)
     check_vocab(source, target.vocab_size)
+    if not source.random_access and next(iter(source.stream(opts.seed)), None) is None:
+        # a stream's length is unknown: read its first sequence now, so an empty dataset (or a
+        # wrong --text_column) fails here rather than after the progress bar starts
+        raise ValueError(f"the dataset {source.name} is empty: it gave no tokens")
     threshold = opts.threshold if opts.threshold is not None else target.default_threshold
     device = resolve_device(opts.device)
     has_probs = getattr(target.harvest_fn, "output_probs", True) is not False
