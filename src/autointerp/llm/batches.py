@@ -148,6 +148,9 @@ class BatchRunner:
                 all_jobs.setdefault(job.key, job)
         summary.total = len(all_jobs)
         summary.skipped = sum(1 for k in all_jobs if k in done)
+        preflight = getattr(self.backend, "preflight", None)
+        if preflight is not None:
+            await preflight()  # a refused key stops here, before anything is submitted
         client = self._client()
         try:
             state = self.load_state()
@@ -190,6 +193,13 @@ class BatchRunner:
             if isinstance(err, AuthenticationFailed):
                 raise err from None
             raise RuntimeError(f"the Message Batches API failed: {redact(str(e))}; run again to resume") from None
+        finally:
+            release = getattr(self.backend, "release", None)
+            if release is not None:
+                try:
+                    await release()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
         bid = state["batch_id"]
         os.replace(self.state_path, self.state_path.with_name(f"batch.{bid}.done.json"))
         summary.wall_time_s = time.monotonic() - t0
