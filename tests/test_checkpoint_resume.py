@@ -50,11 +50,18 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     ckpt = out / "killed" / "checkpoints" / "harvest-rank0-of-1.pt"
     proc = subprocess.Popen(harvest_cmd(out, "killed"), env=env(0.4), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
+        # every checkpoint is a new file renamed into place: count them by (inode, mtime), without loading them
         deadline = time.time() + 90
-        while checkpoint_batches(ckpt) < 3:
+        seen: set[tuple[int, int]] = set()
+        while len(seen) < 3:
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.time() < deadline, "the harvest never wrote a checkpoint"
-            time.sleep(0.05)
+            try:
+                st = os.stat(ckpt)
+                seen.add((st.st_ino, st.st_mtime_ns))
+            except FileNotFoundError:
+                pass
+            time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
