@@ -57,6 +57,9 @@ def environment(search_path: Iterable[str | os.PathLike] = ()) -> jinja2.Environ
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # templates do not change during a run; checking would stat() every
+            # included file on every render (measurable at hundreds of prompts a second)
+            auto_reload=False,
         )
         env.filters["tok"] = show_token
         env.filters["num"] = fmt_num
