@@ -21,7 +21,7 @@ import torch
 TESTS = Path(__file__).parent
 ARGS = ["--dataset", "demo", "--n_batches", "8", "--batch_size", "2", "--context_length", "32",
         "--checkpoint_every", "1", "--no_progress", "--device", "cpu", "--threshold", "0.5",
-        "--layers", "blocks.0.mlp.act,blocks.2.mlp.act"]
+        "--layers", "blocks.2.mlp.act"]
 
 
 def harvest_cmd(out: Path, run_id: str, *extra: str) -> list[str]:
