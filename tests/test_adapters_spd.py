@@ -213,7 +213,7 @@ def test_cli_harvest_of_a_local_spd_run(monkeypatch, run_folder, tmp_path):
     assert code == 0
     result = load_harvest(out / "spd-test" / "harvest")
     assert len(result) == 2 * C and result.config.n_tokens == 128
-    assert result.config.threshold == 0.01
+    assert result.config.threshold == 1e-6
     assert result.config.model["class"] == "SPD decomposition of stand-in-gpt2"
     assert result.n_fired() > 0
     assert spd_adapter.parse_wandb_path(str(run_folder)) is None

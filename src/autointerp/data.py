@@ -286,6 +286,7 @@ class HFStreamSource(TokenSource):
         self.context_length = context_length
         self.name = path + (f":{config}" if config else "")
         self.description = description or f"the Hugging Face dataset {self.name} (split {split})"
+        self._description_given = bool(description)
 
     def _dataset(self, seed: int):
         from datasets import load_dataset
@@ -293,6 +294,9 @@ class HFStreamSource(TokenSource):
         ds = load_dataset(self.path, self.config, split=self.split, streaming=self.streaming, data_files=self.data_files)
         if self.shuffle_buffer:
             ds = ds.shuffle(seed=seed, buffer_size=self.shuffle_buffer) if self.streaming else ds.shuffle(seed=seed)
+        info = (getattr(getattr(ds, "info", None), "description", "") or "").strip()
+        if info and not self._description_given:  # the dataset card's words are better than ours
+            self.description = f"{info[:500]} (the Hugging Face dataset {self.name}, split {self.split})"
         return ds
 
     def info(self) -> dict[str, Any]:

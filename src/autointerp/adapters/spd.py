@@ -38,6 +38,8 @@ from autointerp.adapters.hooks import describe_layer, n_layers_of, softmax_float
 from autointerp.batch import HarvestBatch
 
 WANDB_PREFIX = "wandb:"
+#: as spd's own harvest (HarvestConfig.ci_threshold): a component fires wherever its CI is not ~0
+SPD_THRESHOLD = 1e-6
 SPD_INSTALL = (
     "SPD runs need the `spd` package, which is not on PyPI. Install it from GitHub:\n"
     "  pip install 'spd @ git+https://github.com/goodfire-ai/spd.git'\n"
@@ -265,4 +267,4 @@ def load_spd_target(target: str, opts: Any, device: torch.device, dtype: torch.d
     if dataset and opts.text_column is None and task.get("column_name"):
         opts.text_column = task["column_name"]
     return Target(fn, tokenizer=tok, default_dataset=dataset, default_context_length=fn.default_context_length,
-                  default_threshold=0.01)
+                  default_threshold=SPD_THRESHOLD)

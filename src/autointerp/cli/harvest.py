@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "hf min(512, model's))")
     g = p.add_argument_group("statistics")
     g.add_argument("--threshold", type=float, default=None,
-                   help="a component fires where its activation is > this (default: demo 0.5, SPD 0.01, others 0)")
+                   help="a component fires where its activation is > this (default: demo 1.0, SPD 1e-6 as spd's own harvest, others 0)")
     g.add_argument("--examples_per_component", type=int, default=40,
                    help="uniformly sampled activation examples kept per component (default: 40; part is held out "
                    "for scoring)")
