@@ -1,14 +1,16 @@
-"""``autointerp demo``: the embedded model, harvested over its bundled text, in under 60 seconds."""
+"""``autointerp demo``: the embedded model through the whole pipeline (harvest, interpret, score, report).
+
+How long it takes is measured by ``benchmarks/demo.py``, not asserted here.
+"""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
 from autointerp.adapters.demo import DemoModel, demo_dir
 from autointerp.demo import DEMO_STAGES, run_demo
 from autointerp.harvest import load_harvest
+from autointerp.interpret import load_interpretations
 
 
 def test_demo_model_is_small_and_consistent():
@@ -22,18 +24,26 @@ def test_demo_model_is_small_and_consistent():
     assert "".join(demo.decode(i) for i in ids) == "def main():\n    return None"
 
 
-@pytest.mark.timeout(120)
-def test_full_demo_under_60_seconds(tmp_path, capsys):
-    t0 = time.perf_counter()
+@pytest.mark.timeout(300)
+def test_full_demo_runs_every_stage(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     run = run_demo(out=tmp_path, progress=False)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 60, f"the demo took {elapsed:.1f}s"
-    harvest = load_harvest(tmp_path / "demo" / "harvest")
+    assert [name for name, _ in DEMO_STAGES] == ["harvest", "interpret", "score", "report"]
+    assert set(run.timings) == {"harvest", "interpret", "score", "report", "total"}
+    root = tmp_path / "demo"
+    harvest = load_harvest(root / "harvest")
     assert len(harvest) == run.harvest.config.n_components == 2048
     assert harvest.n_fired() > 1000
-    out = capsys.readouterr().out
-    assert str(tmp_path / "demo" / "harvest") in out and "top tokens" in out
-    assert run.timings["harvest"] < 60
+    labels = load_interpretations(root / "interpretations" / "results.jsonl")
+    assert len(labels) == harvest.n_fired()  # offline baseline labels every component that fired
+    for scorer in ("detection", "fuzzing", "simulation", "intruder"):
+        assert (root / "scores" / f"{scorer}.jsonl").stat().st_size > 0
+    assert (root / "report" / "index.html").is_file()
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert str(root / "harvest") in out and "top tokens" in out
+    assert "offline token-lookup baseline" in out and "BASELINE" in out  # says plainly what judged
+    assert str((root / "report" / "index.html").resolve()) in out
 
 
 def test_stages_run_in_order_and_missing_ones_are_skipped(tmp_path):

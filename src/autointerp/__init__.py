@@ -12,12 +12,15 @@ from autointerp.accumulators import (
     HarvestContext,
     InputTokenAcc,
     OutputProbAcc,
+    RandomWindowAcc,
     ReservoirAcc,
     TensorAccumulator,
     TopActivationAcc,
 )
 from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch
 from autointerp.harvest import HarvestLoop, HarvestResult, load_harvest
+from autointerp.heldout import split_examples
+from autointerp.paths import RunPaths
 from autointerp.schemas import (
     ActivationExample,
     ComponentCorrelations,
@@ -51,6 +54,8 @@ __all__ = [
     "InterpretationResult",
     "LayerSpec",
     "OutputProbAcc",
+    "RandomWindowAcc",
+    "RunPaths",
     "ScoreResult",
     "ReservoirAcc",
     "TensorAccumulator",
@@ -59,4 +64,47 @@ __all__ = [
     "TokenUsage",
     "TopActivationAcc",
     "load_harvest",
+    "split_examples",
 ]
+
+#: names imported on first use: the interpret/score/report halves load SDKs and templates
+_LAZY = {
+        # interpret
+        "Interpreter": "autointerp.interpret",
+        "interpret_run": "autointerp.interpret",
+        "load_interpretations": "autointerp.interpret",
+        "AnthropicBackend": "autointerp.llm.anthropic",
+        "OpenAICompatBackend": "autointerp.llm.openai_compat",
+        "OfflineBackend": "autointerp.llm.offline",
+        "TokenLookupBackend": "autointerp.llm.offline",
+        "JobRunner": "autointerp.llm.runner",
+        "PriceTable": "autointerp.llm.runner",
+        "RunSummary": "autointerp.llm.runner",
+        # score
+        "score": "autointerp.scoring",
+        "score_run": "autointerp.scoring",
+        "load_scores": "autointerp.scoring",
+        "ScoreReport": "autointerp.scoring",
+        "ScoringConfig": "autointerp.scoring",
+        "TokenMatchBackend": "autointerp.scoring",
+        # report
+        "write_report": "autointerp.report",
+        "open_run": "autointerp.report",
+        "export_run": "autointerp.report",
+        "register_extras_renderer": "autointerp.report",
+        # harvest from real models
+        "run_harvest": "autointerp.run_harvest",
+        "HarvestOptions": "autointerp.run_harvest",
+        "merge_workers": "autointerp.run_harvest",
+        "HookHarvestFn": "autointerp.adapters.hooks",
+        "run_demo": "autointerp.demo",
+}
+__all__ += sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'autointerp' has no attribute {name!r}")

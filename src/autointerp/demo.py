@@ -33,6 +33,9 @@ Stage = Callable[["DemoRun"], None]
 #: the demo's stages, in order; later entries are skipped while their module does not exist
 DEMO_STAGES: list[tuple[str, str]] = [
     ("harvest", "autointerp.demo:_harvest_stage"),
+    ("interpret", "autointerp.interpret:demo_stage"),
+    ("score", "autointerp.scoring:demo_stage"),
+    ("report", "autointerp.report:demo_stage"),
 ]
 
 

@@ -541,3 +541,31 @@ def _offline_type() -> type:
     from autointerp.llm.offline import OfflineBackend
 
     return OfflineBackend
+
+
+#: with Claude, the demo labels this many randomly chosen components (a few cents), not all 2,048
+DEMO_CLAUDE_LIMIT = 24
+
+
+def demo_stage(run: Any) -> None:
+    """The ``interpret`` stage of ``autointerp demo``: Claude when ``ANTHROPIC_API_KEY`` is set
+    (on a random sample of `DEMO_CLAUDE_LIMIT` components, to keep the demo cheap), otherwise
+    the offline token-lookup baseline on every component; prints a few labels."""
+    import random
+
+    harvest = run.harvest if run.harvest is not None else load_harvest(run.paths.harvest)
+    backend = default_backend(announce=run.log)
+    keys = None
+    if not isinstance(backend, _offline_type()):
+        fired = [c.key for c in harvest if c.firing_count > 0]
+        keys = sorted(random.Random(run.seed).sample(fired, min(DEMO_CLAUDE_LIMIT, len(fired))))
+        run.log(f"interpret: labelling {len(keys)} random components with Claude ({backend.model})")
+    interp = Interpreter(backend, progress=run.progress)
+    results = interp.run(harvest, run.paths, keys=keys)
+    run.results["interpretations"] = results
+    if interp.summary is not None:
+        run.log(str(interp.summary))
+    shown = [r for r in results if r.label][:5]
+    for r in shown:
+        run.log(f"  {r.component_key:<22} {r.label}")
+    run.log(f"labels: {interp.results_path}")

@@ -8,6 +8,7 @@ from autointerp.accumulators.output_probs import OutputProbAcc
 from autointerp.accumulators.reservoir import ReservoirAcc
 from autointerp.accumulators.sampling import KeyedSampler
 from autointerp.accumulators.top_activations import TopActivationAcc
+from autointerp.accumulators.window_pool import RandomWindowAcc
 
 __all__ = [
     "Accumulator",
@@ -17,6 +18,7 @@ __all__ = [
     "InputTokenAcc",
     "KeyedSampler",
     "OutputProbAcc",
+    "RandomWindowAcc",
     "ReservoirAcc",
     "TensorAccumulator",
     "TopActivationAcc",

@@ -75,6 +75,23 @@ def descending_activation_key(act: Tensor, tiebreak: Tensor) -> Tensor:
     return (ordered << 31) | (tiebreak & 0x7FFFFFFF)
 
 
+def round_significant(x: Tensor, digits: int = 7) -> Tensor:
+    """float64 values rounded to ``digits`` significant digits.
+
+    A float32 widened to float64 prints with 17 digits; rounding in float64 gives
+    the double nearest a short decimal, so the saved JSON is about half the size
+    and faster to write, at a relative error of at most 5e-7 (float32 itself keeps 6e-8).
+    """
+    x = x.double()
+    mag = torch.floor(torch.log10(x.abs().clamp_min(1e-300)))
+    exp = (digits - 1 - mag).clamp(-300, 300)
+    up = torch.pow(10.0, exp.clamp_min(0))
+    down = torch.pow(10.0, (-exp).clamp_min(0))
+    # multiply/divide by exact powers of ten, never by a reciprocal
+    rounded = torch.round(x * up / down) * down / up
+    return torch.where(x == 0, x, rounded)
+
+
 class KeyedSampler(Accumulator):
     """Per component, the k firings with the smallest keys, with their windows.
 
@@ -207,7 +224,7 @@ class KeyedSampler(Accumulator):
         ctx = self._require_bound()
         filled = (self.key != EMPTY_KEY).cpu()
         seq, pos = self.sequence.cpu().tolist(), self.position.cpu().tolist()
-        tok, act = self.tokens.cpu().tolist(), self.acts.cpu().tolist()
+        tok, act = self.tokens.cpu().tolist(), round_significant(self.acts.cpu()).tolist()
         n_filled = filled.sum(1).tolist()
         c = self.context_tokens
         out: dict[int, list[ActivationExample]] = {}

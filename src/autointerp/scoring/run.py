@@ -551,13 +551,8 @@ def demo_stage(run: Any) -> None:
     """The ``score`` stage of ``autointerp demo`` (add ``("score", "autointerp.scoring:demo_stage")``
     to ``autointerp.demo.DEMO_STAGES``): scores the demo's labels, with Claude when
     ``ANTHROPIC_API_KEY`` is set, otherwise with the token-match simulator, and says which."""
-    backend = default_backend()
-    if getattr(backend, "is_baseline", False):
-        run.log(
-            "score: no ANTHROPIC_API_KEY, so the judge is the token-match simulator: a BASELINE that predicts a "
-            "firing wherever a token named in the label occurs, not an LLM judge"
-        )
-    else:
+    backend = default_backend()  # says so when it falls back to the token-match baseline
+    if not getattr(backend, "is_baseline", False):
         run.log(f"score: judging labels with {getattr(backend, 'model', backend)}")
     report = score_run(run.paths, backend=backend, limit=DEMO_LIMIT, seed=run.seed, progress=run.progress)
     run.results["scores"] = report
