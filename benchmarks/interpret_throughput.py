@@ -51,6 +51,40 @@ def build_harvest(n_components: int, seed: int = 0):
     return loop.finalize()
 
 
+def raw_http_ceiling(url: str, n: int, max_concurrent: int, prompt_chars: int) -> float:
+    """Requests per second of a bare httpx client (no SDK, no runner, no rendering) against
+    the same server: the ceiling this machine and server allow, measured in this process."""
+    import asyncio
+
+    import httpx
+
+    body = {
+        "model": "claude-haiku-4-5-20251001", "max_tokens": 1024,
+        "system": [{"type": "text", "text": "s" * 1600}],
+        "messages": [{"role": "user", "content": "x" * prompt_chars}],
+        "output_config": {"format": {"type": "json_schema", "schema": {
+            "type": "object", "properties": {k: {"type": "string"} for k in ("label", "confidence", "reasoning")},
+            "required": ["label", "confidence", "reasoning"], "additionalProperties": False}}},
+    }
+    headers = {"x-api-key": "not-a-key", "anthropic-version": "2023-06-01"}
+
+    async def go() -> float:
+        sem = asyncio.Semaphore(max_concurrent)
+        limits = httpx.Limits(max_connections=max_concurrent, max_keepalive_connections=max_concurrent)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            async def one() -> None:
+                async with sem:
+                    r = await client.post("/v1/messages", json=body, headers=headers)
+                    r.json()
+
+            await asyncio.gather(*[one() for _ in range(max_concurrent)])  # warm the connections
+            t = time.perf_counter()
+            await asyncio.gather(*[one() for _ in range(n)])
+            return n / (time.perf_counter() - t)
+
+    return asyncio.run(go())
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--components", type=int, default=2000)
@@ -100,6 +134,7 @@ def main() -> None:
         t = time.perf_counter()
         pre = runner.run_sync(jobs)
         wall_pre = time.perf_counter() - t
+        raw_rate = raw_http_ceiling(url, len(jobs), args.max_concurrent, 4 * 1150)
         server_cpu = subprocess.run(["ps", "-o", "cputime=", "-p", str(server.pid)], capture_output=True, text=True).stdout.strip()
     finally:
         server.terminate()
@@ -112,6 +147,8 @@ def main() -> None:
     prompt_tokens = (u.input_tokens + u.cache_read_input_tokens + u.cache_creation_input_tokens) / max(1, s.requests)
     print(f"labeled {n} of {len(results)} live components in {wall:.2f} s (requests: {s.requests}, failed: {s.failed})")
     print(f"throughput: {rate:.1f} req/s = {rate / ideal:.1%} of the ideal {ideal:.0f} req/s (target >= 90%)")
+    print(f"baseline, a bare httpx client against the same server: {raw_rate:.1f} req/s = {raw_rate / ideal:.1%} of ideal "
+          f"(the ceiling of this machine and server); autointerp reaches {rate / raw_rate:.1%} of it")
     print(f"prompts rendered beforehand: {pre.completed / wall_pre:.1f} req/s = {pre.completed / wall_pre / ideal:.1%} of ideal")
     print(f"mean prompt size: {prompt_tokens:.0f} tokens (system {u.cache_read_input_tokens / max(1, s.requests):.0f} "
           "cached + component part; the server counts ~4 characters per token)")
