@@ -13,7 +13,6 @@ import autointerp.accumulators.correlation as correlation_module
 import autointerp.harvest as harvest_module
 from autointerp import (
     CorrelationAcc,
-    FiringStatsAcc,
     HarvestBatch,
     HarvestLoop,
     InputTokenAcc,

@@ -31,8 +31,9 @@ class ScriptedBackend:
 
     model = "claude-haiku-4-5"
 
-    def __init__(self, script=None, delay=0.0, usage=TokenUsage(1000, 100)):
+    def __init__(self, script=None, delay=0.0, usage=None):
         self.script = {k: list(v) for k, v in (script or {}).items()}
+        usage = usage if usage is not None else TokenUsage(1000, 100)
         self.delay = delay
         self.usage = usage
         self.calls: list[str] = []

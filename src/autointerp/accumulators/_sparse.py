@@ -21,10 +21,13 @@ CPU while keeping the tables exact:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from autointerp.accumulators.base import Accumulator, TensorAccumulator
 
 #: on a CPU, each column block of the staging buffer holds about this many bytes
 CPU_BLOCK_BYTES = 1 << 20
@@ -100,3 +103,37 @@ class StagedSum:
 
     def to(self, device: torch.device | str) -> None:
         self.blocks = [b.to(device) for b in self.blocks]
+
+
+class StagedTableAcc(TensorAccumulator):
+    """A `TensorAccumulator` whose big table (the state named ``staged_table``) grows
+    through a `StagedSum` held in ``self._staged``: the buffer is folded into the
+    table before the state is read, merged or moved, so the table is always whole."""
+
+    staged_table: ClassVar[str]
+    _staged: StagedSum
+
+    def _flush(self) -> None:
+        if self.bound:
+            self._staged.flush_into(getattr(self, self.staged_table))
+
+    def state_dict(self) -> dict[str, Any]:
+        self._flush()
+        return super().state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._staged.reset()
+
+    def merge(self, other: Accumulator) -> StagedTableAcc:
+        self._flush()
+        if isinstance(other, StagedTableAcc):
+            other._flush()
+        super().merge(other)
+        return self
+
+    def to(self, device: torch.device | str) -> StagedTableAcc:
+        super().to(device)
+        if self.bound:
+            self._staged.to(device)
+        return self

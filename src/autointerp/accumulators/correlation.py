@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from autointerp.accumulators.associations import rank_columns, rows_of
-from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
-from autointerp.accumulators._sparse import StagedSum
+from autointerp.accumulators.base import HarvestContext
+from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 
@@ -19,7 +19,7 @@ from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 _EXACT_F32 = 1 << 24
 
 
-class CorrelationAcc(TensorAccumulator):
+class CorrelationAcc(StagedTableAcc):
     """Firing counts ``[N]`` and co-firing counts ``[N, N]``, both int64.
 
     Each batch adds ``Fᵀ F`` for its firing indicator F, computed as a sparse
@@ -31,6 +31,8 @@ class CorrelationAcc(TensorAccumulator):
     recall P(partner | this) and PMI, plus the bottom-k by PMI among partners
     that co-fired at least once.
     """
+
+    staged_table = "cofire"
 
     name = "correlations"
     prompt_section = "correlations.j2"
@@ -68,31 +70,6 @@ class CorrelationAcc(TensorAccumulator):
                 comp, pos = batch.firing_comp[keep], batch.firing_pos[keep] - start
             self._staged.add(self.cofire, comp, pos, stop - start,
                              lambda a, b, fires=fires: fires[:, a:b].float().contiguous())
-
-    def _flush(self) -> None:
-        if self.bound:
-            self._staged.flush_into(self.cofire)
-
-    def state_dict(self) -> dict[str, Any]:
-        self._flush()
-        return super().state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._staged.reset()
-
-    def merge(self, other: Accumulator) -> CorrelationAcc:
-        self._flush()
-        if isinstance(other, CorrelationAcc):
-            other._flush()
-        super().merge(other)
-        return self
-
-    def to(self, device: torch.device | str) -> CorrelationAcc:
-        super().to(device)
-        if self.bound:
-            self._staged.to(device)
-        return self
 
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()

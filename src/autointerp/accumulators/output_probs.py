@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from autointerp.accumulators._sparse import StagedSum, firing_csr  # noqa: F401 - firing_csr re-exported
+from autointerp.accumulators._sparse import StagedSum, StagedTableAcc, firing_csr  # noqa: F401 - firing_csr re-exported
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import rank_columns
-from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
+from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators.input_tokens import require_vocab
 from autointerp.batch import FiringBatch
 
@@ -42,7 +42,7 @@ def _valid_column_sums(valid: torch.Tensor, probs: torch.Tensor, block: int = 40
     return torch.cat([w @ probs[:, a : a + block].float() for a in range(0, probs.shape[1], block)])
 
 
-class OutputProbAcc(TensorAccumulator):
+class OutputProbAcc(StagedTableAcc):
     """Output probability mass at each firing position, summed per (component, token).
 
     Each batch's sums are one sparse-times-dense product in float32, collected in
@@ -53,6 +53,8 @@ class OutputProbAcc(TensorAccumulator):
     total mass of the token, recall = mean probability of the token when firing,
     and PMI.
     """
+
+    staged_table = "joint"
 
     name = "output_tokens"
     needs_output_probs = True
@@ -91,31 +93,6 @@ class OutputProbAcc(TensorAccumulator):
         self.token_mass += _valid_column_sums(batch.valid, probs).double()
         self.comp_count.index_add_(0, batch.firing_comp, torch.ones_like(batch.firing_comp))
         self.n_tokens += batch.n_valid
-
-    def _flush(self) -> None:
-        if self.bound:
-            self._staged.flush_into(self.joint)
-
-    def state_dict(self) -> dict[str, Any]:
-        self._flush()
-        return super().state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self._staged.reset()
-
-    def merge(self, other: Accumulator) -> OutputProbAcc:
-        self._flush()
-        if isinstance(other, OutputProbAcc):
-            other._flush()
-        super().merge(other)
-        return self
-
-    def to(self, device: torch.device | str) -> OutputProbAcc:
-        super().to(device)
-        if self.bound:
-            self._staged.to(device)
-        return self
 
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from attrs import define
+from attrs import asdict, define
 
 from autointerp.llm.base import Backend, LLMResponse
 from autointerp.llm.runner import Job, JobRunner
@@ -110,13 +110,18 @@ class Scorer:
     headline: ClassVar[str] = ""
     #: whether the scorer reads the label (intruder does not)
     uses_label: ClassVar[bool] = True
+    #: the attrs class of the scorer's options (DetectionConfig, ...)
+    config_class: ClassVar[type | None] = None
+
+    def __init__(self, config: Any = None):
+        self.cfg = config if config is not None else (self.config_class() if self.config_class else None)
 
     def chance(self) -> float | None:
         """The headline metric of a judge that answers at random (None if not fixed)."""
         return None
 
     def config(self) -> dict[str, Any]:
-        return {}
+        return asdict(self.cfg) if self.cfg is not None else {}
 
     def trials(
         self, ev: ComponentEvidence, label: str, *, label_source: str = "label", seed: int = 0, context: Any = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from attrs import asdict, define
+from attrs import define
 
 from autointerp.llm.base import Backend
 from autointerp.schemas import ScoreResult
@@ -38,15 +38,10 @@ class DetectionConfig:
 class DetectionScorer(Scorer):
     name = "detection"
     headline = "balanced_accuracy"
-
-    def __init__(self, config: DetectionConfig | None = None):
-        self.cfg = config or DetectionConfig()
+    config_class = DetectionConfig
 
     def chance(self) -> float:
         return 0.5
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
     def trials(
         self, ev: ComponentEvidence, label: str, *, label_source: str = "label", seed: int = 0, context: Any = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from attrs import asdict, define
+from attrs import define
 
 from autointerp.llm.base import Backend
 from autointerp.schemas import ScoreResult
@@ -36,15 +36,10 @@ class FuzzingConfig:
 class FuzzingScorer(Scorer):
     name = "fuzzing"
     headline = "balanced_accuracy"
-
-    def __init__(self, config: FuzzingConfig | None = None):
-        self.cfg = config or FuzzingConfig()
+    config_class = FuzzingConfig
 
     def chance(self) -> float:
         return 0.5
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
     def trials(
         self, ev: ComponentEvidence, label: str, *, label_source: str = "label", seed: int = 0, context: Any = None

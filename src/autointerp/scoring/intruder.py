@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attrs import asdict, define
+from attrs import define
 
 from autointerp.llm.base import Backend
 from autointerp.schemas import ScoreResult
@@ -39,15 +39,10 @@ class IntruderScorer(Scorer):
     name = "intruder"
     headline = "accuracy"
     uses_label = False
-
-    def __init__(self, config: IntruderConfig | None = None):
-        self.cfg = config or IntruderConfig()
+    config_class = IntruderConfig
 
     def chance(self) -> float:
         return 1.0 / (self.cfg.n_real + 1)
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
 
     def neighbors(self, ev: ComponentEvidence, others: Mapping[str, ComponentEvidence]) -> list[ComponentEvidence]:
         """Other components with held-out examples, nearest in log firing rate first."""

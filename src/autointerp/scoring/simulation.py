@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from attrs import asdict, define
+from attrs import define
 
 from autointerp.llm.base import Backend
 from autointerp.schemas import ScoreResult
@@ -40,12 +40,7 @@ class SimulationConfig:
 class SimulationScorer(Scorer):
     name = "simulation"
     headline = "f1"
-
-    def __init__(self, config: SimulationConfig | None = None):
-        self.cfg = config or SimulationConfig()
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self.cfg)
+    config_class = SimulationConfig
 
     def trials(
         self, ev: ComponentEvidence, label: str, *, label_source: str = "label", seed: int = 0, context: Any = None
