@@ -232,8 +232,21 @@
     fact("labeled", fmtInt(m.n_labeled) + (m.n_failures ? " (" + fmtInt(m.n_failures) + " failed, see interpretations/failures.jsonl)" : ""));
     if (sum.n_tokens != null) fact("tokens harvested", fmtInt(sum.n_tokens));
     if (sum.threshold != null) fact("firing threshold", "activation > " + fmt(sum.threshold, 4));
-    if (sum.model && Object.keys(sum.model).length) fact("model", JSON.stringify(sum.model));
-    if (sum.dataset && Object.keys(sum.dataset).length) fact("dataset", JSON.stringify(sum.dataset));
+    // the readable parts of the free-form model / dataset descriptions; the rest as key: value
+    function describe(d, main, skip) {
+      var parts = [];
+      main.forEach(function (k) { if (d[k] != null && d[k] !== "") parts.push(String(d[k])); });
+      Object.keys(d).forEach(function (k) {
+        var v = d[k];
+        if (main.indexOf(k) >= 0 || skip.indexOf(k) >= 0 || v == null || typeof v === "object") return;
+        parts.push(k + ": " + v);
+      });
+      return parts.join(" · ");
+    }
+    if (sum.model && Object.keys(sum.model).length)
+      fact("model", describe(sum.model, ["class", "summary"], ["layer_descriptions", "target"]));
+    if (sum.dataset && Object.keys(sum.dataset).length)
+      fact("dataset", describe(sum.dataset, ["name", "description"], []));
     box.appendChild(facts);
     if (m.scorers.length) {
       var t = el("table", { class: "scoretable" });
