@@ -129,3 +129,10 @@ def test_hf_target_from_a_local_folder_and_a_mismatched_tokenizer(tmp_path, caps
 def test_unrecognised_target(tmp_path, capsys):
     assert cli_main(["harvest", "no-such-thing", "--out", str(tmp_path)]) == 2
     assert "cannot tell what kind of target" in capsys.readouterr().err
+
+
+def test_hf_model_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
+    missing = tmp_path / "no_such_model"  # not a folder, and not a valid hub name either
+    assert cli_main(["harvest", f"hf:{missing}", "--layers", "x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "could not load the Hugging Face model" in err and "config.json" in err

@@ -210,7 +210,14 @@ def _load_hf(name: str, opts: HarvestOptions, device: torch.device, dtype: torch
         raise ImportError("hf: targets need transformers: pip install 'autointerp[hf]'") from e
     from autointerp.adapters.hooks import HookHarvestFn, resolve_modules
 
-    model = AutoModelForCausalLM.from_pretrained(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name)
+    except OSError as e:  # transformers reports a missing repo or folder as OSError
+        raise ValueError(
+            f"could not load the Hugging Face model {name!r} (target 'hf:{name}'): {str(e).rstrip('.')}. "
+            "Give a hub name such as hf:gpt2 (needs network access or a filled HF cache) "
+            "or a local folder holding config.json and the weights"
+        ) from None
     model.to(device=device, dtype=dtype).eval() if dtype is not None else model.to(device).eval()
     if not opts.layers:
         resolve_modules(model, ["(give --layers)"])  # raises, listing the module paths
