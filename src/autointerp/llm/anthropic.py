@@ -21,7 +21,6 @@ it is never logged or written (`redact` scrubs every message we produce).
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from typing import Any
@@ -30,6 +29,7 @@ from autointerp.llm.base import (
     AuthenticationFailed,
     InvalidResponse,
     LLMRequest,
+    SDKClientBackend,
     LLMResponse,
     RequestRejected,
     TransientError,
@@ -85,7 +85,7 @@ def translate_sdk_error(e: Exception, sdk: Any) -> Exception:
     return e
 
 
-class AnthropicBackend:
+class AnthropicBackend(SDKClientBackend):
     """Claude via ``anthropic.AsyncAnthropic`` with structured outputs.
 
     >>> backend = AnthropicBackend("claude-haiku-4-5-20251001")   # key from ANTHROPIC_API_KEY
@@ -126,32 +126,15 @@ class AnthropicBackend:
     def __repr__(self) -> str:
         return f"AnthropicBackend({self.model!r})"
 
-    # the SDK's async client belongs to the event loop it was first used in; a notebook
-    # that calls Interpreter.run twice runs two loops, so keep one client per loop
-    def client(self) -> Any:
-        if self._user_client is not None:
-            return self._user_client
-        loop = asyncio.get_running_loop()
-        c = self._clients.get(id(loop))
-        if c is None:
-            import anthropic
+    def make_client(self) -> Any:
+        import anthropic
 
-            kwargs: dict[str, Any] = {"max_retries": 0, "timeout": self.timeout_s}
-            if self._api_key is not None:
-                kwargs["api_key"] = self._api_key
-            if self.base_url is not None:
-                kwargs["base_url"] = self.base_url
-            c = anthropic.AsyncAnthropic(**kwargs)
-            self._clients = {id(loop): c}
-        return c
-
-    async def release(self) -> None:
-        """Close the client this backend made for the running event loop (the runner calls
-        this at the end of a run, so no connection outlives its loop)."""
-        loop = asyncio.get_running_loop()
-        c = self._clients.pop(id(loop), None)
-        if c is not None:
-            await c.close()
+        kwargs: dict[str, Any] = {"max_retries": 0, "timeout": self.timeout_s}
+        if self._api_key is not None:
+            kwargs["api_key"] = self._api_key
+        if self.base_url is not None:
+            kwargs["base_url"] = self.base_url
+        return anthropic.AsyncAnthropic(**kwargs)
 
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
         """The ``messages.create`` arguments for ``request`` (also used by Message Batches)."""

@@ -202,3 +202,40 @@ def parse_json_answer(text: str, schema: dict[str, Any], usage: TokenUsage | Non
     if errs:
         raise InvalidResponse("the answer does not match the schema: " + "; ".join(errs[:5]), text, usage)
     return data
+
+
+class SDKClientBackend:
+    """The per-event-loop SDK client that `AnthropicBackend` and `OpenAICompatBackend` share.
+
+    An SDK's async client belongs to the event loop it was first used in; a notebook
+    that calls ``Interpreter.run`` twice runs two loops, so keep one client per loop.
+    A client the caller passed in (``self._user_client``) is always used as is.
+    Subclasses implement ``make_client()``.
+    """
+
+    _user_client: Any = None
+    _clients: dict[int, Any]
+
+    def make_client(self) -> Any:
+        raise NotImplementedError
+
+    def client(self) -> Any:
+        if self._user_client is not None:
+            return self._user_client
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        c = self._clients.get(id(loop))
+        if c is None:
+            c = self.make_client()
+            self._clients = {id(loop): c}
+        return c
+
+    async def release(self) -> None:
+        """Close the client this backend made for the running event loop (the runner calls
+        this at the end of a run, so no connection outlives its loop)."""
+        import asyncio
+
+        c = self._clients.pop(id(asyncio.get_running_loop()), None)
+        if c is not None:
+            await c.close()

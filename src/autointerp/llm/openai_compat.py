@@ -13,7 +13,6 @@ gets a placeholder key when none is set.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -22,6 +21,7 @@ from autointerp.llm.base import (
     AuthenticationFailed,
     InvalidResponse,
     LLMRequest,
+    SDKClientBackend,
     LLMResponse,
     parse_json_answer,
     register_secret,
@@ -29,7 +29,7 @@ from autointerp.llm.base import (
 from autointerp.schemas import TokenUsage
 
 
-class OpenAICompatBackend:
+class OpenAICompatBackend(SDKClientBackend):
     """Chat completions with a JSON-schema response format.
 
     >>> OpenAICompatBackend("Qwen/Qwen2.5-7B-Instruct", base_url="http://localhost:8000/v1")   # vLLM
@@ -75,25 +75,10 @@ class OpenAICompatBackend:
     def __repr__(self) -> str:
         return f"OpenAICompatBackend({self.model!r}, base_url={self.base_url!r})"
 
-    def client(self) -> Any:
-        if self._user_client is not None:
-            return self._user_client
-        loop = asyncio.get_running_loop()
-        c = self._clients.get(id(loop))
-        if c is None:
-            import openai
+    def make_client(self) -> Any:
+        import openai
 
-            c = openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
-            self._clients = {id(loop): c}
-        return c
-
-    async def release(self) -> None:
-        """Close the client this backend made for the running event loop (the runner calls
-        this at the end of a run, so no connection outlives its loop)."""
-        loop = asyncio.get_running_loop()
-        c = self._clients.pop(id(loop), None)
-        if c is not None:
-            await c.close()
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s)
 
     def build_params(self, request: LLMRequest) -> dict[str, Any]:
         messages = []
