@@ -23,6 +23,7 @@ from autointerp.llm.base import Backend, LLMResponse
 from autointerp.llm.runner import Job, JobRunner
 from autointerp.schemas import ScoreResult, TokenUsage
 from autointerp.scoring.evidence import ComponentEvidence
+from autointerp.scoring.metrics import binary_metrics
 from autointerp.scoring.prompts import ScorerTask, check_answer, render_request
 from autointerp.storage import from_dict, read_jsonl, to_dict
 
@@ -198,3 +199,20 @@ class Scorer:
 
 
 __all__ = ["InsufficientEvidence", "Scorer", "Trial", "chunk", "trial_record_key"]
+
+
+class BinaryJudgementScorer(Scorer):
+    """A scorer whose judge says yes/no per window, scored by balanced accuracy
+    against ``truth[truth_key]`` (detection: is it activating; fuzzing: are the marks right)."""
+
+    headline = "balanced_accuracy"
+    truth_key: ClassVar[str] = ""
+
+    def chance(self) -> float:
+        return 0.5
+
+    def metrics(self, records: Sequence[dict[str, Any]]) -> tuple[float, dict[str, float]]:
+        truth = [t for r in records for t in r["truth"][self.truth_key]]
+        pred = [bool(a) for r in records for a in r["answer"]]
+        m = binary_metrics(truth, pred)
+        return m["balanced_accuracy"], m

@@ -9,16 +9,14 @@ chance 0.5 whatever the mix), precision, recall, F1.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from attrs import define
 
 from autointerp.llm.base import Backend
 from autointerp.schemas import ScoreResult
-from autointerp.scoring.base import InsufficientEvidence, Scorer, Trial, chunk
+from autointerp.scoring.base import BinaryJudgementScorer, InsufficientEvidence, Trial, chunk
 from autointerp.scoring.evidence import ComponentEvidence, component_rng
-from autointerp.scoring.metrics import binary_metrics
 from autointerp.scoring.prompts import ScorerTask
 
 
@@ -35,13 +33,10 @@ class DetectionConfig:
     min_negatives: int = 4
 
 
-class DetectionScorer(Scorer):
+class DetectionScorer(BinaryJudgementScorer):
     name = "detection"
-    headline = "balanced_accuracy"
+    truth_key = "positive"
     config_class = DetectionConfig
-
-    def chance(self) -> float:
-        return 0.5
 
     def trials(
         self, ev: ComponentEvidence, label: str, *, label_source: str = "label", seed: int = 0, context: Any = None
@@ -68,11 +63,6 @@ class DetectionScorer(Scorer):
             out.append(Trial(self.name, ev.key, label_source, i, task, truth, [w.ref() for w, _ in group]))
         return out
 
-    def metrics(self, records: Sequence[dict[str, Any]]) -> tuple[float, dict[str, float]]:
-        truth = [t for r in records for t in r["truth"]["positive"]]
-        pred = [bool(a) for r in records for a in r["answer"]]
-        m = binary_metrics(truth, pred)
-        return m["balanced_accuracy"], m
 
 
 async def detection(

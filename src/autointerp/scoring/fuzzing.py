@@ -9,16 +9,14 @@ marked windows (chance 0.5).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from attrs import define
 
 from autointerp.llm.base import Backend
 from autointerp.schemas import ScoreResult
-from autointerp.scoring.base import InsufficientEvidence, Scorer, Trial
+from autointerp.scoring.base import BinaryJudgementScorer, InsufficientEvidence, Trial
 from autointerp.scoring.evidence import ComponentEvidence, component_rng
-from autointerp.scoring.metrics import binary_metrics
 from autointerp.scoring.prompts import ScorerTask
 
 
@@ -33,13 +31,10 @@ class FuzzingConfig:
     min_windows: int = 4
 
 
-class FuzzingScorer(Scorer):
+class FuzzingScorer(BinaryJudgementScorer):
     name = "fuzzing"
-    headline = "balanced_accuracy"
+    truth_key = "correct"
     config_class = FuzzingConfig
-
-    def chance(self) -> float:
-        return 0.5
 
     def trials(
         self, ev: ComponentEvidence, label: str, *, label_source: str = "label", seed: int = 0, context: Any = None
@@ -75,11 +70,6 @@ class FuzzingScorer(Scorer):
             out.append(Trial(self.name, ev.key, label_source, i, task, truth, refs))
         return out
 
-    def metrics(self, records: Sequence[dict[str, Any]]) -> tuple[float, dict[str, float]]:
-        truth = [t for r in records for t in r["truth"]["correct"]]
-        pred = [bool(a) for r in records for a in r["answer"]]
-        m = binary_metrics(truth, pred)
-        return m["balanced_accuracy"], m
 
 
 async def fuzzing(
