@@ -1,8 +1,9 @@
 """``autointerp demo``: the whole pipeline on the embedded model, with no network, GPU or key.
 
 The demo is a list of stages run in order over one `DemoRun` (the shared state):
-harvest first, then — when their modules are installed — interpretation, scoring
-and the report. A stage is a function ``stage(run: DemoRun) -> None`` that reads
+harvest, interpretation (Claude with ``ANTHROPIC_API_KEY``, else the offline
+token-lookup baseline), scoring (Claude, else the token-match baseline judge) and
+the report. A stage is a function ``stage(run: DemoRun) -> None`` that reads
 what earlier stages left on ``run`` and leaves its own results there.
 
 To add a stage, append ``(name, "package.module:function")`` to `DEMO_STAGES`
@@ -10,7 +11,7 @@ To add a stage, append ``(name, "package.module:function")`` to `DEMO_STAGES`
 ``stages=[...]`` to `run_demo`::
 
     from autointerp.demo import run_demo
-    run = run_demo(out="/tmp/demo")          # harvest -> /tmp/demo/demo/harvest
+    run = run_demo(out="/tmp/demo")          # everything under /tmp/demo/demo/
     run.harvest["blocks.0.mlp.act:7"]
 """
 
@@ -30,7 +31,7 @@ DEMO_RUN_ID = "demo"
 
 Stage = Callable[["DemoRun"], None]
 
-#: the demo's stages, in order; later entries are skipped while their module does not exist
+#: the demo's stages, in order (an entry whose module cannot be imported is skipped with a note)
 DEMO_STAGES: list[tuple[str, str]] = [
     ("harvest", "autointerp.demo:_harvest_stage"),
     ("interpret", "autointerp.interpret:demo_stage"),

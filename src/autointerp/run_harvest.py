@@ -37,6 +37,7 @@ from autointerp.accumulators import (
     CorrelationAcc,
     InputTokenAcc,
     OutputProbAcc,
+    RandomWindowAcc,
     ReservoirAcc,
     TopActivationAcc,
 )
@@ -245,20 +246,9 @@ def default_accumulators(opts: HarvestOptions, has_output_probs: bool = True) ->
     if opts.output_tokens and has_output_probs:
         accs.append(OutputProbAcc())
     if opts.window_pool:
-        pool = _window_pool_acc()
-        if pool is not None:
-            accs.append(pool)
+        accs.append(RandomWindowAcc())
     accs.extend(opts.extra_accumulators)
     return accs
-
-
-def _window_pool_acc() -> Accumulator | None:
-    """Random context windows for the scorers, when that accumulator is installed."""
-    try:
-        from autointerp.accumulators.window_pool import RandomWindowAcc
-    except ImportError:
-        return None
-    return RandomWindowAcc()
 
 
 def accumulator_spec(acc: Accumulator) -> dict[str, Any]:

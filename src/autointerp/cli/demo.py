@@ -11,8 +11,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="run the pipeline on the embedded demo model (no network, GPU or key needed)",
-        description="Harvest the embedded tiny language model's MLP neurons over its bundled held-out text "
-        "(and run the later stages that are installed), then print where the results are.",
+        description="The whole pipeline on the embedded tiny language model: harvest its MLP neurons over its "
+        "bundled held-out text, label them (Claude when ANTHROPIC_API_KEY is set, otherwise the offline "
+        "token-lookup baseline), score the labels, write the HTML report, and print where everything is.",
     )
     p.add_argument("--out", default=None, help="root of run folders; results go to <out>/demo (default: .data/autointerp)")
     p.add_argument("--n_batches", type=int, default=None, help="limit the harvest to this many batches (default: all text)")
