@@ -222,38 +222,34 @@ class KeyedSampler(Accumulator):
 
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()
-        filled = (self.key != EMPTY_KEY).cpu()
-        seq, pos = self.sequence.cpu().tolist(), self.position.cpu().tolist()
-        tok, act = self.tokens.cpu().tolist(), round_significant(self.acts.cpu()).tolist()
+        key, tokens = self.key.cpu(), self.tokens.cpu()
+        filled = key != EMPTY_KEY
         n_filled = filled.sum(1).tolist()
-        c = self.context_tokens
+        c, W = self.context_tokens, self.window
+        # windows cut short at a sequence edge are padded; trim the padding at both ends
+        pad = (tokens == PAD_TOKEN).int()
+        lead = pad[..., :c].cumprod(-1).sum(-1).tolist()
+        trail = pad[..., c + 1 :].flip(-1).cumprod(-1).sum(-1).tolist()
+        seq, pos = self.sequence.cpu().tolist(), self.position.cpu().tolist()
+        tok, act = tokens.tolist(), round_significant(self.acts.cpu()).tolist()
+        names: dict[int, str] | None = None
+        if ctx.decode is not None:  # decode each distinct token once
+            names = {t: ctx.token_str(t) or "" for t in torch.unique(tokens[filled]).tolist()}
+            names[PAD_TOKEN] = ""
         out: dict[int, list[ActivationExample]] = {}
-        cache: dict[int, str | None] = {}
-
-        def name(t: int) -> str:
-            if t not in cache:
-                cache[t] = ctx.token_str(t)
-            return cache[t] or ""
-
         for i in range(ctx.n_components):
             examples = []
             for j in range(n_filled[i]):
-                t, a = tok[i][j], act[i][j]
-                lo = 0
-                while lo < c and t[lo] == PAD_TOKEN:
-                    lo += 1
-                hi = len(t)
-                while hi > c + 1 and t[hi - 1] == PAD_TOKEN:
-                    hi -= 1
-                ids = t[lo:hi]
+                lo, hi = lead[i][j], W - trail[i][j]
+                ids = tok[i][j][lo:hi]
                 examples.append(
                     ActivationExample(
                         token_ids=ids,
-                        activations=a[lo:hi],
+                        activations=act[i][j][lo:hi],
                         firing_offset=c - lo,
                         sequence_index=seq[i][j],
                         position=pos[i][j],
-                        tokens=[name(x) for x in ids] if ctx.decode is not None else None,
+                        tokens=[names[x] for x in ids] if names is not None else None,
                     )
                 )
             out[i] = examples
