@@ -80,6 +80,7 @@ def test_openai_wire_format(server):
         ("429", TransientError), ("529", TransientError), ("500", TransientError), ("drop", TransientError),
         ("slow", TransientError), ("malformed_json", InvalidResponse), ("schema_violation", InvalidResponse),
         ("max_tokens", InvalidResponse), ("400", RequestRejected), ("401", AuthenticationFailed),
+        ("bad_body", TransientError),
     ],
 )
 def test_each_fault_maps_to_the_seam(server, make, fault, error):

@@ -29,8 +29,8 @@ from autointerp.llm.base import (
     AuthenticationFailed,
     InvalidResponse,
     LLMRequest,
-    SDKClientBackend,
     LLMResponse,
+    SDKClientBackend,
     RequestRejected,
     TransientError,
     parse_json_answer,
@@ -40,6 +40,7 @@ from autointerp.llm.base import (
 from autointerp.schemas import TokenUsage
 
 DEFAULT_MODEL = "claude-haiku-4-5-20251001"
+_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 KEY_ENV = "ANTHROPIC_API_KEY"
 
 
@@ -152,28 +153,42 @@ class AnthropicBackend(SDKClientBackend):
         return params
 
     def parse_message(self, message: Any, request: LLMRequest) -> LLMResponse:
-        """An SDK ``Message`` (live or from a batch) -> `LLMResponse`, or `InvalidResponse`."""
-        u = message.usage
-        usage = TokenUsage(
-            input_tokens=int(getattr(u, "input_tokens", 0) or 0),
-            output_tokens=int(getattr(u, "output_tokens", 0) or 0),
-            cache_read_input_tokens=int(getattr(u, "cache_read_input_tokens", 0) or 0),
-            cache_creation_input_tokens=int(getattr(u, "cache_creation_input_tokens", 0) or 0),
-        )
-        text = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", "") == "text")
-        stop = message.stop_reason or ""
+        """A Messages API answer -> `LLMResponse`, or `InvalidResponse`.
+
+        ``message`` is the JSON body as a dict (live calls) or an SDK ``Message``
+        (Message Batches results).
+        """
+        if isinstance(message, dict):
+            u = message.get("usage") or {}
+            blocks = message.get("content") or []
+            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+            stop = message.get("stop_reason") or ""
+            model = message.get("model") or self.model
+        else:
+            u = {k: getattr(message.usage, k, 0) for k in _USAGE_FIELDS}
+            text = "".join(getattr(b, "text", "") for b in message.content if getattr(b, "type", "") == "text")
+            stop = message.stop_reason or ""
+            model = getattr(message, "model", self.model) or self.model
+        usage = TokenUsage(**{k: int(u.get(k) or 0) for k in _USAGE_FIELDS})
         if stop == "max_tokens":
             raise InvalidResponse(f"the answer was cut off at max_tokens={request.max_tokens}", text, usage)
         if stop == "refusal":
             raise InvalidResponse("the model refused to answer", text, usage)
         data = parse_json_answer(text, request.schema, usage)
-        return LLMResponse(data=data, usage=usage, raw_text=text, model=getattr(message, "model", self.model) or self.model, stop_reason=stop)
+        return LLMResponse(data=data, usage=usage, raw_text=text, model=model, stop_reason=stop)
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         import anthropic
 
         try:
-            message = await self.client().messages.create(**self.build_params(request))
+            # the raw response's JSON body: building the SDK's pydantic Message for every
+            # answer costs about half a millisecond of CPU we only need four fields of
+            raw = await self.client().messages.with_raw_response.create(**self.build_params(request))
+            message = await raw.json()
+            if not isinstance(message, dict):
+                raise ValueError(f"a JSON {type(message).__name__}, not an object")
+        except ValueError as e:  # a body that is not a JSON object (a broken proxy, a cut connection)
+            raise TransientError(f"the server's response body could not be read as a message: {redact(str(e))}") from None
         except anthropic.AnthropicError as e:
             raise translate_sdk_error(e, anthropic) from None
         except TypeError as e:  # the SDK raises TypeError when no credentials resolve

@@ -21,9 +21,11 @@ from autointerp.llm.base import (
     AuthenticationFailed,
     InvalidResponse,
     LLMRequest,
-    SDKClientBackend,
     LLMResponse,
+    SDKClientBackend,
+    TransientError,
     parse_json_answer,
+    redact,
     register_secret,
 )
 from autointerp.schemas import TokenUsage
@@ -102,6 +104,8 @@ class OpenAICompatBackend(SDKClientBackend):
             resp = await self.client().chat.completions.create(**self.build_params(request))
         except openai.OpenAIError as e:
             raise translate_sdk_error(e, openai) from None
+        except ValueError as e:  # the SDK lets a body that is not JSON (a broken proxy) escape as JSONDecodeError
+            raise TransientError(f"the server's response body could not be read: {redact(str(e))}") from None
         u = resp.usage
         cached = 0
         if u is not None and getattr(u, "prompt_tokens_details", None) is not None:

@@ -28,8 +28,9 @@ Fault names: ``"429"`` (with ``retry-after: <retry_after_s>``), ``"529"``
 ``"slow"`` (answers after ``slow_s`` seconds, longer than a test's timeout),
 ``"malformed_json"`` (text that is not JSON), ``"schema_violation"`` (JSON that
 misses the schema's required fields), ``"max_tokens"`` (cut off mid-answer with
-``stop_reason: max_tokens`` / ``finish_reason: length``) and ``"drop"`` (the
-connection is closed without an answer).
+``stop_reason: max_tokens`` / ``finish_reason: length``), ``"drop"`` (the
+connection is closed without an answer) and ``"bad_body"`` (status 200 with a
+body that is not JSON at all, as from a broken proxy).
 
 The server is an asyncio HTTP/1.1 server (keep-alive, a 1024-connection backlog) on
 its own event loop in a daemon thread, so 50 connections waiting out a simulated
@@ -61,7 +62,8 @@ from typing import Any
 
 from attrs import define, field
 
-FAULTS = ("429", "529", "500", "401", "400", "slow", "malformed_json", "schema_violation", "max_tokens", "drop")
+FAULTS = ("429", "529", "500", "401", "400", "slow", "malformed_json", "schema_violation", "max_tokens", "drop",
+          "bad_body")
 
 
 @define
@@ -608,6 +610,8 @@ class _Connection:
             raise _Drop()
         if fault == "slow":
             await asyncio.sleep(o.slow_s)
+        if fault == "bad_body":
+            raise _Reply(200, b"<html>502 Bad Gateway</html>", content_type="application/json")
         if fault in _ANTHROPIC_ERRORS:
             raise self.error(api, fault, req)
         try:
