@@ -4,9 +4,9 @@ TransformerLens: its hook names are module paths of ``HookPoint`` modules
 (``model.hook_dict``); the hook-name path is tested on a stand-in with a
 ``hook_dict`` always, and on a real TransformerLens model when the package is
 importable: a ``TransformerBridge`` (TransformerLens >= 4) around a tiny GPT-2, or
-a ``HookedTransformer`` (< 4). transformer_lens is not a dependency and is not in
-the CI environment, so there that test is skipped with its reason; it passed with
-transformer_lens 4.3.0 installed beside the environment (``pip install --target``).
+a ``HookedTransformer`` (< 4). transformer_lens is a development dependency
+(``pip install -e ".[dev]"``), so CI runs that test; a user environment without
+it skips the test with its reason.
 """
 
 from __future__ import annotations
@@ -157,8 +157,7 @@ def test_real_transformer_lens_model():
     """TransformerLens >= 4 wraps a HF model in a ``TransformerBridge``; < 4 builds a ``HookedTransformer``."""
     tl = pytest.importorskip(
         "transformer_lens",
-        reason="transformer_lens is not installed in this environment (its dependencies pin their own versions); "
-        "checked by hand with transformer_lens 4.3 installed beside it",
+        reason="transformer_lens is not installed (it comes with the dev extras: pip install -e '.[dev]')",
     )
     torch.manual_seed(0)
     try:
