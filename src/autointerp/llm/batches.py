@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.llm.base import AuthenticationFailed, InvalidResponse, LLMResponse, redact
-from autointerp.llm.runner import Job, JsonlAppender, PriceTable, RunSummary, default_record_key
+from autointerp.llm.runner import Job, JsonlAppender, PriceTable, RunSummary, completed_keys, default_record_key
 from autointerp.schemas import TokenUsage
-from autointerp.storage import RunLock, atomic_write_text, read_jsonl
+from autointerp.storage import RunLock, atomic_write_text
 
 log = logging.getLogger("autointerp.llm")
 
@@ -98,13 +98,7 @@ class BatchRunner:
         self.desc = desc
 
     def completed_keys(self) -> set[str]:
-        done = set()
-        for rec in read_jsonl(self.results_path):
-            try:
-                done.add(self.record_key(rec))
-            except (KeyError, TypeError):
-                continue
-        return done
+        return completed_keys(self.results_path, self.record_key)
 
     def load_state(self) -> dict[str, Any] | None:
         if not self.state_path.exists():

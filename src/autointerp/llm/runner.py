@@ -215,6 +215,20 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def completed_keys(results_path: Path, record_key: Callable[[Mapping[str, Any]], str]) -> set[str]:
+    """Keys of the records already in a results file (a torn last line is ignored).
+
+    Shared by `JobRunner` and the Message Batches runner: both resume from it.
+    """
+    done = set()
+    for rec in read_jsonl(results_path):
+        try:
+            done.add(record_key(rec))
+        except (KeyError, TypeError):
+            continue
+    return done
+
+
 def default_record_key(record: Mapping[str, Any]) -> str:
     return str(record["component_key"])
 
@@ -387,13 +401,7 @@ class JobRunner:
 
     def completed_keys(self) -> set[str]:
         """Keys of the records already in the results file (a torn last line is ignored)."""
-        done = set()
-        for rec in read_jsonl(self.results_path):
-            try:
-                done.add(self.record_key(rec))
-            except (KeyError, TypeError):
-                continue
-        return done
+        return completed_keys(self.results_path, self.record_key)
 
     # -- backoff ---------------------------------------------------------------------
 

@@ -314,15 +314,8 @@ class LLMServer:
 
     def anthropic_message(self, req: ServerRequest, fault: str | None) -> dict[str, Any]:
         """The Messages API answer to ``req`` (``fault`` may be a content fault)."""
-        text = self.answer_text(req)
-        stop = "end_turn"
-        if fault == "malformed_json":
-            text = "Sure! Here is my answer: {label: oops"
-        elif fault == "schema_violation":
-            text = json.dumps({"unexpected": "field"})
-        elif fault == "max_tokens":
-            text = text[: max(1, len(text) // 2)]
-            stop = "max_tokens"
+        text, cut = _apply_content_fault(self.answer_text(req), fault)
+        stop = "max_tokens" if cut else "end_turn"
         system_blocks = req.body.get("system")
         cacheable = isinstance(system_blocks, list) and any(isinstance(b, dict) and b.get("cache_control") for b in system_blocks)
         return {
@@ -337,15 +330,8 @@ class LLMServer:
         }
 
     def openai_completion(self, req: ServerRequest, fault: str | None) -> dict[str, Any]:
-        text = self.answer_text(req)
-        finish = "stop"
-        if fault == "malformed_json":
-            text = "Sure! Here is my answer: {label: oops"
-        elif fault == "schema_violation":
-            text = json.dumps({"unexpected": "field"})
-        elif fault == "max_tokens":
-            text = text[: max(1, len(text) // 2)]
-            finish = "length"
+        text, cut = _apply_content_fault(self.answer_text(req), fault)
+        finish = "length" if cut else "stop"
         u = self.usage_for(req, text, cacheable=True)
         prompt_tokens = u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"]
         return {
@@ -455,6 +441,17 @@ _ANTHROPIC_ERRORS = {
     "401": (401, "authentication_error", "invalid x-api-key"),
     "400": (400, "invalid_request_error", "prompt is too long (simulated)"),
 }
+
+
+def _apply_content_fault(text: str, fault: str | None) -> tuple[str, bool]:
+    """The answer text under a content fault, and whether it was cut off at max_tokens."""
+    if fault == "malformed_json":
+        return "Sure! Here is my answer: {label: oops", False
+    if fault == "schema_violation":
+        return json.dumps({"unexpected": "field"}), False
+    if fault == "max_tokens":
+        return text[: max(1, len(text) // 2)], True
+    return text, False
 
 
 class _Reply(Exception):
