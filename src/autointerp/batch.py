@@ -212,21 +212,30 @@ class ComponentSpace:
                 return self.layers[li].name, flat - self._offsets[li]
         raise AssertionError("unreachable")
 
-    def key(self, flat: int) -> str:
-        layer, idx = self.locate(flat)
-        return f"{layer}:{idx}"
+    @staticmethod
+    def make_key(layer: str, index: int) -> str:
+        """The one spelling of a component key: ``"layer:index"``."""
+        return f"{layer}:{index}"
 
-    def parse_key(self, key: str) -> int:
-        """``"layer:index"`` -> flat index. Layer names may themselves contain ':'."""
+    @staticmethod
+    def split_key(key: str) -> tuple[str, int]:
+        """``"layer:index"`` -> ``(layer, index)``. Layer names may themselves contain ':'."""
         layer, sep, idx = key.rpartition(":")
         if not sep or not idx.isdigit():
             raise KeyError(f"component key {key!r} is not of the form 'layer:index'")
-        return self.flat_index(layer, int(idx))
+        return layer, int(idx)
+
+    def key(self, flat: int) -> str:
+        return self.make_key(*self.locate(flat))
+
+    def parse_key(self, key: str) -> int:
+        """``"layer:index"`` -> flat index."""
+        return self.flat_index(*self.split_key(key))
 
     def keys(self) -> Iterator[str]:
         for layer in self.layers:
             for i in range(layer.width):
-                yield f"{layer.name}:{i}"
+                yield self.make_key(layer.name, i)
 
     def check_batch(self, activations: Mapping[str, Tensor]) -> None:
         got = [(name, int(t.shape[-1])) for name, t in activations.items()]

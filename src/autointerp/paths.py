@@ -1,5 +1,9 @@
 """Where a run's files live: ``<out>/<run_id>/{harvest,interpretations,scores,report}``.
 
+`RunPaths` is the only place that spells a run's file names: every reader and
+writer asks it (``paths.interpretation_results``, ``paths.score_file("detection")``)
+instead of joining strings, so renaming a file is one edit.
+
 Run ids are stable (given, or derived from the target), so running a command
 again resumes the same folder instead of starting a new one.
 """
@@ -14,6 +18,14 @@ from pathlib import Path
 from attrs import define
 
 DEFAULT_OUT = Path(".data") / "autointerp"
+
+#: file names inside a harvest folder
+HARVEST_CONFIG = "config.json"
+HARVEST_COMPONENTS = "components.jsonl"
+#: file names inside an interpretations (or scores trials) folder
+RESULTS_FILE = "results.jsonl"
+FAILURES_FILE = "failures.jsonl"
+SUMMARY_FILE = "summary.json"
 
 
 def default_out() -> Path:
@@ -35,6 +47,8 @@ def run_id_for(target: str) -> str:
 
 @define
 class RunPaths:
+    """Every folder and file of one run, named once."""
+
     root: Path
 
     @classmethod
@@ -43,26 +57,84 @@ class RunPaths:
             raise ValueError(f"run_id must be a plain folder name, got {run_id!r}")
         return cls(Path(out if out is not None else default_out()) / run_id)
 
+    @classmethod
+    def at(cls, run: RunPaths | str | os.PathLike) -> RunPaths:
+        """A `RunPaths` as given, or for a run folder given as a path."""
+        return run if isinstance(run, RunPaths) else cls(Path(run))
+
     @property
     def run_id(self) -> str:
         return self.root.name
+
+    # -- harvest ---------------------------------------------------------------------
 
     @property
     def harvest(self) -> Path:
         return self.root / "harvest"
 
     @property
+    def harvest_config(self) -> Path:
+        return self.harvest / HARVEST_CONFIG
+
+    @property
+    def harvest_components(self) -> Path:
+        return self.harvest / HARVEST_COMPONENTS
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def workers(self) -> Path:
+        return self.root / "workers"
+
+    # -- interpretations -------------------------------------------------------------
 
     @property
     def interpretations(self) -> Path:
         return self.root / "interpretations"
 
     @property
+    def interpretation_results(self) -> Path:
+        return self.interpretations / RESULTS_FILE
+
+    @property
+    def interpretation_failures(self) -> Path:
+        return self.interpretations / FAILURES_FILE
+
+    @property
+    def interpretation_summary(self) -> Path:
+        return self.interpretations / SUMMARY_FILE
+
+    @property
+    def prompts(self) -> Path:
+        """Where ``interpret --dry_run`` writes rendered prompts."""
+        return self.interpretations / "prompts"
+
+    # -- scores ----------------------------------------------------------------------
+
+    @property
     def scores(self) -> Path:
         return self.root / "scores"
+
+    def score_file(self, scorer: str) -> Path:
+        return self.scores / f"{scorer}.jsonl"
+
+    def score_files(self) -> list[Path]:
+        """Every ``scores/<scorer>.jsonl`` present, sorted by name."""
+        return sorted(self.scores.glob("*.jsonl")) if self.scores.is_dir() else []
+
+    @property
+    def score_trials(self) -> Path:
+        """The judge's raw answers, one line per trial (resumable)."""
+        return self.scores / "trials"
+
+    # -- outputs ---------------------------------------------------------------------
 
     @property
     def report(self) -> Path:
         return self.root / "report"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
