@@ -19,7 +19,7 @@ from autointerp.llm.base import (
     redact,
     schema_errors,
 )
-from autointerp.llm.runner import Job, JobRunner, JsonlAppender, PriceTable, run_coroutine_sync
+from autointerp.llm.runner import Job, JobRunner, PriceTable, run_coroutine_sync
 from autointerp.schemas import TokenUsage
 from autointerp.storage import RunLock
 
@@ -246,17 +246,6 @@ def test_async_iterable_jobs(tmp_path):
         return await JobRunner(ScriptedBackend(), tmp_path / "results.jsonl", **FAST).run(gen())
 
     assert asyncio.run(main()).completed == 2
-
-
-def test_appender_group_commit(tmp_path):
-    app = JsonlAppender(tmp_path / "x.jsonl")
-
-    async def main():
-        await asyncio.gather(*(app.append({"i": i}) for i in range(200)))
-
-    asyncio.run(main())
-    app.close()
-    assert sorted(r["i"] for r in lines(tmp_path / "x.jsonl")) == list(range(200))
 
 
 def test_schema_checks():

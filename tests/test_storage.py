@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,10 +12,12 @@ import textwrap
 import pytest
 
 from autointerp.storage import (
+    JsonlAppender,
     RunLock,
     append_jsonl,
     atomic_write_text,
     atomic_write_with,
+    completed_keys,
     read_jsonl,
     read_jsonl_as,
     recover_dir,
@@ -151,3 +154,24 @@ def test_run_lock_is_released_on_exit(tmp_path):
             with RunLock(tmp_path):
                 pass
     assert json.loads((tmp_path / ".lock").read_text()) == os.getpid()
+
+
+def test_appender_group_commit(tmp_path):
+    app = JsonlAppender(tmp_path / "x.jsonl")
+
+    async def main():
+        await asyncio.gather(*(app.append({"i": i}) for i in range(200)))
+
+    asyncio.run(main())
+    app.close()
+    assert sorted(r["i"] for r in read_jsonl(tmp_path / "x.jsonl")) == list(range(200))
+
+
+def test_appender_cuts_a_torn_tail_before_appending_and_completed_keys_skips_unnamed_records(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"component_key": "a"}\n{"other": 1}\n{"component_key": "b", "lab')
+    app = JsonlAppender(path)
+    app.submit({"component_key": "c"}).result()
+    app.close()
+    assert path.read_bytes().endswith(b'{"other": 1}\n{"component_key": "c"}\n')
+    assert completed_keys(path, lambda r: r["component_key"]) == {"a", "c"}

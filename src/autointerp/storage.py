@@ -8,18 +8,24 @@ Every output of the project is written through these helpers:
   ``config.json`` and ``components.jsonl`` always belong to the same harvest.
 * ``append_jsonl`` / ``read_jsonl``: append-only logs with one fsynced line per
   record; a torn last line (killed mid-write) is dropped when read, never fatal.
+* ``JsonlAppender``: the same log for a stream of records from an event loop
+  (group commit in a writer thread); ``completed_keys`` is the resume scan over
+  such a log.
 * ``RunLock``: refuses a second process writing the same run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import errno
 import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -156,12 +162,17 @@ def recover_dir(target: str | os.PathLike) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
+def _jsonl_line(record: Any) -> bytes:
+    """One record as the bytes of one JSONL line. ``record`` is a dict or an attrs object."""
+    data = record if isinstance(record, dict) else to_dict(record)
+    return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
 def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     """Append one record as one fsynced line. ``record`` is a dict or an attrs object."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = record if isinstance(record, dict) else to_dict(record)
-    line = json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n"
+    line = _jsonl_line(record)
     with open(path, "ab") as f:
         # A torn last line from a killed writer must not glue onto ours.
         if f.tell() > 0:
@@ -169,7 +180,7 @@ def append_jsonl(path: str | os.PathLike, record: Any) -> None:
                 r.seek(-1, os.SEEK_END)
                 if r.read(1) != b"\n":
                     f.write(b"\n")
-        f.write(line.encode("utf-8"))
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
@@ -198,6 +209,124 @@ def read_jsonl_as(path: str | os.PathLike, cls: type[T]) -> list[T]:
         except (cattrs.BaseValidationError, TypeError, KeyError, ValueError):
             continue
     return out
+
+
+def completed_keys(results_path: str | os.PathLike, record_key: Callable[[Mapping[str, Any]], str]) -> set[str]:
+    """Keys of the records already in a results file (a torn last line is ignored).
+
+    ``record_key`` names the job a record belongs to; records it cannot name
+    (a missing field) are not counted. `JobRunner` and the Message Batches runner
+    both resume from this scan.
+    """
+    done = set()
+    for rec in read_jsonl(results_path):
+        try:
+            done.add(record_key(rec))
+        except (KeyError, TypeError):
+            continue
+    return done
+
+
+
+
+# --------------------------------------------------------------------------------------
+# the writer: one fsynced line per record, group commit in a thread
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a torn last line (a writer killed mid-line) off the end of ``path``.
+
+    A line without its newline was never fsynced as complete and never reported
+    as written, so removing it loses nothing and leaves every line valid JSON.
+    Callers hold the run's lock, so no other writer is appending.
+    """
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        pos = size
+        chunk = 4096
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            buf = f.read(pos - start)
+            i = buf.rfind(b"\n")
+            if i >= 0:
+                f.truncate(start + i + 1)
+                break
+            pos = start
+        else:
+            f.truncate(0)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class JsonlAppender:
+    """Appends records to a JSONL file from a background thread.
+
+    ``await append(record)`` returns once the record's line is on disk (fsynced).
+    Records that arrive while an fsync is running are written together and share
+    the next fsync, so the event loop never blocks on the disk and a fast stream
+    of results is not limited to one fsync per record.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(self.path)
+        self._f = open(self.path, "ab")
+        self._lock = threading.Lock()
+        self._pending: list[tuple[bytes, concurrent.futures.Future]] = []
+        self._cond = threading.Condition(self._lock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"jsonl-writer:{self.path.name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._f.write(b"".join(line for line, _ in batch))
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                err: BaseException | None = None
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting coroutine
+                err = e
+            for _, fut in batch:
+                if err is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(err)
+
+    def submit(self, record: Any) -> concurrent.futures.Future:
+        line = _jsonl_line(record)
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self.path} writer is closed")
+            self._pending.append((line, fut))
+            self._cond.notify()
+        return fut
+
+    async def append(self, record: Any) -> None:
+        await asyncio.wrap_future(self.submit(record))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        self._f.close()
 
 
 class RunLock:

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.llm.base import AuthenticationFailed, InvalidResponse, LLMResponse, redact
-from autointerp.llm.runner import Job, JsonlAppender, PriceTable, RunSummary, completed_keys, default_record_key
+from autointerp.llm.runner import Job, PriceTable, RunSummary, default_record_key
 from autointerp.schemas import TokenUsage
-from autointerp.storage import RunLock, atomic_write_text
+from autointerp.storage import JsonlAppender, RunLock, atomic_write_text, completed_keys
 
 log = logging.getLogger("autointerp.llm")
 
