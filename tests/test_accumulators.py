@@ -19,6 +19,7 @@ from autointerp import (
     HarvestLoop,
     InputTokenAcc,
     OutputProbAcc,
+    RandomWindowAcc,
     ReservoirAcc,
     TopActivationAcc,
 )
@@ -288,6 +289,22 @@ def test_reservoir_membership_does_not_depend_on_batch_size(seed, sizes):
 )
 def test_builtins_pass_the_conformance_check(factory):
     check_accumulator(factory, make_stream(3, 4, V=V))
+
+
+# -- each accumulator has its own context ---------------------------------------------
+
+
+def test_moving_one_accumulator_leaves_the_others_device_alone():
+    accs = [CorrelationAcc(), InputTokenAcc(), ReservoirAcc(k=2), RandomWindowAcc(n_windows=4, window_len=4)]
+    loop = harvest(make_stream(2, 2, V=V), accs)
+    moved, *others = loop.accumulators
+    moved.to("meta")  # any device other than the loop's; meta allocates nothing
+    assert moved.ctx.device == torch.device("meta")
+    assert all(t.device.type == "meta" for t in moved.state_dict().values())
+    assert loop.ctx.device == torch.device("cpu")
+    for a in others:
+        assert a.ctx.device == torch.device("cpu"), type(a).__name__
+        assert all(t.device.type == "cpu" for t in a.state_dict().values()), type(a).__name__
 
 
 # -- uniformity (fixed seeds, outside @given) -------------------------------------------

@@ -13,6 +13,10 @@ An accumulator owns its tensors on the loop's device. The loop calls, in order:
    step that moves data to the CPU. The value lands in ``ComponentData`` under
    the field named ``name`` (built-in fields) or in ``ComponentData.extras[name]``.
 
+Each accumulator holds its own view of the harvest, ``ctx``: the context is
+immutable, and ``to(device)`` rebinds the accumulator to a copy with the new
+device, so moving one accumulator never moves what the others of its loop see.
+
 ``TensorAccumulator`` makes the common case short: declare states with
 ``add_state(name, tensor, reduce="sum"|"max"|"min")`` in ``setup`` and
 ``state_dict``, ``load_state_dict``, ``merge`` and device moves come for free.
@@ -25,19 +29,23 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
-from attrs import define
+from attrs import evolve, field, frozen
 from torch import Tensor
 
 from autointerp.batch import ComponentSpace, FiringBatch
 
 
-@define
+@frozen
 class HarvestContext:
-    """What an accumulator may know about the harvest it is part of."""
+    """What an accumulator may know about the harvest it is part of.
+
+    Frozen, so one context can be handed to every accumulator of a loop: an
+    accumulator that moves gets a new one (`with_device`), the others keep theirs.
+    """
 
     space: ComponentSpace
     vocab_size: int | None
-    device: torch.device
+    device: torch.device = field(converter=torch.device)
     seed: int
     threshold: float
     decode: Callable[[int], str] | None = None
@@ -48,6 +56,10 @@ class HarvestContext:
 
     def token_str(self, token_id: int) -> str | None:
         return None if self.decode is None or token_id < 0 else self.decode(token_id)
+
+    def with_device(self, device: torch.device | str) -> HarvestContext:
+        """This context on another device (a new object; this one is unchanged)."""
+        return evolve(self, device=torch.device(device))
 
 
 class Accumulator(ABC):
@@ -109,6 +121,10 @@ class Accumulator(ABC):
         return None
 
     def to(self, device: torch.device | str) -> Accumulator:
+        """Move the state to ``device`` and rebind to a context on it. Overrides move
+        their tensors and call ``super().to(device)``."""
+        if self.ctx is not None:
+            self.ctx = self.ctx.with_device(device)
         return self
 
     def _check_mergeable(self, other: Accumulator) -> None:
@@ -209,6 +225,5 @@ class TensorAccumulator(Accumulator):
     def to(self, device: torch.device | str) -> TensorAccumulator:
         for name in self._states():
             setattr(self, name, getattr(self, name).to(device))
-        if self.ctx is not None:
-            self.ctx.device = torch.device(device)
+        super().to(device)
         return self

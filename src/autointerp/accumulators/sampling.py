@@ -218,6 +218,7 @@ class KeyedSampler(Accumulator):
         if self.bound:
             for f in self._fields:
                 setattr(self, f, getattr(self, f).to(device))
+        super().to(device)
         return self
 
     def finalize(self) -> Mapping[int, Any]:

@@ -210,6 +210,7 @@ class RandomWindowAcc(Accumulator):
         if self.bound:
             for f in self._fields + self._firing_fields:
                 setattr(self, f, getattr(self, f).to(device))
+        super().to(device)
         return self
 
     @property
