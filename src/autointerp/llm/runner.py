@@ -221,10 +221,6 @@ def default_record_key(record: Mapping[str, Any]) -> str:
 # the runner
 
 
-class _Stop(Exception):
-    pass
-
-
 class JobRunner:
     """Runs `Job`s against one backend into ``results_path`` (see the module docstring).
 
@@ -326,214 +322,299 @@ class JobRunner:
         return await self._run(jobs, total)
 
     async def _run(self, jobs: Iterable[Job] | AsyncIterable[Job], total: int | None) -> RunSummary:
-        t0 = time.monotonic()
-        model = getattr(self.backend, "model", "")
-        summary = RunSummary(total=total or 0, model=model)
-        summary.cost_known = self.prices.lookup(model) is not None
-        if not summary.cost_known:
-            msg = f"no price known for model {model!r}: cost is not tracked"
-            if self.max_cost_usd is not None:
-                msg += " and --max_cost_usd cannot be enforced"
-            log.warning(msg + "; add one with PriceTable({model: (input, output)}) or --price")
+        return await _Run(self, jobs, total).execute()
 
-        preflight = getattr(self.backend, "preflight", None)
+
+def _job_puller(jobs: Iterable[Job] | AsyncIterable[Job]) -> Callable[[], Awaitable[Job | None]]:
+    """One ``await next_job()`` for sync and async job iterables (None when they are exhausted)."""
+    if isinstance(jobs, AsyncIterable):
+        aiter_jobs = jobs.__aiter__()
+
+        async def next_async() -> Job | None:
+            try:
+                return await aiter_jobs.__anext__()
+            except StopAsyncIteration:
+                return None
+
+        return next_async
+    iter_jobs = iter(jobs)
+
+    async def next_sync() -> Job | None:
+        return next(iter_jobs, None)
+
+    return next_sync
+
+
+@define
+class _Tries:
+    """Attempts at one job: all of them, and those spent on each kind of retry."""
+
+    attempts: int = 0
+    transient: int = 0
+    invalid: int = 0
+
+
+class _Run:
+    """One call of `JobRunner.run`: the state its workers share and the steps they take.
+
+    Steps, in the order a job meets them: `_take` (skip what is done, stop on the
+    cost limit), `_attempt` (one request after another until an answer, a give-up
+    or a fatal error), `_on_error` (retry with backoff or record the failure),
+    `_store` (hand the record to the writer), and at the end `_close` and
+    `_summarise`. `AuthenticationFailed` stops every worker.
+    """
+
+    def __init__(self, runner: JobRunner, jobs: Iterable[Job] | AsyncIterable[Job], total: int | None):
+        self.r = runner
+        self.total = total
+        self.t0 = time.monotonic()
+        self.model = getattr(runner.backend, "model", "")
+        self.summary = RunSummary(total=total or 0, model=self.model)
+        self.summary.cost_known = runner.prices.lookup(self.model) is not None
+        self.next_job = _job_puller(jobs)
+        self.pull_lock = asyncio.Lock()
+        self.seen: set[str] = set()
+        self.writes: set[asyncio.Future] = set()
+        self.stop = ""  # why no new job starts; empty while the run goes on
+        self.fatal: AuthenticationFailed | None = None
+        self.write_error: BaseException | None = None
+        self.done: set[str] = set()
+        self.writer: JsonlAppender | None = None
+        self.failures: JsonlAppender | None = None
+        self.bar: Any = None
+
+    # -- start and end ---------------------------------------------------------------
+
+    async def execute(self) -> RunSummary:
+        self._warn_if_unpriced()
+        preflight = getattr(self.r.backend, "preflight", None)
         if preflight is not None:
             await preflight()  # AuthenticationFailed propagates before any other work
-
-        done = self.completed_keys()
-        writer = JsonlAppender(self.results_path)
-        failures = JsonlAppender(self.failures_path)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc=self.desc, unit="req", dynamic_ncols=True)
-
-        if isinstance(jobs, AsyncIterable):
-            aiter_jobs = jobs.__aiter__()
-
-            async def next_job() -> Job | None:
-                try:
-                    return await aiter_jobs.__anext__()
-                except StopAsyncIteration:
-                    return None
-        else:
-            iter_jobs = iter(jobs)
-
-            async def next_job() -> Job | None:
-                return next(iter_jobs, None)
-
-        writes: set[asyncio.Future] = set()
-
-        def written(fut: asyncio.Future) -> None:
-            writes.discard(fut)
-            if fut.cancelled():
-                return
-            if fut.exception() is not None:
-                if state["write_error"] is None:
-                    state["write_error"] = fut.exception()
-                state["stop"] = f"cannot write {self.results_path}: {fut.exception()}"
-            else:
-                summary.completed += 1
-
-        pull_lock = asyncio.Lock()
-        seen: set[str] = set()
-        state: dict[str, Any] = {"stop": "", "fatal": None, "write_error": None}
-
-        def spent() -> float:
-            return summary.cost_usd
-
-        async def take() -> Job | None:
-            async with pull_lock:
-                while True:
-                    if state["stop"]:
-                        return None
-                    job = await next_job()
-                    if job is None:
-                        return None
-                    if job.key in done or job.key in seen:
-                        if job.key in done:
-                            summary.skipped += 1
-                            if bar is not None:
-                                bar.update(1)
-                        continue
-                    if self.max_cost_usd is not None and summary.cost_known and spent() >= self.max_cost_usd:
-                        state["stop"] = f"cost limit reached (${spent():.4f} >= ${self.max_cost_usd:.4f})"
-                        summary.not_started += 1
-                        return None
-                    seen.add(job.key)
-                    return job
-
-        def bill(usage: TokenUsage) -> None:
-            summary.usage = summary.usage + usage
-            summary.cost_usd += self.prices.cost(model, usage, self.price_discount)
-
-        async def fail(job: Job, reason: str, attempts: int, kind: str) -> None:
-            reason = redact(reason)[:2000]
-            summary.failed += 1
-            short = reason.split("\n")[0][:120]
-            summary.failure_reasons[short] = summary.failure_reasons.get(short, 0) + 1
-            await failures.append(
-                {"key": job.key, "reason": reason, "error": kind, "attempts": attempts, "model": model, "created_at": _now()}
-            )
-            log.info("failed %s after %d attempts: %s", job.key, attempts, short)
-
-        async def attempt_job(job: Job) -> None:
-            transient_tries = 0
-            invalid_tries = 0
-            attempts = 0
-            while True:
-                wait = self._pause_until - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                attempts += 1
-                summary.requests += 1
-                if attempts > 1:
-                    summary.retries += 1
-                t_req = time.monotonic()
-                billed = False
-                try:
-                    if self.request_timeout_s is not None:
-                        try:
-                            resp = await _with_timeout(self.backend.complete(job.request), self.request_timeout_s)
-                        except asyncio.TimeoutError:
-                            raise TransientError(f"no answer within the {self.request_timeout_s:g} s request timeout") from None
-                    else:
-                        resp = await self.backend.complete(job.request)
-                    bill(resp.usage)
-                    billed = True
-                    resp.elapsed_s = time.monotonic() - t_req
-                    record = job.parse(resp)
-                except AuthenticationFailed:
-                    raise
-                except TransientError as e:
-                    if e.retry_after:
-                        self._pause_until = max(self._pause_until, time.monotonic() + min(e.retry_after, self.max_retry_after_s))
-                    if transient_tries >= self.max_retries:
-                        await fail(job, f"{e} (gave up after {attempts} attempts)", attempts, "transient")
-                        return
-                    delay = self.backoff_delay(transient_tries, e.retry_after)
-                    transient_tries += 1
-                    log.debug("retrying %s in %.2f s: %s", job.key, delay, redact(str(e)))
-                    await asyncio.sleep(delay)
-                    continue
-                except InvalidResponse as e:
-                    if not billed:  # an invalid answer is billed all the same
-                        bill(e.usage)
-                    if invalid_tries >= self.max_invalid_retries:
-                        raw = (e.raw_text or "")[:500]
-                        await fail(job, f"invalid answer: {e}" + (f"; raw: {raw}" if raw else ""), attempts, "invalid")
-                        return
-                    invalid_tries += 1
-                    await asyncio.sleep(self.backoff_delay(0) * 0.1)
-                    continue
-                except RequestRejected as e:
-                    await fail(job, f"request rejected: {e}", attempts, "rejected")
-                    return
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - one bad job never aborts the run
-                    await fail(job, f"{type(e).__name__}: {e}", attempts, "error")
-                    return
-                # the slot is free as soon as the answer is in: the line's fsync (group
-                # commit) finishes in the writer thread and counts it as completed then
-                fut = asyncio.wrap_future(writer.submit(record))
-                writes.add(fut)
-                fut.add_done_callback(written)
-                return
-
-        async def worker() -> None:
-            while True:
-                job = await take()
-                if job is None:
-                    return
-                try:
-                    await attempt_job(job)
-                except AuthenticationFailed as e:
-                    state["stop"] = "authentication failed"
-                    state["fatal"] = e
-                    raise
-                finally:
-                    if bar is not None:
-                        bar.update(1)
-
-        tasks = [asyncio.ensure_future(worker()) for _ in range(self.max_concurrent)]
+        self._open()
+        tasks = [asyncio.ensure_future(self._worker()) for _ in range(self.r.max_concurrent)]
         try:
             await asyncio.gather(*tasks)
-            if writes:
-                await asyncio.gather(*list(writes), return_exceptions=True)
+            if self.writes:
+                await asyncio.gather(*list(self.writes), return_exceptions=True)
         except AuthenticationFailed:
-            pass
+            pass  # raised below, after the files are closed
         except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel(tasks)
             raise
         finally:
-            if state["fatal"] is not None:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            if bar is not None:
-                bar.close()
-            release = getattr(self.backend, "release", None)
-            if release is not None:
-                try:
-                    await release()
-                except Exception:  # noqa: BLE001 - closing is best effort
-                    pass
-            writer.close()
-            failures.close()
-        if state["write_error"] is not None:
-            raise OSError(f"could not append to {self.results_path}: {state['write_error']}") from state["write_error"]
-        if state["fatal"] is not None:
-            e = state["fatal"]
-            raise AuthenticationFailed(redact(str(e))) from None
-        if state["stop"] and total is not None:
-            summary.not_started = max(summary.not_started, total - summary.skipped - summary.completed - summary.failed)
-        summary.stopped_reason = state["stop"]
-        summary.wall_time_s = time.monotonic() - t0
-        return summary
+            if self.fatal is not None:
+                await _cancel(tasks)
+            await self._close()
+        return self._summarise()
+
+    def _warn_if_unpriced(self) -> None:
+        if self.summary.cost_known:
+            return
+        msg = f"no price known for model {self.model!r}: cost is not tracked"
+        if self.r.max_cost_usd is not None:
+            msg += " and --max_cost_usd cannot be enforced"
+        log.warning(msg + "; add one with PriceTable({model: (input, output)}) or --price")
+
+    def _open(self) -> None:
+        self.done = self.r.completed_keys()
+        self.writer = JsonlAppender(self.r.results_path)
+        self.failures = JsonlAppender(self.r.failures_path)
+        if self.r.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.r.desc, unit="req", dynamic_ncols=True)
+
+    async def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        release = getattr(self.r.backend, "release", None)
+        if release is not None:
+            try:
+                await release()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self.writer.close()
+        self.failures.close()
+
+    def _summarise(self) -> RunSummary:
+        if self.write_error is not None:
+            raise OSError(f"could not append to {self.r.results_path}: {self.write_error}") from self.write_error
+        if self.fatal is not None:
+            raise AuthenticationFailed(redact(str(self.fatal))) from None
+        s = self.summary
+        if self.stop and self.total is not None:
+            s.not_started = max(s.not_started, self.total - s.skipped - s.completed - s.failed)
+        s.stopped_reason = self.stop
+        s.wall_time_s = time.monotonic() - self.t0
+        return s
+
+    # -- one worker ------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            job = await self._take()
+            if job is None:
+                return
+            try:
+                await self._attempt(job)
+            except AuthenticationFailed as e:
+                self.stop = "authentication failed"
+                self.fatal = e
+                raise
+            finally:
+                self._tick()
+
+    def _tick(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    async def _take(self) -> Job | None:
+        """The next job to run, or None when the jobs are exhausted or the run is stopping."""
+        async with self.pull_lock:
+            while not self.stop:
+                job = await self.next_job()
+                if job is None:
+                    return None
+                if job.key in self.done:
+                    self.summary.skipped += 1
+                    self._tick()
+                    continue
+                if job.key in self.seen:
+                    continue
+                if self._over_budget():
+                    self.summary.not_started += 1
+                    return None
+                self.seen.add(job.key)
+                return job
+            return None
+
+    def _over_budget(self) -> bool:
+        limit, spent = self.r.max_cost_usd, self.summary.cost_usd
+        if limit is None or not self.summary.cost_known or spent < limit:
+            return False
+        self.stop = f"cost limit reached (${spent:.4f} >= ${limit:.4f})"
+        return True
+
+    async def _attempt(self, job: Job) -> None:
+        """Request ``job`` until it has an answer or is given up; store or record the outcome."""
+        tries = _Tries()
+        while True:
+            wait = self.r._pause_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tries.attempts += 1
+            self.summary.requests += 1
+            if tries.attempts > 1:
+                self.summary.retries += 1
+            try:
+                record = await self._request(job)
+            except AuthenticationFailed:
+                raise
+            except Exception as e:  # noqa: BLE001 - one bad job never aborts the run
+                if await self._on_error(job, e, tries):
+                    continue
+                return
+            self._store(record)
+            return
+
+    async def _request(self, job: Job) -> Any:
+        """One request, billed, and its answer parsed into the record to store."""
+        t_req = time.monotonic()
+        try:
+            resp = await self._complete(job.request)
+        except InvalidResponse as e:
+            self._bill(e.usage)  # an invalid answer is billed all the same
+            raise
+        self._bill(resp.usage)
+        resp.elapsed_s = time.monotonic() - t_req
+        return job.parse(resp)  # an InvalidResponse here was billed above
+
+    async def _complete(self, request: LLMRequest) -> LLMResponse:
+        timeout = self.r.request_timeout_s
+        if timeout is None:
+            return await self.r.backend.complete(request)
+        try:
+            return await _with_timeout(self.r.backend.complete(request), timeout)
+        except asyncio.TimeoutError:
+            raise TransientError(f"no answer within the {timeout:g} s request timeout") from None
+
+    def _bill(self, usage: TokenUsage) -> None:
+        self.summary.usage = self.summary.usage + usage
+        self.summary.cost_usd += self.r.prices.cost(self.model, usage, self.r.price_discount)
+
+    # -- retries and failures --------------------------------------------------------
+
+    async def _on_error(self, job: Job, e: Exception, tries: _Tries) -> bool:
+        """What ``e`` means for ``job``: True to try again (after the backoff), False once recorded as failed."""
+        if isinstance(e, TransientError):
+            return await self._after_transient(job, e, tries)
+        if isinstance(e, InvalidResponse):
+            return await self._after_invalid(job, e, tries)
+        if isinstance(e, RequestRejected):
+            await self._fail(job, f"request rejected: {e}", tries.attempts, "rejected")
+        else:
+            await self._fail(job, f"{type(e).__name__}: {e}", tries.attempts, "error")
+        return False
+
+    async def _after_transient(self, job: Job, e: TransientError, tries: _Tries) -> bool:
+        r = self.r
+        if e.retry_after:
+            # a server that names a wait also holds back the start of every other request
+            r._pause_until = max(r._pause_until, time.monotonic() + min(e.retry_after, r.max_retry_after_s))
+        if tries.transient >= r.max_retries:
+            await self._fail(job, f"{e} (gave up after {tries.attempts} attempts)", tries.attempts, "transient")
+            return False
+        delay = r.backoff_delay(tries.transient, e.retry_after)
+        tries.transient += 1
+        log.debug("retrying %s in %.2f s: %s", job.key, delay, redact(str(e)))
+        await asyncio.sleep(delay)
+        return True
+
+    async def _after_invalid(self, job: Job, e: InvalidResponse, tries: _Tries) -> bool:
+        if tries.invalid >= self.r.max_invalid_retries:
+            raw = (e.raw_text or "")[:500]
+            await self._fail(job, f"invalid answer: {e}" + (f"; raw: {raw}" if raw else ""), tries.attempts, "invalid")
+            return False
+        tries.invalid += 1
+        await asyncio.sleep(self.r.backoff_delay(0) * 0.1)
+        return True
+
+    async def _fail(self, job: Job, reason: str, attempts: int, kind: str) -> None:
+        reason = redact(reason)[:2000]
+        self.summary.failed += 1
+        short = reason.split("\n")[0][:120]
+        self.summary.failure_reasons[short] = self.summary.failure_reasons.get(short, 0) + 1
+        await self.failures.append(
+            {"key": job.key, "reason": reason, "error": kind, "attempts": attempts, "model": self.model, "created_at": _now()}
+        )
+        log.info("failed %s after %d attempts: %s", job.key, attempts, short)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _store(self, record: Any) -> None:
+        # the slot is free as soon as the answer is in: the line's fsync (group
+        # commit) finishes in the writer thread and counts it as completed then
+        fut = asyncio.wrap_future(self.writer.submit(record))
+        self.writes.add(fut)
+        fut.add_done_callback(self._written)
+
+    def _written(self, fut: asyncio.Future) -> None:
+        self.writes.discard(fut)
+        if fut.cancelled():
+            return
+        err = fut.exception()
+        if err is None:
+            self.summary.completed += 1
+            return
+        if self.write_error is None:
+            self.write_error = err
+        self.stop = f"cannot write {self.r.results_path}: {err}"
+
+
+async def _cancel(tasks: list[asyncio.Future]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _with_timeout(coro: Awaitable[T], seconds: float) -> T:
