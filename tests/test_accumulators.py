@@ -21,6 +21,7 @@ from autointerp import (
     OutputProbAcc,
     RandomWindowAcc,
     ReservoirAcc,
+    TensorAccumulator,
     TopActivationAcc,
 )
 from autointerp.accumulators.associations import rank_columns
@@ -305,6 +306,49 @@ def test_moving_one_accumulator_leaves_the_others_device_alone():
     for a in others:
         assert a.ctx.device == torch.device("cpu"), type(a).__name__
         assert all(t.device.type == "cpu" for t in a.state_dict().values()), type(a).__name__
+
+
+# -- the TensorAccumulator seams the samplers use ---------------------------------------
+
+
+class _JointlyMerged(TensorAccumulator):
+    name = "jointly_merged"
+
+    def setup(self, ctx):
+        self.add_state("seen", torch.zeros(0, dtype=torch.int64), reduce=None, fixed_shape=False)
+
+    def update(self, batch):
+        self.seen = torch.cat([self.seen, batch.firing_pos])
+
+    def finalize(self):
+        return {}
+
+
+def test_a_state_without_a_reduction_needs_merge_states():
+    a, b = harvest(make_stream(0, 1), [_JointlyMerged()]), harvest(make_stream(1, 1), [_JointlyMerged()])
+    with pytest.raises(NotImplementedError, match=r"_JointlyMerged.seen was declared with reduce=None: override merge_states"):
+        a.accumulators[1].merge(b.accumulators[1])
+
+
+def test_a_growing_state_loads_whatever_its_length():
+    a, b = (harvest(make_stream(s, n), [_JointlyMerged()]).accumulators[1] for s, n in ((0, 1), (1, 3)))
+    assert a.seen.shape != b.seen.shape
+    a.load_state_dict(b.state_dict())
+    assert torch.equal(a.seen, b.seen)
+
+
+def test_add_state_names_the_reductions():
+    with pytest.raises(ValueError, match=r"reduce must be one of \['max', 'min', 'sum'\] or None, got 'mean'"):
+        _JointlyMerged().add_state("x", torch.zeros(1), reduce="mean")
+
+
+@pytest.mark.parametrize(("cls", "size"), [(ReservoirAcc, "k"), (TopActivationAcc, "k"), (RandomWindowAcc, "n_windows")])
+def test_the_samplers_inherit_the_state_plumbing(cls, size):
+    for method in ("merge", "state_dict", "load_state_dict", "to"):
+        assert getattr(cls, method) is getattr(TensorAccumulator, method), method
+    small, big = (harvest(make_stream(0, 2, V=V), [cls(**{size: n})]).accumulators[1] for n in (2, 3))
+    with pytest.raises(ValueError, match=rf"{cls.__name__}.key has shape .* in the saved state, expected .*another config"):
+        small.load_state_dict(big.state_dict())
 
 
 # -- uniformity (fixed seeds, outside @given) -------------------------------------------

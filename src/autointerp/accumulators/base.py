@@ -152,6 +152,13 @@ _REDUCERS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 class TensorAccumulator(Accumulator):
     """An accumulator whose state is a few named tensors, each with a reduction.
 
+    The base provides ``merge`` (the config and component-space checks, binding an
+    unbound ``self``, then `merge_states`), ``state_dict``, ``load_state_dict``
+    (missing states and shapes are errors) and ``to``. States that only merge
+    together, like a sampler's keys and the windows they select, are declared with
+    ``reduce=None`` and the class overrides `merge_states`; a state whose length
+    grows with the data is declared ``fixed_shape=False`` (no shape check on load).
+
     Example, a per-component activation histogram (see docs/custom_accumulators.md)::
 
         class ActivationHistogramAcc(TensorAccumulator):
@@ -176,16 +183,24 @@ class TensorAccumulator(Accumulator):
     """
 
     _state_names: list[str]
-    _reductions: dict[str, str]
+    _reductions: dict[str, str | None]
+    _fixed_shape: dict[str, bool]
 
-    def add_state(self, name: str, default: Tensor, reduce: str = "sum") -> None:
-        if reduce not in _REDUCERS:
-            raise ValueError(f"reduce must be one of {sorted(_REDUCERS)}, got {reduce!r}")
+    def add_state(self, name: str, default: Tensor, reduce: str | None = "sum", *, fixed_shape: bool = True) -> None:
+        """Declare the state tensor ``self.<name>``, put on the context's device.
+
+        ``reduce``: how `merge` combines it elementwise (``"sum"``, ``"max"``,
+        ``"min"``), or None when the class merges its states itself (`merge_states`).
+        ``fixed_shape``: False when the tensor's length changes as data arrives.
+        """
+        if reduce is not None and reduce not in _REDUCERS:
+            raise ValueError(f"reduce must be one of {sorted(_REDUCERS)} or None, got {reduce!r}")
         if not hasattr(self, "_state_names") or self._state_names is None:
-            self._state_names, self._reductions = [], {}
+            self._state_names, self._reductions, self._fixed_shape = [], {}, {}
         if name not in self._state_names:
             self._state_names.append(name)
         self._reductions[name] = reduce
+        self._fixed_shape[name] = fixed_shape
         device = self.ctx.device if self.ctx is not None else default.device
         setattr(self, name, default.to(device))
 
@@ -199,10 +214,22 @@ class TensorAccumulator(Accumulator):
             return self
         if not self.bound:
             self.bind(other._require_bound())
-        for name in self._states():
-            mine: Tensor = getattr(self, name)
-            _REDUCERS[self._reductions[name]](mine, getattr(other, name).to(mine.device))
+        self.merge_states({name: getattr(other, name).to(getattr(self, name).device) for name in self._states()})
         return self
+
+    def merge_states(self, theirs: Mapping[str, Tensor]) -> None:
+        """Fold another accumulator's states (already on this device) into this one's.
+
+        The default reduces each state by its declared reduction; a class with
+        ``reduce=None`` states overrides this.
+        """
+        for name in self._states():
+            reduce = self._reductions[name]
+            if reduce is None:
+                raise NotImplementedError(
+                    f"{type(self).__name__}.{name} was declared with reduce=None: override merge_states to merge it"
+                )
+            _REDUCERS[reduce](getattr(self, name), theirs[name])
 
     def state_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._states()}
@@ -215,10 +242,10 @@ class TensorAccumulator(Accumulator):
         for name in self._states():
             mine: Tensor = getattr(self, name)
             theirs = state[name]
-            if tuple(theirs.shape) != tuple(mine.shape):
+            if self._fixed_shape[name] and tuple(theirs.shape) != tuple(mine.shape):
                 raise ValueError(
                     f"{type(self).__name__}.{name} has shape {tuple(theirs.shape)} in the saved state, "
-                    f"expected {tuple(mine.shape)}"
+                    f"expected {tuple(mine.shape)} (was it saved with another config than {self.config()}?)"
                 )
             setattr(self, name, theirs.to(device=ctx.device, dtype=mine.dtype).clone())
 

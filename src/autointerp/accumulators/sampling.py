@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autointerp.accumulators.base import Accumulator, HarvestContext
+from autointerp.accumulators.base import HarvestContext, TensorAccumulator
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ActivationExample
 
@@ -92,7 +92,7 @@ def round_significant(x: Tensor, digits: int = 7) -> Tensor:
     return torch.where(x == 0, x, rounded)
 
 
-class KeyedSampler(Accumulator):
+class KeyedSampler(TensorAccumulator):
     """Per component, the k firings with the smallest keys, with their windows.
 
     Subclasses define ``keys(batch, pos, comp, act)``.
@@ -118,13 +118,12 @@ class KeyedSampler(Accumulator):
 
     def setup(self, ctx: HarvestContext) -> None:
         N, k, W, dev = ctx.n_components, self.k, self.window, ctx.device
-        self.key = torch.full((N, k), EMPTY_KEY, dtype=torch.int64, device=dev)
-        self.sequence = torch.full((N, k), -1, dtype=torch.int64, device=dev)
-        self.position = torch.full((N, k), -1, dtype=torch.int64, device=dev)
-        self.tokens = torch.full((N, k, W), PAD_TOKEN, dtype=torch.int32, device=dev)
-        self.acts = torch.zeros((N, k, W), dtype=torch.float32, device=dev)
-
-    _fields = ("key", "sequence", "position", "tokens", "acts")
+        # reduce=None: the five merge together, as "the k smallest keys of the union" (merge_states)
+        self.add_state("key", torch.full((N, k), EMPTY_KEY, dtype=torch.int64, device=dev), reduce=None)
+        self.add_state("sequence", torch.full((N, k), -1, dtype=torch.int64, device=dev), reduce=None)
+        self.add_state("position", torch.full((N, k), -1, dtype=torch.int64, device=dev), reduce=None)
+        self.add_state("tokens", torch.full((N, k, W), PAD_TOKEN, dtype=torch.int32, device=dev), reduce=None)
+        self.add_state("acts", torch.zeros((N, k, W), dtype=torch.float32, device=dev), reduce=None)
 
     def keys(self, batch: FiringBatch, seq: Tensor, pos_in_seq: Tensor, comp: Tensor, act: Tensor) -> Tensor:
         raise NotImplementedError
@@ -186,40 +185,9 @@ class KeyedSampler(Accumulator):
         self.tokens[rows] = torch.cat([self.tokens[rows], tok], 1).gather(1, sel_w)
         self.acts[rows] = torch.cat([self.acts[rows], act], 1).gather(1, sel_w)
 
-    def merge(self, other: Accumulator) -> KeyedSampler:
-        self._check_mergeable(other)
-        assert isinstance(other, KeyedSampler)
-        if not other.bound:
-            return self
-        if not self.bound:
-            self.bind(other._require_bound())
-        dev = self.key.device
-        rows = torch.arange(self.key.shape[0], device=dev)
-        self._merge_rows(rows, *(getattr(other, f).to(dev) for f in self._fields))
-        return self
-
-    def state_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self._fields}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        ctx = self._require_bound()
-        for f in self._fields:
-            mine = getattr(self, f)
-            if f not in state:
-                raise KeyError(f"{type(self).__name__} state is missing {f!r}")
-            if tuple(state[f].shape) != tuple(mine.shape):
-                raise ValueError(
-                    f"{type(self).__name__}.{f} has shape {tuple(state[f].shape)} in the saved state, "
-                    f"expected {tuple(mine.shape)} (were k and context_tokens the same?)"
-                )
-            setattr(self, f, state[f].to(device=ctx.device, dtype=mine.dtype).clone())
-
-    def to(self, device: torch.device | str) -> KeyedSampler:
-        if self.bound:
-            for f in self._fields:
-                setattr(self, f, getattr(self, f).to(device))
-        super().to(device)
-        return self
+    def merge_states(self, theirs: Mapping[str, Tensor]) -> None:
+        rows = torch.arange(self.key.shape[0], device=self.key.device)
+        self._merge_rows(rows, theirs["key"], theirs["sequence"], theirs["position"], theirs["tokens"], theirs["acts"])
 
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()

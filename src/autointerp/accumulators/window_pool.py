@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from autointerp.accumulators.base import Accumulator, HarvestContext
+from autointerp.accumulators.base import HarvestContext, TensorAccumulator
 from autointerp.accumulators.sampling import EMPTY_KEY, PAD_TOKEN, firing_hash
 from autointerp.batch import FiringBatch
 
@@ -47,7 +47,7 @@ _TILE_COMPONENT = -1
 SHARED_FORMAT = "autointerp.window_pool/1"
 
 
-class RandomWindowAcc(Accumulator):
+class RandomWindowAcc(TensorAccumulator):
     """``n_windows`` uniformly random windows of ``window_len`` tokens, with all firings in them.
 
     >>> loop = HarvestLoop([ReservoirAcc(k=30), RandomWindowAcc(n_windows=1024, window_len=32)])
@@ -76,21 +76,18 @@ class RandomWindowAcc(Accumulator):
         # the sparse firings are data-dependent; the module docstring gives their estimate
         return self.n_windows * (3 * 8 + 4 * self.window_len)
 
-    _fields = ("key", "sequence", "start", "tokens")
-    _firing_fields = ("f_key", "f_offset", "f_comp", "f_act")
-
     def setup(self, ctx: HarvestContext) -> None:
         n, L, dev = self.n_windows, self.window_len, ctx.device
-        self.key = torch.full((n,), EMPTY_KEY, dtype=torch.int64, device=dev)
-        self.sequence = torch.full((n,), -1, dtype=torch.int64, device=dev)
-        self.start = torch.full((n,), -1, dtype=torch.int64, device=dev)
-        self.tokens = torch.full((n, L), PAD_TOKEN, dtype=torch.int32, device=dev)
+        # reduce=None: windows and their firings merge together, by key (merge_states)
+        self.add_state("key", torch.full((n,), EMPTY_KEY, dtype=torch.int64, device=dev), reduce=None)
+        self.add_state("sequence", torch.full((n,), -1, dtype=torch.int64, device=dev), reduce=None)
+        self.add_state("start", torch.full((n,), -1, dtype=torch.int64, device=dev), reduce=None)
+        self.add_state("tokens", torch.full((n, L), PAD_TOKEN, dtype=torch.int32, device=dev), reduce=None)
         # firings inside kept windows, each tagged with its window's key (keys are the
-        # windows' identities; slots move as the kept set changes)
-        self.f_key = torch.empty(0, dtype=torch.int64, device=dev)
-        self.f_offset = torch.empty(0, dtype=torch.int32, device=dev)
-        self.f_comp = torch.empty(0, dtype=torch.int64, device=dev)
-        self.f_act = torch.empty(0, dtype=torch.float32, device=dev)
+        # windows' identities; slots move as the kept set changes); their number grows with the data
+        for name, dtype in (("f_key", torch.int64), ("f_offset", torch.int32), ("f_comp", torch.int64),
+                            ("f_act", torch.float32)):
+            self.add_state(name, torch.empty(0, dtype=dtype, device=dev), reduce=None, fixed_shape=False)
 
     # -- selection ---------------------------------------------------------------------
 
@@ -169,49 +166,15 @@ class RandomWindowAcc(Accumulator):
             (tile_key[fb, ft], fo, comp, act),
         )
 
-    def merge(self, other: Accumulator) -> RandomWindowAcc:
-        self._check_mergeable(other)
-        assert isinstance(other, RandomWindowAcc)
-        if not other.bound:
-            return self
-        if not self.bound:
-            self.bind(other._require_bound())
-        dev = self.key.device
-        o = {f: getattr(other, f).to(dev) for f in self._fields + self._firing_fields}
-        filled = o["key"] != EMPTY_KEY
+    def merge_states(self, theirs: Mapping[str, Tensor]) -> None:
+        filled = theirs["key"] != EMPTY_KEY
         self._select(
-            o["key"][filled],
-            o["sequence"][filled],
-            o["start"][filled],
-            o["tokens"][filled],
-            (o["f_key"], o["f_offset"], o["f_comp"], o["f_act"]),
+            theirs["key"][filled],
+            theirs["sequence"][filled],
+            theirs["start"][filled],
+            theirs["tokens"][filled],
+            (theirs["f_key"], theirs["f_offset"], theirs["f_comp"], theirs["f_act"]),
         )
-        return self
-
-    # -- state -------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self._fields + self._firing_fields}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        ctx = self._require_bound()
-        for f in self._fields + self._firing_fields:
-            if f not in state:
-                raise KeyError(f"{type(self).__name__} state is missing {f!r}")
-            mine = getattr(self, f)
-            if f in self._fields and tuple(state[f].shape) != tuple(mine.shape):
-                raise ValueError(
-                    f"{type(self).__name__}.{f} has shape {tuple(state[f].shape)} in the saved state, "
-                    f"expected {tuple(mine.shape)} (were n_windows and window_len the same?)"
-                )
-            setattr(self, f, state[f].to(device=ctx.device, dtype=mine.dtype).clone())
-
-    def to(self, device: torch.device | str) -> RandomWindowAcc:
-        if self.bound:
-            for f in self._fields + self._firing_fields:
-                setattr(self, f, getattr(self, f).to(device))
-        super().to(device)
-        return self
 
     @property
     def n_firings(self) -> int:
