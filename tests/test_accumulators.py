@@ -4,6 +4,7 @@ one pass (hypothesis), and the sampler's uniformity (fixed seeds, chi-square).""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import chisquare
 
+import autointerp
 from autointerp import (
     CorrelationAcc,
     FiringStatsAcc,
@@ -349,6 +351,27 @@ def test_the_samplers_inherit_the_state_plumbing(cls, size):
     small, big = (harvest(make_stream(0, 2, V=V), [cls(**{size: n})]).accumulators[1] for n in (2, 3))
     with pytest.raises(ValueError, match=rf"{cls.__name__}.key has shape .* in the saved state, expected .*another config"):
         small.load_state_dict(big.state_dict())
+
+
+# -- what the interpreter and the loop read from the class ------------------------------
+
+BUILTINS = [FiringStatsAcc, CorrelationAcc, InputTokenAcc, OutputProbAcc, ReservoirAcc, TopActivationAcc,
+            RandomWindowAcc]
+
+
+@pytest.mark.parametrize("cls", BUILTINS, ids=lambda c: c.__name__)
+def test_a_builtin_prompt_section_names_a_template_that_exists(cls):
+    sections = Path(autointerp.__file__).parent / "prompts" / "sections"
+    if cls.prompt_section is not None:
+        assert (sections / cls.prompt_section).is_file(), f"{cls.__name__}.prompt_section = {cls.prompt_section!r}"
+
+
+def test_the_harvest_config_records_each_prompt_section():
+    accs = [cls() for cls in BUILTINS if cls is not FiringStatsAcc]
+    config = harvest(make_stream(0, 1, V=V), accs).config()
+    assert {a["type"]: a["prompt_section"] for a in config.accumulators} == {
+        cls.__name__: cls.prompt_section for cls in BUILTINS
+    }
 
 
 # -- uniformity (fixed seeds, outside @given) -------------------------------------------

@@ -310,5 +310,5 @@ def test_a_custom_accumulator_reaches_component_data(tmp_path):
     result.save(tmp_path / "h")
     assert load_harvest(tmp_path / "h")[3].extras == result[3].extras
     assert result.config.accumulators[1] == {"type": "ActivationHistogramAcc", "name": "activation_histogram",
-                                             "bins": 4, "max_value": 1.0}
+                                             "prompt_section": None, "bins": 4, "max_value": 1.0}
     check_accumulator(ActivationHistogramAcc, batches)

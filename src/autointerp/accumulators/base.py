@@ -69,7 +69,9 @@ class Accumulator(ABC):
     name: ClassVar[str] = ""
     #: the loop refuses to start if a batch has no output_probs and this is True
     needs_output_probs: ClassVar[bool] = False
-    #: section template under prompts/sections/ that renders this output, if any
+    #: the file under prompts/sections/ (e.g. ``"examples.j2"``) whose template renders
+    #: this output in the interpreter's prompt; None: the interpreter's generic fallback.
+    #: Recorded per accumulator in the harvest's config.json, where the interpreter finds it.
     prompt_section: ClassVar[str | None] = None
 
     ctx: HarvestContext | None = None
