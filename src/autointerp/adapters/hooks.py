@@ -27,7 +27,6 @@ torch.Size([2, 16, 128])
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from autointerp.batch import HarvestBatch
+from autointerp.layer_roles import layer_role
 
 Capture = Literal["input", "output"]
 Encode = Callable[[Tensor], Tensor]
@@ -77,24 +77,6 @@ def softmax_float32(logits: Tensor, chunk_rows: int = 4096) -> Tensor:
     return out.view(shape)
 
 
-_ROLE_WORDS = [
-    (r"(hook_post|mlp\.act|mlp\.act_fn|\.act$|activation_fn|hook_mid)", "MLP neurons (after the nonlinearity)"),
-    (r"(hook_pre$|mlp\.hook_pre)", "MLP neurons (before the nonlinearity)"),
-    (r"(up_proj|c_fc|fc_in|fc1|dense_h_to_4h|w1|wi)", "MLP up-projection"),
-    (r"(gate_proj|w3)", "MLP gate projection"),
-    (r"(down_proj|mlp\.c_proj|fc_out|fc2|dense_4h_to_h|w2|wo)", "MLP down-projection"),
-    (r"(q_proj|hook_q$|\.wq)", "attention query projection"),
-    (r"(k_proj|hook_k$|\.wk)", "attention key projection"),
-    (r"(v_proj|hook_v$|\.wv)", "attention value projection"),
-    (r"(o_proj|attn\.c_proj|out_proj|hook_z$|attn\.out)", "attention output projection"),
-    (r"(c_attn|qkv|query_key_value)", "attention query/key/value projection"),
-    (r"(resid|hook_resid_\w+)", "residual stream"),
-    (r"(wte|embed_tokens|tok_emb|embed$)", "token embedding"),
-    (r"mlp", "MLP"),
-    (r"attn|attention", "attention"),
-]
-
-
 def layer_index_of(path: str) -> int | None:
     """The block number in a module path: ``transformer.h.3.mlp`` -> 3 (the first integer part)."""
     for part in path.split("."):
@@ -105,7 +87,7 @@ def layer_index_of(path: str) -> int | None:
 
 def describe_layer(path: str, n_layers: int | None, what: str = "", module: nn.Module | None = None) -> str:
     """Words for the prompt: ``"MLP up-projection in layer 3 of 4 (transformer.h.3.mlp.c_fc, Conv1D output)"``."""
-    role = next((words for pattern, words in _ROLE_WORDS if re.search(pattern, path)), "module")
+    role = layer_role(path) or "module"
     i = layer_index_of(path)
     where = f" in layer {i} of {n_layers}" if i is not None and n_layers else (f" in layer {i}" if i is not None else "")
     detail = ", ".join(x for x in (path, type(module).__name__ if module is not None else "", what) if x)
