@@ -172,3 +172,45 @@ def test_token_lookup_label():
     h = make_harvest()
     assert token_lookup_label(h["h.0.mlp:1"]).startswith("fires on ' cat'")
     assert token_lookup_label(h["h.0.mlp:5"]) == "never fires"
+
+
+# -- the one picker: llm/factory.make_backend ------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["label", "judge"])
+def test_auto_without_a_key_is_the_roles_stand_in_and_says_so(monkeypatch, role):
+    from autointerp.llm.factory import make_backend
+    from autointerp.scoring.token_match import TokenMatchBackend
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    said: list[str] = []
+    b = make_backend("auto", role=role, announce=said.append)
+    assert isinstance(b, OfflineBackend if role == "label" else TokenMatchBackend)
+    assert len(said) == 1 and "ANTHROPIC_API_KEY is not set" in said[0]
+    assert ("BASELINE" in said[0]) == (role == "judge")
+
+
+def test_auto_with_a_key_is_claude_for_either_role(monkeypatch):
+    from autointerp.llm.factory import make_backend
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    for role in ("label", "judge"):
+        b = make_backend("auto", role=role, announce=lambda msg: pytest.fail(f"announced {msg!r}"))
+        assert isinstance(b, AnthropicBackend) and b.model.startswith("claude")
+
+
+def test_label_stand_in_is_announced_on_stderr_by_default(monkeypatch, capsys):
+    from autointerp.llm.factory import make_backend
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    make_backend("auto")
+    assert "offline token-lookup baseline" in capsys.readouterr().err
+
+
+def test_picker_refuses_unknown_words():
+    from autointerp.llm.factory import make_backend
+
+    with pytest.raises(ValueError, match="role must be one of"):
+        make_backend("offline", role="grader")
+    with pytest.raises(ValueError, match="unknown backend 'gpt'"):
+        make_backend("gpt")

@@ -38,6 +38,7 @@ import jinja2
 from autointerp.harvest import HarvestResult, load_harvest
 from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, split_examples
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
+from autointerp.llm.factory import make_backend
 from autointerp.llm.runner import Job, JobRunner, PriceTable, RunSummary, run_coroutine_sync
 from autointerp.paths import RunPaths
 from autointerp.prompts import environment, load_template, render_blocks, sources_hash, template_source
@@ -104,23 +105,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def default_backend(model: str | None = None, announce: Callable[[str], None] | None = None) -> Backend:
-    """Claude when ``ANTHROPIC_API_KEY`` is set, otherwise the offline token-lookup baseline (and says so)."""
-    if os.environ.get("ANTHROPIC_API_KEY"):
-        from autointerp.llm.anthropic import DEFAULT_MODEL, AnthropicBackend
-
-        return AnthropicBackend(model or DEFAULT_MODEL)
-    from autointerp.llm.offline import OfflineBackend
-
-    say = announce or (lambda msg: print(msg, file=sys.stderr))
-    say(
-        "ANTHROPIC_API_KEY is not set: labelling with the offline token-lookup baseline "
-        "(each label is the component's top input and output tokens; no LLM is called). "
-        "Export ANTHROPIC_API_KEY for Claude labels."
-    )
-    return OfflineBackend()
-
-
 def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key)
 
@@ -168,7 +152,7 @@ class Interpreter:
         skip_dead: bool = True,
         progress: bool = True,
     ):
-        self.backend = backend if backend is not None else default_backend()
+        self.backend = backend if backend is not None else make_backend("auto", role="label")
         self.max_concurrent = max_concurrent
         if templates_dir is None:
             search: list[str | os.PathLike] = []
@@ -527,7 +511,7 @@ def interpret_run(
     harvest = load_harvest(paths.harvest)
     say = announce or (lambda msg: print(msg, file=sys.stderr))
     if backend is None:
-        backend = default_backend(announce=say)
+        backend = make_backend("auto", role="label", announce=say)
         if not isinstance(backend, _offline_type()):
             say(f"labelling with Claude ({backend.model})")
     interp = Interpreter(backend, **interpreter_options)
@@ -554,7 +538,7 @@ def demo_stage(run: Any) -> None:
     import random
 
     harvest = run.harvest if run.harvest is not None else load_harvest(run.paths.harvest)
-    backend = default_backend(announce=run.log)
+    backend = make_backend("auto", role="label", announce=run.log)
     keys = None
     if not isinstance(backend, _offline_type()):
         fired = [c.key for c in harvest if c.firing_count > 0]

@@ -26,6 +26,7 @@ from attrs import define, field
 from autointerp.harvest import HarvestResult, load_harvest
 from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP
 from autointerp.llm.base import Backend
+from autointerp.llm.factory import make_backend
 from autointerp.llm.runner import JobRunner, PriceTable, RunSummary, run_coroutine_sync
 from autointerp.paths import RunPaths
 from autointerp.schemas import ComponentData, InterpretationResult, ScoreResult
@@ -37,7 +38,7 @@ from autointerp.scoring.fuzzing import FuzzingConfig, FuzzingScorer
 from autointerp.scoring.intruder import IntruderConfig, IntruderScorer
 from autointerp.scoring.metrics import mean_ci
 from autointerp.scoring.simulation import SimulationConfig, SimulationScorer
-from autointerp.scoring.token_match import TOKEN_MATCH_MODEL, TokenMatchBackend
+from autointerp.scoring.token_match import TOKEN_MATCH_MODEL
 from autointerp.storage import RunLock, append_jsonl, from_dict, read_jsonl, read_jsonl_as
 
 log = logging.getLogger("autointerp.scoring")
@@ -222,16 +223,11 @@ def _labels_of(labels: Mapping[str, str | InterpretationResult] | Iterable[Inter
 
 
 def default_backend(model: str | None = None) -> Backend:
-    """Claude when ``ANTHROPIC_API_KEY`` is set, otherwise the token-match baseline (with a warning)."""
-    if os.environ.get("ANTHROPIC_API_KEY"):
-        from autointerp.llm.anthropic import DEFAULT_MODEL, AnthropicBackend
+    """Claude when ``ANTHROPIC_API_KEY`` is set, otherwise the token-match baseline (with a warning).
 
-        return AnthropicBackend(model or DEFAULT_MODEL)
-    log.warning(
-        "ANTHROPIC_API_KEY is not set: scoring with the token-match simulator, a BASELINE that predicts a "
-        "firing wherever a token named in the label occurs. It is not an LLM judge."
-    )
-    return TokenMatchBackend()
+    Kept as the public name of ``make_backend("auto", model, role="judge")``, the one picker.
+    """
+    return make_backend("auto", model, role="judge")
 
 
 def _is_baseline(backend: Backend) -> bool:
@@ -312,7 +308,7 @@ async def score_async(
     names = list(dict.fromkeys(scorers))
     for n in names:
         config.scorer(n)  # unknown names fail before any work
-    backend = backend or default_backend()
+    backend = backend or make_backend("auto", role="judge")
     label_map = {k: v for k, v in _labels_of(labels).items() if v and v.strip()}
 
     if scores_dir is None:
@@ -551,7 +547,7 @@ def demo_stage(run: Any) -> None:
     """The ``score`` stage of ``autointerp demo`` (add ``("score", "autointerp.scoring:demo_stage")``
     to ``autointerp.demo.DEMO_STAGES``): scores the demo's labels, with Claude when
     ``ANTHROPIC_API_KEY`` is set, otherwise with the token-match simulator, and says which."""
-    backend = default_backend()  # says so when it falls back to the token-match baseline
+    backend = make_backend("auto", role="judge")  # says so when it falls back to the token-match baseline
     if not getattr(backend, "is_baseline", False):
         run.log(f"score: judging labels with {getattr(backend, 'model', backend)}")
     report = score_run(run.paths, backend=backend, limit=DEMO_LIMIT, seed=run.seed, progress=run.progress)
