@@ -374,6 +374,30 @@ def test_the_harvest_config_records_each_prompt_section():
     }
 
 
+class _SetsTwoFields(TensorAccumulator):
+    """Writes two ComponentData fields at once, as FiringStatsAcc does."""
+
+    name = "two_fields"
+    sets_fields = True
+
+    def setup(self, ctx):
+        self.add_state("n", torch.zeros(ctx.n_components, dtype=torch.int64))
+
+    def update(self, batch):
+        self.n.index_add_(0, batch.firing_comp, torch.ones_like(batch.firing_comp))
+
+    def finalize(self):
+        return {i: {"mean_activation": -1.0, "max_activation": float(n)} for i, n in enumerate(self.n.tolist())}
+
+
+def test_sets_fields_is_declared_and_the_loop_sets_each_field():
+    assert TensorAccumulator.sets_fields is False and FiringStatsAcc.sets_fields is True
+    result = harvest(make_stream(0, 2), [_SetsTwoFields()]).finalize()
+    for comp in result:
+        assert (comp.mean_activation, comp.max_activation) == (-1.0, float(comp.firing_count))
+        assert "two_fields" not in comp.extras
+
+
 # -- uniformity (fixed seeds, outside @given) -------------------------------------------
 
 

@@ -11,7 +11,8 @@ An accumulator owns its tensors on the loop's device. The loop calls, in order:
    accumulator that saw both.
 4. ``finalize()``: pure, returns ``{flat_component_index: value}``. It is the only
    step that moves data to the CPU. The value lands in ``ComponentData`` under
-   the field named ``name`` (built-in fields) or in ``ComponentData.extras[name]``.
+   the field named ``name`` (built-in fields) or in ``ComponentData.extras[name]``;
+   with ``sets_fields`` it is a dict of ``ComponentData`` fields to set.
 
 Each accumulator holds its own view of the harvest, ``ctx``: the context is
 immutable, and ``to(device)`` rebinds the accumulator to a copy with the new
@@ -69,6 +70,10 @@ class Accumulator(ABC):
     name: ClassVar[str] = ""
     #: the loop refuses to start if a batch has no output_probs and this is True
     needs_output_probs: ClassVar[bool] = False
+    #: True: each finalized value is a dict {ComponentData field name: value}, and the
+    #: loop sets every one of those fields (FiringStatsAcc fills four at once).
+    #: False: the whole value lands under ``name``.
+    sets_fields: ClassVar[bool] = False
     #: the file under prompts/sections/ (e.g. ``"examples.j2"``) whose template renders
     #: this output in the interpreter's prompt; None: the interpreter's generic fallback.
     #: Recorded per accumulator in the harvest's config.json, where the interpreter finds it.

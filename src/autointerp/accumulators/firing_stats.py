@@ -7,7 +7,7 @@ every other piece of the pipeline needs the rates.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -20,8 +20,7 @@ class FiringStatsAcc(TensorAccumulator):
     (over firings) and ``max_activation`` of every component."""
 
     name = "firing_stats"
-    #: the finalized value is a dict of ComponentData field names
-    sets_fields: ClassVar[bool] = True
+    sets_fields = True
 
     def setup(self, ctx: HarvestContext) -> None:
         N = ctx.n_components
