@@ -360,7 +360,7 @@ class HarvestLoop:
             out = a.finalize()
             for idx, value in out.items():
                 comp = comps[idx]
-                if getattr(a, "sets_fields", False):
+                if a.sets_fields:
                     for k, v in value.items():
                         setattr(comp, k, v)
                 elif a.name in _COMPONENT_FIELDS:
