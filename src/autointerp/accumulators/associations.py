@@ -56,7 +56,6 @@ def rank_columns(
     *,
     min_count: float = 1e-12,
     exclude_diagonal_from: int | None = None,
-    metrics: tuple[str, ...] = ("precision", "recall", "pmi"),
     bottom_pmi: bool = False,
 ) -> dict[str, RankedColumns]:
     """Top-k columns per row for each metric (and optionally bottom-k by PMI).
@@ -66,7 +65,7 @@ def rank_columns(
     """
     n, M = joint.shape
     k_eff = min(k, M)
-    wanted = list(metrics) + (["bottom_pmi"] if bottom_pmi else [])
+    wanted = ["precision", "recall", "pmi"] + (["bottom_pmi"] if bottom_pmi else [])
     out: dict[str, list[RankedColumns]] = {m: [] for m in wanted}
     chunk = max(1, FINALIZE_CHUNK_ELEMENTS // max(M, 1))
     for start in range(0, n, chunk):

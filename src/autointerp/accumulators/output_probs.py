@@ -7,26 +7,12 @@ from typing import Any
 
 import torch
 
-from autointerp.accumulators._sparse import StagedSum, StagedTableAcc, firing_csr  # noqa: F401 - firing_csr re-exported
+from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import rank_columns
 from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators.input_tokens import require_vocab
 from autointerp.batch import FiringBatch
-
-
-def firing_matrix(batch: FiringBatch) -> torch.Tensor:
-    """Sparse ``[N, P]`` float32 matrix with a 1 at every (component, position) firing.
-
-    Firings come sorted by (position, component), so the ``[P, N]`` layout is
-    already coalesced; its transpose is the ``[N, P]`` matrix we want.
-    """
-    idx = torch.stack([batch.firing_pos, batch.firing_comp])
-    vals = torch.ones(batch.n_firings, dtype=torch.float32, device=batch.device)
-    pn = torch.sparse_coo_tensor(
-        idx, vals, (batch.n_positions, batch.space.n_components), is_coalesced=True, check_invariants=False
-    )
-    return pn.t()
 
 
 def _valid_column_sums(valid: torch.Tensor, probs: torch.Tensor, block: int = 4096) -> torch.Tensor:

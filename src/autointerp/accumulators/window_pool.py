@@ -176,10 +176,6 @@ class RandomWindowAcc(TensorAccumulator):
             (theirs["f_key"], theirs["f_offset"], theirs["f_comp"], theirs["f_act"]),
         )
 
-    @property
-    def n_firings(self) -> int:
-        return int(self.f_key.numel()) if self.bound else 0
-
     # -- output ------------------------------------------------------------------------
 
     def finalize(self) -> Mapping[int, Any]:
