@@ -37,6 +37,7 @@ import jinja2
 
 from autointerp.harvest import HarvestResult, load_harvest
 from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, split_examples
+from autointerp.layer_roles import layer_role
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
 from autointerp.llm.factory import make_backend
 from autointerp.llm.runner import Job, JobRunner, PriceTable, RunSummary, run_coroutine_sync
@@ -67,18 +68,6 @@ BUILTIN_SECTIONS = ("top_examples", "examples", "input_tokens", "output_tokens",
 #: accumulator outputs that are for scoring, not for the explainer
 DEFAULT_EXCLUDED_SECTIONS = ("window_pool", "firing_stats")
 
-_LAYER_KINDS = [
-    (r"(c_fc|up_proj|fc1|w_in|mlp_in|gate_proj|w1|w3)$", "MLP up-projection"),
-    (r"(mlp\.c_proj|down_proj|fc2|w_out|mlp_out|w2)$", "MLP down-projection"),
-    (r"(q_proj|\.q|w_q|query)$", "attention query projection"),
-    (r"(k_proj|\.k|w_k|key)$", "attention key projection"),
-    (r"(v_proj|\.v|w_v|value)$", "attention value projection"),
-    (r"(o_proj|attn\.c_proj|out_proj|w_o)$", "attention output projection"),
-    (r"(c_attn|qkv)$", "attention QKV projection"),
-    (r"(resid|hook_resid_\w+)$", "residual stream"),
-    (r"(mlp|hook_mlp_out)$", "MLP"),
-    (r"(attn|attention|hook_attn_out)$", "attention"),
-]
 
 
 def describe_layer(layer: str, model: Mapping[str, Any] | None = None) -> str:
@@ -88,7 +77,7 @@ def describe_layer(layer: str, model: Mapping[str, Any] | None = None) -> str:
     desc = (model.get("layer_descriptions") or {}).get(layer)
     if desc:
         return str(desc)
-    kind = next((k for pat, k in _LAYER_KINDS if re.search(pat, layer)), None)
+    kind = layer_role(layer)
     m = re.search(r"(?:^|[._])(\d+)(?:[._]|$)", layer)
     n_layers = model.get("n_layers")
     where = ""
