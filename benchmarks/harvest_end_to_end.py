@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from autointerp.run_harvest import HarvestOptions, HarvestTimings, iterate_harvest, prepare_harvest
+from autointerp.run_harvest import HarvestOptions, HarvestTimings, ModelBatches, prepare_harvest
 
 
 def main() -> None:
@@ -40,8 +40,7 @@ def main() -> None:
                 _update(batch)
                 acc_time[_name] = acc_time.get(_name, 0.0) + time.perf_counter() - t
             acc.update = timed
-        for _ in iterate_harvest(prep, timings=timings):
-            pass
+        prep.loop.consume(ModelBatches(prep, timings), n_batches=prep.rank_batches, timings=timings)
         t1 = time.perf_counter()
         result = prep.loop.finalize()
         t_final = time.perf_counter() - t1

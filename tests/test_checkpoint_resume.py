@@ -39,7 +39,7 @@ def env(delay: float) -> dict[str, str]:
 
 def checkpoint_batches(path: Path) -> int:
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["loop"]["n_batches"])
+        return int(torch.load(path, map_location="cpu", weights_only=True)["loop"]["n_batches"])
     except (FileNotFoundError, EOFError, RuntimeError):
         return 0
 

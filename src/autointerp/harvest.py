@@ -1,8 +1,10 @@
 """The harvest loop: one pass over the data, every accumulator fed from it.
 
 `HarvestLoop` owns iteration, the device, ``torch.no_grad``, the progress bar,
-checkpoints and the per-batch derivations (firing mask, sparse firings). It
-knows no statistic by name: accumulators are plugins. `HarvestResult` is what
+timings, checkpoints, resume (skipping the batches a checkpoint already counted)
+and the per-batch derivations (firing mask, sparse firings). It knows no
+statistic by name: accumulators are plugins. Checkpoints have one format, in
+`autointerp.harvest_checkpoint`; ``run_harvest`` and ``merge`` use it too. `HarvestResult` is what
 ``run`` returns: one `ComponentData` per component, indexable by key, saved as
 ``config.json`` + ``components.jsonl``.
 """
@@ -11,16 +13,26 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+from attrs import define
 from attrs import fields as attrs_fields
 
 from autointerp.accumulators.base import Accumulator, HarvestContext
 from autointerp.accumulators.firing_stats import FiringStatsAcc
 from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch
+from autointerp.harvest_checkpoint import (
+    CHECKPOINT_FORMAT,
+    accumulator_from_spec,
+    accumulator_spec,
+    read_checkpoint,
+    settings_difference,
+    write_checkpoint,
+)
 from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
 from autointerp.storage import (
     atomic_write_with,
@@ -66,6 +78,41 @@ def _fmt_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     raise AssertionError
+
+
+@define
+class HarvestTimings:
+    """Where the time of `HarvestLoop.run` went (seconds), for the progress line and the benchmark.
+
+    The loop counts drawing a batch as ``data``; a batch source that runs a model
+    adds its forward time to ``forward`` while the batch is drawn, and the loop
+    leaves that share out of ``data``.
+    """
+
+    data: float = 0.0
+    forward: float = 0.0
+    accumulate: float = 0.0
+    checkpoint: float = 0.0
+    tokens: int = 0
+    batches: int = 0
+
+    @property
+    def total(self) -> float:
+        return self.data + self.forward + self.accumulate + self.checkpoint
+
+
+@runtime_checkable
+class ResumableBatches(Protocol):
+    """Batches that can start at any index, so a resume skips the seen ones without producing them."""
+
+    def starting_at(self, skip: int) -> Iterable[HarvestBatch]: ...
+
+
+def device_sync(device: torch.device | None) -> None:
+    """Wait for ``device``'s queued work (CUDA), so a timer measures the step that queued it."""
+    # CUDA work is asynchronous: without a sync its time lands in whichever step waits next
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class HarvestLoop:
@@ -202,26 +249,54 @@ class HarvestLoop:
 
     def run(
         self,
-        batches: Iterable[HarvestBatch],
+        batches: Iterable[HarvestBatch] | ResumableBatches,
         *,
         n_batches: int | None = None,
         checkpoint: str | Path | None = None,
         checkpoint_every: int | None = None,
         resume: bool = False,
+        settings: Mapping[str, Any] | None = None,
+        timings: HarvestTimings | None = None,
+        desc: str = "harvest",
+        log: Callable[[str], None] | None = None,
     ) -> HarvestResult:
-        """Consume ``batches`` (at most ``n_batches``) and return the finalized result.
+        """Consume ``batches`` (see `consume`) and return the finalized result."""
+        self.consume(batches, n_batches=n_batches, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                     resume=resume, settings=settings, timings=timings, desc=desc, log=log)
+        return self.finalize()
+
+    def consume(
+        self,
+        batches: Iterable[HarvestBatch] | ResumableBatches,
+        *,
+        n_batches: int | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int | None = None,
+        resume: bool = False,
+        settings: Mapping[str, Any] | None = None,
+        timings: HarvestTimings | None = None,
+        desc: str = "harvest",
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """Feed ``batches`` (at most ``n_batches``) to every accumulator, with progress and checkpoints.
 
         With ``checkpoint`` and ``checkpoint_every``, the loop state is saved
-        atomically every that many batches (see `save_checkpoint`).
+        atomically every that many batches and once more at the end (see
+        `save_checkpoint`; ``settings`` are stored with it).
 
         With ``resume=True``, the state in ``checkpoint`` (if that file exists) is
-        loaded first, and the batches it already counted are skipped: pass the
-        same ``batches`` in the same order, and the result equals one
-        uninterrupted pass. The skipped batches are still drawn from the
-        iterable; an iterable that can start later saves that work.
+        loaded first (its settings must equal ``settings`` when given), and the
+        batches it already counted are skipped: pass the same ``batches`` in the
+        same order, and the result equals one uninterrupted pass. A
+        `ResumableBatches` source starts after them without producing them; any
+        other iterable is drawn from and the first ones dropped.
+
+        ``timings`` collects where the time went; ``log`` receives the resume line.
         """
         if resume and checkpoint is not None and Path(checkpoint).exists():
-            self.load_checkpoint(checkpoint)
+            self.load_checkpoint(checkpoint, settings=settings)
+            if log is not None:
+                log(f"resuming from {checkpoint}: {self.n_batches} batches already done")
         skip = self.n_batches if resume else 0
         total = n_batches
         if total is None:
@@ -229,29 +304,59 @@ class HarvestLoop:
                 total = len(batches)  # type: ignore[arg-type]
             except TypeError:
                 total = None
+        if skip and isinstance(batches, ResumableBatches):
+            numbered: Iterable[tuple[int, HarvestBatch]] = enumerate(batches.starting_at(skip), start=skip)
+        else:
+            numbered = enumerate(batches)  # type: ignore[arg-type]
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc="harvest", unit="batch", initial=min(skip, total or skip), dynamic_ncols=True)
+            bar = tqdm(total=total, desc=desc, unit="batch", initial=min(skip, total or skip), dynamic_ncols=True)
+        t_start = time.perf_counter()
+        tokens_before = self.n_tokens
+        it = iter(numbered)
         try:
-            for i, batch in enumerate(batches):
+            while True:
+                t0 = time.perf_counter()
+                forward_before = timings.forward if timings is not None else 0.0
+                item = next(it, None)
+                if item is None:
+                    break
+                i, batch = item
                 if n_batches is not None and i >= n_batches:
                     break
                 if i < skip:
                     continue  # already in the state loaded from the checkpoint
+                t1 = time.perf_counter()
+                n_tokens = self.n_tokens
                 self.update(batch)
+                if timings is not None:
+                    device_sync(self.device)
+                    t2 = time.perf_counter()
+                    timings.data += (t1 - t0) - (timings.forward - forward_before)
+                    timings.accumulate += t2 - t1
+                    timings.batches += 1
+                    timings.tokens += self.n_tokens - n_tokens
                 if bar is not None:
+                    rate = (self.n_tokens - tokens_before) / max(time.perf_counter() - t_start, 1e-9)
                     bar.update(1)
-                    bar.set_postfix(tokens=self.n_tokens, refresh=False)
+                    bar.set_postfix_str(f"{rate:,.0f} tok/s", refresh=False)
                 if checkpoint is not None and checkpoint_every and self.n_batches % checkpoint_every == 0:
-                    self.save_checkpoint(checkpoint)
+                    self._timed_checkpoint(checkpoint, settings, False, timings)
         finally:
             if bar is not None:
                 bar.close()
-        if checkpoint is not None and checkpoint_every:
-            self.save_checkpoint(checkpoint)
-        return self.finalize()
+        # a loop that saw nothing leaves no checkpoint behind (a rerun would then ask for --resume)
+        if checkpoint is not None and checkpoint_every and self.space is not None:
+            self._timed_checkpoint(checkpoint, settings, True, timings)
+
+    def _timed_checkpoint(self, path: str | Path, settings: Mapping[str, Any] | None, done: bool,
+                          timings: HarvestTimings | None) -> None:
+        t = time.perf_counter()
+        self.save_checkpoint(path, settings=settings, done=done)
+        if timings is not None:
+            timings.checkpoint += time.perf_counter() - t
 
     # -- merge, state, checkpoints -----------------------------------------------------
 
@@ -315,14 +420,56 @@ class HarvestLoop:
             a.bind(self.ctx)
             a.load_state_dict(s["state"])
 
-    def save_checkpoint(self, path: str | Path) -> None:
-        """Write the whole loop state to ``path`` atomically (temp file, fsync, rename)."""
-        state = self.state_dict()
-        atomic_write_with(path, lambda tmp: torch.save(state, tmp))
+    def checkpoint_state(self, *, settings: Mapping[str, Any] | None = None, done: bool = False,
+                         token_strings: bool = False) -> dict[str, Any]:
+        """The whole loop as a checkpoint (format in `autointerp.harvest_checkpoint`).
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        state = torch.load(path, map_location=self.device or "cpu", weights_only=False)
-        self.load_state_dict(state)
+        ``token_strings=True`` adds every token's text, so that a merge in another
+        process names tokens without loading the tokenizer.
+        """
+        table = None
+        if token_strings and self.decode is not None and self.vocab_size is not None:
+            table = [self.decode(i) for i in range(self.vocab_size)]
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": json.loads(json.dumps(dict(settings or {}))),
+            "done": done,
+            "accumulators": [accumulator_spec(a) for a in self.accumulators],
+            "model": self.model,
+            "dataset": self.dataset,
+            "token_strings": table,
+            "loop": self.state_dict(),
+        }
+
+    def save_checkpoint(self, path: str | Path, *, settings: Mapping[str, Any] | None = None, done: bool = False,
+                        token_strings: bool = False) -> None:
+        """Write the whole loop state to ``path`` atomically (temp file, fsync, rename)."""
+        write_checkpoint(path, self.checkpoint_state(settings=settings, done=done, token_strings=token_strings))
+
+    def load_checkpoint(self, path: str | Path, *, settings: Mapping[str, Any] | None = None) -> None:
+        """Continue from a checkpoint; with ``settings``, refuse one made with other settings."""
+        state = read_checkpoint(path, map_location=self.device or "cpu")
+        if settings is not None:
+            want = json.loads(json.dumps(dict(settings)))
+            diff = settings_difference(state["fingerprint"], want)
+            if diff:
+                raise ValueError(
+                    f"the checkpoint {path} was made with different settings {{option: (checkpoint, now)}}: {diff}; "
+                    "resume with the same settings, or pass --overwrite to start over"
+                )
+        self.load_state_dict(state["loop"])
+
+    @classmethod
+    def from_checkpoint(cls, state: Mapping[str, Any], where: str | Path = "a checkpoint") -> HarvestLoop:
+        """Rebuild a loop, its accumulators included, from a `checkpoint_state` (on the CPU, no progress bar)."""
+        accs = [accumulator_from_spec(s, where) for s in state["accumulators"]]
+        ls = state["loop"]
+        table = state.get("token_strings")
+        loop = cls(accs, threshold=ls["threshold"], seed=ls["seed"], device="cpu", vocab_size=ls["vocab_size"],
+                   decode=table.__getitem__ if table else None, model=state["model"], dataset=state["dataset"],
+                   progress=False)
+        loop.load_state_dict(ls)
+        return loop
 
     # -- results -----------------------------------------------------------------------
 

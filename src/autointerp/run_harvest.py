@@ -13,10 +13,15 @@ Files (see `autointerp.paths.RunPaths`)::
     <out>/<run_id>/checkpoints/harvest-rank<R>-of-<N>.pt         loop state, rewritten atomically
     <out>/<run_id>/workers/rank<R>-of-<N>.pt                     a worker's final state (world_size > 1)
 
-A checkpoint holds the whole loop state plus the settings that must match to
-resume it. Resuming skips the batches already seen (without running the model)
-and, because sampling keys hash each firing's global sequence id, ends with the
-same counts and the same examples as an uninterrupted run.
+This module only wires the pieces: `prepare_harvest` resolves the target and
+opens the data (every check before long work), `ModelBatches` runs the model over
+this worker's token batches, and `HarvestLoop.consume` owns the rest: progress,
+timings, periodic checkpoints, resume and skipping the batches a checkpoint
+already counted. Checkpoints and worker files share one format
+(`autointerp.harvest_checkpoint`), holding the loop state plus the settings that
+must match to resume it. Because sampling keys hash each firing's global sequence
+id, a resumed run ends with the same counts and the same examples as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -50,11 +55,10 @@ from autointerp.data import (
     rank_batch_count,
     token_batches,
 )
-from autointerp.harvest import HarvestLoop, HarvestResult
+from autointerp.batch import HarvestBatch
+from autointerp.harvest import HarvestLoop, HarvestResult, HarvestTimings, device_sync
+from autointerp.harvest_checkpoint import read_checkpoint
 from autointerp.paths import RunPaths, run_id_for
-from autointerp.storage import atomic_write_with
-
-CHECKPOINT_FORMAT = "autointerp.harvest_checkpoint/1"
 
 # --------------------------------------------------------------------------- options
 
@@ -251,35 +255,7 @@ def default_accumulators(opts: HarvestOptions, has_output_probs: bool = True) ->
     return accs
 
 
-def accumulator_spec(acc: Accumulator) -> dict[str, Any]:
-    return {"class": f"{type(acc).__module__}:{type(acc).__qualname__}", "config": acc.config()}
-
-
-def accumulator_from_spec(spec: dict[str, Any]) -> Accumulator:
-    mod, _, qual = spec["class"].partition(":")
-    cls: Any = importlib.import_module(mod)
-    for part in qual.split("."):
-        cls = getattr(cls, part)
-    return cls(**spec["config"])
-
-
 # --------------------------------------------------------------------------- the run
-
-
-@define
-class HarvestTimings:
-    """Where the time went (seconds), for the progress line and the benchmark."""
-
-    data: float = 0.0
-    forward: float = 0.0
-    accumulate: float = 0.0
-    checkpoint: float = 0.0
-    tokens: int = 0
-    batches: int = 0
-
-    @property
-    def total(self) -> float:
-        return self.data + self.forward + self.accumulate + self.checkpoint
 
 
 @define
@@ -296,6 +272,11 @@ class PreparedHarvest:
     context_length: int
     threshold: float
     device: torch.device
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a checkpoint must share with the run that resumes it (defaults resolved)."""
+        return self.opts.fingerprint() | {"threshold": self.threshold, "context_length": self.context_length}
 
 
 def open_source(opts: HarvestOptions, target: Target, context_length: int) -> TokenSource:
@@ -340,7 +321,7 @@ def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> Prepa
     dataset_info = source.info()
     loop = HarvestLoop(accs, threshold=threshold, seed=opts.seed, device=device, vocab_size=target.vocab_size,
                        decode=decode, model={"target": opts.target, **target.description}, dataset=dataset_info,
-                       progress=False)
+                       progress=opts.progress)
     total = n_total_batches(source, opts.batch_size, opts.n_batches)
     if total == 0:
         raise ValueError(f"the dataset {source.name} is empty")
@@ -356,99 +337,44 @@ def worker_path(paths: RunPaths, rank: int, world_size: int) -> Path:
     return paths.root / "workers" / f"rank{rank}-of-{world_size}.pt"
 
 
-def _decode_table(prep: PreparedHarvest) -> list[str] | None:
-    """Every token's text, so that `merge_workers` can name tokens without loading the tokenizer."""
-    decode, V = prep.loop.decode, prep.loop.vocab_size
-    if decode is None or V is None:
-        return None
-    return [decode(i) for i in range(V)]
+class ModelBatches:
+    """This worker's batches of model evidence: token batches run through the target's `HarvestFn`.
 
+    A `ResumableBatches` source: a resume starts after the batches a checkpoint
+    counted without reading or running them. The forward pass's time goes to
+    ``timings.forward`` (the loop counts the rest of drawing a batch as data).
+    """
 
-def _state_file(prep: PreparedHarvest, *, done: bool, with_vocab: bool = False) -> dict[str, Any]:
-    loop = prep.loop
-    return {
-        "token_strings": _decode_table(prep) if with_vocab else None,
-        "format": CHECKPOINT_FORMAT,
-        "fingerprint": prep.opts.fingerprint() | {"threshold": prep.threshold, "context_length": prep.context_length},
-        "done": done,
-        "total_batches": prep.total_batches,
-        "accumulators": [accumulator_spec(a) for a in loop.accumulators],
-        "model": loop.model,
-        "dataset": loop.dataset,
-        "loop": loop.state_dict(),
-    }
+    def __init__(self, prep: PreparedHarvest, timings: HarvestTimings | None = None):
+        self.prep = prep
+        self.timings = timings if timings is not None else HarvestTimings()
 
+    def __iter__(self) -> Iterator[HarvestBatch]:
+        return self.starting_at(0)
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_with(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an autointerp harvest checkpoint (format {CHECKPOINT_FORMAT})")
-    return state
-
-
-def _restore(prep: PreparedHarvest, ckpt: Path) -> int:
-    state = _load_state(ckpt)
-    want = prep.opts.fingerprint() | {"threshold": prep.threshold, "context_length": prep.context_length}
-    if state["fingerprint"] != want:
-        diff = {k: (state["fingerprint"].get(k), v) for k, v in want.items() if state["fingerprint"].get(k) != v}
-        raise ValueError(
-            f"the checkpoint {ckpt} was made with different settings {{option: (checkpoint, now)}}: {diff}; "
-            "resume with the same settings, or pass --overwrite to start over"
-        )
-    prep.loop.load_state_dict(state["loop"])
-    return prep.loop.n_batches
-
-
-def _device_sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def iterate_harvest(prep: PreparedHarvest, *, skip: int = 0, timings: HarvestTimings | None = None,
-                    on_batch: Callable[[int], None] | None = None) -> Iterator[int]:
-    """Feed this worker's batches (after the first ``skip``) to the loop; yields the count done after each."""
-    opts, loop, fn = prep.opts, prep.loop, prep.target.harvest_fn
-    timings = timings or HarvestTimings()
-    fn_device = getattr(fn, "device", prep.device)
-    it = token_batches(prep.source, opts.batch_size, n_batches=opts.n_batches, seed=opts.seed, shuffle=opts.shuffle,
-                       rank=opts.rank, world_size=opts.world_size, skip=skip)
-    done = skip
-    vocab = prep.target.vocab_size
-    while True:
-        t0 = time.perf_counter()
-        tb = next(it, None)
-        if tb is None:
-            return
-        if vocab is not None and tb.tokens.numel() and int(tb.tokens.max()) >= vocab:
-            raise ValueError(
-                f"the dataset {prep.source.name} has token ids up to {int(tb.tokens.max())}, expected ids in "
-                f"[0, {vocab}) for the model's vocabulary of {vocab}: was it tokenized with another tokenizer?"
-            )
-        tokens = tb.tokens.to(fn_device)
-        t1 = time.perf_counter()
-        with torch.no_grad():
-            batch = fn(tokens)
-        batch.sequence_ids = tb.sequence_ids.to(batch.tokens.device)
-        if tb.mask is not None:
-            m = tb.mask.to(batch.tokens.device)
-            batch.mask = m if batch.mask is None else (batch.mask & m)
-        _device_sync(batch.tokens.device)
-        t2 = time.perf_counter()
-        loop.update(batch)
-        _device_sync(prep.device)
-        t3 = time.perf_counter()
-        timings.data += t1 - t0
-        timings.forward += t2 - t1
-        timings.accumulate += t3 - t2
-        timings.batches += 1
-        timings.tokens += int(tb.mask.sum()) if tb.mask is not None else tb.tokens.numel()
-        done += 1
-        yield done
+    def starting_at(self, skip: int) -> Iterator[HarvestBatch]:
+        prep, opts = self.prep, self.prep.opts
+        fn = prep.target.harvest_fn
+        fn_device = getattr(fn, "device", prep.device)
+        vocab = prep.target.vocab_size
+        for tb in token_batches(prep.source, opts.batch_size, n_batches=opts.n_batches, seed=opts.seed,
+                                shuffle=opts.shuffle, rank=opts.rank, world_size=opts.world_size, skip=skip):
+            if vocab is not None and tb.tokens.numel() and int(tb.tokens.max()) >= vocab:
+                raise ValueError(
+                    f"the dataset {prep.source.name} has token ids up to {int(tb.tokens.max())}, expected ids in "
+                    f"[0, {vocab}) for the model's vocabulary of {vocab}: was it tokenized with another tokenizer?"
+                )
+            tokens = tb.tokens.to(fn_device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                batch = fn(tokens)
+            batch.sequence_ids = tb.sequence_ids.to(batch.tokens.device)
+            if tb.mask is not None:
+                m = tb.mask.to(batch.tokens.device)
+                batch.mask = m if batch.mask is None else (batch.mask & m)
+            device_sync(batch.tokens.device)
+            self.timings.forward += time.perf_counter() - t0
+            yield batch
 
 
 def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
@@ -458,45 +384,20 @@ def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
     prep = prepare_harvest(opts, target)
     paths = prep.paths
     ckpt = checkpoint_path(paths, opts.rank, opts.world_size)
-    skip = 0
-    if ckpt.exists():
-        if opts.resume:
-            skip = _restore(prep, ckpt)
-            log(f"resuming from {ckpt}: {skip} batches already done")
-        elif not opts.overwrite:
-            raise ValueError(
-                f"a checkpoint of this run already exists at {ckpt}; pass --resume to continue it, "
-                "or --overwrite to start over (or --run_id for a new run)"
-            )
+    if ckpt.exists() and not opts.resume and not opts.overwrite:
+        raise ValueError(
+            f"a checkpoint of this run already exists at {ckpt}; pass --resume to continue it, "
+            "or --overwrite to start over (or --run_id for a new run)"
+        )
     timings = timings or HarvestTimings()
-    bar = None
-    if opts.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=prep.rank_batches, initial=skip, desc=f"harvest {paths.run_id}", unit="batch",
-                   dynamic_ncols=True)
-    every = opts.checkpoint_every
-    t_start = time.perf_counter()
-    try:
-        for done in iterate_harvest(prep, skip=skip, timings=timings):
-            if bar is not None:
-                elapsed = max(time.perf_counter() - t_start, 1e-9)
-                bar.update(1)
-                bar.set_postfix_str(f"{timings.tokens / elapsed:,.0f} tok/s", refresh=False)
-            if every and done % every == 0:
-                t = time.perf_counter()
-                save_state(ckpt, _state_file(prep, done=False))
-                timings.checkpoint += time.perf_counter() - t
-    finally:
-        if bar is not None:
-            bar.close()
+    prep.loop.consume(ModelBatches(prep, timings), n_batches=prep.rank_batches, checkpoint=ckpt,
+                      checkpoint_every=opts.checkpoint_every, resume=opts.resume, settings=prep.settings,
+                      timings=timings, desc=f"harvest {paths.run_id}", log=log)
     if prep.loop.space is None:
         raise ValueError(f"the harvest saw no batches: the dataset {prep.source.name} gave no data for rank {opts.rank}")
-    if every:
-        save_state(ckpt, _state_file(prep, done=True))
     if opts.world_size > 1:
         wp = worker_path(paths, opts.rank, opts.world_size)
-        save_state(wp, _state_file(prep, done=True, with_vocab=True))
+        prep.loop.save_checkpoint(wp, settings=prep.settings, done=True, token_strings=True)
         log(f"worker {opts.rank} of {opts.world_size} done: {prep.loop.n_batches} batches -> {wp}\n"
             f"when every worker is done: autointerp merge {paths.run_id}" + (f" --out {opts.out}" if opts.out else ""))
         return wp
@@ -535,7 +436,7 @@ def merge_workers(run: str | Path, *, out: str | None = None, world_size: int | 
     loop: HarvestLoop | None = None
     first: dict[str, Any] | None = None
     for p in paths:
-        state = _load_state(p)
+        state = read_checkpoint(p)
         if first is None:
             first = {k: state[k] for k in ("fingerprint", "accumulators", "model", "dataset")}
         elif state["accumulators"] != first["accumulators"]:
@@ -545,7 +446,7 @@ def merge_workers(run: str | Path, *, out: str | None = None, world_size: int | 
             fb = {k: v for k, v in first["fingerprint"].items() if k != "rank"}
             if fa != fb:
                 raise ValueError(f"{p.name} was run with settings {fa}, unlike rank 0: {fb}")
-        part = _loop_from_state(state)
+        part = HarvestLoop.from_checkpoint(state, where=p)
         if loop is None:
             loop = part
         else:
@@ -558,18 +459,6 @@ def merge_workers(run: str | Path, *, out: str | None = None, world_size: int | 
     result.save(harvest_dir)
     log(f"merged {world_size} workers: {result.config.n_tokens:,} tokens, {len(result)} components -> {harvest_dir}")
     return result
-
-
-def _loop_from_state(state: dict[str, Any]) -> HarvestLoop:
-    accs = [accumulator_from_spec(s) for s in state["accumulators"]]
-    ls = state["loop"]
-    # FiringStatsAcc is added by the loop itself when missing; it is in the saved spec list already
-    table = state.get("token_strings")
-    decode = table.__getitem__ if table else None
-    loop = HarvestLoop(accs, threshold=ls["threshold"], seed=ls["seed"], device="cpu", vocab_size=ls["vocab_size"],
-                       decode=decode, model=state["model"], dataset=state["dataset"], progress=False)
-    loop.load_state_dict(ls)
-    return loop
 
 
 def summarize(result: HarvestResult, n: int = 5, top: int = 6, min_count: int = 3) -> str:
@@ -605,6 +494,7 @@ def summarize(result: HarvestResult, n: int = 5, top: int = 6, min_count: int = 
 __all__ = [
     "HarvestOptions",
     "HarvestTimings",
+    "ModelBatches",
     "PreparedHarvest",
     "Target",
     "default_accumulators",
