@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -175,3 +176,79 @@ def test_appender_cuts_a_torn_tail_before_appending_and_completed_keys_skips_unn
     app.close()
     assert path.read_bytes().endswith(b'{"other": 1}\n{"component_key": "c"}\n')
     assert completed_keys(path, lambda r: r["component_key"]) == {"a", "c"}
+
+
+_SLOW_SWAP = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    from autointerp.storage import replace_dir_atomically
+    target, go, how = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+
+    def fill(tmp):
+        (tmp / "config.json").write_text("new")
+        print("filling", flush=True)
+        if how == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        while not go.exists():
+            time.sleep(0.01)
+        (tmp / "components.jsonl").write_text("new")
+
+    replace_dir_atomically(target, fill)
+    print("swapped", flush=True)
+    """
+)
+
+
+def _slow_swap(target, go, how):
+    return subprocess.Popen([sys.executable, "-c", _SLOW_SWAP, str(target), str(go), how], stdout=subprocess.PIPE, text=True)
+
+
+def test_recover_dir_leaves_a_live_writers_fill_alone(tmp_path):
+    target = tmp_path / "run" / "harvest"
+    replace_dir_atomically(target, _fill({"config.json": "old"}))
+    go = tmp_path / "go"
+    proc = _slow_swap(target, go, "wait")
+    try:
+        assert proc.stdout.readline().strip() == "filling"
+        (building,) = target.parent.glob(".harvest.new-*")
+        recover_dir(target)  # what a loader in another process does first
+        assert (building / "config.json").read_text() == "new"
+        assert (target / "config.json").read_text() == "old"
+        go.touch()
+        assert proc.stdout.readline().strip() == "swapped"
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"config.json": "new", "components.jsonl": "new"}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["harvest"]
+
+
+def test_recover_dir_clears_what_a_killed_writer_left(tmp_path):
+    target = tmp_path / "run" / "harvest"
+    replace_dir_atomically(target, _fill({"config.json": "old"}))
+    proc = _slow_swap(target, tmp_path / "go", "die")
+    assert proc.stdout.readline().strip() == "filling"
+    assert proc.wait(timeout=30) == -9
+    assert len(list(target.parent.glob(".harvest.new-*"))) == 1  # and its swap lock file, no longer held
+    recover_dir(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["harvest"]
+    assert (target / "config.json").read_text() == "old"
+
+
+def test_two_swaps_of_one_folder_take_turns(tmp_path):
+    target = tmp_path / "harvest"
+    go = tmp_path / "go"
+    proc = _slow_swap(target, go, "wait")
+    try:
+        assert proc.stdout.readline().strip() == "filling"
+        release = threading.Timer(0.3, go.touch)
+        release.start()
+        replace_dir_atomically(target, _fill({"config.json": "mine"}))  # waits for the other swap
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"config.json": "mine"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "harvest"]

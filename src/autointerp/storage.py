@@ -5,7 +5,9 @@ Every output of the project is written through these helpers:
 * ``atomic_write_text`` / ``atomic_write_bytes``: temp file in the same folder,
   fsync, rename. A reader sees the old file or the new one, never a half.
 * ``replace_dir_atomically``: a folder of several files swapped as a whole, so
-  ``config.json`` and ``components.jsonl`` always belong to the same harvest.
+  ``config.json`` and ``components.jsonl`` always belong to the same harvest;
+  ``recover_dir`` repairs what a killed swap left, and leaves a live one alone
+  (the swap holds a lock beside the folder).
 * ``append_jsonl`` / ``read_jsonl``: append-only logs with one fsynced line per
   record; a torn last line (killed mid-write) is dropped when read, never fatal.
 * ``JsonlAppender``: the same log for a stream of records from an event loop
@@ -26,6 +28,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -122,44 +125,115 @@ def replace_dir_atomically(target: str | os.PathLike, fill: Callable[[Path], Non
 
     A crash leaves either the old folder or the new one. The single moment where
     neither is at ``target`` (between two renames) is repaired by
-    ``recover_dir(target)``, which every loader calls first.
+    ``recover_dir(target)``, which every loader calls first. The whole build and
+    swap holds the swap lock of ``target``, so that recovery (by a loader in
+    another process) never mistakes this live build for a dead writer's, and two
+    swaps of one folder take turns.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
-    try:
-        fill(tmp)
-        # every file and folder the fill wrote, subfolders (shared/) included
-        for folder, _, files in os.walk(tmp):
-            for name in files:
-                with open(os.path.join(folder, name), "rb+") as f:
-                    os.fsync(f.fileno())
-            _fsync_dir(Path(folder))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = target.parent / f".{target.name}.old"
-    if target.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(target, old)
-    os.rename(tmp, target)
-    _fsync_dir(target.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    with _swap_lock(target, wait=True):
+        _recover_unlocked(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+        try:
+            fill(tmp)
+            # every file and folder the fill wrote, subfolders (shared/) included
+            for folder, _, files in os.walk(tmp):
+                for name in files:
+                    with open(os.path.join(folder, name), "rb+") as f:
+                        os.fsync(f.fileno())
+                _fsync_dir(Path(folder))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        old = target.parent / f".{target.name}.old"
+        if target.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.rename(target, old)
+        os.rename(tmp, target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def recover_dir(target: str | os.PathLike) -> None:
-    """Undo a swap that a crash interrupted, and clear half-built temp folders."""
+    """Undo a swap that a dead writer interrupted, and clear its half-built temp folders.
+
+    Only what a dead writer left is touched: while a live `replace_dir_atomically`
+    of ``target`` holds the swap lock, this does nothing (its temp folder is work
+    in progress, and it repairs what it finds itself). A reader that finds nothing
+    to repair writes nothing.
+    """
     target = Path(target)
+    if not _leftovers(target):
+        return
+    try:
+        with _swap_lock(target, wait=False) as held:
+            if held:
+                _recover_unlocked(target)
+    except PermissionError:
+        return  # a reader without write access cannot repair; the next writer will
+
+
+def _leftovers(target: Path) -> bool:
+    if not target.parent.exists():
+        return False
+    if (target.parent / f".{target.name}.old").exists():
+        return True
+    return any(target.parent.glob(f".{target.name}.new-*"))
+
+
+def _recover_unlocked(target: Path) -> None:
     old = target.parent / f".{target.name}.old"
     if not target.exists() and old.exists():
         os.rename(old, target)
     elif target.exists() and old.exists():
         shutil.rmtree(old, ignore_errors=True)
-    if target.parent.exists():
-        for stale in target.parent.glob(f".{target.name}.new-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in target.parent.glob(f".{target.name}.new-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def _swap_lock(target: Path, *, wait: bool) -> Iterator[bool]:
+    """Hold ``flock`` on ``<parent>/.<name>.swap.lock``; yields False when ``wait`` is
+    False and a live process holds it. A killed holder releases it with its file
+    descriptors, so a dead writer never blocks recovery."""
+    path = target.parent / f".{target.name}.swap.lock"
+    fd = _lock_file(path, wait)
+    if fd is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        # unlinked while still held, so the folder is left as clean as before;
+        # a waiter that locked this inode sees it is gone and locks a fresh file
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _lock_file(path: Path, wait: bool) -> int | None:
+    """An fd holding ``flock`` on the file now at ``path``; None if busy and not ``wait``."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError as e:
+            os.close(fd)
+            if not wait and e.errno in (errno.EAGAIN, errno.EACCES):
+                return None
+            raise
+        try:
+            here = os.stat(path)
+        except FileNotFoundError:
+            here = None
+        mine = os.fstat(fd)
+        if here is not None and (here.st_ino, here.st_dev) == (mine.st_ino, mine.st_dev):
+            return fd
+        os.close(fd)  # the previous holder unlinked it before letting go: try the new file
 
 
 def _jsonl_line(record: Any) -> bytes:
