@@ -67,6 +67,49 @@ class MaxAsSum(CountAcc):
         self.n.scatter_reduce_(0, batch.firing_comp, batch.firing_act, reduce="amax")
 
 
+class MoveForgetsTheContext(CountAcc):
+    """Moves its tensors but keeps the old context, so it allocates on the wrong device later."""
+
+    def to(self, device):
+        self.n = self.n.to(device)
+        return self
+
+
+class MoveChangesTheSharedContext(CountAcc):
+    """Changes the device on the context it shares with the rest of its loop."""
+
+    def to(self, device):
+        self.n = self.n.to(device)
+        object.__setattr__(self.ctx, "device", torch.device(device))  # defeats the frozen class, on purpose
+        return self
+
+
+class MoveLeavesATensorBehind(CountAcc):
+    """Keeps a tensor outside add_state and forgets it in to()."""
+
+    def setup(self, ctx):
+        super().setup(ctx)
+        self.total = torch.zeros((), dtype=torch.int64, device=ctx.device)
+
+    def update(self, batch):
+        super().update(batch)
+        self.total += batch.n_firings
+
+    def merge(self, other):
+        total = other.total if other.bound else None
+        super().merge(other)
+        if total is not None:
+            self.total += total.to(self.total.device)
+        return self
+
+    def state_dict(self):
+        return {**super().state_dict(), "total": self.total}
+
+    def load_state_dict(self, state):
+        super().load_state_dict({k: v for k, v in state.items() if k != "total"})
+        self.total = state["total"].to(self.ctx.device).clone()
+
+
 @pytest.fixture(scope="module")
 def batches():
     return make_stream(0, 4)
@@ -86,6 +129,12 @@ def test_a_correct_accumulator_passes(batches):
         (ReturnsTensors, r"ReturnsTensors: finalize\(\)\[0\] cannot be saved as JSON"),
         (KeysByName, r"KeysByName: finalize\(\) returned key 'h.0.mlp:0'; keys must be flat component indices"),
         (MaxAsSum, r"MaxAsSum: merge of batches .* differs from one pass \(state\): \['n'\]: tensors differ"),
+        (MoveForgetsTheContext, r"MoveForgetsTheContext: after to\('meta'\) ctx.device is cpu, expected meta; "
+                                r"an override of to\(\) must call super\(\).to\(device\)"),
+        (MoveChangesTheSharedContext, r"MoveChangesTheSharedContext: moving one accumulator to meta moved the context "
+                                      r"of another bound to the same context \(its ctx.device is meta, expected cpu\)"),
+        (MoveLeavesATensorBehind, r"MoveLeavesATensorBehind: state_dict\(\)\['total'\] is on cpu after to\('meta'\), "
+                                  r"expected meta"),
     ],
 )
 def test_a_broken_accumulator_fails_with_the_reason(batches, cls, message):

@@ -15,7 +15,12 @@ holds (see ``docs/custom_accumulators.md``):
   untouched, and an update after finalize goes on as if finalize never ran;
 * **output fits the harvest**: ``finalize`` returns ``{flat index: value}`` with
   indices of real components and values the storage layer can save as JSON;
-  ``state_bytes`` is a non-negative int; ``to(device)`` keeps the state.
+  ``state_bytes`` is a non-negative int;
+* **devices and contexts**: the state sits on ``ctx.device`` after ``bind`` and
+  after ``load_state_dict``; ``to(device)`` keeps the output and rebinds the
+  accumulator to a context on that device; of two accumulators bound to one
+  context, moving one (to ``meta``) leaves the other's context, state and output
+  alone.
 
 Integer tensors and integers must match exactly; floats within ``rtol``/``atol``
 (a float32 sum depends on where a stream was split).
@@ -31,7 +36,7 @@ import copy
 import io
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -83,7 +88,7 @@ def check_accumulator(
             raise ConformanceError(f"factory() must return an Accumulator, got {type(acc).__name__}")
         if acc.bound:
             raise ConformanceError(f"{name}: factory() returned an accumulator that is already bound")
-        acc.bind(copy.copy(ctx))
+        acc.bind(ctx)
         return acc
 
     def run(parts: Sequence[FiringBatch]) -> Accumulator:
@@ -161,11 +166,64 @@ def check_accumulator(
         resumed.update(fb)
     same("resume from state_dict() then update differs from one pass", resumed.finalize(), want_out)
 
+    # -- state lives on the accumulator's own device, after bind and after a round trip
+    _check_on_device(name, "after bind()", fresh(), device)
+    _check_on_device(name, "after load_state_dict()", loaded, device)
+
     # -- a device move keeps the state
     moved = run(firing)
     if moved.to(device) is None:
         raise ConformanceError(f"{name}: to(device) must return the accumulator, got None")
+    if moved.ctx is None or moved.ctx.device != device:
+        raise ConformanceError(f"{name}: after to({device}) ctx.device is {_ctx_device(moved)}, expected {device}")
     same(f"to({device}) changed the output", moved.finalize(), want_out)
+
+    # -- each accumulator has its own context: moving one leaves another bound to the same context alone
+    one, other = factory(), factory()
+    one.bind(ctx)
+    other.bind(ctx)
+    for fb in firing:
+        one.update(fb)
+        other.update(fb)
+    meta = torch.device("meta")  # a device other than the harvest's that allocates nothing
+    try:
+        one.to(meta)
+    except Exception as e:  # noqa: BLE001 - reported as the protocol failure it is
+        raise ConformanceError(f"{name}: to('meta') raised {type(e).__name__}: {e}") from e
+    if one.ctx is None or one.ctx.device != meta:
+        raise ConformanceError(
+            f"{name}: after to('meta') ctx.device is {_ctx_device(one)}, expected meta; "
+            "an override of to() must call super().to(device), which rebinds the context"
+        )
+    _check_on_device(name, "after to('meta')", one, meta)
+    if ctx.device != device or other.ctx is None or other.ctx.device != device:
+        raise ConformanceError(
+            f"{name}: moving one accumulator to meta moved the context of another bound to the same context "
+            f"(its ctx.device is {_ctx_device(other)}, expected {device}); rebind a copy, never change ctx in place"
+        )
+    _check_on_device(name, "of an accumulator that was not moved", other, device)
+    same("moving another accumulator changed this one's output", other.finalize(), want_out)
+
+
+def _ctx_device(acc: Accumulator) -> str:
+    return "unbound" if acc.ctx is None else str(acc.ctx.device)
+
+
+def _tensors(state: Any, where: str = "") -> Iterator[tuple[str, Tensor]]:
+    if isinstance(state, Tensor):
+        yield where, state
+    elif isinstance(state, Mapping):
+        for k, v in state.items():
+            yield from _tensors(v, f"{where}[{k!r}]")
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            yield from _tensors(v, f"{where}[{i}]")
+
+
+def _check_on_device(name: str, when: str, acc: Accumulator, device: torch.device) -> None:
+    for where, t in _tensors(acc.state_dict()):
+        if t.device.type != device.type or (device.index is not None and t.device != device):
+            raise ConformanceError(f"{name}: state_dict(){where} is on {t.device} {when}, expected {device}")
 
 
 def _firing_batches(
