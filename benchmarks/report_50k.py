@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+from autointerp.batch import ComponentSpace
 from autointerp.paths import RunPaths
 from autointerp.report import write_report
 
@@ -43,7 +44,7 @@ def synthesize(paths: RunPaths, n: int, layers: int, seed: int = 0) -> None:
         "created_at": "",
         "autointerp_version": "bench",
     }
-    (paths.harvest / "config.json").write_text(json.dumps(cfg))
+    paths.harvest_config.write_text(json.dumps(cfg))
 
     def example():
         toks = [rng.choice(WORDS) for _ in range(21)]
@@ -61,17 +62,17 @@ def synthesize(paths: RunPaths, n: int, layers: int, seed: int = 0) -> None:
 
     def partners(layer):
         def row():
-            return {"key": f"{rng.choice(names)}:{rng.randrange(width)}", "count": rng.randrange(1000),
+            return {"key": ComponentSpace.make_key(rng.choice(names), rng.randrange(width)), "count": rng.randrange(1000),
                     "precision": rng.random(), "recall": rng.random(), "pmi": rng.gauss(0, 2)}
         return {k: [row() for _ in range(10)] for k in ("top_precision", "top_recall", "top_pmi", "bottom_pmi")}
 
     paths.interpretations.mkdir(parents=True, exist_ok=True)
     paths.scores.mkdir(parents=True, exist_ok=True)
-    with open(paths.harvest / "components.jsonl", "w") as f, open(paths.interpretations / "results.jsonl", "w") as fi:
-        with open(paths.scores / "detection.jsonl", "w") as fs:
+    with open(paths.harvest_components, "w") as f, open(paths.interpretation_results, "w") as fi:
+        with open(paths.score_file("detection"), "w") as fs:
             for nm in names:
                 for i in range(width):
-                    key = f"{nm}:{i}"
+                    key = ComponentSpace.make_key(nm, i)
                     rate = 10 ** rng.uniform(-6, -1) if rng.random() > 0.05 else 0.0
                     comp = {
                         "key": key, "layer": nm, "index": i, "firing_count": int(rate * 1e8), "firing_rate": rate,
@@ -135,12 +136,12 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.out)
     paths = RunPaths.of("bench", root)
-    if not (args.reuse and (paths.harvest / "components.jsonl").exists()):
+    if not (args.reuse and paths.harvest_components.exists()):
         shutil.rmtree(root, ignore_errors=True)
         t = time.perf_counter()
         synthesize(paths, args.n, args.layers)
         print(f"synthesized {args.n} components in {time.perf_counter() - t:.1f}s "
-              f"({(paths.harvest / 'components.jsonl').stat().st_size / 2**20:.0f} MiB components.jsonl)")
+              f"({paths.harvest_components.stat().st_size / 2**20:.0f} MiB components.jsonl)")
     t = time.perf_counter()
     index = write_report(paths, workers=args.workers)
     dt = time.perf_counter() - t

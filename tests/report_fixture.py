@@ -132,23 +132,23 @@ def make_run(root: Path, run_id: str = "toy") -> RunPaths:
         if k in unlabeled:
             continue
         append_jsonl(
-            paths.interpretations / "results.jsonl",
+            paths.interpretation_results,
             InterpretationResult(k, labels[k], "high" if k.endswith("0") else "medium", f"Reasoning for {k}: {INJECT_IMG}", model="offline"),
         )
     # the runner's failure records name the component "key"; h.0.mlp:2 failed once, then succeeded
-    append_jsonl(paths.interpretations / "failures.jsonl", {"key": "h.1.mlp:3", "reason": "invalid JSON"})
-    append_jsonl(paths.interpretations / "failures.jsonl", {"key": "h.0.mlp:2", "reason": "rate limited"})
+    append_jsonl(paths.interpretation_failures, {"key": "h.1.mlp:3", "reason": "invalid JSON"})
+    append_jsonl(paths.interpretation_failures, {"key": "h.0.mlp:2", "reason": "rate limited"})
     # a scorer that judges the component itself (intruder) writes label_source "none"
     for k in ("h.1.mlp:0", "h.1.mlp:1"):
-        append_jsonl(paths.scores / "intruder.jsonl", ScoreResult(k, "intruder", "none", "", 0.75, n_trials=10))
+        append_jsonl(paths.score_file("intruder"), ScoreResult(k, "intruder", "none", "", 0.75, n_trials=10))
     for i, k in enumerate(keys):
         if k in unlabeled:
             continue
         score = 0.5 + 0.05 * i
-        append_jsonl(paths.scores / "detection.jsonl", ScoreResult(k, "detection", "label", labels[k], score, {"precision": 0.7}, n_trials=20))
-        append_jsonl(paths.scores / "detection.jsonl", ScoreResult(k, "detection", "shuffled", "some other label", 0.5, n_trials=20))
-        append_jsonl(paths.scores / "detection.jsonl", ScoreResult(k, "detection", "token_lookup", "token list", 0.55, n_trials=20))
+        append_jsonl(paths.score_file("detection"), ScoreResult(k, "detection", "label", labels[k], score, {"precision": 0.7}, n_trials=20))
+        append_jsonl(paths.score_file("detection"), ScoreResult(k, "detection", "shuffled", "some other label", 0.5, n_trials=20))
+        append_jsonl(paths.score_file("detection"), ScoreResult(k, "detection", "token_lookup", "token list", 0.55, n_trials=20))
     # a torn last line, as a killed scorer leaves it
-    with open(paths.scores / "detection.jsonl", "a") as f:
+    with open(paths.score_file("detection"), "a") as f:
         f.write('{"component_key": "h.0.mlp:2", "scor')
     return paths

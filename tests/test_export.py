@@ -9,7 +9,7 @@ from report_fixture import DEAD, INJECT_SCRIPT, N_COMPONENTS, make_harvest, make
 
 from autointerp.cli import main
 from autointerp.report import export_run
-from autointerp.report.run import RunData
+from autointerp.report import RunData
 
 
 @pytest.fixture(scope="module")

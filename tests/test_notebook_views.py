@@ -11,7 +11,7 @@ from report_fixture import DEAD, INJECT_IMG, INJECT_SCRIPT, N_COMPONENTS, make_r
 from autointerp import InterpretationResult, load_harvest
 from autointerp.report import LabeledComponent, open_run, register_extras_renderer
 from autointerp.report.notebook import example_html
-from autointerp.report.writer import EXTRAS_RENDERERS
+from autointerp.report.extras import EXTRAS_RENDERERS
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,6 @@ def test_extras_html_renderer(harvest):
     try:
         assert "<b class='hist'>5 bins</b>" in harvest["h.0.mlp:0"]._repr_html_()
     finally:
-        EXTRAS_RENDERERS.pop("activation_histogram", None)
+        EXTRAS_RENDERERS.unregister("activation_histogram")
     # generic fallback: escaped JSON
     assert "[0, " in harvest["h.0.mlp:0"]._repr_html_()

@@ -11,10 +11,11 @@ from report_fixture import DEAD, INJECT_IMG, INJECT_SCRIPT, N_COMPONENTS, make_h
 
 from autointerp import InterpretationResult, ScoreResult
 from autointerp.cli import main
-from autointerp.report import register_extras_renderer, safe_json, write_report
-from autointerp.report.run import RunData
+from autointerp.records import group_scores
+from autointerp.report import RunData, register_extras_renderer, safe_json, write_report, write_report_from_data
+from autointerp.report.extras import EXTRAS_RENDERERS, ExtrasRegistry, ExtrasRenderer
+from autointerp.report.page_data import ReportOptions, example_view, histogram, percentiles
 from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
-from autointerp.report.writer import EXTRAS_RENDERERS, _histogram, _percentiles
 
 
 @pytest.fixture(scope="module")
@@ -198,11 +199,12 @@ def test_write_report_from_objects(tmp_path):
     harvest = make_harvest()
     interps = [InterpretationResult(k, f"label {k}", "low", "because") for k in harvest.keys()[:3]]
     scores = [ScoreResult(k, "fuzzing", "label", f"label {k}", 0.7) for k in harvest.keys()[:3]]
-    index = write_report(harvest, tmp_path / "r", interpretations=interps, scores=scores, title="my <title>")
+    index = write_report_from_data(RunData.from_objects(harvest, interps, scores), tmp_path / "r", title="my <title>")
     m = _manifest(index)
     assert m["n_labeled"] == 3 and m["scorers"] == ["fuzzing"] and m["title"] == "my <title>"
     assert "<title>my &lt;title&gt;</title>" in index.read_text()
-    with pytest.raises(ValueError, match="out_dir"):
+    # write_report takes a run folder; objects in memory go through write_report_from_data
+    with pytest.raises(TypeError, match="write_report_from_data"):
         write_report(harvest)
 
 
@@ -212,17 +214,15 @@ def test_missing_harvest_says_what_to_do(tmp_path):
 
 
 def test_skipped_score_does_not_hide_a_real_one():
-    from autointerp.report.run import group_scores
-
     g = group_scores([ScoreResult("a:0", "det", "label", "x", 0.8), ScoreResult("a:0", "det", "label", "x", None, skipped=True, reason="r")])
     assert g["det"]["a:0"]["label"].score == 0.8
 
 
 def test_percentiles_and_histogram():
-    assert _percentiles([0.0, 0.1, 0.1, 0.3]) == [12.5, 50.0, 50.0, 87.5]
-    h = _histogram([0.0, 0.001, 0.01, 0.1])
+    assert percentiles([0.0, 0.1, 0.1, 0.3]) == [12.5, 50.0, 50.0, 87.5]
+    h = histogram([0.0, 0.001, 0.01, 0.1])
     assert h["dead"] == 1 and sum(h["counts"]) == 3 and h["lo"] == -3 and h["hi"] == -1
-    assert _histogram([0.0])["counts"] == []
+    assert histogram([0.0])["counts"] == []
 
 
 def test_extras_renderer_registry(run, tmp_path):
@@ -238,7 +238,7 @@ def test_extras_renderer_registry(run, tmp_path):
         assert (index.parent / "assets" / "extras" / "activation_histogram.js").read_text() == js
         assert _manifest(index)["extras_renderers"] == ["activation_histogram", "toy_extra"]
     finally:
-        EXTRAS_RENDERERS.pop("toy_extra", None)
+        EXTRAS_RENDERERS.unregister("toy_extra")
 
 
 def test_run_data_reads_tolerantly(run):
@@ -276,7 +276,49 @@ def test_demo_stage(run):
 
 
 def test_examples_without_token_strings_show_ids():
-    from autointerp.report.writer import _example
-
-    ex = _example({"token_ids": [7, 8], "activations": [0.0, 0.123456], "firing_offset": 1, "sequence_index": 3, "position": 9}, "plain")
+    ex = example_view({"token_ids": [7, 8], "activations": [0.0, 0.123456], "firing_offset": 1, "sequence_index": 3, "position": 9}, "plain")
     assert ex == {"t": ["⟨7⟩", "⟨8⟩"], "a": [0, 0.123], "f": 1, "s": 3, "p": 9}
+
+
+# -- seams: the extras registry, the options, the one reader of a run ------------------
+
+
+def test_extras_registry_refuses_duplicates_and_merges_overrides():
+    reg = ExtrasRegistry((ExtrasRenderer("a", js="A1"),))
+    with pytest.raises(ValueError, match="'a' is already registered"):
+        reg.register(ExtrasRenderer("a", js="A2"))
+    reg.register(ExtrasRenderer("a", js="A2"), replace=True)
+    reg.register(ExtrasRenderer("html_only", html=str))
+    assert reg["a"].js == "A2" and sorted(reg) == ["a", "html_only"]
+    # a report's own renderers go on top; a renderer without JS gives the page nothing
+    assert reg.scripts({"b": "B", "a": ExtrasRenderer("a", js="A3")}) == {"a": "A3", "b": "B"}
+    assert reg.unregister("a").js == "A2" and reg.unregister("a") is None and "a" not in reg
+
+
+def test_report_options_name_the_bad_argument(run, tmp_path):
+    with pytest.raises(ValueError, match="token_style must be one of"):
+        ReportOptions(token_style="bpe")
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        write_report(run, tmp_path / "r", chunk_size=0)
+    with pytest.raises(TypeError, match="colour"):
+        write_report(run, tmp_path / "r", colour="red")
+
+
+def test_the_last_label_of_a_component_wins(tmp_path):
+    from autointerp.storage import append_jsonl
+
+    paths = make_run(tmp_path)
+    append_jsonl(paths.interpretation_results, InterpretationResult("h.0.mlp:2", "a newer label", "high", "r"))
+    append_jsonl(paths.interpretation_results, InterpretationResult("h.0.mlp:2", "", "low", "an empty label is no result"))
+    _, idx = _load(write_report(paths).parent / "data" / "layer-0.js", "AUTOINTERP_LAYER")
+    assert idx["label"][2] == "a newer label"
+
+
+def test_a_corrupt_line_is_an_error_naming_the_file(tmp_path):
+    from autointerp.records import CorruptRunFile
+
+    paths = make_run(tmp_path)
+    text = paths.interpretation_results.read_text(encoding="utf-8").splitlines(keepends=True)
+    paths.interpretation_results.write_text(text[0] + "not json\n" + "".join(text[1:]), encoding="utf-8")
+    with pytest.raises(CorruptRunFile, match=r"results.jsonl, line 2"):
+        write_report(paths)

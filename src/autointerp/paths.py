@@ -138,3 +138,13 @@ class RunPaths:
     @property
     def export(self) -> Path:
         return self.root / "export"
+
+    @property
+    def export_jsonl(self) -> Path:
+        """``autointerp export --format jsonl``: one record per component."""
+        return self.export / "components.jsonl"
+
+    @property
+    def export_neuronpedia(self) -> Path:
+        """``autointerp export --format neuronpedia``: one document of Neuronpedia-shaped features."""
+        return self.export / "neuronpedia.json"

@@ -36,18 +36,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: runs this large are rendered by several processes unless --workers says otherwise
+PARALLEL_FROM_COMPONENTS = 5000
+
+
+def default_workers(paths: RunPaths) -> int:
+    """Up to 8 processes for a run of `PARALLEL_FROM_COMPONENTS` or more components, else 1."""
+    if not paths.harvest_config.exists():
+        return 1  # write_report says what is missing
+    layers = json.loads(paths.harvest_config.read_text(encoding="utf-8")).get("layers") or []
+    n = sum(int(spec.get("width", 0)) for spec in layers)
+    return max(1, min(8, os.cpu_count() or 1)) if n >= PARALLEL_FROM_COMPONENTS else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from autointerp.report.writer import write_report
 
     paths = RunPaths.of(args.run_id, args.out)
-    workers = args.workers
-    if workers is None:
-        workers = 1
-        cfg = paths.harvest / "config.json"
-        if cfg.exists():
-            n = sum(int(l.get("width", 0)) for l in json.loads(cfg.read_text(encoding="utf-8")).get("layers") or [])
-            if n >= 5000:
-                workers = max(1, min(8, os.cpu_count() or 1))
+    workers = args.workers if args.workers is not None else default_workers(paths)
     t0 = time.perf_counter()
     index = write_report(paths, token_style=args.token_style, title=args.title, workers=workers)
     print(f"wrote the report in {time.perf_counter() - t0:.1f}s; open this file in a browser:", file=sys.stderr)

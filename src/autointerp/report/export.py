@@ -25,13 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.paths import RunPaths
-from autointerp.report.run import COMPONENT_SOURCE, LABEL_SOURCES, RunData
+from autointerp.report.page_data import peek_token_style, run_summary, score_means
+from autointerp.report.run_data import RunData
+from autointerp.report.score_sources import COMPONENT_SOURCE, LABEL_SOURCES
 from autointerp.report.tokens import TOKEN_STYLES, display_tokens
 from autointerp.storage import atomic_write_with
 
 EXPORT_FORMATS = ("jsonl", "neuronpedia")
 JSONL_FORMAT = "autointerp.export/1"
 NEURONPEDIA_FORMAT = "autointerp.neuronpedia/1"
+#: written beside a ``jsonl`` export: the harvest's settings and the mean scores
+RUN_INFO_FILE = "run.json"
 
 
 def _finite(x: Any) -> Any:
@@ -65,29 +69,30 @@ def _examples(c: Mapping[str, Any], n: int, style: str) -> list[dict[str, Any]]:
     return out
 
 
+def _score_entry(by_src: Mapping[str, Any]) -> dict[str, Any]:
+    """One scorer's verdicts on a component: a score per label source, trials and metrics of the headline one."""
+    entry: dict[str, Any] = {}
+    for src in (*LABEL_SOURCES, COMPONENT_SOURCE):
+        r = by_src.get(src)
+        if r is None:
+            continue
+        entry[src] = None if r.skipped else _finite(r.score)
+        if src in ("label", COMPONENT_SOURCE):
+            entry["n_trials"] = r.n_trials
+            entry["metrics"] = {k: _finite(v) for k, v in (r.metrics or {}).items()}
+            if r.skipped:
+                entry["skipped_reason"] = r.reason
+    return entry
+
+
 def iter_records(data: RunData, *, top_examples: int = 10, token_style: str = "auto") -> Iterator[dict[str, Any]]:
     """The ``jsonl`` records of a run, one per component, in component-space order."""
-    from autointerp.report.writer import peek_token_style
-
     stream = data.iter_components()
     style, head = peek_token_style(stream, token_style)
     for c in itertools.chain(head, stream):
         key = c["key"]
         interp = data.interpretations.get(key)
-        scores: dict[str, dict[str, Any]] = {}
-        for scorer, by_src in data.component_scores(key).items():
-            entry: dict[str, Any] = {}
-            for src in (*LABEL_SOURCES, COMPONENT_SOURCE):
-                r = by_src.get(src)
-                if r is None:
-                    continue
-                entry[src] = None if r.skipped else _finite(r.score)
-                if src in ("label", COMPONENT_SOURCE):
-                    entry["n_trials"] = r.n_trials
-                    entry["metrics"] = {k: _finite(v) for k, v in (r.metrics or {}).items()}
-                    if r.skipped:
-                        entry["skipped_reason"] = r.reason
-            scores[scorer] = entry
+        scores = {scorer: _score_entry(by_src) for scorer, by_src in data.component_scores(key).items()}
         yield {
             "format": JSONL_FORMAT,
             "run": data.name,
@@ -172,8 +177,9 @@ def export_run(
 ) -> Path:
     """Write the export and return its path (written atomically: complete or absent).
 
-    ``output`` defaults to ``<run>/export/components.jsonl`` (``jsonl``) or
-    ``<run>/export/neuronpedia.json`` (``neuronpedia``).
+    ``run`` is a `RunPaths`, a run folder or a `RunData` already read (then
+    ``output`` is needed). ``output`` defaults to ``<run>/export/components.jsonl``
+    (``jsonl``) or ``<run>/export/neuronpedia.json`` (``neuronpedia``).
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {format!r}")
@@ -181,47 +187,49 @@ def export_run(
         raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {token_style!r}")
     if top_examples < 0:
         raise ValueError(f"top_examples must be >= 0, got {top_examples}")
-    paths: RunPaths | None = None
     if isinstance(run, RunData):
+        if output is None:
+            raise ValueError("pass output: this run was not read from a run folder, so it has no export folder")
         data = run
     else:
-        paths = run if isinstance(run, RunPaths) else RunPaths(Path(run))
+        paths = RunPaths.at(run)
         data = RunData.from_run(paths)
-    if output is None:
-        if paths is None:
-            raise ValueError("pass output: this run was not read from a run folder")
-        output = paths.root / "export" / ("components.jsonl" if format == "jsonl" else "neuronpedia.json")
+        if output is None:
+            output = paths.export_jsonl if format == "jsonl" else paths.export_neuronpedia
     output = Path(output)
-
     if format == "jsonl":
-
-        n_written = n_labeled = 0
-
-        def write(tmp: Path) -> None:
-            nonlocal n_written, n_labeled
-            with open(tmp, "w", encoding="utf-8") as f:
-                for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
-                    f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
-                    n_written += 1
-                    n_labeled += rec["label"] is not None
-
-        atomic_write_with(output, write)
-        from autointerp.report.writer import _run_summary, _score_means
-
-        run_info = {
-            "format": JSONL_FORMAT,
-            "run": data.name,
-            "n_components": n_written,
-            "n_labeled": n_labeled,
-            "layers": data.config.get("layers") or [],
-            "score_means": _score_means(data),
-            "harvest": _run_summary(data),
-        }
-        atomic_write_with(
-            output.with_name("run.json"),
-            lambda tmp: tmp.write_text(json.dumps(run_info, ensure_ascii=False, indent=2, allow_nan=False), encoding="utf-8"),
-        )
+        _write_jsonl(data, output, top_examples=top_examples, token_style=token_style)
     else:
         doc = neuronpedia_document(data, top_examples=top_examples, model_id=model_id, token_style=token_style)
-        atomic_write_with(output, lambda tmp: tmp.write_text(json.dumps(doc, ensure_ascii=False, allow_nan=False), encoding="utf-8"))
+        _write_json(output, doc, indent=None)
     return output
+
+
+def _write_json(path: Path, doc: Any, indent: int | None) -> None:
+    text = json.dumps(doc, ensure_ascii=False, indent=indent, allow_nan=False)
+    atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _write_jsonl(data: RunData, output: Path, *, top_examples: int, token_style: str) -> None:
+    """``output`` (one record per component) and, beside it, ``run.json`` (the harvest and mean scores)."""
+    n_written = n_labeled = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal n_written, n_labeled
+        with open(tmp, "w", encoding="utf-8") as f:
+            for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
+                f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
+                n_written += 1
+                n_labeled += rec["label"] is not None
+
+    atomic_write_with(output, write)
+    run_info = {
+        "format": JSONL_FORMAT,
+        "run": data.name,
+        "n_components": n_written,
+        "n_labeled": n_labeled,
+        "layers": data.config.get("layers") or [],
+        "score_means": score_means(data),
+        "harvest": run_summary(data),
+    }
+    _write_json(output.with_name(RUN_INFO_FILE), run_info, indent=2)

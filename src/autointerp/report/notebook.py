@@ -6,6 +6,10 @@ string from the data goes through `html.escape`. Tokens are shown the same way
 as in the static report: byte-level tokens joined into UTF-8, whitespace made
 visible, shaded by activation, the firing token outlined, the activation on hover.
 
+The functions take the objects duck-typed (attrs objects or their dicts) and
+import nothing that imports `autointerp.schemas`, so the schemas' own
+`_repr_html_` can call them without an import circle.
+
 >>> from autointerp import load_harvest             # doctest: +SKIP
 >>> result = load_harvest(".data/autointerp/demo/harvest")
 >>> result["h.0.mlp:3"]                             # in a notebook: the rich view
@@ -19,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from autointerp.report.extras import EXTRAS_RENDERERS
+from autointerp.report.score_sources import LABEL_SOURCES, headline, score_value
 from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
 
 _STYLE = """<style>
@@ -160,8 +166,6 @@ def _partners_block(corr: Any, labels: Mapping[str, str] | None, limit: int = 6)
 def _extras_block(extras: Mapping[str, Any]) -> str:
     if not extras:
         return ""
-    from autointerp.report.writer import EXTRAS_RENDERERS
-
     parts = []
     for name in sorted(extras):
         value = extras[name]
@@ -193,10 +197,9 @@ def _scores_block(scores: Mapping[str, Mapping[str, Any]] | None) -> str:
     rows = []
     for scorer in sorted(scores):
         cells = []
-        for src in ("label", "shuffled", "token_lookup"):
-            r = scores[scorer].get(src)
-            if r is None and src == "label":
-                r = scores[scorer].get("none")  # a component-level scorer (intruder)
+        for src in LABEL_SOURCES:
+            # a component-level scorer (intruder) is shown in the label's column
+            r = headline(scores[scorer]) if src == "label" else scores[scorer].get(src)
             if r is None:
                 cells.append("<td class=ai-num>–</td>")
             elif _get(r, "skipped"):
@@ -337,16 +340,12 @@ def harvest_html(result: Any, *, max_rows: int = 20) -> str:
     return f'{_STYLE}<div class="ai-view">{head}{_layer_rows(list(by_layer.items()))}{comp_table}</div>'
 
 
-def run_html(data: Any, *, max_rows: int = 30) -> str:
-    """A run (`RunData`): summary, mean scores against baselines, and the first components with labels."""
-    by_layer: dict[str, list[float]] = {}
-    for c in data.iter_components():
-        by_layer.setdefault(c.get("layer", ""), []).append(float(c.get("firing_rate") or 0.0))
-    scorers = data.scorers
+def _mean_scores_table(data: Any) -> str:
+    """Each scorer's mean score for the labels and for both baselines."""
     means = []
-    for s in scorers:
+    for s in data.scorers:
         cells = []
-        for src in ("label", "shuffled", "token_lookup"):
+        for src in LABEL_SOURCES:
             vals = [
                 r.score
                 for by_src in data.scores[s].values()
@@ -355,12 +354,16 @@ def run_html(data: Any, *, max_rows: int = 30) -> str:
             ]
             cells.append(f"<td class=ai-num>{_fmt(sum(vals) / len(vals)) if vals else '–'}</td>")
         means.append(f"<tr><td>{escape(s)}</td>{''.join(cells)}</tr>")
-    score_table = (
+    if not means:
+        return ""
+    return (
         "<h4>Mean scores</h4><table><tr><th>scorer</th><th>labels</th><th>random labels</th><th>token lookup</th></tr>"
         f"{''.join(means)}</table>"
-        if means
-        else ""
     )
+
+
+def _component_rows(data: Any, max_rows: int) -> tuple[list[str], int]:
+    """The first ``max_rows`` components as table rows, and how many components there are."""
     rows = []
     n = 0
     for c in data.iter_components():
@@ -371,13 +374,20 @@ def run_html(data: Any, *, max_rows: int = 30) -> str:
         interp = data.interpretations.get(key)
         label = escape(interp.label) if interp else '<span class="ai-muted">–</span>'
         conf = escape(interp.confidence) if interp else ""
-        sc = "".join(
-            f"<td class=ai-num>{_fmt(_score_of(data, s, key))}</td>" for s in scorers
-        )
+        sc = "".join(f"<td class=ai-num>{_fmt(_score_of(data, s, key))}</td>" for s in data.scorers)
         rows.append(
             f"<tr><td class=ai-key>{escape(key)}</td><td>{label}</td><td>{conf}</td>"
             f"<td class=ai-num>{_fmt(c.get('firing_rate'))}</td>{sc}</tr>"
         )
+    return rows, n
+
+
+def run_html(data: Any, *, max_rows: int = 30) -> str:
+    """A run (`RunData`): summary, mean scores against baselines, and the first components with labels."""
+    by_layer: dict[str, list[float]] = {}
+    for c in data.iter_components():
+        by_layer.setdefault(c.get("layer", ""), []).append(float(c.get("firing_rate") or 0.0))
+    rows, n = _component_rows(data, max_rows)
     more = n - max_rows
     head = (
         f'<div><b>{escape(data.name or "run")}</b> <span class="ai-muted">{n:,} components · '
@@ -385,15 +395,12 @@ def run_html(data: Any, *, max_rows: int = 30) -> str:
     )
     comp_table = (
         "<h4>Components</h4><table><tr><th>component</th><th>label</th><th>confidence</th><th>rate</th>"
-        + "".join(f"<th>{escape(s)}</th>" for s in scorers)
+        + "".join(f"<th>{escape(s)}</th>" for s in data.scorers)
         + f"</tr>{''.join(rows)}</table>"
         + (f'<div class="ai-muted">… {more:,} more: run[key] shows one, run.write_report() writes them all.</div>' if more > 0 else "")
     )
-    return f'{_STYLE}<div class="ai-view">{head}{_layer_rows(list(by_layer.items()))}{score_table}{comp_table}</div>'
+    return f'{_STYLE}<div class="ai-view">{head}{_layer_rows(list(by_layer.items()))}{_mean_scores_table(data)}{comp_table}</div>'
 
 
 def _score_of(data: Any, scorer: str, key: str) -> float | None:
-    from autointerp.report.run import headline
-
-    r = headline(data.scores.get(scorer, {}).get(key, {}))
-    return None if r is None or r.skipped else r.score
+    return score_value(headline(data.scores.get(scorer, {}).get(key, {})))

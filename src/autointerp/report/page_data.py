@@ -1,0 +1,435 @@
+"""The report's pages as plain dicts: a run's `RunData` shaped for the viewer.
+
+The middle step of read -> shape -> write: nothing here reads or writes a file.
+`ReportPages` shapes one run's report a chunk of components at a time (a run of
+50,000 components is never all in memory): per component the detail a
+component page shows (`component_detail`), per layer the index rows
+(`LayerIndex`), and once at the end the manifest the page starts from. The
+exporter reuses the run summary, the score means and the token-style guess.
+
+Numbers are rounded to what a person reads (4 significant digits, 3 for the
+activations of examples, which are the bulk of a report).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from attrs import define
+
+from autointerp.batch import ComponentSpace
+from autointerp.report.extras import EXTRAS_RENDERERS, ExtrasRenderer
+from autointerp.report.run_data import RunData
+from autointerp.report.score_sources import LABEL_SOURCES, headline, score_value
+from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text
+from autointerp.schemas import ScoreResult
+
+#: components per lazily loaded data file
+DEFAULT_CHUNK_SIZE = 64
+HIST_BINS = 24
+MANIFEST_FORMAT = "autointerp.report/1"
+_TOKEN_TABLES = ("top_precision", "top_recall", "top_pmi")
+_CORR_TABLES = ("top_precision", "top_recall", "top_pmi", "bottom_pmi")
+
+#: one index row per component: (key, layer, index, firing rate, firing count)
+IndexRow = tuple[str, str, Any, float, int]
+
+
+@define
+class ReportOptions:
+    """How a report is written; the keyword arguments of `write_report`.
+
+    ``token_style`` is ``"auto"``, ``"gpt2"``, ``"sentencepiece"`` or ``"plain"``
+    (see `autointerp.report.tokens`); ``extras_renderers`` maps an extras name
+    to JS source (or an `ExtrasRenderer`) for this report only, on top of
+    `register_extras_renderer`; ``workers`` > 1 renders chunks in that many processes.
+    """
+
+    title: str | None = None
+    token_style: str = "auto"
+    extras_renderers: Mapping[str, str | ExtrasRenderer] | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_examples: int | None = None
+    workers: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        if self.token_style not in TOKEN_STYLES:
+            raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {self.token_style!r}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+
+
+# -- numbers and JSON-safe values ------------------------------------------------------
+
+
+def num(x: Any, digits: int = 4) -> float | int | None:
+    """A number rounded for display; None for a missing or non-finite one."""
+    if x is None:
+        return None
+    if isinstance(x, bool):
+        return int(x)
+    if isinstance(x, int):
+        return x
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    if x == 0:
+        return 0
+    return float(f"{x:.{digits}g}")
+
+
+def _f4(x: Any) -> Any:
+    """4 significant digits, fast: the token and partner tables hold most numbers of a report.
+    (0 and None pass through; a NaN from an in-memory harvest is caught by `safe_json`.)"""
+    return float("%.4g" % x) if x else x
+
+
+def clean_json(value: Any) -> Any:
+    """Make a value JSON-safe: non-finite floats become null, tuples lists, arrays lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        return clean_json(tolist())
+    return str(value)
+
+
+# -- token style -----------------------------------------------------------------------
+
+
+def _iter_token_strings(components: list[dict[str, Any]], limit: int = 200_000) -> Iterable[str]:
+    n = 0
+    for c in components:
+        for fname in ("top_examples", "examples"):
+            for ex in c.get(fname) or []:
+                for t in ex.get("tokens") or []:
+                    yield t
+                    n += 1
+                    if n >= limit:
+                        return
+        for fname in ("input_tokens", "output_tokens"):
+            stats = c.get(fname) or {}
+            for table in _TOKEN_TABLES:
+                for s in stats.get(table) or []:
+                    if s.get("token"):
+                        yield s["token"]
+
+
+def peek_token_style(stream: Iterator[dict[str, Any]], token_style: str = "auto") -> tuple[str, list[dict[str, Any]]]:
+    """Guess the token style from the first components of a stream (until enough tokens are seen).
+
+    Returns the style and the components read, which the caller processes before the rest.
+    """
+    if token_style != "auto":
+        return token_style, []
+    head: list[dict[str, Any]] = []
+    n_tokens = 0
+    for c in stream:
+        head.append(c)
+        for ex in (c.get("examples") or [])[:2]:
+            n_tokens += len(ex.get("tokens") or [])
+        if n_tokens >= 20_000 or len(head) >= 4096:
+            break
+    return detect_token_style(_iter_token_strings(head)), head
+
+
+# -- one component's page --------------------------------------------------------------
+
+
+def example_view(ex: Mapping[str, Any], style: str) -> dict[str, Any]:
+    """One example as the viewer draws it: display tokens, activations, firing offset, where."""
+    tokens = ex.get("tokens")
+    ids = ex.get("token_ids") or []
+    shown = display_tokens(list(tokens), style) if tokens else [f"⟨{i}⟩" for i in ids]
+    return {
+        "t": shown,
+        # most activations in a window are exactly 0; this list is the bulk of the report
+        "a": [float("%.3g" % a) if a else 0 for a in ex.get("activations") or []],
+        "f": ex.get("firing_offset", 0),
+        "s": ex.get("sequence_index"),
+        "p": ex.get("position"),
+    }
+
+
+def _token_rows(stats: Mapping[str, Any] | None, style: str) -> dict[str, list[list[Any]]] | None:
+    if not stats:
+        return None
+    out = {}
+    for table in _TOKEN_TABLES:
+        rows = []
+        for s in stats.get(table) or []:
+            tok = s.get("token")
+            text = single_token_text(tok, style) if tok is not None else f"⟨{s.get('token_id')}⟩"
+            rows.append([text, s.get("token_id"), _f4(s.get("count")), _f4(s.get("precision")), _f4(s.get("recall")), _f4(s.get("pmi"))])
+        out[table] = rows
+    return out
+
+
+def _corr_rows(corr: Mapping[str, Any] | None) -> dict[str, list[list[Any]]] | None:
+    if not corr:
+        return None
+    return {
+        table: [[p.get("key"), p.get("count"), _f4(p.get("precision")), _f4(p.get("recall")), _f4(p.get("pmi"))] for p in corr.get(table) or []]
+        for table in _CORR_TABLES
+    }
+
+
+def _score_cell(r: ScoreResult) -> dict[str, Any]:
+    return {
+        "score": None if r.skipped else num(r.score),
+        "skipped": r.skipped,
+        "reason": r.reason,
+        "label": r.label,
+        "n": r.n_trials,
+        "metrics": {k: num(v) for k, v in (r.metrics or {}).items() if isinstance(v, (int, float))},
+        "model": r.model,
+    }
+
+
+def _interp_view(interp: Any) -> dict[str, Any] | None:
+    if interp is None:
+        return None
+    return {
+        "label": interp.label,
+        "confidence": interp.confidence,
+        "reasoning": interp.reasoning,
+        "model": interp.model,
+        "template": interp.template_name,
+        "created_at": interp.created_at,
+    }
+
+
+def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_examples: int | None) -> dict[str, Any]:
+    """Everything one component page shows, as plain JSON-ready values."""
+    key = c["key"]
+    scores = {
+        scorer: {src: _score_cell(r) for src, r in by_src.items()} for scorer, by_src in run.component_scores(key).items()
+    }
+    ex = (c.get("examples") or [])[:max_examples]
+    top = (c.get("top_examples") or [])[:max_examples]
+    return {
+        "key": key,
+        "layer": c.get("layer"),
+        "index": c.get("index"),
+        "firing_count": c.get("firing_count", 0),
+        "firing_rate": num(c.get("firing_rate", 0.0), 6),
+        "mean_activation": num(c.get("mean_activation", 0.0)),
+        "max_activation": num(c.get("max_activation", 0.0)),
+        "interp": _interp_view(run.interpretations.get(key)),
+        "scores": scores,
+        "examples": [example_view(e, style) for e in ex],
+        "top_examples": [example_view(e, style) for e in top],
+        "input_tokens": _token_rows(c.get("input_tokens"), style),
+        "output_tokens": _token_rows(c.get("output_tokens"), style),
+        "correlations": _corr_rows(c.get("correlations")),
+        "extras": clean_json(c.get("extras") or {}),
+    }
+
+
+def index_row(c: Mapping[str, Any]) -> IndexRow:
+    """What the index keeps of a component (the rest waits in its chunk)."""
+    layer = c.get("layer") or ComponentSpace.split_key(str(c["key"]))[0]
+    return (c["key"], layer, c.get("index"), float(c.get("firing_rate") or 0.0), c.get("firing_count", 0))
+
+
+@define
+class ChunkShaper:
+    """Shapes a chunk of components; small enough to send to each worker process."""
+
+    data: RunData  # labels and scores; components reach it separately
+    style: str
+    max_examples: int | None
+
+    def shape(self, items: list[Any]) -> tuple[list[dict[str, Any]], list[IndexRow]]:
+        """Component dicts (or their raw JSON lines) -> (their page details, their index rows)."""
+        comps = [c for c in (_parse(item) for item in items) if c is not None]
+        details = [component_detail(c, self.data, self.style, self.max_examples) for c in comps]
+        return details, [index_row(c) for c in comps]
+
+
+def _parse(item: Any) -> dict[str, Any] | None:
+    if not isinstance(item, (bytes, str)):
+        return item
+    try:
+        return json.loads(item)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None  # a torn line, as RunData.iter_components skips it
+
+
+# -- the index: one table per layer ----------------------------------------------------
+
+
+def percentiles(rates: list[float]) -> list[float]:
+    """Mid-rank percentile of each rate within its layer (0-100)."""
+    n = len(rates)
+    order = sorted(range(n), key=lambda i: rates[i])
+    pct = [0.0] * n
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and rates[order[j + 1]] == rates[order[i]]:
+            j += 1
+        mid = (i + j) / 2 + 0.5
+        for k in range(i, j + 1):
+            pct[order[k]] = round(100.0 * mid / n, 1)
+        i = j + 1
+    return pct
+
+
+def histogram(rates: list[float]) -> dict[str, Any]:
+    """Histogram of log10(firing rate) over the components that fired."""
+    fired = [math.log10(r) for r in rates if r > 0]
+    dead = len(rates) - len(fired)
+    if not fired:
+        return {"lo": 0, "hi": 0, "counts": [], "dead": dead}
+    lo, hi = min(fired), max(fired)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = [0] * HIST_BINS
+    for v in fired:
+        b = min(HIST_BINS - 1, int((v - lo) / (hi - lo) * HIST_BINS))
+        counts[b] += 1
+    return {"lo": round(lo, 4), "hi": round(hi, 4), "counts": counts, "dead": dead}
+
+
+class LayerRows:
+    """One layer's index rows (key, label, rate, scores...), columns as lists."""
+
+    def __init__(self, li: int, name: str, scorers: list[str]):
+        self.li, self.name, self.scorers = li, name, scorers
+        self.columns: dict[str, Any] = {
+            "keys": [], "index": [], "label": [], "conf": [], "rate": [], "count": [], "ch": [], "off": [],
+            "scores": {s: [] for s in scorers},
+        }
+        self.rates: list[float] = []
+
+    def add(self, row: IndexRow, chunk: int, offset: int, data: RunData) -> bool:
+        """Add a component; True when it has a label."""
+        key, _, index, rate, count = row
+        interp = data.interpretations.get(key)
+        col = self.columns
+        col["keys"].append(key)
+        col["index"].append(index)
+        col["label"].append(interp.label if interp else None)
+        col["conf"].append(interp.confidence if interp else None)
+        col["rate"].append(num(rate, 6))
+        col["count"].append(count)
+        col["ch"].append(chunk)
+        col["off"].append(offset)
+        self.rates.append(rate)
+        for s in self.scorers:
+            col["scores"][s].append(num(score_value(headline(data.scores[s].get(key, {})))))
+        return interp is not None
+
+    def finished(self) -> dict[str, Any]:
+        """The columns with each component's percentile in the layer (call once, at the end)."""
+        return {**self.columns, "pct": percentiles(self.rates)}
+
+    def meta(self) -> dict[str, Any]:
+        return {"name": self.name, "n": len(self.rates), "hist": histogram(self.rates)}
+
+
+class LayerIndex:
+    """The index rows of every layer, in the harvest's layer order (others as they come)."""
+
+    def __init__(self, data: RunData):
+        self.data = data
+        self._layers: dict[str, LayerRows] = {}
+        for spec in data.config.get("layers") or []:
+            self._layer(spec["name"])
+        self.n_labeled = 0
+
+    def _layer(self, name: str) -> LayerRows:
+        if name not in self._layers:
+            self._layers[name] = LayerRows(len(self._layers), name, self.data.scorers)
+        return self._layers[name]
+
+    def add(self, chunk: int, rows: list[IndexRow]) -> None:
+        for offset, row in enumerate(rows):
+            self.n_labeled += self._layer(row[1]).add(row, chunk, offset, self.data)
+
+    def layers(self) -> list[LayerRows]:
+        return list(self._layers.values())
+
+
+# -- the run as a whole ----------------------------------------------------------------
+
+
+def score_means(run: RunData) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """``{scorer: {label source: {"mean", "n"}}}`` over the scored (not skipped) lines."""
+    out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for scorer, by_key in run.scores.items():
+        sums: dict[str, list[float]] = {}
+        for by_src in by_key.values():
+            for src, r in by_src.items():
+                if not r.skipped and r.score is not None and math.isfinite(r.score):
+                    sums.setdefault(src, []).append(r.score)
+        out[scorer] = {src: {"mean": num(sum(v) / len(v)), "n": len(v)} for src, v in sums.items()}
+    return out
+
+
+def run_summary(run: RunData) -> dict[str, Any]:
+    """The harvest's settings a reader of the report or an export wants to see."""
+    cfg = run.config
+    return {
+        "n_tokens": cfg.get("n_tokens"),
+        "n_batches": cfg.get("n_batches"),
+        "threshold": cfg.get("threshold"),
+        "vocab_size": cfg.get("vocab_size"),
+        "created_at": cfg.get("created_at"),
+        "autointerp_version": cfg.get("autointerp_version"),
+        "model": clean_json(cfg.get("model") or {}),
+        "dataset": clean_json(cfg.get("dataset") or {}),
+        "accumulators": [a.get("type") for a in cfg.get("accumulators") or [] if isinstance(a, Mapping)],
+    }
+
+
+class ReportPages:
+    """One run's report, shaped lazily: components stream through `shaper`, rows into `index`.
+
+    The components are read once, when the writer iterates `components()`;
+    `manifest` is complete only after that.
+    """
+
+    def __init__(self, data: RunData, options: ReportOptions):
+        self.data, self.options = data, options
+        self._stream = data.iter_components()
+        self.token_style, self._head = peek_token_style(self._stream, options.token_style)
+        self.title = options.title or (f"autointerp — {data.name}" if data.name else "autointerp report")
+        self.extras_scripts = EXTRAS_RENDERERS.scripts(options.extras_renderers)
+        self.shaper = ChunkShaper(data.without_components(), self.token_style, options.max_examples)
+        self.index = LayerIndex(data)
+
+    def components(self) -> Iterator[dict[str, Any]]:
+        """Every component once, the ones peeked at for the token style first."""
+        return itertools.chain(self._head, self._stream)
+
+    def manifest(self, layer_meta: list[dict[str, Any]], n_chunks: int) -> dict[str, Any]:
+        """What the page reads first: the run, its layers, its scorers and how the data is cut."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "title": self.title,
+            "run": self.data.name,
+            "n_components": sum(m["n"] for m in layer_meta),
+            "n_labeled": self.index.n_labeled,
+            "n_failures": self.data.n_failures,
+            "scorers": self.data.scorers,
+            "label_sources": list(LABEL_SOURCES),
+            "score_means": score_means(self.data),
+            "layers": layer_meta,
+            "chunk_size": self.options.chunk_size,
+            "n_chunks": n_chunks,
+            "token_style": self.token_style,
+            "summary": run_summary(self.data),
+            "extras_renderers": sorted(self.extras_scripts),
+        }

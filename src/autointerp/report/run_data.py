@@ -1,0 +1,146 @@
+"""A whole run read back for display: harvest, labels and scores, joined by component key.
+
+The bottom layer of `autointerp.report`: the page writer, the exporter and the
+notebook views all read a run through `RunData` and nothing else reads a run's
+files. Labels, failures and scores come through `autointerp.records` (one rule
+for which record wins, one corruption policy); file names come from `RunPaths`.
+
+Components stay plain dicts in the layout of ``components.jsonl``: turning
+50,000 components into attrs objects only to turn them back into JSON costs more
+than the rest of the report.
+
+>>> data = RunData.from_run(RunPaths.of("demo"))      # doctest: +SKIP
+>>> data.scorers                                      # doctest: +SKIP
+['detection', 'fuzzing']
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from autointerp.paths import RunPaths
+from autointerp.records import Scores, count_failures, group_scores, read_interpretations, read_scores
+from autointerp.schemas import InterpretationResult, ScoreResult
+from autointerp.storage import read_jsonl, recover_dir, to_dict
+
+__all__ = ["RunData", "Scores"]
+
+
+class RunData:
+    """A run's harvest as plain dicts plus its labels and scores, ready to render.
+
+    Components are dicts in component-space order. Read from disk, they are
+    streamed (`iter_components`) so a report or an export of a large run never
+    holds every component in memory; the ``components`` list is read on first
+    use. ``config`` is the harvest's ``config.json`` as a dict.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        components: list[dict[str, Any]] | None = None,
+        interpretations: Mapping[str, InterpretationResult] | None = None,
+        scores: Scores | None = None,
+        n_failures: int = 0,
+        name: str = "",
+        components_path: str | os.PathLike | None = None,
+    ):
+        if components is None and components_path is None:
+            raise ValueError("RunData needs components (a list of dicts) or components_path; got neither")
+        self.config = dict(config)
+        self._components = components
+        self.components_path = Path(components_path) if components_path is not None else None
+        self.interpretations = dict(interpretations or {})
+        self.scores: Scores = scores or {}
+        self.n_failures = n_failures
+        self.name = name
+
+    @classmethod
+    def from_run(cls, run: RunPaths | str | os.PathLike) -> RunData:
+        """Read a run folder: its harvest, ``interpretations/`` and ``scores/``."""
+        paths = RunPaths.at(run)
+        recover_dir(paths.harvest)
+        if not paths.harvest_config.exists() or not paths.harvest_components.exists():
+            raise FileNotFoundError(
+                f"{paths.root} has no harvest: expected {paths.harvest_config} and {paths.harvest_components} "
+                "(run `autointerp harvest` first, or check the run id and --out)"
+            )
+        config = json.loads(paths.harvest_config.read_text(encoding="utf-8"))
+        interps = read_interpretations(paths)
+        return cls(
+            config,
+            None,
+            interps,
+            read_scores(paths),
+            count_failures(paths.interpretation_failures, interps),
+            name=paths.run_id,
+            components_path=paths.harvest_components,
+        )
+
+    @classmethod
+    def from_objects(
+        cls,
+        harvest: Any,
+        interpretations: Iterable[InterpretationResult] | Mapping[str, InterpretationResult] | None = None,
+        scores: Iterable[ScoreResult] | Scores | None = None,
+        name: str = "",
+    ) -> RunData:
+        """From a `HarvestResult` and in-memory results (for notebooks and tests)."""
+        if not (hasattr(harvest, "components") and hasattr(harvest, "config")):
+            raise TypeError(f"harvest must be a HarvestResult (with .config and .components), got {type(harvest).__name__}")
+        if isinstance(interpretations, Mapping):
+            interp = dict(interpretations)
+        else:
+            interp = {r.component_key: r for r in (interpretations or [])}
+        grouped: Scores = dict(scores) if isinstance(scores, Mapping) else group_scores(scores or [])  # type: ignore[arg-type]
+        return cls(to_dict(harvest.config), [to_dict(c) for c in harvest.components], interp, grouped, name=name)
+
+    def without_components(self) -> RunData:
+        """The labels and scores only (what a worker process needs: components reach it separately)."""
+        return RunData(self.config, [], self.interpretations, self.scores, self.n_failures, self.name)
+
+    @property
+    def streams_from_disk(self) -> bool:
+        """True when the components are read from ``components_path`` rather than held in memory."""
+        return self._components is None and self.components_path is not None
+
+    def iter_components(self) -> Iterator[dict[str, Any]]:
+        """Every component dict, in order, streamed from disk when not already loaded."""
+        if self._components is not None:
+            yield from self._components
+        else:
+            assert self.components_path is not None
+            yield from read_jsonl(self.components_path)
+
+    def iter_component_lines(self) -> Iterator[bytes]:
+        """The raw JSON line of every component (read from disk), for workers that parse them
+        themselves: parsing is half the work of a report."""
+        if self.components_path is None:
+            raise ValueError("iter_component_lines needs a run read from disk (components_path is None)")
+        with open(self.components_path, "rb") as f:
+            for line in f:
+                if line.strip():
+                    yield line
+
+    @property
+    def components(self) -> list[dict[str, Any]]:
+        if self._components is None:
+            self._components = list(self.iter_components())
+        return self._components
+
+    @property
+    def n_components(self) -> int:
+        if self._components is not None:
+            return len(self._components)
+        return sum(int(l.get("width", 0)) for l in self.config.get("layers") or [])
+
+    @property
+    def scorers(self) -> list[str]:
+        return sorted(self.scores)
+
+    def component_scores(self, key: str) -> dict[str, dict[str, ScoreResult]]:
+        return {s: self.scores[s][key] for s in self.scorers if key in self.scores[s]}

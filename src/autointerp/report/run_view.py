@@ -1,0 +1,138 @@
+"""A run in a notebook: ``open_run("demo")["h.0.mlp:3"]`` shows one component.
+
+`open_run` reads a run (through `RunData`) and returns a `RunView`; indexing it
+gives a `LabeledComponent` (evidence + label + scores) that shows itself with
+the HTML of `autointerp.report.notebook`. This module sits above the run data
+and the views, and beside the page writer, which `RunView.write_report` calls.
+
+>>> run = open_run("demo")                      # doctest: +SKIP
+>>> run["h.0.mlp:3"]                            # doctest: +SKIP
+LabeledComponent('h.0.mlp:3', 'closing quotation marks', high, detection=0.82)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from attrs import define, field
+
+from autointerp.paths import RunPaths
+from autointerp.report.notebook import labeled_component_html, run_html
+from autointerp.report.run_data import RunData
+from autointerp.report.score_sources import headline, score_value
+from autointerp.report.writer import write_report_from_data
+from autointerp.schemas import ComponentData, InterpretationResult, ScoreResult
+from autointerp.storage import from_dict
+
+
+@define
+class LabeledComponent:
+    """One component with everything known about it: evidence, label and scores.
+
+    ``scores`` maps scorer -> label source (``"label"``, ``"shuffled"``,
+    ``"token_lookup"``) -> `ScoreResult`.
+    """
+
+    component: ComponentData
+    interpretation: InterpretationResult | None = None
+    scores: dict[str, dict[str, ScoreResult]] = field(factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.component.key
+
+    @property
+    def label(self) -> str | None:
+        return self.interpretation.label if self.interpretation else None
+
+    def score(self, scorer: str, label_source: str = "label") -> float | None:
+        by_src = self.scores.get(scorer, {})
+        return score_value(headline(by_src) if label_source == "label" else by_src.get(label_source))
+
+    def __repr__(self) -> str:
+        parts = [repr(self.key)]
+        if self.interpretation is not None:
+            parts += [repr(self.interpretation.label), self.interpretation.confidence]
+        else:
+            parts.append("unlabeled")
+        for s in sorted(self.scores):
+            v = self.score(s)
+            parts.append(f"{s}={v:.2f}" if v is not None else f"{s}=n/a")
+        return f"LabeledComponent({', '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        return labeled_component_html(self)
+
+
+class RunView:
+    """A run for a person at a notebook: index by key, iterate, or view the whole table.
+
+    ``run[key]`` returns a `LabeledComponent`; ``run.data`` is the `RunData`;
+    ``run.write_report()`` writes the static HTML report.
+    """
+
+    def __init__(self, data: RunData, paths: RunPaths | None = None):
+        self.data = data
+        self.paths = paths
+        self._index = {c["key"]: i for i, c in enumerate(data.components)}
+        self._cache: dict[str, ComponentData] = {}
+
+    def __len__(self) -> int:
+        return len(self.data.components)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def keys(self) -> list[str]:
+        return [c["key"] for c in self.data.components]
+
+    def component(self, key: str) -> ComponentData:
+        if key not in self._cache:
+            try:
+                rec = self.data.components[self._index[key]]
+            except KeyError:
+                some = ", ".join(self.keys()[:3])
+                raise KeyError(f"no component {key!r} in this run; keys look like {some}") from None
+            self._cache[key] = from_dict(rec, ComponentData)
+        return self._cache[key]
+
+    def __getitem__(self, key: str | int) -> LabeledComponent:
+        if isinstance(key, int):
+            key = self.data.components[key]["key"]
+        comp = self.component(key)
+        return LabeledComponent(comp, self.data.interpretations.get(key), self.data.component_scores(key))
+
+    def __iter__(self) -> Iterator[LabeledComponent]:
+        for k in self.keys():
+            yield self[k]
+
+    def __repr__(self) -> str:
+        return (
+            f"RunView({self.data.name!r}: {len(self)} components, {len(self.data.interpretations)} labeled, "
+            f"scorers={self.data.scorers})"
+        )
+
+    def _repr_html_(self) -> str:
+        return run_html(self.data)
+
+    def write_report(self, out_dir: str | os.PathLike | None = None, **options: Any) -> Path:
+        """Write the static report (default: the run's ``report/`` folder); options as `write_report`."""
+        if out_dir is None:
+            if self.paths is None:
+                raise ValueError("out_dir is needed: this run was not read from a run folder, so it has no report folder")
+            out_dir = self.paths.report
+        return write_report_from_data(self.data, out_dir, **options)
+
+
+def open_run(run: RunPaths | str | os.PathLike, out: str | os.PathLike | None = None) -> RunView:
+    """Open a run for viewing: a run id (under ``out``, default ``.data/autointerp``) or a run folder."""
+    if isinstance(run, RunPaths):
+        paths = run
+    elif out is None and RunPaths.at(run).harvest.is_dir():
+        paths = RunPaths.at(run)
+    else:
+        paths = RunPaths.of(str(run), out)
+    return RunView(RunData.from_run(paths), paths)
