@@ -58,6 +58,15 @@ class HarvestContext:
     def token_str(self, token_id: int) -> str | None:
         return None if self.decode is None or token_id < 0 else self.decode(token_id)
 
+    def require_vocab(self, who: str) -> int:
+        """``vocab_size``, or an error naming the accumulator ``who`` that needs it."""
+        if self.vocab_size is None:
+            raise ValueError(
+                f"{who} needs the vocabulary size: pass HarvestLoop(vocab_size=...) "
+                "or batches with output_probs [B, S, V]"
+            )
+        return self.vocab_size
+
     def with_device(self, device: torch.device | str) -> HarvestContext:
         """This context on another device (a new object; this one is unchanged)."""
         return evolve(self, device=torch.device(device))

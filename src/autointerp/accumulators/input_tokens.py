@@ -13,15 +13,6 @@ from autointerp.accumulators.base import HarvestContext, TensorAccumulator
 from autointerp.batch import FiringBatch
 
 
-def require_vocab(acc: object, ctx: HarvestContext) -> int:
-    if ctx.vocab_size is None:
-        raise ValueError(
-            f"{type(acc).__name__} needs the vocabulary size: pass HarvestLoop(vocab_size=...) "
-            "or batches with output_probs [B, S, V]"
-        )
-    return ctx.vocab_size
-
-
 class InputTokenAcc(TensorAccumulator):
     """Hard counts of the token at each firing position, and of every token overall.
 
@@ -44,7 +35,7 @@ class InputTokenAcc(TensorAccumulator):
         return 8 * (ctx.n_components * V + V + ctx.n_components + 1)
 
     def setup(self, ctx: HarvestContext) -> None:
-        V, N = require_vocab(self, ctx), ctx.n_components
+        V, N = ctx.require_vocab(type(self).__name__), ctx.n_components
         self.add_state("joint", torch.zeros(N, V, dtype=torch.int64))
         self.add_state("token_count", torch.zeros(V, dtype=torch.int64))
         self.add_state("comp_count", torch.zeros(N, dtype=torch.int64))

@@ -11,7 +11,6 @@ from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import rank_columns
 from autointerp.accumulators.base import HarvestContext
-from autointerp.accumulators.input_tokens import require_vocab
 from autointerp.batch import FiringBatch
 
 
@@ -62,7 +61,7 @@ class OutputProbAcc(StagedTableAcc):
         return 8 * (N * V + V + N + 1) + 4 * N * V
 
     def setup(self, ctx: HarvestContext) -> None:
-        V, N = require_vocab(self, ctx), ctx.n_components
+        V, N = ctx.require_vocab(type(self).__name__), ctx.n_components
         self.add_state("joint", torch.zeros(N, V, dtype=torch.float64))
         self.add_state("token_mass", torch.zeros(V, dtype=torch.float64))
         self.add_state("comp_count", torch.zeros(N, dtype=torch.int64))
