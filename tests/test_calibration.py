@@ -14,6 +14,7 @@ import pytest
 
 from autointerp.llm.anthropic import AnthropicBackend
 from autointerp.llm.openai_compat import OpenAICompatBackend
+from autointerp.paths import ScoresFolder
 from autointerp.scoring import score
 from autointerp.storage import read_jsonl
 from autointerp.testing.llm_server import LLMServer
@@ -60,7 +61,7 @@ def test_shuffled_labels_land_at_chance(calibrated):
 
 def test_every_call_crossed_the_wire_and_faults_were_retried(calibrated):
     report, d, n_requests, faults = calibrated
-    trials = list(read_jsonl(d / "trials" / "trials.jsonl"))
+    trials = list(read_jsonl(ScoresFolder(d).trial_records))
     assert report.run is not None and report.run.completed == len(trials)
     assert n_requests == report.run.requests > len(trials)  # the retries were real requests
     assert faults.get("429", 0) + faults.get("malformed_json", 0) == report.run.retries > 0

@@ -295,8 +295,8 @@ def test_resume_pays_nothing_twice_and_retries_failures(tmp_path):
     r1 = score(harvest, labels, backend=flaky, scores_dir=d, prices=FREE, runner_options=opts)
     assert r1.pending and all(k == "synth:2" for _, k, _ in r1.pending)
     assert not any(r.component_key == "synth:2" for r in r1.results if r.scorer != "intruder")
-    assert list(read_jsonl(d / "trials" / "failures.jsonl"))
-    n_lines = {n: len((d / f"{n}.jsonl").read_text().splitlines()) for n in ("detection", "simulation")}
+    assert list(read_jsonl(run.score_trial_failures))
+    n_lines = {n: len(run.score_file(n).read_text().splitlines()) for n in ("detection", "simulation")}
 
     good = CountingBackend()
     r2 = score(harvest, labels, backend=good, scores_dir=d, prices=FREE, runner_options=opts)
@@ -309,7 +309,7 @@ def test_resume_pays_nothing_twice_and_retries_failures(tmp_path):
     score(harvest, labels, backend=again, scores_dir=d, prices=FREE)
     assert again.calls == 0
     for n, before in n_lines.items():
-        assert len((d / f"{n}.jsonl").read_text().splitlines()) == before + 3  # synth:2's, once
+        assert len(run.score_file(n).read_text().splitlines()) == before + 3  # synth:2's, once
 
     changed = dict(labels, **{"synth:0": "fires on ' dog'"})
     later = CountingBackend()
@@ -343,7 +343,7 @@ def make_run(tmp_path, with_labels=True):
     harvest.save(paths.harvest)
     if with_labels:
         for key, label in model.labels().items():
-            append_jsonl(paths.interpretations / "results.jsonl", InterpretationResult(key, label, "high", "planted"))
+            append_jsonl(paths.interpretation_results, InterpretationResult(key, label, "high", "planted"))
     return paths
 
 
@@ -354,9 +354,9 @@ def test_cli_scores_a_run_and_prints_the_table(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc == 0
     assert "detection (balanced_accuracy)" in out and "token_lookup" in out and "BASELINE" in err
-    lines = [json.loads(x) for x in (paths.scores / "detection.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in paths.score_file("detection").read_text().splitlines()]
     assert len(lines) == 4 * 3 and {x["label_source"] for x in lines} == {"label", "shuffled", "token_lookup"}
-    assert not (paths.scores / "fuzzing.jsonl").exists()
+    assert not paths.score_file("fuzzing").exists()
 
 
 def test_cli_with_no_interpretations_says_so_and_records_skips(tmp_path, capsys):
@@ -364,7 +364,7 @@ def test_cli_with_no_interpretations_says_so_and_records_skips(tmp_path, capsys)
     rc = cli_main(["score", "synth-run", "--out", str(tmp_path), "--backend", "token-match", "--quiet"])
     _, err = capsys.readouterr()
     assert rc == 1 and "no interpretations" in err and "autointerp interpret synth-run" in err
-    lines = [json.loads(x) for x in (paths.scores / "detection.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in paths.score_file("detection").read_text().splitlines()]
     assert len(lines) == 10 and all(x["skipped"] and "no interpretation" in x["reason"] for x in lines)
 
 
@@ -372,14 +372,12 @@ def test_score_run_reads_the_run_folder(tmp_path):
     paths = make_run(tmp_path)
     report = score_run(paths, backend=TokenMatchBackend(), scorers=["fuzzing"], baselines=False)
     assert len(report.scores("fuzzing")) == 10
-    assert (paths.scores / "fuzzing.jsonl").exists() and (paths.scores / "trials" / "trials.jsonl").exists()
+    assert paths.score_file("fuzzing").exists() and paths.score_trial_records.exists()
     # scores/*.jsonl holds only ScoreResults (the report reads every one of them)
-    from autointerp.schemas import ScoreResult
-    from autointerp.storage import from_dict
+    from autointerp.records import read_score_file
 
-    for p in paths.scores.glob("*.jsonl"):
-        for rec in read_jsonl(p):
-            from_dict(rec, ScoreResult)
+    for p in paths.score_files():
+        read_score_file(p)  # a line that is not a ScoreResult is a CorruptRunFile
 
 
 def test_cli_refuses_a_missing_run(tmp_path, capsys):
@@ -464,3 +462,117 @@ def test_cost_cap_stops_new_calls_and_the_next_run_finishes(tmp_path):
     r2 = score(harvest, model.labels(), backend=rest, prices=FREE, **kw)
     assert not r2.pending and len(r2.scores("detection")) == 10
     assert capped.calls + rest.calls == 20  # 10 components x 2 trials, none paid twice
+
+
+# -- the scorer registry and the options object --------------------------------------------
+
+from attrs import define as _define  # noqa: E402
+
+from autointerp.scoring import (  # noqa: E402
+    SCORERS,
+    InsufficientEvidence,
+    Scorer,
+    ScoreOptions,
+    ScoringConfig,
+    Trial,
+    register_scorer,
+    scorer_names,
+    unregister_scorer,
+)
+
+
+@_define
+class ProbeConfig:
+    n_windows: int = 4
+
+
+class RecallProbe(Scorer):
+    """A custom scorer: does the judge say yes to held-out activating windows (recall)?"""
+
+    name = "recall_probe"
+    headline = "recall"
+    config_class = ProbeConfig
+
+    def trials(self, ev, label, *, label_source="label", seed=0, context=None):
+        windows = ev.positives[: self.cfg.n_windows]
+        if not windows:
+            raise InsufficientEvidence(f"{ev.key} has no held-out activating windows")
+        task = ScorerTask("detection", label, [w.tokens for w in windows])
+        return [Trial(self.name, ev.key, label_source, 0, task, {"positive": [True] * len(windows)}, [w.ref() for w in windows])]
+
+    def metrics(self, records):
+        said = [bool(a) for r in records for a in r["answer"]]
+        recall = sum(said) / len(said)
+        return recall, {"recall": recall}
+
+
+@pytest.fixture
+def recall_probe():
+    register_scorer(RecallProbe)
+    yield RecallProbe
+    unregister_scorer(RecallProbe.name)
+
+
+def test_a_registered_scorer_is_usable_by_name(recall_probe, tmp_path):
+    assert scorer_names() == (*SCORERS, "recall_probe") and SCORERS == ("detection", "fuzzing", "simulation", "intruder")
+    model, harvest = synthetic_harvest()
+    config = ScoringConfig(custom={"recall_probe": ProbeConfig(n_windows=2)})
+    report = score(harvest, model.labels(), scorers=["recall_probe"], backend=TokenMatchBackend(), baselines=False,
+                   config=config, scores_dir=tmp_path)  # fmt: skip
+    assert report.row("recall_probe", "label").n == 10 and "recall_probe (recall)" in report.table()
+    assert all(len(r.details["windows"][0]) == 2 for r in report.results)  # its config came from ScoringConfig.custom
+    assert len((tmp_path / "recall_probe.jsonl").read_text().splitlines()) == 10
+    # the command line knows it too
+    from autointerp.cli.score import _scorer_list
+
+    assert _scorer_list("detection,recall_probe") == ["detection", "recall_probe"]
+
+
+def test_a_taken_scorer_name_is_refused(recall_probe):
+    class Again(RecallProbe):
+        pass
+
+    with pytest.raises(ValueError, match="'recall_probe' is already registered"):
+        register_scorer(Again)
+    with pytest.raises(ValueError, match="'detection' is already registered"):
+        register_scorer(DetectionScorer)
+    with pytest.raises(TypeError, match="Scorer subclass"):
+        register_scorer(object)
+
+
+def test_an_unknown_scorer_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known scorers: detection, fuzzing, simulation, intruder"):
+        ScoreOptions(scorers=["detection", "dection"])
+    with pytest.raises(TypeError, match="got the string 'detection'"):
+        ScoreOptions(scorers="detection")
+
+
+def test_score_options_name_the_argument_the_expectation_and_the_value():
+    with pytest.raises(ValueError, match=r"limit must be a whole number >= 0 or None, got -1"):
+        ScoreOptions(limit=-1)
+    with pytest.raises(ValueError, match=r"max_concurrent must be a whole number >= 1, got 0"):
+        ScoreOptions(max_concurrent=0)
+    with pytest.raises(ValueError, match=r"max_cost_usd must be a number of US dollars >= 0"):
+        ScoreOptions(max_cost_usd=-2.0)
+    with pytest.raises(ValueError, match=r"config must be a ScoringConfig"):
+        ScoreOptions(config={"n_explain": 3})
+    with pytest.raises(TypeError, match=r"unknown score option\(s\) 'limt'; expected some of scorers, backend"):
+        ScoreOptions.from_kwargs(limt=3)
+    base = ScoreOptions(limit=3, scorers=["detection", "detection"])
+    assert base.scorers == ("detection",)
+    assert ScoreOptions.from_kwargs(base, seed=4) == ScoreOptions(limit=3, seed=4, scorers=["detection"])
+
+
+def test_options_object_and_keywords_are_the_same_call():
+    model, harvest = synthetic_harvest()
+    kw = dict(scorers=["detection"], backend=TokenMatchBackend(), baselines=False, limit=3, seed=5)
+    a = score(harvest, model.labels(), **kw)
+    b = score(harvest, model.labels(), options=ScoreOptions(**kw))
+    c = score(harvest, model.labels(), options=ScoreOptions(**dict(kw, seed=0)), seed=5)  # keywords override
+    assert a.scores("detection") == b.scores("detection") == c.scores("detection") and len(a.scores("detection")) == 3
+
+
+def test_score_run_writes_only_into_the_run(tmp_path):
+    paths = make_run(tmp_path)
+    with pytest.raises(ValueError, match="writes into the run's own scores folder"):
+        score_run(paths, backend=TokenMatchBackend(), scores_dir=tmp_path / "elsewhere")

@@ -26,6 +26,9 @@ HARVEST_COMPONENTS = "components.jsonl"
 RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"
 SUMMARY_FILE = "summary.json"
+#: inside a scores folder: the judge's raw answers live in a subfolder, so ``scores/*.jsonl`` holds only ScoreResults
+TRIALS_DIR = "trials"
+TRIALS_FILE = "trials.jsonl"
 
 
 def default_out() -> Path:
@@ -43,6 +46,36 @@ def run_id_for(target: str) -> str:
     if len(slug) > 64:
         slug = slug[:48] + "-" + hashlib.sha1(target.encode()).hexdigest()[:8]
     return slug
+
+
+@define(frozen=True)
+class ScoresFolder:
+    """The files of one scores folder: a run's ``scores/``, or any ``score(..., scores_dir=...)``.
+
+    `RunPaths` delegates to it, so a scores folder outside a run is named the same way.
+    """
+
+    root: Path
+
+    def score_file(self, scorer: str) -> Path:
+        return self.root / f"{scorer}.jsonl"
+
+    def score_files(self) -> list[Path]:
+        """Every ``<scorer>.jsonl`` present, sorted by name."""
+        return sorted(self.root.glob("*.jsonl")) if self.root.is_dir() else []
+
+    @property
+    def trials(self) -> Path:
+        return self.root / TRIALS_DIR
+
+    @property
+    def trial_records(self) -> Path:
+        """One record per LLM call of a scorer (the runner's results file)."""
+        return self.trials / TRIALS_FILE
+
+    @property
+    def trial_failures(self) -> Path:
+        return self.trials / FAILURES_FILE
 
 
 @define
@@ -117,17 +150,29 @@ class RunPaths:
     def scores(self) -> Path:
         return self.root / "scores"
 
+    @property
+    def scores_folder(self) -> ScoresFolder:
+        return ScoresFolder(self.scores)
+
     def score_file(self, scorer: str) -> Path:
-        return self.scores / f"{scorer}.jsonl"
+        return self.scores_folder.score_file(scorer)
 
     def score_files(self) -> list[Path]:
         """Every ``scores/<scorer>.jsonl`` present, sorted by name."""
-        return sorted(self.scores.glob("*.jsonl")) if self.scores.is_dir() else []
+        return self.scores_folder.score_files()
 
     @property
     def score_trials(self) -> Path:
         """The judge's raw answers, one line per trial (resumable)."""
-        return self.scores / "trials"
+        return self.scores_folder.trials
+
+    @property
+    def score_trial_records(self) -> Path:
+        return self.scores_folder.trial_records
+
+    @property
+    def score_trial_failures(self) -> Path:
+        return self.scores_folder.trial_failures
 
     # -- outputs ---------------------------------------------------------------------
 

@@ -19,12 +19,13 @@ BACKEND_CHOICES = ("auto", "anthropic", "openai", "token-match", "offline")
 
 
 def _scorer_list(text: str) -> list[str]:
-    from autointerp.scoring.run import SCORERS
+    from autointerp.scoring.registry import scorer_names
 
+    known = scorer_names()
     names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [n for n in names if n not in SCORERS]
+    bad = [n for n in names if n not in known]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown scorer(s) {bad or text!r}; choose from {','.join(SCORERS)}")
+        raise argparse.ArgumentTypeError(f"unknown scorer(s) {bad or text!r}; choose from {','.join(known)}")
     return names
 
 
@@ -72,7 +73,7 @@ def make_judge(kind: str, model: str | None, base_url: str | None):
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     paths = RunPaths.of(args.run_id, args.out)
-    if not (paths.harvest / "config.json").exists():
+    if not paths.harvest_config.exists():
         raise FileNotFoundError(f"no harvest in {paths.harvest}: run `autointerp harvest ... --run_id {args.run_id}` first")
     from autointerp.llm.base import AuthenticationFailed, redact
 
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, paths: RunPaths) -> int:
-    from autointerp.scoring.run import ScoringConfig, latest_interpretations, score_run
+    from autointerp.records import read_interpretations
+    from autointerp.scoring.options import ScoringConfig
+    from autointerp.scoring.run import score_run
 
     backend = make_judge(args.backend, args.model, args.base_url)
     if getattr(backend, "is_baseline", False):
@@ -93,11 +96,10 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
             "the label occurs, not an LLM judge (set ANTHROPIC_API_KEY or pass --backend anthropic for Claude)",
             file=sys.stderr,
         )
-    labels_file = paths.interpretations / "results.jsonl"
-    n_labels = len(latest_interpretations(labels_file))
+    n_labels = len(read_interpretations(paths))
     if n_labels == 0:
         print(
-            f"autointerp score: no interpretations in {labels_file}: run `autointerp interpret {args.run_id}` first. "
+            f"autointerp score: no interpretations in {paths.interpretation_results}: run `autointerp interpret {args.run_id}` first. "
             "Every component is recorded as skipped.",
             file=sys.stderr,
         )
@@ -114,7 +116,7 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
         why = report.run.stopped_reason if report.run is not None and report.run.stopped_reason else "trials failed"
         print(
             f"{len(report.pending)} (scorer, component, label source) results are pending: {why} "
-            f"(failure reasons in {paths.scores / 'trials' / 'failures.jsonl'}); run the same command again to finish them",
+            f"(failure reasons in {paths.score_trial_failures}); run the same command again to finish them",
             file=sys.stderr,
         )
     print(report.table())

@@ -1,10 +1,11 @@
 """Score labels on held-out data: can a judge who reads only the label tell where a component fires?
 
-Four scorers (docs/scoring.md): `detection` and `fuzzing` (balanced accuracy,
-chance 0.5), `simulation` (token-level precision/recall/F1 and the correlation
-of predicted with real activations) and `intruder` (accuracy, chance
-1/(n_real+1); needs no label). Every label is reported next to two baselines:
-labels shuffled between components and offline token-lookup labels.
+Four built-in scorers (docs/scoring.md): `detection` and `fuzzing` (balanced
+accuracy, chance 0.5), `simulation` (token-level precision/recall/F1 and the
+correlation of predicted with real activations) and `intruder` (accuracy, chance
+1/(n_real+1); needs no label); `register_scorer` adds one by name. Every label
+is reported next to two baselines: labels shuffled between components and
+offline token-lookup labels.
 
 >>> from autointerp.scoring import score
 >>> report = score(harvest, labels)          # labels: {key: label} or InterpretationResults
@@ -19,21 +20,11 @@ from autointerp.scoring.evidence import ComponentEvidence, EvidenceWindow, Windo
 from autointerp.scoring.fuzzing import FuzzingConfig, FuzzingScorer, fuzzing
 from autointerp.scoring.intruder import IntruderConfig, IntruderScorer, intruder
 from autointerp.scoring.metrics import binary_metrics, mean_ci, pearson
+from autointerp.scoring.options import ScoreOptions, ScoringConfig
 from autointerp.scoring.prompts import ScorerTask, check_answer, parse_scorer_prompt, render_request
-from autointerp.scoring.run import (
-    SCORERS,
-    ScoreReport,
-    ScoringConfig,
-    SummaryRow,
-    default_backend,
-    demo_stage,
-    format_summary,
-    load_scores,
-    score,
-    score_async,
-    score_run,
-    summarize,
-)
+from autointerp.scoring.registry import SCORERS, register_scorer, scorer_class, scorer_names, unregister_scorer
+from autointerp.scoring.run import default_backend, demo_stage, load_scores, score, score_async, score_run
+from autointerp.scoring.summary import ScoreReport, SummaryRow, format_summary, summarize
 from autointerp.scoring.simulation import SimulationConfig, SimulationScorer, simulation
 from autointerp.scoring.token_match import TOKEN_MATCH_MODEL, TokenMatchBackend, label_tokens
 
@@ -50,6 +41,7 @@ __all__ = [
     "InsufficientEvidence",
     "IntruderConfig",
     "IntruderScorer",
+    "ScoreOptions",
     "ScoreReport",
     "Scorer",
     "ScorerTask",
@@ -75,12 +67,16 @@ __all__ = [
     "mean_ci",
     "parse_scorer_prompt",
     "pearson",
+    "register_scorer",
     "render_request",
     "score",
     "score_async",
     "score_run",
+    "scorer_class",
+    "scorer_names",
     "shuffled_labels",
     "simulation",
     "summarize",
     "token_lookup_labels",
+    "unregister_scorer",
 ]

@@ -21,6 +21,7 @@ from attrs import asdict, define
 
 from autointerp.llm.base import Backend, LLMResponse
 from autointerp.llm.runner import Job, JobRunner
+from autointerp.paths import ScoresFolder
 from autointerp.schemas import ScoreResult, TokenUsage
 from autointerp.scoring.evidence import ComponentEvidence
 from autointerp.scoring.metrics import binary_metrics
@@ -103,12 +104,16 @@ def chunk(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 
 class Scorer:
-    """Base of the four scorers. Subclasses set ``name``, ``headline``, ``chance`` and
-    implement `trials` and `metrics`."""
+    """Base of every scorer. Subclasses set ``name``, ``headline``, ``chance`` and
+    implement `trials` and `metrics`; `autointerp.scoring.register_scorer` makes
+    one usable by name."""
 
+    #: the short name scorers are chosen by, and the ``scores/<name>.jsonl`` file
     name: ClassVar[str] = ""
     #: the metric reported as ScoreResult.score
     headline: ClassVar[str] = ""
+    #: metrics the summary table shows beside the headline
+    also_summarize: ClassVar[tuple[str, ...]] = ()
     #: whether the scorer reads the label (intruder does not)
     uses_label: ClassVar[bool] = True
     #: the attrs class of the scorer's options (DetectionConfig, ...)
@@ -120,6 +125,11 @@ class Scorer:
     def chance(self) -> float | None:
         """The headline metric of a judge that answers at random (None if not fixed)."""
         return None
+
+    def context_neighbors(self) -> int:
+        """How many components nearest in firing rate `trials` wants as ``context``
+        (a mapping key -> their held-out `ComponentEvidence`); 0: no context."""
+        return 0
 
     def config(self) -> dict[str, Any]:
         return asdict(self.cfg) if self.cfg is not None else {}
@@ -187,11 +197,12 @@ class Scorer:
         except InsufficientEvidence as e:
             return self.skipped(ev.key, label_source, label, str(e))
         with tempfile.TemporaryDirectory(prefix="autointerp-score-") as tmp:
-            path = Path(tmp) / f"{self.name}.trials.jsonl"
+            folder = ScoresFolder(Path(tmp))
             runner_kwargs.setdefault("progress", False)
-            runner = JobRunner(backend, path, record_key=trial_record_key, **runner_kwargs)
+            runner_kwargs.setdefault("failures_path", folder.trial_failures)
+            runner = JobRunner(backend, folder.trial_records, record_key=trial_record_key, **runner_kwargs)
             await runner.run([t.job(getattr(backend, "model", "")) for t in trials])
-            records = [r for r in read_jsonl(path)]
+            records = list(read_jsonl(folder.trial_records))
         if len(records) < len(trials):
             res = self.skipped(ev.key, label_source, label, f"{len(trials) - len(records)} of {len(trials)} trials failed")
             return res

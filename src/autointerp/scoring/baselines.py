@@ -20,6 +20,8 @@ from autointerp.schemas import ComponentData
 from autointerp.scoring.evidence import component_rng
 
 LABEL_SOURCES = ("label", "shuffled", "token_lookup")
+#: the one label source of a scorer that reads no label (intruder)
+NO_LABEL = "none"
 
 
 def derangement(keys: Sequence[str], seed: int = 0) -> dict[str, str]:

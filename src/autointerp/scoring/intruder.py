@@ -44,6 +44,9 @@ class IntruderScorer(Scorer):
     def chance(self) -> float:
         return 1.0 / (self.cfg.n_real + 1)
 
+    def context_neighbors(self) -> int:
+        return self.cfg.n_neighbors
+
     def neighbors(self, ev: ComponentEvidence, others: Mapping[str, ComponentEvidence]) -> list[ComponentEvidence]:
         """Other components with held-out examples, nearest in log firing rate first."""
         lr = math.log(max(ev.firing_rate, 1e-12))

@@ -40,6 +40,7 @@ class SimulationConfig:
 class SimulationScorer(Scorer):
     name = "simulation"
     headline = "f1"
+    also_summarize = ("correlation",)
     config_class = SimulationConfig
 
     def trials(

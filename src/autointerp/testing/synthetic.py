@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from attrs import define, field
 
-from autointerp.batch import HarvestBatch
+from autointerp.batch import ComponentSpace, HarvestBatch
 
 #: the default vocabulary: words with a leading space, and three delimiters
 DEFAULT_WORDS = (
@@ -200,7 +200,7 @@ class SyntheticModel:
         return [self._index[t] for t in tokens]
 
     def keys(self) -> list[str]:
-        return [f"{self.layer}:{i}" for i in range(len(self.rules))]
+        return [ComponentSpace.make_key(self.layer, i) for i in range(len(self.rules))]
 
     def labels(self) -> dict[str, str]:
         """The true label (the rule's canonical text) of every component, by key."""

@@ -1,0 +1,205 @@
+"""The first step of a scoring run: for every (scorer, component, label source), reuse, skip or ask.
+
+`plan_scoring` reads nothing and writes nothing: given the harvest, the labels,
+the options and what earlier runs already wrote, it decides which results are
+reused, which are recorded as skips (with the reason) and which trials the
+judge must answer. `autointerp.scoring.run` then runs those trials and turns
+their answers into results.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+
+from attrs import define, field
+
+from autointerp.harvest import HarvestResult
+from autointerp.llm.runner import Job
+from autointerp.schemas import ComponentData, ScoreResult
+from autointerp.scoring.base import InsufficientEvidence, Scorer
+from autointerp.scoring.baselines import NO_LABEL, shuffled_labels, token_lookup_labels
+from autointerp.scoring.evidence import ComponentEvidence, WindowPool, build_evidence
+from autointerp.scoring.options import ScoreOptions, ScoringConfig
+
+log = logging.getLogger("autointerp.scoring")
+
+#: (scorer, component key, label source): one result of a scoring run
+Slot = tuple[str, str, str]
+
+NO_INTERPRETATION = "no interpretation for this component: run `autointerp interpret` first"
+NO_SHUFFLE = "shuffled labels need at least two labelled components"
+
+
+@define
+class ExpectedScore:
+    """A result that waits on the judge: the scorer, the label it judges and the keys of its trials."""
+
+    scorer: Scorer
+    label: str
+    trial_keys: list[str]
+
+
+@define
+class ScoringPlan:
+    """What `plan_scoring` decided. ``keys``: the components in scoring order."""
+
+    names: tuple[str, ...]
+    keys: list[str]
+    reused: dict[Slot, ScoreResult] = field(factory=dict)
+    skips: dict[Slot, ScoreResult] = field(factory=dict)
+    expected: dict[Slot, ExpectedScore] = field(factory=dict)
+    jobs: list[Job] = field(factory=list)
+
+    def ordered(self, scored: Mapping[Slot, ScoreResult]) -> list[ScoreResult]:
+        """Reused, skipped and newly ``scored`` results, by scorer, then component, then label source."""
+        results = {**self.reused, **self.skips, **scored}
+        rank = {k: i for i, k in enumerate(self.keys)}
+        return [results[s] for s in sorted(results, key=lambda s: (self.names.index(s[0]), rank.get(s[1], 0), s[2]))]
+
+
+class EvidenceCache:
+    """Held-out evidence per component, built once: with pool negatives for a scored
+    component, positives only for an intruder candidate."""
+
+    def __init__(self, harvest: HarvestResult, config: ScoringConfig, seed: int):
+        self._harvest, self._config, self._seed = harvest, config, seed
+        pool_data = harvest.shared.get("window_pool")
+        self._pool = WindowPool.from_shared(pool_data) if pool_data else None
+        self._full: dict[str, ComponentEvidence] = {}
+        self._positives: dict[str, ComponentEvidence] = {}
+
+    def _build(self, c: ComponentData, pool: WindowPool | None) -> ComponentEvidence:
+        return build_evidence(
+            c, pool, flat_index=self._harvest.space.flat_index(c.layer, c.index),
+            threshold=float(self._harvest.config.threshold), n_explain=self._config.n_explain,
+            n_top=self._config.n_top, seed=self._seed,
+        )  # fmt: skip
+
+    def full(self, c: ComponentData) -> ComponentEvidence:
+        if c.key not in self._full:
+            self._full[c.key] = self._build(c, self._pool)
+        return self._full[c.key]
+
+    def positives_only(self, c: ComponentData) -> ComponentEvidence:
+        """An intruder candidate needs only its held-out activating windows."""
+        if c.key in self._full:
+            return self._full[c.key]
+        if c.key not in self._positives:
+            self._positives[c.key] = self._build(c, None)
+        return self._positives[c.key]
+
+
+class FiringRateNeighbors:
+    """The harvest's firing components sorted by log firing rate, to find those near a component."""
+
+    def __init__(self, components: Sequence[ComponentData]):
+        self._fired = sorted((c for c in components if c.firing_count > 0), key=lambda c: _log_rate(c))
+        self._rates = [_log_rate(c) for c in self._fired]
+
+    def around(self, target: ComponentData, n: int, make: Callable[[ComponentData], ComponentEvidence]) -> dict[str, ComponentEvidence]:
+        """Evidence of the ``2n`` components nearest in log firing rate (the target excluded)."""
+        i = bisect.bisect_left(self._rates, _log_rate(target))
+        lo, hi = max(0, i - 2 * n - 1), min(len(self._fired), i + 2 * n + 1)
+        return {c.key: make(c) for c in self._fired[lo:hi] if c.key != target.key}
+
+
+def _log_rate(c: ComponentData) -> float:
+    return math.log(max(c.firing_rate, 1e-12))
+
+
+def choose_components(harvest: HarvestResult, labels: Mapping[str, str], limit: int | None, seed: int) -> tuple[list[str], bool]:
+    """The labelled components (all, to record a skip each, when none is labelled), a
+    reproducible random subset of ``limit`` of them in harvest order; and whether none was labelled."""
+    keys = [c.key for c in harvest.components if c.key in labels]
+    no_labels = not keys
+    if no_labels:
+        keys = [c.key for c in harvest.components]
+    if limit is not None and limit < len(keys):
+        position = {k: i for i, k in enumerate(keys)}
+        keys = sorted(random.Random(seed).sample(keys, limit), key=position.__getitem__)
+    return keys, no_labels
+
+
+def plan_scoring(
+    harvest: HarvestResult, labels: Mapping[str, str], opts: ScoreOptions, done: Mapping[Slot, ScoreResult], model: str
+) -> ScoringPlan:
+    """Decide every result of a run (see the module docstring). ``done``: what earlier runs wrote."""
+    if not harvest.shared.get("window_pool"):
+        log.warning("the harvest has no window pool (RandomWindowAcc): detection has no negatives and simulation no random windows")
+    unknown = [k for k in labels if k not in harvest]
+    if unknown:
+        log.warning("%d labels name components that are not in the harvest (e.g. %r); they are ignored", len(unknown), unknown[0])
+    keys, no_labels = choose_components(harvest, labels, opts.limit, opts.seed)
+    return _Planner(harvest, labels, opts, done, model, keys, no_labels).plan()
+
+
+class _Planner:
+    """The decisions of `plan_scoring`, one named step per level: scorer, component, label source."""
+
+    def __init__(self, harvest, labels, opts: ScoreOptions, done, model: str, keys: list[str], no_labels: bool):
+        self.labels, self.opts, self.done, self.model, self.no_labels = labels, opts, done, model, no_labels
+        self.comps = [harvest[k] for k in keys]
+        self.evidence = EvidenceCache(harvest, opts.config, opts.seed)
+        self.neighbors = FiringRateNeighbors(harvest.components)
+        self.shuffled: dict[str, str] = {}
+        self.token_lookup: dict[str, str] = {}
+        if opts.baselines and not no_labels:
+            real = {k: labels[k] for k in keys if k in labels}
+            self.shuffled = shuffled_labels(real, opts.seed)
+            cfg = opts.config
+            self.token_lookup = token_lookup_labels([c for c in self.comps if c.key in labels], cfg.n_explain, cfg.n_top)
+        self.out = ScoringPlan(opts.scorers, keys)
+
+    def plan(self) -> ScoringPlan:
+        for name in self.opts.scorers:
+            sc = self.opts.config.scorer(name)
+            for c in self.comps:
+                self.component(name, sc, c)
+        return self.out
+
+    def component(self, name: str, sc: Scorer, c: ComponentData) -> None:
+        if self.no_labels or c.key not in self.labels:
+            self.skip(name, sc, c.key, "label" if sc.uses_label else NO_LABEL, "", NO_INTERPRETATION)
+            return
+        if not sc.uses_label:
+            todo: list[tuple[str, str | None]] = [(NO_LABEL, "")]
+        else:
+            todo = [("label", self.labels[c.key])]
+            if self.opts.baselines:
+                todo += [("shuffled", self.shuffled.get(c.key)), ("token_lookup", self.token_lookup[c.key])]
+        for src, label in todo:
+            if label is None:
+                self.skip(name, sc, c.key, src, "", NO_SHUFFLE)
+            else:
+                self.label_source(name, sc, c, src, label)
+
+    def label_source(self, name: str, sc: Scorer, c: ComponentData, src: str, label: str) -> None:
+        prev = self.done.get((name, c.key, src))
+        if prev is not None and not prev.skipped and prev.label == label:
+            self.out.reused[(name, c.key, src)] = prev
+            return
+        if c.firing_count == 0:
+            self.skip(name, sc, c.key, src, label, f"{c.key} never fired in the harvest: nothing to score")
+            return
+        ev = self.evidence.full(c)
+        n = sc.context_neighbors()
+        ctx = self.neighbors.around(c, n, self.evidence.positives_only) if n else None
+        try:
+            trials = sc.trials(ev, label, label_source=src, seed=self.opts.seed, context=ctx)
+        except InsufficientEvidence as e:
+            self.skip(name, sc, c.key, src, label, str(e))
+            return
+        jobs = [t.job(self.model) for t in trials]
+        self.out.jobs.extend(jobs)
+        self.out.expected[(name, c.key, src)] = ExpectedScore(sc, label, [j.key for j in jobs])
+
+    def skip(self, name: str, sc: Scorer, key: str, src: str, label: str, reason: str) -> None:
+        prev = self.done.get((name, key, src))
+        if prev is not None and prev.skipped and prev.reason == reason and prev.label == label:
+            self.out.reused[(name, key, src)] = prev  # recorded by an earlier run
+        else:
+            self.out.skips[(name, key, src)] = sc.skipped(key, src, label, reason)
