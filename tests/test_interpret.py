@@ -9,13 +9,18 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from llm_fixtures import make_harvest  # noqa: E402
 
+from autointerp.accumulators import TensorAccumulator, TopActivationAcc
+from autointerp.batch import HarvestBatch
+from autointerp.harvest import HarvestLoop
 from autointerp.heldout import split_examples
 from autointerp.interpret import (
     INTERPRETATION_SCHEMA,
+    InterpretOptions,
     Interpreter,
     describe_layer,
     interpret_run,
@@ -24,7 +29,7 @@ from autointerp.interpret import (
 from autointerp.llm.anthropic import AnthropicBackend
 from autointerp.llm.batches import BatchRunner
 from autointerp.llm.offline import OfflineBackend
-from autointerp.paths import RunPaths
+from autointerp.paths import RESULTS_FILE, RunPaths
 from autointerp.prompts import inline_token, one_in, show_token
 from autointerp.testing.llm_server import LLMServer
 
@@ -95,6 +100,61 @@ def test_custom_accumulator_section_generic_and_registered(harvest, tmp_path):
         comp.extras.clear()
 
 
+class HistogramAcc(TensorAccumulator):
+    """A custom accumulator whose section template is named by prompt_section, not by its name."""
+
+    name = "activation_histogram"
+    prompt_section = "my_histogram.j2"
+
+    def state_bytes(self, ctx):
+        return 8 * ctx.n_components * 2
+
+    def setup(self, ctx):
+        self.add_state("hist", torch.zeros(ctx.n_components, 2, dtype=torch.int64))
+
+    def update(self, batch):
+        b = (batch.firing_act > 1.0).long()
+        self.hist.view(-1).index_add_(0, batch.firing_comp * 2 + b, torch.ones_like(b))
+
+    def finalize(self):
+        return dict(enumerate(self.hist.cpu().tolist()))
+
+
+def histogram_harvest():
+    g = torch.Generator().manual_seed(0)
+    batches = [HarvestBatch(torch.randint(0, 16, (2, 8), generator=g), {"h.0.mlp": torch.rand(2, 8, 3, generator=g) * 2})
+               for _ in range(2)]
+    return HarvestLoop([TopActivationAcc(k=2, context_tokens=2), HistogramAcc()], progress=False).run(batches)
+
+
+def test_section_template_is_found_through_the_recorded_prompt_section(tmp_path, caplog):
+    h = histogram_harvest()
+    spec = next(a for a in h.config.accumulators if a["name"] == "activation_histogram")
+    assert spec["prompt_section"] == "my_histogram.j2"  # what the harvest recorded
+    (tmp_path / "sections").mkdir()
+    (tmp_path / "sections" / "my_histogram.j2").write_text("## Histogram via prompt_section: {{ value }}")
+    prompt = Interpreter(OfflineBackend(), templates_dir=tmp_path, **FAST).render(h[0], h)["prompt"]
+    assert f"## Histogram via prompt_section: {h[0].extras['activation_histogram']}" in prompt
+    # not on the search path: the generic section, and a warning naming the recorded template
+    with caplog.at_level("WARNING", logger="autointerp.interpret"):
+        prompt = Interpreter(OfflineBackend(), **FAST).render(h[0], h)["prompt"]
+    assert "## activation histogram\n" in prompt and "via prompt_section" not in prompt
+    assert "sections/my_histogram.j2" in caplog.text
+    # a harvest saved before the key existed: sections/<name>.j2, then the generic one
+    del spec["prompt_section"]
+    (tmp_path / "sections" / "activation_histogram.j2").write_text("## Histogram by name: {{ value }}")
+    assert "## Histogram by name" in Interpreter(OfflineBackend(), templates_dir=tmp_path, **FAST).render(h[0], h)["prompt"]
+
+
+def test_built_in_sections_come_through_their_recorded_templates(harvest):
+    recorded = {a["name"]: a.get("prompt_section") for a in harvest.config.accumulators}
+    assert recorded["top_examples"] == "top_examples.j2" and recorded["correlations"] == "correlations.j2"
+    it = Interpreter(OfflineBackend(), **FAST)
+    for name in ("top_examples", "examples", "input_tokens", "output_tokens", "correlations"):
+        _, source = it._section(name, harvest)
+        assert source == it.env.loader.get_source(it.env, f"sections/{recorded[name]}")[0]
+
+
 def test_strict_undefined_and_user_template(harvest, tmp_path):
     bad = tmp_path / "bad.j2"
     bad.write_text("{% block system %}x{% endblock %}{% block prompt %}{{ no_such_variable }}{% endblock %}")
@@ -155,6 +215,63 @@ def test_offline_run_and_resume(harvest, tmp_path):
     assert again.summary.completed == 0 and again.summary.skipped == len(live)
 
 
+
+def test_resume_and_reads_follow_the_records_rule(harvest, tmp_path):
+    """The last record with a non-empty label wins; a component whose only record has an
+    empty label is not done, so the next run labels it."""
+    results = tmp_path / RESULTS_FILE
+    base = {"confidence": "low", "reasoning": "", "raw_response": "", "model": "hand", "template_name": "",
+            "template_hash": ""}
+    lines = [{**base, "component_key": "h.0.mlp:0", "label": "first"},
+             {**base, "component_key": "h.0.mlp:0", "label": "second"},
+             {**base, "component_key": "h.0.mlp:0", "label": ""},
+             {**base, "component_key": "h.0.mlp:1", "label": "  "}]
+    results.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    it = Interpreter(OfflineBackend(), **FAST)
+    out = {r.component_key: r for r in it.run(harvest, tmp_path, keys=["h.0.mlp:0", "h.0.mlp:1"])}
+    assert out["h.0.mlp:0"].label == "second" and out["h.0.mlp:0"].model == "hand"  # done: not sent again
+    assert out["h.0.mlp:1"].label.strip() and out["h.0.mlp:1"].model == "offline-token-lookup"
+    assert it.summary.completed == 1 and it.summary.skipped == 1
+    assert [r.label for r in load_interpretations(results, keys=["h.0.mlp:0"])] == ["second"]
+
+
+# -- options -----------------------------------------------------------------------------
+
+
+def test_options_are_one_object_for_the_interpreter_and_its_runs(harvest, tmp_path):
+    assert len(Interpreter(OfflineBackend(), InterpretOptions(limit=2), **FAST).run(harvest, tmp_path / "a")) == 2
+    assert len(Interpreter(OfflineBackend(), limit=2, **FAST).run(harvest, tmp_path / "b")) == 2
+    it = Interpreter(OfflineBackend(), **FAST)
+    assert len(it.run(harvest, tmp_path / "c", options=InterpretOptions(limit=3, **FAST))) == 3
+    assert len(it.dry_run(harvest, tmp_path / "p", keys=["h.1.mlp:0", "h.1.mlp:1"])) == 2
+    pending, _ = it.jobs(harvest, limit=4)
+    assert len(pending) == 4
+    assert it.options.limit is None  # a run's options do not stick
+
+
+def test_options_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"interpret option limit must be a whole number >= 0 or None, got -1"):
+        Interpreter(OfflineBackend(), limit=-1)
+    with pytest.raises(ValueError, match=r"interpret option max_concurrent must be a whole number >= 1, got 0"):
+        InterpretOptions(max_concurrent=0)
+    with pytest.raises(ValueError, match=r"interpret option keys must be a list of component keys.*got 'h.0.mlp:1'"):
+        InterpretOptions(keys="h.0.mlp:1")
+    with pytest.raises(ValueError, match=r"poll_interval_s must be a number of seconds > 0"):
+        InterpretOptions(poll_interval_s=0)
+    with pytest.raises(TypeError, match=r"unknown interpret option 'max_concurent' \(did you mean 'max_concurrent'\?\)"):
+        Interpreter(OfflineBackend(), max_concurent=4)
+    with pytest.raises(TypeError, match=r"options must be an InterpretOptions or None, got \{'limit': 3\}"):
+        Interpreter(OfflineBackend(), {"limit": 3})
+
+
+def test_prompt_options_are_fixed_per_interpreter(harvest, tmp_path):
+    it = Interpreter(OfflineBackend(), n_explain=4, **FAST)
+    with pytest.raises(ValueError, match=r"n_explain is fixed when the Interpreter is made.*got 10 for this run"):
+        it.run(harvest, tmp_path, options=InterpretOptions())
+    with pytest.raises(ValueError, match=r"prompt_template is fixed"):
+        it.dry_run(harvest, tmp_path, prompt_template="other.j2")
+
+
 def test_claude_run_against_server_with_faults(harvest, tmp_path):
     with LLMServer(api_key=KEY, retry_after_s=0.01, slow_s=1.0) as server:
         server.push_faults("429", "malformed_json", "drop", "max_tokens")
@@ -166,7 +283,7 @@ def test_claude_run_against_server_with_faults(harvest, tmp_path):
         body = server.requests[-1].body
         assert body["output_config"]["format"]["schema"] == INTERPRETATION_SCHEMA
         assert it.summary.cost_usd > 0 and it.summary.usage.cache_read_input_tokens > 0
-    assert (tmp_path / "interpretations" / "results.jsonl").exists()
+    assert RunPaths(tmp_path).interpretation_results.exists()
 
 
 def test_limit_and_keys(harvest, tmp_path):
@@ -230,7 +347,7 @@ def test_batch_killed_after_submit_resumes_same_batch(harvest, tmp_path):
     with LLMServer(api_key=KEY, batch_polls=1) as server:
         it = Interpreter(claude(server), **FAST)
         pending, jobs = it.jobs(harvest)
-        runner = DiesWhilePolling(claude(server), tmp_path / "results.jsonl", poll_interval_s=0.01, progress=False)
+        runner = DiesWhilePolling(claude(server), tmp_path / RESULTS_FILE, poll_interval_s=0.01, progress=False)
         with pytest.raises(Interrupted):
             asyncio.run(runner.run(jobs))
         state = json.loads((tmp_path / "batch.json").read_text())

@@ -6,7 +6,9 @@ accumulator output), sends it through a backend (`AnthropicBackend`,
 `OpenAICompatBackend`, `OfflineBackend`) and lets the shared
 `autointerp.llm.runner.JobRunner` do concurrency, retries, resume, failures and
 cost. Results are appended, one JSON line each, to
-``<run>/interpretations/results.jsonl``.
+``<run>/interpretations/results.jsonl``; `autointerp.records` reads them back
+(the last record of a component with a non-empty label wins, and resume skips
+exactly those components).
 
 >>> from autointerp import Interpreter, AnthropicBackend, load_harvest
 >>> harvest = load_harvest(".data/autointerp/my-run/harvest")
@@ -15,9 +17,10 @@ cost. Results are appended, one JSON line each, to
 >>> results[0]
 InterpretationResult('h.0.mlp:12', 'the token " the" after a comma', high)
 
-``run`` works inside a running event loop (a Jupyter cell); ``arun`` is the
-coroutine. Only the examples `split_examples` marks for explanation are shown;
-the rest stay held out for the scorers.
+Every keyword of `Interpreter` and of its runs is an `InterpretOptions` field
+(see `autointerp.interpret_options`). ``run`` works inside a running event loop
+(a Jupyter cell); ``arun`` is the coroutine. Only the examples `split_examples`
+marks for explanation are shown; the rest stay held out for the scorers.
 """
 
 from __future__ import annotations
@@ -34,21 +37,33 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from attrs import define
 
 from autointerp.harvest import HarvestResult, load_harvest
-from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, split_examples
+from autointerp.heldout import split_examples
+from autointerp.interpret_options import DEFAULT_EXCLUDED_SECTIONS, DEFAULT_TEMPLATE, InterpretOptions
 from autointerp.layer_roles import layer_role
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
 from autointerp.llm.factory import make_backend
-from autointerp.llm.runner import Job, JobRunner, PriceTable, RunSummary, run_coroutine_sync
-from autointerp.paths import RunPaths
+from autointerp.llm.runner import Job, JobRunner, RunSummary, run_coroutine_sync
+from autointerp.paths import RESULTS_FILE, RunPaths
 from autointerp.prompts import environment, load_template, render_blocks, sources_hash, template_source
+from autointerp.records import read_interpretations, read_labels
 from autointerp.schemas import ComponentData, InterpretationResult
-from autointerp.storage import atomic_write_text, read_jsonl, read_jsonl_as
+from autointerp.storage import atomic_write_text
+
+__all__ = [
+    "DEFAULT_EXCLUDED_SECTIONS",
+    "DEFAULT_TEMPLATE",
+    "INTERPRETATION_SCHEMA",
+    "InterpretOptions",
+    "Interpreter",
+    "describe_layer",
+    "interpret_run",
+    "load_interpretations",
+]
 
 log = logging.getLogger("autointerp.interpret")
-
-DEFAULT_TEMPLATE = "interpret.j2"
 
 #: the JSON schema every interpretation answer must match. ``reasoning`` comes
 #: first so the model writes its argument before committing to a label.
@@ -65,9 +80,10 @@ INTERPRETATION_SCHEMA: dict[str, Any] = {
 
 #: built-in sections, in prompt order; extras (custom accumulators) follow, by name
 BUILTIN_SECTIONS = ("top_examples", "examples", "input_tokens", "output_tokens", "correlations")
-#: accumulator outputs that are for scoring, not for the explainer
-DEFAULT_EXCLUDED_SECTIONS = ("window_pool", "firing_stats")
-
+#: renders an output that has no template of its own
+GENERIC_SECTION = "sections/_generic.j2"
+#: included by the section templates, so part of the template hash
+SECTION_HELPERS = ("sections/_example_list.j2", "sections/_token_table.j2")
 
 
 def describe_layer(layer: str, model: Mapping[str, Any] | None = None) -> str:
@@ -98,131 +114,149 @@ def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key)
 
 
+def _has_value(v: Any) -> bool:
+    return v is not None and v != [] and v != {}
+
+
+def recorded_sections(harvest: HarvestResult) -> dict[str, str | None]:
+    """``{output name: section template}`` as the harvest recorded them (``"prompt_section"``
+    of each accumulator in its config: a file under ``prompts/sections/``, or None for none).
+
+    Harvests saved before the key existed record nothing; their outputs fall back
+    to ``sections/<name>.j2``.
+    """
+    out: dict[str, str | None] = {}
+    for spec in harvest.config.accumulators:
+        if "prompt_section" in spec and spec.get("name"):
+            t = spec["prompt_section"]
+            out[str(spec["name"])] = None if not t else (t if str(t).startswith("sections/") else f"sections/{t}")
+    return out
+
+
+def labelled_record_key(record: Mapping[str, Any]) -> str:
+    """The component a results line settles, for the runners' resume scan: a line
+    with an empty label settles nothing (the rule of `autointerp.records`)."""
+    label = record.get("label")
+    if not isinstance(label, str) or not label.strip():
+        raise KeyError("label")  # the runners count only records they can name
+    return str(record["component_key"])
+
+
+@define
+class _ParseAnswer:
+    """Turns one answer into an `InterpretationResult` (and remembers the label, so
+    prompts rendered later in the run show it next to co-firing partners)."""
+
+    key: str
+    template_name: str
+    template_hash: str
+    labels: dict[str, str]
+
+    def __call__(self, resp: LLMResponse) -> InterpretationResult:
+        d = resp.data
+        label = str(d.get("label", "")).strip()
+        if not label:
+            raise InvalidResponse("the answer has an empty label", resp.raw_text, resp.usage)
+        result = InterpretationResult(
+            component_key=self.key,
+            label=label,
+            confidence=str(d.get("confidence", "")),
+            reasoning=str(d.get("reasoning", "")),
+            raw_response=resp.raw_text,
+            model=resp.model,
+            template_name=self.template_name,
+            template_hash=self.template_hash,
+            usage=resp.usage,
+            created_at=_now(),
+            elapsed_s=round(resp.elapsed_s, 3),
+        )
+        self.labels[self.key] = label
+        return result
+
+
 class Interpreter:
     """Labels components with an LLM. See the module docstring for an example.
 
-    Prompt: ``prompt_template`` (a name under ``autointerp/prompts`` or a path to a
-    ``.j2`` file with ``{% block system %}`` and ``{% block prompt %}``);
-    ``templates_dir`` (folders searched before the package, e.g. holding
-    ``sections/<name>.j2`` for a custom accumulator); ``section_templates``
-    (``{accumulator_name: template name or path}``); ``exclude_sections``
-    (outputs never shown to the explainer). ``n_explain`` / ``n_top``: examples
-    shown (the rest are held out for scoring); ``n_tokens`` / ``n_partners``:
-    rows per token ranking and co-firing list.
-
-    Running: ``max_concurrent``, ``request_timeout_s``, ``max_retries``,
-    ``max_invalid_retries``, ``backoff_initial_s``, ``backoff_max_s``,
-    ``max_cost_usd``, ``prices`` go to the `JobRunner`. ``skip_dead``: components
-    that never fired are not sent (nothing to explain). After a run,
-    ``self.summary`` is the `RunSummary` and ``self.results_path`` the file.
+    ``Interpreter(backend, options=None, **settings)``: ``settings`` are
+    `InterpretOptions` fields (``max_concurrent=50``, ``prompt_template=...``,
+    ``n_explain=...``), applied over ``options``. Without a backend: Claude when
+    ``ANTHROPIC_API_KEY`` is set, else the offline token-lookup baseline. After a
+    run, ``self.summary`` is the `RunSummary`, ``self.results_path`` the file and
+    ``self.n_dead`` the number of components that never fired (not sent).
     """
 
-    def __init__(
-        self,
-        backend: Backend | None = None,
-        *,
-        max_concurrent: int = 50,
-        prompt_template: str | os.PathLike = DEFAULT_TEMPLATE,
-        templates_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-        section_templates: Mapping[str, str | os.PathLike] | None = None,
-        exclude_sections: Iterable[str] = DEFAULT_EXCLUDED_SECTIONS,
-        n_explain: int = DEFAULT_N_EXPLAIN,
-        n_top: int = DEFAULT_N_TOP,
-        n_tokens: int = 8,
-        n_partners: int = 8,
-        max_tokens: int = 1024,
-        request_timeout_s: float | None = 120.0,
-        max_retries: int = 6,
-        max_invalid_retries: int = 2,
-        backoff_initial_s: float = 1.0,
-        backoff_max_s: float = 60.0,
-        max_cost_usd: float | None = None,
-        prices: PriceTable | Mapping[str, Any] | None = None,
-        skip_dead: bool = True,
-        progress: bool = True,
-    ):
+    def __init__(self, backend: Backend | None = None, options: InterpretOptions | None = None, **settings: Any):
+        self.options = InterpretOptions.from_kwargs(options, **settings)
         self.backend = backend if backend is not None else make_backend("auto", role="label")
-        self.max_concurrent = max_concurrent
-        if templates_dir is None:
-            search: list[str | os.PathLike] = []
-        elif isinstance(templates_dir, (str, os.PathLike)):
-            search = [templates_dir]
-        else:
-            search = list(templates_dir)
-        self.env = environment(search)
-        self.prompt_template = prompt_template
-        self.template = load_template(self.env, prompt_template)
-        self.template_name = Path(prompt_template).name if Path(prompt_template).is_file() else str(prompt_template)
-        self.section_templates = dict(section_templates or {})
-        self.exclude_sections = set(exclude_sections)
-        self.n_explain, self.n_top = n_explain, n_top
-        self.n_tokens, self.n_partners = n_tokens, n_partners
-        self.max_tokens = max_tokens
-        self.runner_options: dict[str, Any] = dict(
-            max_concurrent=max_concurrent,
-            request_timeout_s=request_timeout_s,
-            max_retries=max_retries,
-            max_invalid_retries=max_invalid_retries,
-            backoff_initial_s=backoff_initial_s,
-            backoff_max_s=backoff_max_s,
-            max_cost_usd=max_cost_usd,
-            prices=prices,
-        )
-        self.skip_dead = skip_dead
-        self.progress = progress
+        self.env = environment(self.options.templates_dir)
+        template = self.options.prompt_template
+        self.template = load_template(self.env, template)
+        self.template_name = Path(template).name if Path(template).is_file() else str(template)
         self.summary: RunSummary | None = None
         self.results_path: Path | None = None
         self.n_dead = 0
-        self._section_cache: dict[str, tuple[jinja2.Template, str]] = {}
+        self._section_cache: dict[tuple[str, str | None, str | None], tuple[jinja2.Template, str]] = {}
 
     def __repr__(self) -> str:
-        return f"Interpreter({self.backend!r}, max_concurrent={self.max_concurrent}, template={self.template_name!r})"
+        return (f"Interpreter({self.backend!r}, max_concurrent={self.options.max_concurrent}, "
+                f"template={self.template_name!r})")
 
     # -- prompts ---------------------------------------------------------------------
 
-    def _section(self, name: str) -> tuple[jinja2.Template, str]:
-        """The template for an accumulator output, and its source (for the hash)."""
-        hit = self._section_cache.get(name)
-        if hit is not None:
-            return hit
-        given = self.section_templates.get(name)
-        candidates = [given] if given is not None else [f"sections/{name}.j2", "sections/_generic.j2"]
-        for cand in candidates:
+    def _section(self, name: str, harvest: HarvestResult) -> tuple[jinja2.Template, str]:
+        """The template for an accumulator output, and its source (for the hash).
+
+        In order: ``section_templates[name]`` (an error if it is missing), the
+        template the harvest recorded for that accumulator (`recorded_sections`),
+        ``sections/<name>.j2``, the generic one.
+        """
+        given = self.options.section_templates.get(name)
+        recorded = None if given is not None else recorded_sections(harvest).get(name)
+        key = (name, given, recorded)
+        hit = self._section_cache.get(key)
+        if hit is None:
+            hit = self._section_cache[key] = self._load_section(name, given, recorded)
+        return hit
+
+    def _load_section(self, name: str, given: str | None, recorded: str | None) -> tuple[jinja2.Template, str]:
+        if given is not None:
+            return self._compiled(given)  # asked for by name: missing is an error
+        if recorded is not None:
             try:
-                tmpl = load_template(self.env, cand)
-                src = template_source(self.env, cand)
-                break
+                return self._compiled(recorded)
             except FileNotFoundError:
-                if given is not None:
-                    raise
-        self._section_cache[name] = (tmpl, src)
-        return tmpl, src
+                # e.g. a custom accumulator's templates folder not passed on this machine
+                log.warning("the harvest names %r as the section template of %r, but it is not on the "
+                            "template search path (pass templates_dir=); falling back", recorded, name)
+        try:
+            return self._compiled(f"sections/{name}.j2")
+        except FileNotFoundError:
+            return self._compiled(GENERIC_SECTION)
+
+    def _compiled(self, name_or_path: str) -> tuple[jinja2.Template, str]:
+        return load_template(self.env, name_or_path), template_source(self.env, name_or_path)
 
     def section_names(self, harvest: HarvestResult, comp: ComponentData) -> list[str]:
         ran = {a.get("name") for a in harvest.config.accumulators}
         names = [n for n in BUILTIN_SECTIONS if n in ran or _has_value(getattr(comp, n))]
         names += sorted(k for k in comp.extras if k not in BUILTIN_SECTIONS)
-        return [n for n in names if n not in self.exclude_sections]
+        return [n for n in names if n not in self.options.exclude_sections]
 
     def template_hash(self, harvest: HarvestResult) -> str:
         """Hash of the main template, every section template this harvest uses and the schema."""
         names: set[str] = set()
         for comp in harvest.components[:50]:
             names.update(self.section_names(harvest, comp))
-        srcs = [template_source(self.env, self.prompt_template)]
-        srcs += [self._section(n)[1] for n in sorted(names)]
-        srcs += [template_source(self.env, n) for n in ("sections/_example_list.j2", "sections/_token_table.j2")]
+        srcs = [template_source(self.env, self.options.prompt_template)]
+        srcs += [self._section(n, harvest)[1] for n in sorted(names)]
+        srcs += [template_source(self.env, n) for n in SECTION_HELPERS]
         srcs.append(json.dumps(INTERPRETATION_SCHEMA, sort_keys=True))
         return sources_hash(srcs)
 
-    def variables_for(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """Everything the main template sees for one component (sections already rendered)."""
-        cfg = harvest.config
-        model = cfg.model or {}
-        dataset = cfg.dataset or {}
-        labels = labels or {}
-        widths = {l.name: l.width for l in cfg.layers}
-        split = split_examples(comp, self.n_explain, self.n_top)
+    def _sections(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str]) -> list[dict[str, str]]:
+        """Each shown accumulator output rendered by its section template (empty ones dropped)."""
+        opts = self.options
+        split = split_examples(comp, opts.n_explain, opts.n_top)
         # a random example that is also among the strongest is shown once, with the strongest
         top_ids = {(e.sequence_index, e.position) for e in split.explain_top}
         values = {
@@ -234,19 +268,27 @@ class Interpreter:
         }
         sections = []
         for name in self.section_names(harvest, comp):
-            value = values[name] if name in values else comp.extras[name]
-            tmpl, _ = self._section(name)
+            tmpl, _ = self._section(name, harvest)
             text = tmpl.render(
                 name=name,
-                value=value,
+                value=values[name] if name in values else comp.extras[name],
                 component=comp,
                 labels=labels,
-                threshold=cfg.threshold,
-                n_tokens=self.n_tokens,
-                n_partners=self.n_partners,
+                threshold=harvest.config.threshold,
+                n_tokens=opts.n_tokens,
+                n_partners=opts.n_partners,
             ).strip()
             if text:
                 sections.append({"name": name, "text": text})
+        return sections
+
+    def variables_for(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Everything the main template sees for one component (sections already rendered)."""
+        cfg = harvest.config
+        model = cfg.model or {}
+        dataset = cfg.dataset or {}
+        labels = labels or {}
+        widths = {l.name: l.width for l in cfg.layers}
         if len(cfg.layers) == 1:
             layer_summary = f"one layer, {describe_layer(cfg.layers[0].name, model)}, with {cfg.layers[0].width:,} components"
         else:
@@ -268,7 +310,7 @@ class Interpreter:
             "firing_rate": comp.firing_rate,
             "mean_activation": comp.mean_activation,
             "max_activation": comp.max_activation,
-            "sections": sections,
+            "sections": self._sections(comp, harvest, labels),
             "labels": labels,
         }
 
@@ -283,18 +325,15 @@ class Interpreter:
             system=parts["system"],
             schema=INTERPRETATION_SCHEMA,
             schema_name="interpretation",
-            max_tokens=self.max_tokens,
+            max_tokens=self.options.max_tokens,
             metadata={"component": comp, "key": comp.key},
         )
 
     # -- jobs ------------------------------------------------------------------------
 
-    def _selected(self, harvest: HarvestResult, keys: Iterable[str] | None) -> list[ComponentData]:
-        if keys is None:
-            comps = list(harvest.components)
-        else:
-            comps = [harvest[k] for k in keys]
-        if self.skip_dead:
+    def _selected(self, harvest: HarvestResult, opts: InterpretOptions) -> list[ComponentData]:
+        comps = list(harvest.components) if opts.keys is None else [harvest[k] for k in opts.keys]
+        if opts.skip_dead:
             live = [c for c in comps if c.firing_count > 0]
             self.n_dead = len(comps) - len(live)
             comps = live
@@ -304,51 +343,30 @@ class Interpreter:
         self,
         harvest: HarvestResult,
         *,
-        keys: Iterable[str] | None = None,
-        limit: int | None = None,
+        options: InterpretOptions | None = None,
         done: set[str] | None = None,
         labels: dict[str, str] | None = None,
+        **changes: Any,
     ) -> tuple[list[ComponentData], Iterator[Job]]:
         """The components to label (pending, at most ``limit``) and a lazy iterator of their jobs.
 
-        Prompts are rendered as the runner pulls jobs, so labels that arrived
-        earlier in the run already show up next to co-firing partners.
+        ``options`` / ``changes``: this run's `InterpretOptions` (see `run`);
+        ``done``: keys already labelled; ``labels``: known labels, filled in as
+        answers arrive. Prompts are rendered as the runner pulls jobs, so labels
+        that arrived earlier in the run already show up next to co-firing partners.
         """
+        opts = self.options.for_run(options, **changes)
         done = done or set()
         labels = labels if labels is not None else {}
-        pending = [c for c in self._selected(harvest, keys) if c.key not in done]
-        if limit is not None:
-            pending = pending[:limit]
+        pending = [c for c in self._selected(harvest, opts) if c.key not in done]
+        if opts.limit is not None:
+            pending = pending[: opts.limit]
         thash = self.template_hash(harvest)
-        tname = self.template_name
-
-        def make_parse(key: str) -> Callable[[LLMResponse], InterpretationResult]:
-            def parse(resp: LLMResponse) -> InterpretationResult:
-                d = resp.data
-                label = str(d.get("label", "")).strip()
-                if not label:
-                    raise InvalidResponse("the answer has an empty label", resp.raw_text, resp.usage)
-                result = InterpretationResult(
-                    component_key=key,
-                    label=label,
-                    confidence=str(d.get("confidence", "")),
-                    reasoning=str(d.get("reasoning", "")),
-                    raw_response=resp.raw_text,
-                    model=resp.model,
-                    template_name=tname,
-                    template_hash=thash,
-                    usage=resp.usage,
-                    created_at=_now(),
-                    elapsed_s=round(resp.elapsed_s, 3),
-                )
-                labels[key] = label
-                return result
-
-            return parse
 
         def gen() -> Iterator[Job]:
             for comp in pending:
-                yield Job(comp.key, self.request_for(comp, harvest, labels), make_parse(comp.key))
+                parse = _ParseAnswer(comp.key, self.template_name, thash, labels)
+                yield Job(comp.key, self.request_for(comp, harvest, labels), parse)
 
         return pending, gen()
 
@@ -364,73 +382,72 @@ class Interpreter:
             return out.interpretations
         return Path(out)
 
+    def _runner(self, opts: InterpretOptions, results_path: Path) -> Any:
+        """The live `JobRunner`, or the Message Batches runner for ``batch=True``."""
+        if opts.batch:
+            from autointerp.llm.batches import BatchRunner
+
+            return BatchRunner(self.backend, results_path, poll_interval_s=opts.poll_interval_s,
+                               max_cost_usd=opts.max_cost_usd, prices=opts.prices, progress=opts.progress,
+                               record_key=labelled_record_key)
+        return JobRunner(self.backend, results_path, desc="interpret", record_key=labelled_record_key,
+                         **opts.runner_options())
+
     async def arun(
         self,
         harvest: HarvestResult,
         out: RunPaths | str | os.PathLike | None = None,
         *,
-        keys: Iterable[str] | None = None,
-        limit: int | None = None,
-        batch: bool = False,
-        poll_interval_s: float = 30.0,
+        options: InterpretOptions | None = None,
+        **changes: Any,
     ) -> list[InterpretationResult]:
         """Label the pending components of ``harvest`` into ``out`` (an interpretations
-        folder or a `RunPaths`); return every result for the selected components."""
-        out_dir = self._out_dir(out)
-        results_path = out_dir / "results.jsonl"
-        self.results_path = results_path
-        labels = load_labels(results_path)
-        done = set(labels)
-        pending, jobs = self.jobs(harvest, keys=keys, limit=limit, done=done, labels=labels)
-        if batch:
-            from autointerp.llm.batches import BatchRunner
+        folder or a `RunPaths`); return every result for the selected components.
 
-            runner = BatchRunner(
-                self.backend,
-                results_path,
-                poll_interval_s=poll_interval_s,
-                max_cost_usd=self.runner_options["max_cost_usd"],
-                prices=self.runner_options["prices"],
-                progress=self.progress,
-            )
-            self.summary = await runner.run(jobs, total=len(pending))
-        else:
-            runner = JobRunner(self.backend, results_path, progress=self.progress, desc="interpret", **self.runner_options)
-            self.summary = await runner.run(jobs, total=len(pending))
-        wanted = {c.key for c in self._selected(harvest, keys)}
-        self.summary.skipped += len(done & wanted)
-        self.summary.total += len(done & wanted)
-        return load_interpretations(results_path, keys=wanted, order=[c.key for c in harvest.components])
+        ``options`` (default: the Interpreter's) and ``changes`` (`InterpretOptions`
+        fields: ``keys``, ``limit``, ``batch``, ``poll_interval_s``, ``max_cost_usd``
+        ...) set this run; the prompt's options are the Interpreter's.
+        """
+        opts = self.options.for_run(options, **changes)
+        results_path = self.results_path = self._out_dir(out) / RESULTS_FILE
+        labels = read_labels(results_path)
+        done = set(labels)
+        pending, jobs = self.jobs(harvest, options=opts, done=done, labels=labels)
+        self.summary = await self._runner(opts, results_path).run(jobs, total=len(pending))
+        wanted = [c.key for c in self._selected(harvest, opts)]
+        already = len(done.intersection(wanted))
+        self.summary.skipped += already
+        self.summary.total += already
+        found = read_interpretations(results_path, keys=wanted, order=[c.key for c in harvest.components])
+        return list(found.values())
 
     def run(
         self,
         harvest: HarvestResult,
         out: RunPaths | str | os.PathLike | None = None,
         *,
-        keys: Iterable[str] | None = None,
-        limit: int | None = None,
-        batch: bool = False,
-        poll_interval_s: float = 30.0,
+        options: InterpretOptions | None = None,
+        **changes: Any,
     ) -> list[InterpretationResult]:
         """`arun` from synchronous code; works inside a running event loop (Jupyter)."""
-        return run_coroutine_sync(
-            lambda: self.arun(harvest, out, keys=keys, limit=limit, batch=batch, poll_interval_s=poll_interval_s)
-        )
+        return run_coroutine_sync(lambda: self.arun(harvest, out, options=options, **changes))
 
     def dry_run(
         self,
         harvest: HarvestResult,
-        out_dir: str | os.PathLike,
+        out_dir: RunPaths | str | os.PathLike,
         *,
-        keys: Iterable[str] | None = None,
-        limit: int | None = None,
+        options: InterpretOptions | None = None,
+        **changes: Any,
     ) -> list[Path]:
-        """Write each component's rendered prompt to ``out_dir/<key>.txt``; call nothing."""
-        out_dir = Path(out_dir)
+        """Write each selected component's rendered prompt to ``out_dir/<key>.txt``
+        (a `RunPaths`: its ``prompts`` folder); call nothing."""
+        opts = self.options.for_run(options, **changes)
+        folder = out_dir.prompts if isinstance(out_dir, RunPaths) else Path(out_dir)
+        comps = self._selected(harvest, opts)
+        if opts.limit is not None:
+            comps = comps[: opts.limit]
         written = []
-        comps = self._selected(harvest, keys)
-        if limit is not None:
-            comps = comps[:limit]
         for comp in comps:
             req = self.request_for(comp, harvest)
             text = (
@@ -438,24 +455,10 @@ class Interpreter:
                 f"### prompt ({len(req.prompt)} characters)\n{req.prompt}\n"
                 f"### schema\n{json.dumps(req.schema, indent=2)}\n"
             )
-            path = out_dir / f"{_safe_name(comp.key)}.txt"
+            path = folder / f"{_safe_name(comp.key)}.txt"
             atomic_write_text(path, text)
             written.append(path)
         return written
-
-
-def _has_value(v: Any) -> bool:
-    return v is not None and v != [] and v != {}
-
-
-def load_labels(results_path: str | os.PathLike) -> dict[str, str]:
-    """``{component_key: label}`` from a results file (first result per key wins)."""
-    labels: dict[str, str] = {}
-    for rec in read_jsonl(results_path):
-        key, label = rec.get("component_key"), rec.get("label")
-        if isinstance(key, str) and isinstance(label, str) and key not in labels:
-            labels[key] = label
-    return labels
 
 
 def load_interpretations(
@@ -464,22 +467,9 @@ def load_interpretations(
     keys: Iterable[str] | None = None,
     order: Sequence[str] | None = None,
 ) -> list[InterpretationResult]:
-    """Read ``interpretations/results.jsonl`` (a file, its folder or a `RunPaths`): one
-    result per component (the first written wins), in ``order`` when given."""
-    if isinstance(path, RunPaths):
-        path = path.interpretations / "results.jsonl"
-    path = Path(path)
-    if path.is_dir():
-        path = path / "results.jsonl"
-    wanted = set(keys) if keys is not None else None
-    by_key: dict[str, InterpretationResult] = {}
-    for r in read_jsonl_as(path, InterpretationResult):
-        if (wanted is None or r.component_key in wanted) and r.component_key not in by_key:
-            by_key[r.component_key] = r
-    if order is not None:
-        rank = {k: i for i, k in enumerate(order)}
-        return sorted(by_key.values(), key=lambda r: rank.get(r.component_key, len(rank)))
-    return list(by_key.values())
+    """`autointerp.records.read_interpretations` as a list (a results file, its folder or a
+    `RunPaths`): the last record with a non-empty label per component, in ``order`` when given."""
+    return list(read_interpretations(path, keys=keys, order=order).values())
 
 
 def interpret_run(
@@ -488,22 +478,25 @@ def interpret_run(
     *,
     out: str | os.PathLike | None = None,
     announce: Callable[[str], None] | None = None,
-    **interpreter_options: Any,
+    options: InterpretOptions | None = None,
+    **settings: Any,
 ) -> list[InterpretationResult]:
-    """Label a run's harvest into its interpretations folder (what ``autointerp demo`` calls).
+    """Label a run's harvest into its interpretations folder.
 
-    ``run`` is a `RunPaths` or a run id (under ``out``). Without ``backend``:
-    Claude when ``ANTHROPIC_API_KEY`` is set, otherwise the offline token-lookup
-    baseline, and ``announce`` (default: print to stderr) says which.
+    ``run`` is a `RunPaths` or a run id (under ``out``); ``options`` / ``settings``
+    are the `Interpreter`'s. Without ``backend``: Claude when ``ANTHROPIC_API_KEY``
+    is set, otherwise the offline token-lookup baseline, and ``announce``
+    (default: print to stderr) says which.
     """
     paths = run if isinstance(run, RunPaths) else RunPaths.of(str(run), out)
+    opts = InterpretOptions.from_kwargs(options, **settings)  # checked before the harvest is read
     harvest = load_harvest(paths.harvest)
     say = announce or (lambda msg: print(msg, file=sys.stderr))
     if backend is None:
         backend = make_backend("auto", role="label", announce=say)
         if not isinstance(backend, _offline_type()):
             say(f"labelling with Claude ({backend.model})")
-    interp = Interpreter(backend, **interpreter_options)
+    interp = Interpreter(backend, opts)
     results = interp.run(harvest, paths)
     if interp.summary is not None:
         say(str(interp.summary))
