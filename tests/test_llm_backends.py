@@ -7,11 +7,15 @@ import json
 
 import pytest
 
+from llm_fixtures import make_harvest
+
+from autointerp.interpret import Interpreter
 from autointerp.llm.anthropic import AnthropicBackend
 from autointerp.llm.base import AuthenticationFailed, InvalidResponse, LLMRequest, RequestRejected, TransientError
 from autointerp.llm.offline import OfflineBackend, token_lookup_label
 from autointerp.llm.openai_compat import OpenAICompatBackend
 from autointerp.llm.runner import Job, JobRunner
+from autointerp.paths import RunPaths
 from autointerp.testing.llm_server import LLMServer
 
 SCHEMA = {
@@ -214,3 +218,50 @@ def test_picker_refuses_unknown_words():
         make_backend("offline", role="grader")
     with pytest.raises(ValueError, match="unknown backend 'gpt'"):
         make_backend("gpt")
+
+
+# -- an answer that cannot be stored (issue 10 item 7) ----------------------------------
+
+
+@pytest.mark.parametrize("make", [anthropic_backend, openai_backend], ids=["anthropic", "openai"])
+def test_an_answer_with_a_lone_surrogate_is_a_recorded_failure_and_a_rerun_retries_it(server, make, tmp_path):
+    results, failures = tmp_path / "results.jsonl", tmp_path / "failures.jsonl"
+    jobs = [Job(f"k{i}", req(f"k{i}"), lambda r, i=i: {"component_key": f"k{i}", **r.data}) for i in range(5)]
+    server.fault_for = lambda r: "lone_surrogate" if "k2" in r.prompt else None
+    s = JobRunner(make(server), results, max_concurrent=2, **FAST).run_sync(jobs)
+    assert s.completed == 4 and s.failed == 1
+    assert sorted(r["component_key"] for r in map(json.loads, results.read_text().splitlines())) == ["k0", "k1", "k3", "k4"]
+    (failure,) = map(json.loads, failures.read_text().splitlines())
+    assert failure["key"] == "k2" and failure["error"] == "unstorable"
+    assert "cannot store the record of 'k2'" in failure["reason"] and "surrogates not allowed" in failure["reason"]
+
+    server.fault_for = None
+    again = JobRunner(make(server), results, **FAST).run_sync(jobs)
+    assert again.completed == 1 and again.skipped == 4 and again.failed == 0
+    assert len(results.read_text().splitlines()) == 5
+
+
+def test_interpret_goes_on_past_a_label_it_cannot_store(server, tmp_path):
+    harvest = make_harvest()
+    server.push_faults("lone_surrogate")
+    it = Interpreter(anthropic_backend(server), max_concurrent=1, **FAST)
+    first = it.run(harvest, RunPaths(tmp_path))
+    assert it.summary.failed == 1 and len(first) == it.summary.completed == 9
+    (failure,) = map(json.loads, (tmp_path / "interpretations" / "failures.jsonl").read_text().splitlines())
+    assert failure["error"] == "unstorable" and failure["key"] not in {r.component_key for r in first}
+
+    again = Interpreter(anthropic_backend(server), **FAST)
+    assert len(again.run(harvest, RunPaths(tmp_path))) == 10 and again.summary.completed == 1
+
+
+def test_a_batch_goes_on_past_a_label_it_cannot_store(tmp_path):
+    harvest = make_harvest()
+    with LLMServer(api_key=KEY, batch_polls=1) as server:
+        server.push_faults("lone_surrogate")
+        it = Interpreter(anthropic_backend(server), **FAST)
+        first = it.run(harvest, RunPaths(tmp_path), batch=True, poll_interval_s=0.01)
+        assert it.summary.failed == 1 and len(first) == 9
+        (failure,) = map(json.loads, (tmp_path / "interpretations" / "failures.jsonl").read_text().splitlines())
+        assert failure["error"] == "unstorable" and "surrogates not allowed" in failure["reason"]
+        again = Interpreter(anthropic_backend(server), **FAST)
+        assert len(again.run(harvest, RunPaths(tmp_path), batch=True, poll_interval_s=0.01)) == 10

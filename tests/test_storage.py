@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 
+import attrs
 import pytest
 
 from autointerp.storage import (
@@ -252,3 +253,26 @@ def test_two_swaps_of_one_folder_take_turns(tmp_path):
         proc.wait()
     assert {p.name: p.read_text() for p in target.iterdir()} == {"config.json": "mine"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "harvest"]
+
+
+def test_a_record_that_cannot_be_stored_is_refused_before_a_byte_is_written(tmp_path):
+    path = tmp_path / "results.jsonl"
+    append_jsonl(path, {"component_key": "a"})
+    before = path.read_bytes()
+    for bad in ({"component_key": "h.0.mlp:2", "label": "smile \ud83d"}, {"component_key": "b", "score": float("nan")}):
+        with pytest.raises(ValueError, match=rf"cannot store the record of '{bad['component_key']}' as a line of UTF-8 JSON"):
+            append_jsonl(path, bad)
+    with pytest.raises(ValueError, match=r"the record of 'x'.*surrogates not allowed"):
+        append_jsonl(path, TokenUsageWithKey())
+    app = JsonlAppender(path)
+    with pytest.raises(ValueError, match="surrogates not allowed"):
+        app.submit({"key": "c", "reason": "\udc80"})
+    app.submit({"component_key": "d"}).result()
+    app.close()
+    assert path.read_bytes() == before + b'{"component_key": "d"}\n'
+
+
+@attrs.define
+class TokenUsageWithKey:
+    key: str = "x"
+    text: str = "\ud83d"

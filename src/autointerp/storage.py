@@ -24,6 +24,7 @@ import errno
 import fcntl
 import json
 import os
+import reprlib
 import shutil
 import tempfile
 import threading
@@ -237,16 +238,37 @@ def _lock_file(path: Path, wait: bool) -> int | None:
 
 
 def _jsonl_line(record: Any) -> bytes:
-    """One record as the bytes of one JSONL line. ``record`` is a dict or an attrs object."""
-    data = record if isinstance(record, dict) else to_dict(record)
-    return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    """One record as the bytes of one JSONL line. ``record`` is a dict or an attrs object.
+
+    Raises ValueError naming the record when it cannot be stored (a lone surrogate
+    such as an LLM's ``"\\ud83d"``, NaN, an object JSON does not know), before any
+    byte is written, so a bad record never damages the file it was meant for.
+    """
+    try:
+        data = record if isinstance(record, dict) else to_dict(record)
+        return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    except (ValueError, TypeError) as e:  # UnicodeEncodeError is a ValueError
+        raise ValueError(f"cannot store {_name_of(record)} as a line of UTF-8 JSON: {e}") from None
+
+
+def _name_of(record: Any) -> str:
+    for name in ("component_key", "key"):
+        value = record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+        if value is not None:
+            return f"the record of {value!r}"
+    # repr escapes what cannot be encoded, so the message itself can always be stored
+    return f"the record {reprlib.repr(record)}"
 
 
 def append_jsonl(path: str | os.PathLike, record: Any) -> None:
-    """Append one record as one fsynced line. ``record`` is a dict or an attrs object."""
+    """Append one record as one fsynced line. ``record`` is a dict or an attrs object.
+
+    Raises ValueError naming the record, and writes nothing, when it cannot be
+    stored (a lone surrogate, NaN, an object JSON does not know).
+    """
+    line = _jsonl_line(record)  # refuses what it cannot store before touching the file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = _jsonl_line(record)
     with open(path, "ab") as f:
         # A torn last line from a killed writer must not glue onto ours.
         if f.tell() > 0:
@@ -383,6 +405,11 @@ class JsonlAppender:
                     fut.set_exception(err)
 
     def submit(self, record: Any) -> concurrent.futures.Future:
+        """Queue ``record``; the future is done once its line is fsynced.
+
+        Raises ValueError (see `append_jsonl`) for a record it cannot store,
+        before anything is queued, so the lines it shares an fsync with are safe.
+        """
         line = _jsonl_line(record)
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:

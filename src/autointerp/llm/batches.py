@@ -129,17 +129,10 @@ class BatchRunner:
         from autointerp.llm.anthropic import translate_sdk_error
 
         t0 = time.monotonic()
-        model = self.backend.model
-        summary = RunSummary(model=model)
-        summary.cost_known = self.prices.lookup(model) is not None
+        summary = RunSummary(model=self.backend.model)
+        summary.cost_known = self.prices.lookup(self.backend.model) is not None
         done = self.completed_keys()
-        all_jobs: dict[str, Job] = {}
-        if isinstance(jobs, AsyncIterable):
-            async for job in jobs:
-                all_jobs.setdefault(job.key, job)
-        else:
-            for job in jobs:
-                all_jobs.setdefault(job.key, job)
+        all_jobs = await _by_key(jobs)
         summary.total = len(all_jobs)
         summary.skipped = sum(1 for k in all_jobs if k in done)
         preflight = getattr(self.backend, "preflight", None)
@@ -149,35 +142,11 @@ class BatchRunner:
         try:
             state = self.load_state()
             if state is None:
-                pending = [j for k, j in all_jobs.items() if k not in done]
-                if self.max_cost_usd is not None and summary.cost_known:
-                    budget, kept = 0.0, []
-                    for j in pending:
-                        c = self.estimate_cost(j)
-                        if budget + c > self.max_cost_usd:
-                            break
-                        budget += c
-                        kept.append(j)
-                    if len(kept) < len(pending):
-                        summary.not_started = len(pending) - len(kept)
-                        summary.stopped_reason = (
-                            f"cost limit: submitting {len(kept)} of {len(pending)} requests "
-                            f"(estimated ${budget:.4f} <= ${self.max_cost_usd:.4f})"
-                        )
-                        log.warning(summary.stopped_reason)
-                    pending = kept
-                pending = pending[:MAX_BATCH_REQUESTS]
+                pending = self._within_budget([j for k, j in all_jobs.items() if k not in done], summary)
                 if not pending:
                     summary.wall_time_s = time.monotonic() - t0
                     return summary
-                custom_ids = {f"r{i}": j.key for i, j in enumerate(pending)}
-                requests = [
-                    {"custom_id": cid, "params": self.backend.build_params(all_jobs[key].request)} for cid, key in custom_ids.items()
-                ]
-                batch = await client.messages.batches.create(requests=requests)
-                state = {"batch_id": batch.id, "model": model, "created_at": _now(), "n": len(requests), "custom_ids": custom_ids}
-                atomic_write_text(self.state_path, json.dumps(state, indent=1))
-                log.info("submitted batch %s with %d requests", batch.id, len(requests))
+                state = await self._submit(client, pending)
             else:
                 log.info("resuming batch %s (%d requests)", state["batch_id"], state.get("n", 0))
             await self._poll(client, state)
@@ -198,6 +167,37 @@ class BatchRunner:
         os.replace(self.state_path, self.state_path.with_name(f"batch.{bid}.done.json"))
         summary.wall_time_s = time.monotonic() - t0
         return summary
+
+    def _within_budget(self, pending: list[Job], summary: RunSummary) -> list[Job]:
+        """The first of ``pending`` whose estimated cost fits ``max_cost_usd`` (and the batch size limit)."""
+        if self.max_cost_usd is not None and summary.cost_known:
+            budget, kept = 0.0, []
+            for j in pending:
+                c = self.estimate_cost(j)
+                if budget + c > self.max_cost_usd:
+                    break
+                budget += c
+                kept.append(j)
+            if len(kept) < len(pending):
+                summary.not_started = len(pending) - len(kept)
+                summary.stopped_reason = (
+                    f"cost limit: submitting {len(kept)} of {len(pending)} requests "
+                    f"(estimated ${budget:.4f} <= ${self.max_cost_usd:.4f})"
+                )
+                log.warning(summary.stopped_reason)
+            pending = kept
+        return pending[:MAX_BATCH_REQUESTS]
+
+    async def _submit(self, client: Any, pending: list[Job]) -> dict[str, Any]:
+        """Create the batch and save its state (``batch.json``) at once, so a killed run resumes it."""
+        custom_ids = {f"r{i}": j.key for i, j in enumerate(pending)}
+        requests = [{"custom_id": f"r{i}", "params": self.backend.build_params(j.request)} for i, j in enumerate(pending)]
+        batch = await client.messages.batches.create(requests=requests)
+        state = {"batch_id": batch.id, "model": self.backend.model, "created_at": _now(), "n": len(requests),
+                 "custom_ids": custom_ids}  # fmt: skip
+        atomic_write_text(self.state_path, json.dumps(state, indent=1))
+        log.info("submitted batch %s with %d requests", batch.id, len(requests))
+        return state
 
     async def _poll(self, client: Any, state: dict[str, Any]) -> None:
         n = int(state.get("n", 0))
@@ -224,7 +224,6 @@ class BatchRunner:
     async def _collect(
         self, client: Any, state: dict[str, Any], all_jobs: dict[str, Job], done: set[str], summary: RunSummary
     ) -> None:
-        model = self.backend.model
         writer = JsonlAppender(self.results_path)
         failures = JsonlAppender(self.failures_path)
         custom_ids: dict[str, str] = state["custom_ids"]
@@ -236,44 +235,69 @@ class BatchRunner:
                     continue
                 job = all_jobs.get(key)
                 summary.requests += 1
-                r = item.result
-                reason = ""
                 if job is None:
                     continue  # no longer asked for (e.g. --limit changed); the next run resubmits it
-                if r.type == "succeeded":
-                    usage = TokenUsage()
+                record, reason = self._outcome(item.result, job, summary)
+                kind = "batch"
+                if not reason:
                     try:
-                        resp: LLMResponse = self.backend.parse_message(r.message, job.request)
-                        usage = resp.usage
-                        summary.usage = summary.usage + usage
-                        summary.cost_usd += self.prices.cost(model, usage, BATCH_DISCOUNT)
-                        record = job.parse(resp)
-                    except InvalidResponse as e:
-                        if e.usage is not None and usage == TokenUsage():
-                            summary.usage = summary.usage + e.usage
-                            summary.cost_usd += self.prices.cost(model, e.usage, BATCH_DISCOUNT)
-                        raw = (e.raw_text or "")[:500]
-                        reason = f"invalid answer: {e}" + (f"; raw: {raw}" if raw else "")
-                    except Exception as e:  # noqa: BLE001 - one bad item never aborts the run
-                        reason = f"{type(e).__name__}: {e}"
-                    else:
                         await writer.append(record)
+                    except ValueError as e:  # an answer that cannot be stored fails this item, not the run
+                        reason, kind = f"cannot store the answer: {e}", "unstorable"
+                    else:
                         done.add(key)
                         summary.completed += 1
                         continue
-                elif r.type == "errored":
-                    err = getattr(getattr(r, "error", None), "error", None)
-                    reason = f"batch item errored: {getattr(err, 'type', '?')}: {getattr(err, 'message', '')}"
-                else:
-                    reason = f"batch item {r.type}"
-                reason = redact(reason)[:2000]
-                summary.failed += 1
-                short = reason[:120]
-                summary.failure_reasons[short] = summary.failure_reasons.get(short, 0) + 1
-                await failures.append(
-                    {"key": key, "reason": reason, "error": "batch", "attempts": 1, "model": model,
-                     "batch_id": state["batch_id"], "created_at": _now()}
-                )
+                await self._record_failure(failures, key, reason, kind, state, summary)
         finally:
             writer.close()
             failures.close()
+
+    def _outcome(self, r: Any, job: Job, summary: RunSummary) -> tuple[Any, str]:
+        """One batch item's record to store, or why there is none (a non-empty reason); bills its usage."""
+        model = self.backend.model
+        if r.type == "errored":
+            err = getattr(getattr(r, "error", None), "error", None)
+            return None, f"batch item errored: {getattr(err, 'type', '?')}: {getattr(err, 'message', '')}"
+        if r.type != "succeeded":
+            return None, f"batch item {r.type}"
+        usage = TokenUsage()
+        try:
+            resp: LLMResponse = self.backend.parse_message(r.message, job.request)
+            usage = resp.usage
+            summary.usage = summary.usage + usage
+            summary.cost_usd += self.prices.cost(model, usage, BATCH_DISCOUNT)
+            return job.parse(resp), ""
+        except InvalidResponse as e:
+            if e.usage is not None and usage == TokenUsage():
+                summary.usage = summary.usage + e.usage
+                summary.cost_usd += self.prices.cost(model, e.usage, BATCH_DISCOUNT)
+            raw = (e.raw_text or "")[:500]
+            return None, f"invalid answer: {e}" + (f"; raw: {raw}" if raw else "")
+        except Exception as e:  # noqa: BLE001 - one bad item never aborts the run
+            return None, f"{type(e).__name__}: {e}"
+
+    async def _record_failure(
+        self, failures: JsonlAppender, key: str, reason: str, kind: str, state: dict[str, Any], summary: RunSummary
+    ) -> None:
+        # a reason quoting the answer may hold what UTF-8 cannot encode; escape it, so the failure is stored
+        reason = redact(reason)[:2000].encode("utf-8", "backslashreplace").decode("utf-8")
+        summary.failed += 1
+        short = reason[:120]
+        summary.failure_reasons[short] = summary.failure_reasons.get(short, 0) + 1
+        await failures.append(
+            {"key": key, "reason": reason, "error": kind, "attempts": 1, "model": self.backend.model,
+             "batch_id": state["batch_id"], "created_at": _now()}
+        )  # fmt: skip
+
+
+async def _by_key(jobs: Iterable[Job] | AsyncIterable[Job]) -> dict[str, Job]:
+    """Every job by its key (the first of duplicates), read to the end: a batch is submitted whole."""
+    all_jobs: dict[str, Job] = {}
+    if isinstance(jobs, AsyncIterable):
+        async for job in jobs:
+            all_jobs.setdefault(job.key, job)
+    else:
+        for job in jobs:
+            all_jobs.setdefault(job.key, job)
+    return all_jobs

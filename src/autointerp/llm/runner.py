@@ -13,9 +13,10 @@ the record to store — and the runner does the rest, the same way for everyone:
   JSON, schema-violating, cut off at ``max_tokens``, or ``parse`` raising it) is
   retried ``max_invalid_retries`` times; `RequestRejected` is not retried;
 * **a per-request timeout** (``request_timeout_s``) on top of the backend's own;
-* **failures are data**: a job that runs out of retries is appended to the
-  failures file with its reason and the run goes on; the next run retries it
-  (only the results file decides what is done);
+* **failures are data**: a job that runs out of retries, or whose record cannot
+  be stored (an answer holding a lone surrogate), is appended to the failures
+  file with its reason and the run goes on; the next run retries it (only the
+  results file decides what is done);
 * **fatal errors**: `AuthenticationFailed` (from ``backend.preflight()`` before
   any job, or from any request) cancels everything in flight and is raised;
 * **crash safety**: each record is appended to the results file as one fsynced
@@ -514,7 +515,7 @@ class _Run:
                 if await self._on_error(job, e, tries):
                     continue
                 return
-            self._store(record)
+            await self._store(job, record, tries)
             return
 
     async def _request(self, job: Job) -> Any:
@@ -580,7 +581,8 @@ class _Run:
         return True
 
     async def _fail(self, job: Job, reason: str, attempts: int, kind: str) -> None:
-        reason = redact(reason)[:2000]
+        # a reason quoting the answer may hold what UTF-8 cannot encode; escape it, so the failure is stored
+        reason = redact(reason)[:2000].encode("utf-8", "backslashreplace").decode("utf-8")
         self.summary.failed += 1
         short = reason.split("\n")[0][:120]
         self.summary.failure_reasons[short] = self.summary.failure_reasons.get(short, 0) + 1
@@ -591,10 +593,17 @@ class _Run:
 
     # -- writing ---------------------------------------------------------------------
 
-    def _store(self, record: Any) -> None:
+    async def _store(self, job: Job, record: Any, tries: _Tries) -> None:
+        try:
+            submitted = self.writer.submit(record)
+        except ValueError as e:
+            # an answer that cannot be stored (a lone surrogate) fails its job, not
+            # the run; the next run asks again, since only stored records are done
+            await self._fail(job, f"cannot store the answer: {e}", tries.attempts, "unstorable")
+            return
         # the slot is free as soon as the answer is in: the line's fsync (group
         # commit) finishes in the writer thread and counts it as completed then
-        fut = asyncio.wrap_future(self.writer.submit(record))
+        fut = asyncio.wrap_future(submitted)
         self.writes.add(fut)
         fut.add_done_callback(self._written)
 

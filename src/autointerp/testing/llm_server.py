@@ -29,8 +29,10 @@ Fault names: ``"429"`` (with ``retry-after: <retry_after_s>``), ``"529"``
 ``"malformed_json"`` (text that is not JSON), ``"schema_violation"`` (JSON that
 misses the schema's required fields), ``"max_tokens"`` (cut off mid-answer with
 ``stop_reason: max_tokens`` / ``finish_reason: length``), ``"drop"`` (the
-connection is closed without an answer) and ``"bad_body"`` (status 200 with a
-body that is not JSON at all, as from a broken proxy).
+connection is closed without an answer), ``"bad_body"`` (status 200 with a
+body that is not JSON at all, as from a broken proxy) and ``"lone_surrogate"``
+(valid JSON whose label, or first string value, ends in the escape ``\\ud83d``, half of
+a surrogate pair: it parses, but no UTF-8 file can store it).
 
 The server is an asyncio HTTP/1.1 server (keep-alive, a 1024-connection backlog) on
 its own event loop in a daemon thread, so 50 connections waiting out a simulated
@@ -63,7 +65,7 @@ from typing import Any
 from attrs import define, field
 
 FAULTS = ("429", "529", "500", "401", "400", "slow", "malformed_json", "schema_violation", "max_tokens", "drop",
-          "bad_body")
+          "bad_body", "lone_surrogate")
 
 
 @define
@@ -451,7 +453,23 @@ def _apply_content_fault(text: str, fault: str | None) -> tuple[str, bool]:
         return json.dumps({"unexpected": "field"}), False
     if fault == "max_tokens":
         return text[: max(1, len(text) // 2)], True
+    if fault == "lone_surrogate":
+        return _with_lone_surrogate(text), False
     return text, False
+
+
+def _with_lone_surrogate(text: str) -> str:
+    """``text`` (a JSON object) with half of an emoji's surrogate pair on its label (or first string)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        return json.dumps({"label": "\ud83d"})
+    strings = [k for k, v in data.items() if isinstance(v, str)]
+    name = "label" if "label" in strings else (strings[0] if strings else "label")
+    data[name] = f"{data.get(name, '')} \ud83d"
+    return json.dumps(data)  # ensure_ascii: the surrogate travels as the escape \ud83d
 
 
 class _Reply(Exception):
