@@ -14,7 +14,8 @@ from autointerp.cli import main
 from autointerp.records import group_scores
 from autointerp.report import RunData, register_extras_renderer, safe_json, write_report, write_report_from_data
 from autointerp.report.extras import EXTRAS_RENDERERS, ExtrasRegistry, ExtrasRenderer
-from autointerp.report.page_data import ReportOptions, example_view, histogram, percentiles
+from autointerp.report.layer_index import histogram, percentiles
+from autointerp.report.page_data import ReportOptions, example_view
 from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
 
 

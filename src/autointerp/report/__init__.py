@@ -6,9 +6,9 @@
 * `register_extras_renderer` — how a custom accumulator's output is shown.
 
 Modules, from the bottom up (each imports only those below it):
-`tokens`, `score_sources`, `extras` (no report imports); `run_data` (reads a
-run through `autointerp.records`); `notebook` (HTML of components and runs);
-`page_data` (the report's pages as plain dicts); `writer` (the static files)
+`tokens`, `score_sources`, `extras`, `numbers` (no report imports); `run_data`
+(reads a run through `autointerp.records`); `notebook` (HTML of components and
+runs); `layer_index` and `page_data` (the report's pages as plain dicts); `writer` (the static files)
 and `export`; `run_view` (`open_run`, `RunView`, `LabeledComponent`).
 """
 

@@ -4,11 +4,9 @@ The middle step of read -> shape -> write: nothing here reads or writes a file.
 `ReportPages` shapes one run's report a chunk of components at a time (a run of
 50,000 components is never all in memory): per component the detail a
 component page shows (`component_detail`), per layer the index rows
-(`LayerIndex`), and once at the end the manifest the page starts from. The
-exporter reuses the run summary, the score means and the token-style guess.
-
-Numbers are rounded to what a person reads (4 significant digits, 3 for the
-activations of examples, which are the bulk of a report).
+(`autointerp.report.layer_index`), and once at the end the manifest the page
+starts from. The exporter reuses the run summary, the score means and the
+token-style guess.
 """
 
 from __future__ import annotations
@@ -23,20 +21,18 @@ from attrs import define
 
 from autointerp.batch import ComponentSpace
 from autointerp.report.extras import EXTRAS_RENDERERS, ExtrasRenderer
+from autointerp.report.layer_index import IndexRow, LayerIndex
+from autointerp.report.numbers import clean_json, f4, num
 from autointerp.report.run_data import RunData
-from autointerp.report.score_sources import LABEL_SOURCES, headline, score_value
+from autointerp.report.score_sources import LABEL_SOURCES
 from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text
 from autointerp.schemas import ScoreResult
 
 #: components per lazily loaded data file
 DEFAULT_CHUNK_SIZE = 64
-HIST_BINS = 24
 MANIFEST_FORMAT = "autointerp.report/1"
 _TOKEN_TABLES = ("top_precision", "top_recall", "top_pmi")
 _CORR_TABLES = ("top_precision", "top_recall", "top_pmi", "bottom_pmi")
-
-#: one index row per component: (key, layer, index, firing rate, firing count)
-IndexRow = tuple[str, str, Any, float, int]
 
 
 @define
@@ -61,47 +57,6 @@ class ReportOptions:
             raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {self.token_style!r}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-
-
-# -- numbers and JSON-safe values ------------------------------------------------------
-
-
-def num(x: Any, digits: int = 4) -> float | int | None:
-    """A number rounded for display; None for a missing or non-finite one."""
-    if x is None:
-        return None
-    if isinstance(x, bool):
-        return int(x)
-    if isinstance(x, int):
-        return x
-    x = float(x)
-    if not math.isfinite(x):
-        return None
-    if x == 0:
-        return 0
-    return float(f"{x:.{digits}g}")
-
-
-def _f4(x: Any) -> Any:
-    """4 significant digits, fast: the token and partner tables hold most numbers of a report.
-    (0 and None pass through; a NaN from an in-memory harvest is caught by `safe_json`.)"""
-    return float("%.4g" % x) if x else x
-
-
-def clean_json(value: Any) -> Any:
-    """Make a value JSON-safe: non-finite floats become null, tuples lists, arrays lists."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    if value is None or isinstance(value, (str, int, bool)):
-        return value
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        return clean_json(tolist())
-    return str(value)
 
 
 # -- token style -----------------------------------------------------------------------
@@ -170,7 +125,7 @@ def _token_rows(stats: Mapping[str, Any] | None, style: str) -> dict[str, list[l
         for s in stats.get(table) or []:
             tok = s.get("token")
             text = single_token_text(tok, style) if tok is not None else f"⟨{s.get('token_id')}⟩"
-            rows.append([text, s.get("token_id"), _f4(s.get("count")), _f4(s.get("precision")), _f4(s.get("recall")), _f4(s.get("pmi"))])
+            rows.append([text, s.get("token_id"), f4(s.get("count")), f4(s.get("precision")), f4(s.get("recall")), f4(s.get("pmi"))])
         out[table] = rows
     return out
 
@@ -179,7 +134,7 @@ def _corr_rows(corr: Mapping[str, Any] | None) -> dict[str, list[list[Any]]] | N
     if not corr:
         return None
     return {
-        table: [[p.get("key"), p.get("count"), _f4(p.get("precision")), _f4(p.get("recall")), _f4(p.get("pmi"))] for p in corr.get(table) or []]
+        table: [[p.get("key"), p.get("count"), f4(p.get("precision")), f4(p.get("recall")), f4(p.get("pmi"))] for p in corr.get(table) or []]
         for table in _CORR_TABLES
     }
 
@@ -264,102 +219,6 @@ def _parse(item: Any) -> dict[str, Any] | None:
         return json.loads(item)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None  # a torn line, as RunData.iter_components skips it
-
-
-# -- the index: one table per layer ----------------------------------------------------
-
-
-def percentiles(rates: list[float]) -> list[float]:
-    """Mid-rank percentile of each rate within its layer (0-100)."""
-    n = len(rates)
-    order = sorted(range(n), key=lambda i: rates[i])
-    pct = [0.0] * n
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and rates[order[j + 1]] == rates[order[i]]:
-            j += 1
-        mid = (i + j) / 2 + 0.5
-        for k in range(i, j + 1):
-            pct[order[k]] = round(100.0 * mid / n, 1)
-        i = j + 1
-    return pct
-
-
-def histogram(rates: list[float]) -> dict[str, Any]:
-    """Histogram of log10(firing rate) over the components that fired."""
-    fired = [math.log10(r) for r in rates if r > 0]
-    dead = len(rates) - len(fired)
-    if not fired:
-        return {"lo": 0, "hi": 0, "counts": [], "dead": dead}
-    lo, hi = min(fired), max(fired)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
-    counts = [0] * HIST_BINS
-    for v in fired:
-        b = min(HIST_BINS - 1, int((v - lo) / (hi - lo) * HIST_BINS))
-        counts[b] += 1
-    return {"lo": round(lo, 4), "hi": round(hi, 4), "counts": counts, "dead": dead}
-
-
-class LayerRows:
-    """One layer's index rows (key, label, rate, scores...), columns as lists."""
-
-    def __init__(self, li: int, name: str, scorers: list[str]):
-        self.li, self.name, self.scorers = li, name, scorers
-        self.columns: dict[str, Any] = {
-            "keys": [], "index": [], "label": [], "conf": [], "rate": [], "count": [], "ch": [], "off": [],
-            "scores": {s: [] for s in scorers},
-        }
-        self.rates: list[float] = []
-
-    def add(self, row: IndexRow, chunk: int, offset: int, data: RunData) -> bool:
-        """Add a component; True when it has a label."""
-        key, _, index, rate, count = row
-        interp = data.interpretations.get(key)
-        col = self.columns
-        col["keys"].append(key)
-        col["index"].append(index)
-        col["label"].append(interp.label if interp else None)
-        col["conf"].append(interp.confidence if interp else None)
-        col["rate"].append(num(rate, 6))
-        col["count"].append(count)
-        col["ch"].append(chunk)
-        col["off"].append(offset)
-        self.rates.append(rate)
-        for s in self.scorers:
-            col["scores"][s].append(num(score_value(headline(data.scores[s].get(key, {})))))
-        return interp is not None
-
-    def finished(self) -> dict[str, Any]:
-        """The columns with each component's percentile in the layer (call once, at the end)."""
-        return {**self.columns, "pct": percentiles(self.rates)}
-
-    def meta(self) -> dict[str, Any]:
-        return {"name": self.name, "n": len(self.rates), "hist": histogram(self.rates)}
-
-
-class LayerIndex:
-    """The index rows of every layer, in the harvest's layer order (others as they come)."""
-
-    def __init__(self, data: RunData):
-        self.data = data
-        self._layers: dict[str, LayerRows] = {}
-        for spec in data.config.get("layers") or []:
-            self._layer(spec["name"])
-        self.n_labeled = 0
-
-    def _layer(self, name: str) -> LayerRows:
-        if name not in self._layers:
-            self._layers[name] = LayerRows(len(self._layers), name, self.data.scorers)
-        return self._layers[name]
-
-    def add(self, chunk: int, rows: list[IndexRow]) -> None:
-        for offset, row in enumerate(rows):
-            self.n_labeled += self._layer(row[1]).add(row, chunk, offset, self.data)
-
-    def layers(self) -> list[LayerRows]:
-        return list(self._layers.values())
 
 
 # -- the run as a whole ----------------------------------------------------------------

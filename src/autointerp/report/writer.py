@@ -40,7 +40,9 @@ from typing import Any
 from attrs import define
 
 from autointerp.paths import RunPaths
-from autointerp.report.page_data import ChunkShaper, IndexRow, LayerRows, ReportOptions, ReportPages, clean_json
+from autointerp.report.layer_index import IndexRow, LayerRows
+from autointerp.report.numbers import clean_json
+from autointerp.report.page_data import ChunkShaper, ReportOptions, ReportPages
 from autointerp.report.run_data import RunData
 from autointerp.storage import replace_dir_atomically
 
