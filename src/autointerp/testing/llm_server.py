@@ -566,7 +566,6 @@ class _Connection:
         return self.owner.api_key is None or self.key_of(headers) == self.owner.api_key
 
     async def route(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> None:
-        o = self.owner
         api = "anthropic" if "anthropic-version" in headers else "openai"
         if path in ("/v1/chat/completions", "/chat/completions"):
             api = "openai"
@@ -575,26 +574,9 @@ class _Connection:
             if not self.auth_ok(headers):
                 raise self.error(api, "401")
             if path == "/v1/models":
-                if api == "openai":
-                    raise _Reply(200, {"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "test"}]})
-                raise _Reply(200, {"data": [{"type": "model", "id": "claude-test", "display_name": "Claude Test",
-                                             "created_at": "2025-01-01T00:00:00Z"}],
-                                   "has_more": False, "first_id": "claude-test", "last_id": "claude-test"})
+                raise self.models(api)
             if path.startswith("/v1/messages/batches/"):
-                bid, _, tail = path[len("/v1/messages/batches/"):].partition("/")
-                with o._lock:
-                    batch = o.batches.get(bid)
-                if batch is None:
-                    raise _Reply(404, {"type": "error", "error": {"type": "not_found_error", "message": f"no batch {bid}"}})
-                if tail == "results":
-                    if not batch["ended"]:
-                        raise _Reply(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "batch still processing"}})
-                    lines = "".join(json.dumps(r) + "\n" for r in batch["results"]).encode()
-                    raise _Reply(200, lines, content_type="application/binary")
-                batch["polls"] += 1
-                if batch["polls"] > o.batch_polls:
-                    batch["ended"] = True
-                raise _Reply(200, o.batch_json(batch))
+                raise self.batch_get(path[len("/v1/messages/batches/"):])
             raise not_found
         if method != "POST":
             raise not_found
@@ -605,13 +587,44 @@ class _Connection:
         if path == "/v1/messages/batches":
             if not self.auth_ok(headers):
                 raise self.error("anthropic", "401")
-            raise _Reply(200, o.create_batch(body, headers))
+            raise _Reply(200, self.owner.create_batch(body, headers))
         if path == "/v1/messages":
             req = _anthropic_request(path, headers, body)
         elif api == "openai":
             req = _openai_request(path, headers, body)
         else:
             raise not_found
+        await self.answer(api, req, headers)
+
+    @staticmethod
+    def models(api: str) -> _Reply:
+        if api == "openai":
+            return _Reply(200, {"object": "list", "data": [{"id": "test-model", "object": "model", "created": 0, "owned_by": "test"}]})
+        return _Reply(200, {"data": [{"type": "model", "id": "claude-test", "display_name": "Claude Test",
+                                      "created_at": "2025-01-01T00:00:00Z"}],
+                            "has_more": False, "first_id": "claude-test", "last_id": "claude-test"})  # fmt: skip
+
+    def batch_get(self, rest: str) -> _Reply:
+        """``GET /v1/messages/batches/<id>`` (a poll) or ``.../<id>/results``."""
+        o = self.owner
+        bid, _, tail = rest.partition("/")
+        with o._lock:
+            batch = o.batches.get(bid)
+        if batch is None:
+            return _Reply(404, {"type": "error", "error": {"type": "not_found_error", "message": f"no batch {bid}"}})
+        if tail == "results":
+            if not batch["ended"]:
+                return _Reply(400, {"type": "error", "error": {"type": "invalid_request_error", "message": "batch still processing"}})
+            lines = "".join(json.dumps(r) + "\n" for r in batch["results"]).encode()
+            return _Reply(200, lines, content_type="application/binary")
+        batch["polls"] += 1
+        if batch["polls"] > o.batch_polls:
+            batch["ended"] = True
+        return _Reply(200, o.batch_json(batch))
+
+    async def answer(self, api: str, req: ServerRequest, headers: Mapping[str, str]) -> None:
+        """A live message or chat completion: authentication, then this request's fault, then the answer."""
+        o = self.owner
         if not self.auth_ok(headers):
             req.fault = "401"
             o._note(req)
