@@ -27,7 +27,7 @@ from typing import Any
 
 from attrs import define, field
 
-from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, split_examples
+from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, ExampleSplit, split_examples
 from autointerp.schemas import ActivationExample, ComponentData
 
 
@@ -206,7 +206,23 @@ def build_evidence(
     split = split_examples(comp, n_explain=n_explain, n_top=n_top)
     shown_examples = split.explain + split.explain_top
     spans = [(e.sequence_index, e.position - e.firing_offset, e.position - e.firing_offset + len(e.token_ids)) for e in shown_examples]
-    # interleave uniform and top held-out examples; a firing in both is used once
+    positives = _held_out_positives(comp, split, threshold, decode)
+    ev = ComponentEvidence(
+        comp.key, flat_index, comp.firing_rate, threshold, positives,
+        shown=[(e.sequence_index, e.position) for e in shown_examples], firing_count=comp.firing_count,
+    )  # fmt: skip
+    if pool is None or not len(pool):
+        return ev
+    lengths = [len(p) for p in positives] or [pool.window_len]
+    ev.negatives = _negatives(pool, flat_index, spans, lengths, max_negatives, component_rng(seed, "negatives", comp.key))
+    ev.randoms = _randoms(pool, flat_index, spans, max_randoms, component_rng(seed, "randoms", comp.key))
+    return ev
+
+
+def _held_out_positives(
+    comp: ComponentData, split: ExampleSplit, threshold: float, decode: Callable[[int], str] | None
+) -> list[EvidenceWindow]:
+    """Uniform and top held-out examples, interleaved; a firing in both is used once."""
     index_of = {id(e): i for i, e in enumerate(comp.examples)}
     top_index_of = {id(e): i for i, e in enumerate(comp.top_examples)}
     positives: list[EvidenceWindow] = []
@@ -221,22 +237,22 @@ def build_evidence(
                     continue
                 seen.add(ident)
                 positives.append(_example_window(ex, src, idx[id(ex)], threshold, decode))
-    ev = ComponentEvidence(
-        comp.key, flat_index, comp.firing_rate, threshold, positives,
-        shown=[(e.sequence_index, e.position) for e in shown_examples], firing_count=comp.firing_count,
-    )  # fmt: skip
-    if pool is None or not len(pool):
-        return ev
-    rng = component_rng(seed, "negatives", comp.key)
+    return positives
+
+
+def _negatives(
+    pool: WindowPool, flat_index: int, spans: list[tuple[int, int, int]], lengths: list[int], limit: int, rng: random.Random
+) -> list[EvidenceWindow]:
+    """Crops of pool windows where the component never fires, as long as its positives, away from what was shown."""
     order = list(range(len(pool)))
     rng.shuffle(order)
-    lengths = [len(p) for p in positives] or [pool.window_len]
+    out: list[EvidenceWindow] = []
     for w in order:
-        if len(ev.negatives) >= max_negatives:
+        if len(out) >= limit:
             break
         info = pool.windows[w]
         n_tok = len(info["token_ids"])
-        want = min(lengths[len(ev.negatives) % len(lengths)], n_tok)
+        want = min(lengths[len(out) % len(lengths)], n_tok)
         if want < 1:
             continue
         fired = set(pool.firing_offsets(w, flat_index))
@@ -249,16 +265,23 @@ def build_evidence(
         if not ok:
             continue
         o = rng.choice(ok)
-        ev.negatives.append(pool.window(w, flat_index).crop(o, o + want))
-    rng_r = component_rng(seed, "randoms", comp.key)
+        out.append(pool.window(w, flat_index).crop(o, o + want))
+    return out
+
+
+def _randoms(
+    pool: WindowPool, flat_index: int, spans: list[tuple[int, int, int]], limit: int, rng: random.Random
+) -> list[EvidenceWindow]:
+    """Whole pool windows (with the component's true activations) away from what was shown."""
     order = list(range(len(pool)))
-    rng_r.shuffle(order)
+    rng.shuffle(order)
+    out: list[EvidenceWindow] = []
     for w in order:
-        if len(ev.randoms) >= max_randoms:
+        if len(out) >= limit:
             break
         info = pool.windows[w]
         seq, start, n_tok = int(info["sequence_index"]), int(info["start"]), len(info["token_ids"])
         if n_tok < 2 or _overlaps(spans, seq, start, start + n_tok):
             continue
-        ev.randoms.append(pool.window(w, flat_index))
-    return ev
+        out.append(pool.window(w, flat_index))
+    return out
