@@ -44,7 +44,7 @@ def strict_lines(path: Path) -> list[dict]:
 def test_sigkill_at_random_moments_then_resume(tmp_path):
     paths = make_run(tmp_path, n_layers=2, width=16)
     live = 2 * 15
-    results = paths.interpretations / "results.jsonl"
+    results = paths.interpretation_results
     rng = random.Random(1234)
     with LLMServer(api_key=SECRET, latency_s=0.1, fault_rates={"429": 0.05, "500": 0.05, "malformed_json": 0.05},
                    retry_after_s=0.01, seed=3) as server:
@@ -92,7 +92,7 @@ def test_secrets_never_written(tmp_path):
         rc2, out2, err2 = finish(cli(base, {"ANTHROPIC_API_KEY": "sk-ant-TESTSECRET-wrong-key-0000"}))
     assert rc1 == 0 and rc2 == 3
     assert "authentication failed" in err2
-    failures = (paths.interpretations / "failures.jsonl").read_text()
+    failures = (paths.interpretation_failures).read_text()
     assert "you sent" in failures  # the echo reached our files ...
     texts = [out1, err1, out2, err2]
     for f in tmp_path.rglob("*"):
@@ -119,9 +119,16 @@ def test_dry_run_and_offline_cli(tmp_path):
     paths = make_run(tmp_path)
     rc, out, err = finish(cli(["test-run", "--out", str(tmp_path), "--dry_run", "--limit", "3"]))
     assert rc == 0 and "wrote 3 prompts" in out
-    assert len(list((paths.interpretations / "prompts").glob("*.txt"))) == 3
-    assert not (paths.interpretations / "results.jsonl").exists()
+    assert len(list(paths.prompts.glob("*.txt"))) == 3
+    assert not (paths.interpretation_results).exists()
     rc, out, err = finish(cli(["test-run", "--out", str(tmp_path), "--backend", "offline", "--no_progress"]))
     assert rc == 0 and "done: 10" in err and "fires on" in out
-    summary = json.loads((paths.interpretations / "summary.json").read_text())
+    summary = json.loads((paths.interpretation_summary).read_text())
     assert summary["completed"] == 10
+
+
+def test_a_bad_option_is_a_clear_error_before_anything(tmp_path):
+    paths = make_run(tmp_path)
+    rc, out, err = finish(cli(["test-run", "--out", str(tmp_path), "--backend", "offline", "--max_concurrent", "0"]))
+    assert rc == 2 and "interpret option max_concurrent must be a whole number >= 1, got 0" in err
+    assert not paths.interpretations.exists()

@@ -6,8 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from autointerp.llm.base import AuthenticationFailed, redact
+from autointerp.interpret_options import DEFAULT_TEMPLATE, InterpretOptions
+from autointerp.llm.base import AuthenticationFailed, Backend, redact
+from autointerp.paths import RESULTS_FILE, RunPaths
+
+if TYPE_CHECKING:  # the interpreter and the harvest load when the command runs, not for --help
+    from autointerp.harvest import HarvestResult
+    from autointerp.interpret import Interpreter
+    from autointerp.schemas import InterpretationResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "interpret",
         help="label every harvested component with an LLM",
         description=(
-            "Label the components of <out>/<RUN_ID>/harvest into <out>/<RUN_ID>/interpretations/results.jsonl. "
+            f"Label the components of <out>/<RUN_ID>/harvest into <out>/<RUN_ID>/interpretations/{RESULTS_FILE}. "
             "Rerunning resumes: labeled components are skipped, failed ones retried."
         ),
     )
@@ -66,71 +74,96 @@ def _prices(specs: list[str]) -> dict[str, tuple[float, ...]]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def _sections(specs: list[str]) -> dict[str, str]:
+    out = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            raise ValueError(f"--section {spec!r}: expected NAME=PATH")
+        out[name] = path
+    return out
+
+
+def _options(args: argparse.Namespace) -> InterpretOptions:
+    """The flags as one `InterpretOptions` (checked before the key or the harvest)."""
+    return InterpretOptions(
+        keys=args.component,
+        limit=args.limit,
+        prompt_template=args.prompt_template or DEFAULT_TEMPLATE,
+        templates_dir=args.templates_dir,
+        section_templates=_sections(args.section),
+        n_explain=args.n_explain,
+        n_top=args.n_top,
+        max_tokens=args.max_tokens,
+        batch=args.batch,
+        poll_interval_s=args.poll_interval,
+        max_concurrent=args.max_concurrent,
+        request_timeout_s=args.timeout,
+        max_retries=args.max_retries,
+        backoff_initial_s=args.backoff,
+        max_cost_usd=args.max_cost_usd,
+        prices=_prices(args.price),
+        progress=not args.no_progress,
+    )
+
+
+def _backend(args: argparse.Namespace) -> Backend:
     from autointerp.llm.factory import make_backend
-    from autointerp.paths import RunPaths
+
+    if args.dry_run:  # renders prompts only: no key needed
+        return make_backend("offline")
+    return make_backend(args.backend, args.model, base_url=args.base_url, timeout_s=args.timeout,
+                        api_key_env=args.api_key_env)
+
+
+def _load_harvest(paths: RunPaths) -> HarvestResult:
+    from autointerp.harvest import load_harvest
+
+    if not paths.harvest_config.exists():
+        raise FileNotFoundError(
+            f"no harvest at {paths.harvest}: run `autointerp harvest ...` first, or pass the right --out / RUN_ID"
+        )
+    return load_harvest(paths.harvest)
+
+
+def _tell(interp: Interpreter, results: list[InterpretationResult], paths: RunPaths) -> None:
+    """Save the summary and say what happened: a few labels on stdout, the rest on stderr."""
     from autointerp.storage import atomic_write_text, to_dict
 
-    paths = RunPaths.of(args.run_id, args.out)
-    try:
-        # the key is checked first: a missing key stops here, before the harvest is read
-        if args.dry_run:  # renders prompts only: no key needed
-            backend = make_backend("offline")
-        else:
-            backend = make_backend(args.backend, args.model, base_url=args.base_url, timeout_s=args.timeout,
-                                   api_key_env=args.api_key_env)
-        from autointerp.harvest import load_harvest
-        from autointerp.interpret import Interpreter
-
-        if not (paths.harvest / "config.json").exists():
-            raise FileNotFoundError(
-                f"no harvest at {paths.harvest}: run `autointerp harvest ...` first, or pass the right --out / RUN_ID"
-            )
-        harvest = load_harvest(paths.harvest)
-        sections = {}
-        for spec in args.section:
-            name, _, path = spec.partition("=")
-            if not name or not path:
-                raise ValueError(f"--section {spec!r}: expected NAME=PATH")
-            sections[name] = path
-        interp = Interpreter(
-            backend,
-            max_concurrent=args.max_concurrent,
-            prompt_template=args.prompt_template or "interpret.j2",
-            templates_dir=args.templates_dir or None,
-            section_templates=sections,
-            n_explain=args.n_explain,
-            n_top=args.n_top,
-            max_tokens=args.max_tokens,
-            request_timeout_s=args.timeout,
-            max_retries=args.max_retries,
-            backoff_initial_s=args.backoff,
-            max_cost_usd=args.max_cost_usd,
-            prices=_prices(args.price),
-            progress=not args.no_progress,
-        )
-        if args.dry_run:
-            out_dir = Path(args.dry_run_dir) if args.dry_run_dir else paths.interpretations / "prompts"
-            written = interp.dry_run(harvest, out_dir, keys=args.component, limit=args.limit)
-            print(f"wrote {len(written)} prompts to {out_dir} (no requests were sent)")
-            return 0
-        print(f"labelling {paths.harvest} with {backend!r} -> {paths.interpretations / 'results.jsonl'}", file=sys.stderr)
-        results = interp.run(harvest, paths, keys=args.component, limit=args.limit, batch=args.batch,
-                             poll_interval_s=args.poll_interval)
-    except AuthenticationFailed as e:
-        print(f"autointerp interpret: authentication failed: {redact(str(e))}", file=sys.stderr)
-        return 3
     summary = interp.summary
     if summary is not None:
-        atomic_write_text(paths.interpretations / "summary.json", json.dumps(to_dict(summary), indent=1))
+        atomic_write_text(paths.interpretation_summary, json.dumps(to_dict(summary), indent=1))
         print(str(summary), file=sys.stderr)
         if interp.n_dead:
             print(f"{interp.n_dead} components never fired and were not sent", file=sys.stderr)
     for r in results[:5]:
         print(f"{r.component_key}: {r.label} ({r.confidence})")
     if len(results) > 5:
-        print(f"... {len(results)} labels in {paths.interpretations / 'results.jsonl'}")
+        print(f"... {len(results)} labels in {paths.interpretation_results}")
     if summary is not None and summary.failed:
-        print(f"{summary.failed} components failed (see {paths.interpretations / 'failures.jsonl'}); "
+        print(f"{summary.failed} components failed (see {paths.interpretation_failures}); "
               "run the same command again to retry them", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autointerp.interpret import Interpreter
+
+    paths = RunPaths.of(args.run_id, args.out)
+    options = _options(args)
+    try:
+        # the key is checked first: a missing key stops here, before the harvest is read
+        backend = _backend(args)
+        harvest = _load_harvest(paths)
+        interp = Interpreter(backend, options)
+        if args.dry_run:
+            out_dir = Path(args.dry_run_dir) if args.dry_run_dir else paths.prompts
+            written = interp.dry_run(harvest, out_dir)
+            print(f"wrote {len(written)} prompts to {out_dir} (no requests were sent)")
+            return 0
+        print(f"labelling {paths.harvest} with {backend!r} -> {paths.interpretation_results}", file=sys.stderr)
+        results = interp.run(harvest, paths)
+    except AuthenticationFailed as e:
+        print(f"autointerp interpret: authentication failed: {redact(str(e))}", file=sys.stderr)
+        return 3
+    _tell(interp, results, paths)
     return 0
