@@ -37,6 +37,8 @@ import torch
 from attrs import define
 from torch import Tensor
 
+from autointerp.demo_model import demo_dir
+
 
 @define(eq=False)
 class TokenBatch:
@@ -461,8 +463,6 @@ def open_dataset(
     """
     p = Path(spec)
     if spec == "demo":
-        from autointerp.adapters.demo import demo_dir
-
         tok = tokenizer or Tokenizer.from_file(demo_dir() / "tokenizer.json")
         return TextFileSource(
             [demo_dir() / "demo_text.txt"], tok, context_length, name="demo-text",

@@ -26,7 +26,6 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from attrs import asdict, define, field
+from attrs import asdict, define, evolve, field
 
 from autointerp.accumulators import (
     Accumulator,
@@ -46,6 +45,9 @@ from autointerp.accumulators import (
     ReservoirAcc,
     TopActivationAcc,
 )
+from autointerp.adapters import targets
+from autointerp.adapters.targets import Target, TargetRequest, resolve_device, resolve_dtype
+from autointerp.batch import HarvestBatch
 from autointerp.data import (
     TokenSource,
     Tokenizer,
@@ -55,7 +57,6 @@ from autointerp.data import (
     rank_batch_count,
     token_batches,
 )
-from autointerp.batch import HarvestBatch
 from autointerp.harvest import HarvestLoop, HarvestResult, HarvestTimings, device_sync
 from autointerp.harvest_checkpoint import read_checkpoint
 from autointerp.paths import RunPaths, run_id_for
@@ -118,119 +119,31 @@ class HarvestOptions:
 
 # --------------------------------------------------------------------------- targets
 
-
-@define
-class Target:
-    """A resolved harvest target: the adapter, its tokenizer and its defaults."""
-
-    harvest_fn: Any
-    tokenizer: Tokenizer | None = None
-    default_dataset: str | None = None
-    default_context_length: int | None = None
-    default_threshold: float = 0.0
-    dataset_description: str = ""
-
-    @property
-    def vocab_size(self) -> int | None:
-        return getattr(self.harvest_fn, "vocab_size", None)
-
-    @property
-    def max_context_length(self) -> int | None:
-        return getattr(self.harvest_fn, "context_length", None)
-
-    @property
-    def description(self) -> dict[str, Any]:
-        return dict(getattr(self.harvest_fn, "description", None) or {"class": type(self.harvest_fn).__name__})
+#: tokens per sequence when neither --context_length nor the target gives one
+DEFAULT_CONTEXT_LENGTH = 128
 
 
-_MODULE_FN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-#: the demo model's neurons are ReLU outputs; above this they count as firing (see docs/demo_model.md)
-DEMO_THRESHOLD = 1.0
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | None) -> torch.dtype | None:
-    if not dtype:
-        return None
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"unknown --dtype {dtype!r}; choose one of {sorted(table)}")
-    return table[dtype]
+def target_request(opts: HarvestOptions) -> TargetRequest:
+    """What a target loader may read of the options (see `autointerp.adapters.targets`)."""
+    return TargetRequest(opts.target, layers=opts.layers, device=resolve_device(opts.device),
+                         dtype=resolve_dtype(opts.dtype), capture=opts.capture, tokenizer=opts.tokenizer)
 
 
 def load_target(opts: HarvestOptions) -> Target:
-    """Turn ``opts.target`` into a `Target` (loads the model)."""
-    t = opts.target.strip()
-    device = resolve_device(opts.device)
-    dtype = resolve_dtype(opts.dtype)
-    if t == "demo":
-        from autointerp.adapters.demo import DemoModel
-
-        demo = DemoModel(device=device)
-        if dtype is not None:
-            demo.model.to(dtype)
-        return Target(
-            demo.harvest_fn(opts.layers),
-            tokenizer=Tokenizer(demo.tokenizer, name="autointerp demo tokenizer"),
-            default_dataset="demo",
-            default_context_length=demo.cfg.context_length,
-            default_threshold=DEMO_THRESHOLD,
-        )
-    if t.startswith("hf:"):
-        return _load_hf(t[3:], opts, device, dtype)
-    if _MODULE_FN.match(t) and not t.startswith("wandb:"):
-        mod_name, fn_name = t.split(":")
-        fn = getattr(importlib.import_module(mod_name), fn_name, None)
-        if fn is None:
-            raise ValueError(f"module {mod_name!r} has no function {fn_name!r}")
-        # --layers, when given, is passed on: the function decides what it means
-        made = fn(layers=opts.layers) if opts.layers else fn()
-        harvest_fn, tok = made if isinstance(made, tuple) else (made, getattr(made, "tokenizer", None))
-        if not callable(harvest_fn):
-            raise ValueError(f"{t} returned {type(harvest_fn).__name__}, expected a HarvestFn (tokens [B, S] -> HarvestBatch)")
-        if tok is not None and not isinstance(tok, Tokenizer):
-            tok = Tokenizer(tok)
-        return Target(harvest_fn, tokenizer=tok)
-    from autointerp.adapters.spd import is_spd_target, load_spd_target
-
-    if is_spd_target(t):
-        return load_spd_target(t, opts, device, dtype)
-    raise ValueError(
-        f"cannot tell what kind of target {t!r} is. Expected one of: `demo`; `hf:<model name or path>` with --layers; "
-        "a wandb run path `entity/project/run_id` (or `wandb:...`, or a wandb URL) or a local folder of an SPD run; "
-        "`package.module:function` returning a HarvestFn"
-    )
+    """Turn ``opts.target`` into a `Target` (loads the model) with the kind of target that recognises it."""
+    return targets.load_target(target_request(opts))
 
 
-def _load_hf(name: str, opts: HarvestOptions, device: torch.device, dtype: torch.dtype | None) -> Target:
-    try:
-        from transformers import AutoModelForCausalLM
-    except ImportError as e:
-        raise ImportError("hf: targets need transformers: pip install 'autointerp[hf]'") from e
-    from autointerp.adapters.hooks import HookHarvestFn, resolve_modules
+def with_target_defaults(opts: HarvestOptions, target: Target) -> HarvestOptions:
+    """A copy of ``opts``: the target's suggestions where the caller gave none, then the last fallbacks."""
 
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name)
-    except OSError as e:  # transformers reports a missing repo or folder as OSError
-        raise ValueError(
-            f"could not load the Hugging Face model {name!r} (target 'hf:{name}'): {str(e).rstrip('.')}. "
-            "Give a hub name such as hf:gpt2 (needs network access or a filled HF cache) "
-            "or a local folder holding config.json and the weights"
-        ) from None
-    model.to(device=device, dtype=dtype).eval() if dtype is not None else model.to(device).eval()
-    if not opts.layers:
-        resolve_modules(model, ["(give --layers)"])  # raises, listing the module paths
-    fn = HookHarvestFn(model, opts.layers or [], capture=opts.capture)  # type: ignore[arg-type]
-    fn.description["name"] = name
-    tok = Tokenizer.from_pretrained(opts.tokenizer or name)
-    ctx = fn.context_length
-    return Target(fn, tokenizer=tok, default_context_length=min(ctx, 512) if ctx else 512)
+    def unset(name: str, value: Any) -> bool:
+        return value is None or (name != "threshold" and not value)  # a threshold of 0.0 is a choice
+
+    fill = {k: v for k, v in target.option_defaults().items() if unset(k, getattr(opts, k))}
+    opts = evolve(opts, **fill)
+    return evolve(opts, context_length=opts.context_length or DEFAULT_CONTEXT_LENGTH,
+                  threshold=0.0 if opts.threshold is None else float(opts.threshold))
 
 
 # --------------------------------------------------------------------------- accumulators
@@ -275,20 +188,20 @@ class PreparedHarvest:
 
     @property
     def settings(self) -> dict[str, Any]:
-        """What a checkpoint must share with the run that resumes it (defaults resolved)."""
-        return self.opts.fingerprint() | {"threshold": self.threshold, "context_length": self.context_length}
+        """What a checkpoint must share with the run that resumes it (``opts`` has the defaults resolved)."""
+        return self.opts.fingerprint()
 
 
-def open_source(opts: HarvestOptions, target: Target, context_length: int) -> TokenSource:
-    spec = opts.dataset or target.default_dataset
-    if spec is None:
+def open_source(opts: HarvestOptions, target: Target) -> TokenSource:
+    """The dataset of ``opts`` (defaults resolved by `with_target_defaults`), tokenized for ``target``."""
+    if not opts.dataset:
         raise ValueError(f"no --dataset given and the target {opts.target!r} has no default dataset")
     tok = target.tokenizer
     if opts.tokenizer and (tok is None or not opts.target.startswith("hf:")):
         tok = Tokenizer.from_file(opts.tokenizer) if Path(opts.tokenizer).suffix == ".json" else Tokenizer.from_pretrained(opts.tokenizer)
-    return open_dataset(spec, context_length=context_length, tokenizer=tok, token_dtype=opts.token_dtype,
+    return open_dataset(opts.dataset, context_length=opts.context_length, tokenizer=tok, token_dtype=opts.token_dtype,
                         split=opts.split, text_column=opts.text_column, shuffle_buffer=opts.shuffle_buffer,
-                        description=opts.dataset_description or target.dataset_description)
+                        description=opts.dataset_description)
 
 
 def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> PreparedHarvest:
@@ -301,19 +214,20 @@ def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> Prepa
         raise ValueError(f"--batch_size must be at least 1, got {opts.batch_size}")
     paths = opts.paths()
     target = target or load_target(opts)
-    ctx_len = opts.context_length or target.default_context_length or 128
+    opts = with_target_defaults(opts, target)
+    ctx_len = opts.context_length
     if target.max_context_length is not None and ctx_len > target.max_context_length:
         raise ValueError(
             f"--context_length {ctx_len} is longer than the model's context length {target.max_context_length}; "
             f"pass --context_length {target.max_context_length} or less"
         )
-    source = open_source(opts, target, ctx_len)
+    source = open_source(opts, target)
     check_vocab(source, target.vocab_size)
     if not source.random_access and next(iter(source.stream(opts.seed)), None) is None:
         # a stream's length is unknown: read its first sequence now, so an empty dataset (or a
         # wrong --text_column) fails here rather than after the progress bar starts
         raise ValueError(f"the dataset {source.name} is empty: it gave no tokens")
-    threshold = opts.threshold if opts.threshold is not None else target.default_threshold
+    threshold = opts.threshold
     device = resolve_device(opts.device)
     has_probs = getattr(target.harvest_fn, "output_probs", True) is not False
     accs = default_accumulators(opts, has_output_probs=has_probs)
@@ -409,7 +323,7 @@ def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
     if opts.wandb_project:
         from autointerp.wandb_log import log_harvest
 
-        log_harvest(result, paths, project=opts.wandb_project, entity=opts.wandb_entity, options=opts)
+        log_harvest(result, paths, project=opts.wandb_project, entity=opts.wandb_entity, options=prep.opts)
     return result
 
 

@@ -3,6 +3,9 @@
 * `HookHarvestFn` (``autointerp.adapters.hooks``): any torch module through forward hooks.
 * `SPDHarvestFn` (``autointerp.adapters.spd``): SPD runs, the components' causal importances.
 * `DemoModel` (``autointerp.adapters.demo``): the embedded demo model.
+* ``autointerp.adapters.targets``: the registry of target forms (``demo``, ``hf:...``,
+  ``module:function``, SPD runs), each a predicate and a loader, and the `Target` a loader returns.
+  ``hf:`` targets load in ``adapters.hf``, ``module:function`` ones in ``adapters.function``.
 
 Imports are lazy so that ``import autointerp`` never pulls in optional dependencies.
 """
@@ -11,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DemoModel", "HarvestFn", "HookHarvestFn", "SPDHarvestFn", "load_demo", "load_spd_run"]
+__all__ = ["DemoModel", "HarvestFn", "HookHarvestFn", "SPDHarvestFn", "Target", "TargetKind", "TargetRequest",
+           "load_demo", "load_spd_run", "load_target", "register_target"]
 
 _WHERE = {
     "HarvestFn": "autointerp.adapters.hooks",
@@ -20,6 +24,11 @@ _WHERE = {
     "load_spd_run": "autointerp.adapters.spd",
     "DemoModel": "autointerp.adapters.demo",
     "load_demo": "autointerp.adapters.demo",
+    "Target": "autointerp.adapters.targets",
+    "TargetKind": "autointerp.adapters.targets",
+    "TargetRequest": "autointerp.adapters.targets",
+    "load_target": "autointerp.adapters.targets",
+    "register_target": "autointerp.adapters.targets",
 }
 
 

@@ -18,14 +18,16 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-DEMO_DIR_NAME = "demo_model"
+from autointerp.adapters.targets import Target, TargetRequest
+from autointerp.data import Tokenizer
+from autointerp.demo_model import demo_dir
+
 
 
 @dataclass
@@ -112,11 +114,6 @@ class TinyLM(nn.Module):
         return self.ln_f(x) @ self.tok_emb.weight.T
 
 
-def demo_dir() -> Path:
-    """The folder inside the installed package that holds the demo model's files."""
-    return Path(str(resources.files("autointerp") / DEMO_DIR_NAME))
-
-
 def save_tiny_lm(model: TinyLM, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
     """Write ``config.json`` and ``model.pt`` (float16 weights, half the bytes of float32)."""
     directory = Path(directory)
@@ -150,9 +147,9 @@ class DemoModel:
             )
         self.model, self.meta = load_tiny_lm(self.directory, device)
         self.device = torch.device(device)
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer as BPETokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(self.directory / "tokenizer.json"))
+        self.tokenizer = BPETokenizer.from_file(str(self.directory / "tokenizer.json"))
         if self.tokenizer.get_vocab_size() != self.model.cfg.vocab_size:
             raise ValueError(
                 f"the demo tokenizer has {self.tokenizer.get_vocab_size()} tokens but the model expects "
@@ -212,3 +209,21 @@ class DemoModel:
 
 def load_demo(device: str | torch.device = "cpu") -> DemoModel:
     return DemoModel(device=device)
+
+
+#: the demo model's neurons are ReLU outputs; above this they count as firing (see docs/demo_model.md)
+DEMO_THRESHOLD = 1.0
+
+
+def load_demo_target(request: TargetRequest) -> Target:
+    """The ``demo`` target kind: every MLP neuron (or ``request.layers``), the demo text, `DEMO_THRESHOLD`."""
+    demo = DemoModel(device=request.device)
+    if request.dtype is not None:
+        demo.model.to(request.dtype)
+    return Target(
+        demo.harvest_fn(request.layers),
+        tokenizer=Tokenizer(demo.tokenizer, name="autointerp demo tokenizer"),
+        default_dataset="demo",
+        default_context_length=demo.cfg.context_length,
+        default_threshold=DEMO_THRESHOLD,
+    )

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from autointerp.adapters.hooks import describe_layer, n_layers_of, softmax_float32
+from autointerp.adapters.targets import Target, TargetRequest
 from autointerp.batch import HarvestBatch
 
 WANDB_PREFIX = "wandb:"
@@ -244,17 +245,17 @@ def load_spd_run(target: str, *, device: str | torch.device = "cpu", layers: Seq
     return SPDHarvestFn(model, config=config, layers=layers, sampling=sampling, name=target)
 
 
-def load_spd_target(target: str, opts: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    """The CLI's hook: an SPD run as a `Target` (tokenizer and dataset from the run's config)."""
+def load_spd_target(request: TargetRequest) -> Target:
+    """The ``spd`` target kind: an SPD run as a `Target` (tokenizer, dataset and text column from the run's config)."""
     from autointerp.data import Tokenizer
-    from autointerp.run_harvest import Target
 
-    fn = load_spd_run(target, device=device, layers=opts.layers)
-    if dtype is not None:
-        fn.model.to(dtype)
+    fn = load_spd_run(request.spec, device=request.device, layers=request.layers)
+    if request.dtype is not None:
+        fn.model.to(request.dtype)
     cfg = fn.config
     task = cfg.get("task_config") or {}
-    tok_name = opts.tokenizer or cfg.get("tokenizer_name") or task.get("tokenizer_name") or cfg.get("pretrained_model_name")
+    tok_name = (request.tokenizer or cfg.get("tokenizer_name") or task.get("tokenizer_name")
+                or cfg.get("pretrained_model_name"))
     tok = None
     if tok_name:
         try:
@@ -264,7 +265,5 @@ def load_spd_target(target: str, opts: Any, device: torch.device, dtype: torch.d
             print(f"autointerp: could not load the tokenizer {tok_name!r} ({type(e).__name__}); "
                   "tokens will be shown as ids. Pass --tokenizer to choose one.")
     dataset = task.get("dataset_name")
-    if dataset and opts.text_column is None and task.get("column_name"):
-        opts.text_column = task["column_name"]
     return Target(fn, tokenizer=tok, default_dataset=dataset, default_context_length=fn.default_context_length,
-                  default_threshold=SPD_THRESHOLD)
+                  default_threshold=SPD_THRESHOLD, default_text_column=task.get("column_name") if dataset else None)
