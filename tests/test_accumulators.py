@@ -464,3 +464,108 @@ def test_reservoir_key_order_is_a_uniform_order():
         for comp in harvest([batch], [ReservoirAcc(k=k, context_tokens=0)], seed=seed).finalize():
             first[comp.examples[0].position] += 1
     assert chisquare(first).pvalue > 0.001
+
+
+# -- stored values keep the harvest's firing decision (issue 10 item 4) ----------------
+
+
+def _near_threshold_stream(threshold: float, seed: int = 0, rows: int = 6, S: int = 12, N: int = 5) -> list[HarvestBatch]:
+    """Activations a few float32 steps either side of the threshold, where rounding bites.
+
+    The harvest compares in float32 (``acts > threshold``), so the values that
+    matter are float32 neighbours of ``float32(threshold)``: just above (a firing
+    that a 6-7 digit rounding used to turn into the threshold itself, i.e. silent),
+    the threshold's own float32 (not a firing, though its float64 widening may
+    exceed a float64 threshold such as 0.1), and just below.
+    """
+    g = torch.Generator().manual_seed(seed)
+    t32 = torch.tensor(threshold, dtype=torch.float32)
+    ladder = [t32]
+    up = down = t32
+    for _ in range(3):
+        up = torch.nextafter(up, torch.tensor(float("inf")))
+        down = torch.nextafter(down, torch.tensor(float("-inf")))
+        ladder += [up, down]
+    values = torch.stack(ladder)
+    acts = values[torch.randint(0, len(values), (rows, S, N), generator=g)]
+    tokens = torch.randint(0, V, (rows, S), generator=g)
+    mask = torch.ones(rows, S, dtype=torch.bool)
+    mask[0, 5] = False  # a hole inside windows
+    return [HarvestBatch(tokens[i : i + 2], {"l": acts[i : i + 2]}, mask=mask[i : i + 2],
+                         sequence_ids=torch.arange(i, i + 2)) for i in range(0, rows, 2)]
+
+
+def _harvest_decisions(batches: list[HarvestBatch], threshold: float) -> dict[tuple[int, int, int], bool]:
+    """(sequence, position, component) -> fired, decided exactly as the loop does (float32, mask)."""
+    out = {}
+    for b in batches:
+        fires = (b.activations["l"].float() > threshold) & b.mask[..., None]
+        for r, sid in enumerate(b.sequence_ids.tolist()):
+            for s in range(fires.shape[1]):
+                if b.mask[r, s]:
+                    for c in range(fires.shape[2]):
+                        out[(sid, s, c)] = bool(fires[r, s, c])
+    return out
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.1, 0.5, 1 / 3, 2.5e-3, 123.456, 0.0, -0.7])
+def test_stored_activations_keep_every_firing_decision(threshold, tmp_path):
+    from autointerp.harvest import load_harvest
+    from autointerp.prompts import marked_text
+    from autointerp.scoring.evidence import WindowPool
+
+    batches = _near_threshold_stream(threshold)
+    want = _harvest_decisions(batches, threshold)
+    assert sum(want.values()) > 50 and not all(want.values())
+    accs = [FiringStatsAcc(), ReservoirAcc(k=100, context_tokens=3), TopActivationAcc(k=100, context_tokens=3),
+            RandomWindowAcc(n_windows=1000, window_len=4)]
+    result = harvest(batches, accs, threshold=threshold, vocab_size=V).finalize()
+    result.save(tmp_path / "h")
+    loaded = load_harvest(tmp_path / "h")  # through JSON, as every downstream user reads it
+    checked = 0
+    for c, comp in enumerate(loaded.components):
+        assert comp.firing_count == sum(f for (_, _, cc), f in want.items() if cc == c)
+        assert len(comp.examples) == comp.firing_count  # k is large: every firing is stored
+        for ex in comp.examples + comp.top_examples:
+            marks = marked_text(ex, threshold)
+            for i, (tid, a) in enumerate(zip(ex.token_ids, ex.activations)):
+                fired = want.get((ex.sequence_index, ex.position - ex.firing_offset + i, c), False)
+                assert (a > threshold) == fired, (c, ex.sequence_index, ex.position, i, a)
+                checked += 1
+            assert marks.count("<<") == sum(a > threshold for a in ex.activations)
+    pool = WindowPool.from_shared(loaded.shared["window_pool"])
+    for w, info in enumerate(pool.windows):
+        for c in range(loaded.config.n_components):
+            ew = pool.window(w, c)
+            got = [want.get((info["sequence_index"], info["start"] + o, c), False) for o in range(len(ew))]
+            assert ew.fires == got, (w, c)
+            assert pool.firing_offsets(w, c) == [o for o, f in enumerate(got) if f]
+            checked += len(ew)
+    assert checked > 1000
+
+
+@given(
+    st.lists(st.floats(-1e6, 1e6, allow_nan=False, width=32), min_size=1, max_size=40),
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.sampled_from([6, 7]),
+)
+def test_rounding_never_crosses_the_threshold(values, threshold, digits):
+    from autointerp.accumulators.sampling import round_keeping_firing, round_significant
+
+    # the threshold's float32 neighbours are where rounding bites; mix them in
+    t32 = torch.tensor(threshold, dtype=torch.float32)
+    near = [torch.nextafter(t32, torch.tensor(d)).item() for d in (float("inf"), float("-inf"))]
+    x = torch.tensor(values + near + [t32.item()], dtype=torch.float32)
+    fires = x > threshold
+    out = round_keeping_firing(x, fires, threshold, digits)
+    assert ((out > threshold) == fires).all()
+    # off the nearest rounding only where it crossed, and then by at most one unit in the
+    # last digit, or onto the threshold when the float32 value sits on it
+    x64 = x.double()
+    nearest = round_significant(x, digits)
+    moved = out != nearest
+    assert ((nearest[moved] > threshold) != fires[moved]).all()
+    unit = 10.0 ** (1 - digits) * x64.abs()
+    onto = (x64 - threshold).abs() * (1 + 1e-12) + abs(threshold) * 1e-15 + 1e-300
+    assert ((out - x64).abs()[moved] <= torch.maximum(unit, onto)[moved]).all()
+    assert ((out - x64).abs()[~moved] <= unit[~moved] / 2 * (1 + 1e-9)).all()

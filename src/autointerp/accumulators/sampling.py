@@ -92,6 +92,41 @@ def round_significant(x: Tensor, digits: int = 7) -> Tensor:
     return torch.where(x == 0, x, rounded)
 
 
+def round_keeping_firing(x: Tensor, fires: Tensor, threshold: float, digits: int = 7) -> Tensor:
+    """`round_significant`, except that no value crosses ``threshold``: ``out > threshold == fires``.
+
+    ``fires`` is the harvest's own decision, made on the float32 value before any
+    rounding (``acts > threshold`` in float32, masked positions never fire). Every
+    reader decides firing by comparing the stored float64 with the float64
+    threshold, so a value the nearest rounding puts on the wrong side (a firing
+    just above the threshold rounded down onto it) is rounded toward its own side
+    instead (up for a firing, down otherwise), at most one unit in the last digit
+    away. Where even that is on the wrong side -- only at the threshold's own
+    float32, whose widening can exceed a float64 threshold such as 0.1 -- the value
+    becomes the threshold itself (not firing) or the next double above it (firing).
+
+    >>> t = torch.tensor([1.0000001192092896, 1.0])
+    >>> round_keeping_firing(t, t > 1.0, 1.0).tolist()
+    [1.000001, 1.0]
+    """
+    x = x.double()
+    out = round_significant(x, digits)
+    wrong = (out > threshold) != fires
+    if bool(wrong.any()):
+        mag = torch.floor(torch.log10(x.abs().clamp_min(1e-300)))
+        exp = (digits - 1 - mag).clamp(-300, 300)
+        up = torch.pow(10.0, exp.clamp_min(0))
+        down = torch.pow(10.0, (-exp).clamp_min(0))
+        scaled = x * up / down
+        directed = torch.where(fires, torch.ceil(scaled), torch.floor(scaled)) * down / up
+        out = torch.where(wrong, directed, out)
+        wrong = (out > threshold) != fires
+        thr = torch.tensor(float(threshold), dtype=torch.float64)
+        above = torch.nextafter(thr, torch.tensor(float("inf"), dtype=torch.float64))
+        out = torch.where(wrong & fires, above, torch.where(wrong, thr, out))
+    return out
+
+
 class KeyedSampler(TensorAccumulator):
     """Per component, the k firings with the smallest keys, with their windows.
 
@@ -200,7 +235,10 @@ class KeyedSampler(TensorAccumulator):
         lead = pad[..., :c].cumprod(-1).sum(-1).tolist()
         trail = pad[..., c + 1 :].flip(-1).cumprod(-1).sum(-1).tolist()
         seq, pos = self.sequence.cpu().tolist(), self.position.cpu().tolist()
-        tok, act = tokens.tolist(), round_significant(self.acts.cpu()).tolist()
+        acts = self.acts.cpu()
+        # the harvest's decision, redone on the unrounded float32 exactly as FiringBatch makes it
+        fires = (acts > ctx.threshold) & (tokens != PAD_TOKEN)
+        tok, act = tokens.tolist(), round_keeping_firing(acts, fires, ctx.threshold).tolist()
         names: dict[int, str] | None = None
         if ctx.decode is not None:  # decode each distinct token once
             names = {t: ctx.token_str(t) or "" for t in torch.unique(tokens[filled]).tolist()}

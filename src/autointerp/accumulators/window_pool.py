@@ -24,7 +24,7 @@ Memory (on the loop's device)::
 
 With the defaults (1024 windows of 32 tokens) and L0 = 50 that is 0.2 MB fixed
 plus 33 MB of firings; the finalized JSON (``shared/window_pool.json``) is about
-25 bytes per firing (activations rounded to 6 significant digits). A dense layer (neurons with threshold 0, L0 ~ N/2)
+25 bytes per firing (activations rounded to 6 significant digits, never across the threshold). A dense layer (neurons with threshold 0, L0 ~ N/2)
 makes F large: raise the threshold or shrink ``n_windows``.
 """
 
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from autointerp.accumulators.base import HarvestContext, TensorAccumulator
-from autointerp.accumulators.sampling import EMPTY_KEY, PAD_TOKEN, firing_hash
+from autointerp.accumulators.sampling import EMPTY_KEY, PAD_TOKEN, firing_hash, round_keeping_firing
 from autointerp.batch import FiringBatch
 
 #: the seed offset of the tile keys: independent of the reservoir (0) and top-k (1) keys
@@ -214,8 +214,11 @@ class RandomWindowAcc(TensorAccumulator):
                 "window": slot[order].tolist(),
                 "offset": f_off[order].tolist(),
                 "component": f_comp[order].tolist(),
-                # 6 significant digits: float32 values printed in full would double the file
-                "activation": [float(f"{a:.6g}") for a in f_act[order].tolist()],
+                # 6 significant digits (float32 values printed in full would double the file),
+                # never rounded onto the threshold: every stored firing reads as one
+                "activation": round_keeping_firing(
+                    f_act[order], torch.ones(len(order), dtype=torch.bool), ctx.threshold, digits=6
+                ).tolist(),
             },
             "token_strings": token_strings,
         }

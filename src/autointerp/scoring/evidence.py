@@ -128,8 +128,8 @@ class WindowPool:
         return set(self._by_comp.get(component, {}))
 
     def activations(self, window: int, component: int) -> list[float]:
-        """The component's activation at every token of the window (0 where it does not fire)."""
-        acts = [0.0] * len(self.windows[window]["token_ids"])
+        """The component's activation at every token of the window (0 where it does not fire, or a negative threshold)."""
+        acts = [min(0.0, self.threshold)] * len(self.windows[window]["token_ids"])
         for o, a in self._by_comp.get(component, {}).get(window, []):
             acts[o] = a
         return acts
