@@ -89,11 +89,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch's message is long; the line naming the refused global is the one that says what is in the file
+        why = next((line for line in lines if "GLOBAL" in line), lines[0] if lines else type(e).__name__)
+        why = why.split(" was not an allowed global")[0]  # torch goes on to suggest allowlisting it: not here
         raise ValueError(
             f"{path} is not an autointerp harvest checkpoint: it holds objects other than tensors and plain "
-            f"values ({first}). It was not loaded, because unpickling it could run code; delete it or pass "
-            "--overwrite to start over"
+            f"values ({why.rstrip('.')}). It was not loaded, because unpickling it could run code; remove it, "
+            "or rerun the harvest that writes it with --overwrite"
         ) from None
     except (EOFError, RuntimeError) as e:
         raise ValueError(f"{path} is not a readable harvest checkpoint ({type(e).__name__}: {e})") from None
