@@ -1,17 +1,21 @@
 """The ``autointerp`` command line: harvest | merge | interpret | score | report | export | demo.
 
 Each subcommand lives in its own module under ``autointerp.cli`` and exposes
-``register(subparsers)``; this module only wires them together.
+``register(subparsers)``; this module only wires them together. The modules
+import little at the top (the work is imported when a command runs), so
+``autointerp --help`` stays quick.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
 import sys
 
+from autointerp.cli import demo, export, harvest, interpret, merge, report, score
+
 #: subcommand modules, in the order --help lists them
-COMMANDS = ["harvest", "merge", "interpret", "score", "report", "export", "demo"]
+COMMANDS = (harvest, merge, interpret, score, report, export, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"autointerp.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"autointerp.cli.{name}":
-                continue  # subcommand not built yet
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, RuntimeError, MemoryError, KeyError) as e:
-        if getattr(args, "debug", False) or __import__("os").environ.get("AUTOINTERP_DEBUG"):
+        if getattr(args, "debug", False) or os.environ.get("AUTOINTERP_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"autointerp {args.command}: error: {msg}", file=sys.stderr)
