@@ -7,11 +7,12 @@ folders the user puts first on the search path (so a user's
 (``StrictUndefined``): a typo in a template fails on the first render instead
 of sending "" to 40,000 prompts.
 
-**Sections.** Every accumulator output has a section template named after the
-accumulator's ``name``: ``sections/<name>.j2``. The main template loops over the
-rendered sections, so a custom accumulator (output in
-``ComponentData.extras[name]``) reaches the prompt by adding one file —
-``sections/activation_histogram.j2`` in a templates folder, or
+**Sections.** Every accumulator output has a section template: the one its
+accumulator declares as ``prompt_section`` (a file under ``sections/``, recorded
+in the harvest's config), else ``sections/<name>.j2`` after the accumulator's
+``name``. The main template loops over the rendered sections, so a custom
+accumulator (output in ``ComponentData.extras[name]``) reaches the prompt by
+adding one file — ``sections/activation_histogram.j2`` in a templates folder, or
 ``Interpreter(section_templates={"activation_histogram": "hist.j2"})`` — and
 without one it still appears, rendered by ``sections/_generic.j2``. Section
 templates see ``name``, ``value`` (the output), ``component`` and ``labels``
