@@ -16,15 +16,27 @@ from autointerp.harvest import HarvestLoop
 from autointerp.scoring.evidence import WindowPool
 
 
-def make_data(seed: int, n_rows: int = 12, S: int = 20, N: int = 4, V: int = 9, p_fire: float = 0.2, masked: bool = True):
+def make_data(seed: int, n_rows: int = 12, S: int = 20, N: int = 4, V: int = 9, p_fire: float = 0.2, masked: bool = True,
+              padding: str = "right"):
+    """Random rows; ``padding``: "right" (ragged ends), "left" (ragged starts), "holes" (both, and masked runs inside)."""
     g = torch.Generator().manual_seed(seed)
     tok = torch.randint(0, V, (n_rows, S), generator=g)
     act = torch.rand(n_rows, S, N, generator=g)
     act = torch.where(act < p_fire, act + 0.5, torch.zeros(()))
     mask = torch.ones(n_rows, S, dtype=torch.bool)
-    if masked:  # ragged rows: padding at the end of some
+    if masked:
         lengths = torch.randint(1, S + 1, (n_rows,), generator=g)
-        mask = torch.arange(S)[None, :] < lengths[:, None]
+        ar = torch.arange(S)[None, :]
+        if padding == "right":
+            mask = ar < lengths[:, None]
+        elif padding == "left":
+            mask = ar >= S - lengths[:, None]
+        elif padding == "holes":
+            lead = torch.randint(0, S // 2, (n_rows,), generator=g)
+            mask = (ar >= lead[:, None]) & (ar < lead[:, None] + lengths[:, None])
+            mask &= torch.rand(n_rows, S, generator=g) > 0.15
+        else:
+            raise ValueError(f"padding must be 'right', 'left' or 'holes', got {padding!r}")
     return tok, act, mask
 
 
@@ -44,19 +56,29 @@ def run_loop(batches, n_windows, L, seed=0):
     return loop
 
 
+def all_tiles(mask, L):
+    """The documented tiles: each run of valid positions cut into pieces of L from its first position."""
+    tiles = []
+    for r in range(mask.shape[0]):
+        s, S = 0, mask.shape[1]
+        while s < S:
+            if not mask[r, s]:
+                s += 1
+                continue
+            end = s
+            while end < S and mask[r, end]:
+                end += 1
+            tiles += [(r, a, min(L, end - a)) for a in range(s, end, L)]
+            s = end
+    return tiles
+
+
 def reference(tok, act, mask, n_windows, L, seed=0):
     """Every tile of every row, keyed by the documented hash; the n smallest, with their firings."""
-    n_rows, S = tok.shape
     tiles = []
-    for r in range(n_rows):
-        for start in range(0, S, L):
-            length = 0
-            while start + length < min(S, start + L) and mask[r, start + length]:
-                length += 1
-            if length == 0:
-                continue
-            key = int(firing_hash(seed + 2, torch.tensor([r]), torch.tensor([start]), torch.tensor([-1]))[0])
-            tiles.append((key, r, start, length))
+    for r, start, length in all_tiles(mask, L):
+        key = int(firing_hash(seed + 2, torch.tensor([r]), torch.tensor([start]), torch.tensor([-1]))[0])
+        tiles.append((key, r, start, length))
     tiles.sort()
     kept = tiles[:n_windows]
     windows = [{"sequence_index": r, "start": s, "token_ids": tok[r, s : s + n].tolist()} for _, r, s, n in kept]
@@ -74,9 +96,10 @@ def firings_of(shared):
     return list(zip(f["window"], f["offset"], f["component"], f["activation"]))
 
 
+@pytest.mark.parametrize("padding", ["right", "left", "holes"])
 @pytest.mark.parametrize("n_windows,L", [(5, 4), (30, 7), (1000, 6), (3, 20), (4, 50)])
-def test_matches_brute_force_reference(n_windows, L):
-    tok, act, mask = make_data(1)
+def test_matches_brute_force_reference(n_windows, L, padding):
+    tok, act, mask = make_data(1, padding=padding)
     loop = run_loop(batches_of(tok, act, mask, [5, 3, 4]), n_windows, L)
     shared = loop.finalize().shared["window_pool"]
     windows, firings = reference(tok, act, mask, n_windows, L)
@@ -93,10 +116,11 @@ def test_matches_brute_force_reference(n_windows, L):
     L=st.integers(1, 9),
     seed=st.integers(0, 2**31),
     split=st.integers(0, 5),
+    padding=st.sampled_from(["right", "left", "holes"]),
 )
-def test_split_merge_equals_one_pass(sizes, n_windows, L, seed, split):
+def test_split_merge_equals_one_pass(sizes, n_windows, L, seed, split, padding):
     n_rows = sum(sizes)
-    tok, act, mask = make_data(seed % 1000, n_rows=n_rows, S=15)
+    tok, act, mask = make_data(seed % 1000, n_rows=n_rows, S=15, padding=padding)
     batches = batches_of(tok, act, mask, sizes)
     one = run_loop(batches, n_windows, L, seed=seed % 7).finalize().shared["window_pool"]
     k = min(split, len(batches))
@@ -179,6 +203,49 @@ def test_selection_is_uniform_over_tiles():
     observed = [counts.get((r, s), 0) for r in range(10) for s in range(0, 16, L)]
     assert sum(observed) == R * n
     assert chisquare(observed, [R * n / T] * T).pvalue > 0.001
+
+
+@pytest.mark.parametrize("padding", ["left", "holes"])
+def test_tiles_cover_every_valid_position_exactly_once(padding):
+    """Left padding and masked runs inside a row: every valid position is in one tile, no masked one is."""
+    tok, act, mask = make_data(8, n_rows=16, S=23, padding=padding)
+    L = 5
+    shared = run_loop(batches_of(tok, act, mask, [3, 6, 7]), 10_000, L).finalize().shared["window_pool"]
+    covered: dict[tuple[int, int], int] = {}
+    for w in shared["windows"]:
+        assert 1 <= len(w["token_ids"]) <= L
+        for o in range(len(w["token_ids"])):
+            where = (w["sequence_index"], w["start"] + o)
+            covered[where] = covered.get(where, 0) + 1
+            assert w["token_ids"][o] == tok[where].item()
+    valid = {(r, s) for r, s in mask.nonzero().tolist()}
+    assert set(covered) == valid
+    assert set(covered.values()) == {1}
+    # so every firing of the data is in the (complete) pool
+    want = {(r, s, c) for r, s, c in (act > 0).nonzero().tolist() if mask[r, s]}
+    got = {(shared["windows"][w]["sequence_index"], shared["windows"][w]["start"] + o, c)
+           for w, o, c, _ in firings_of(shared)}
+    assert got == want
+
+
+def test_selection_is_uniform_over_tiles_of_padded_rows():
+    """With left padding and holes, each tile is still kept with probability n/T (fixed seeds, chi-square)."""
+    from scipy.stats import chisquare
+
+    tok, act, mask = make_data(9, n_rows=10, S=16, padding="holes")
+    L, n = 4, 5
+    tiles = all_tiles(mask, L)
+    batches = batches_of(tok, act, mask, [4, 6])
+    counts: dict[tuple[int, int], int] = {}
+    R = 400
+    for seed in range(R):
+        for w in run_loop(batches, n, L, seed=seed).finalize().shared["window_pool"]["windows"]:
+            k = (w["sequence_index"], w["start"])
+            counts[k] = counts.get(k, 0) + 1
+    assert set(counts) <= {(r, s) for r, s, _ in tiles}
+    observed = [counts.get((r, s), 0) for r, s, _ in tiles]
+    assert sum(observed) == R * n
+    assert chisquare(observed, [R * n / len(tiles)] * len(tiles)).pvalue > 0.001
 
 
 def test_passes_the_accumulator_conformance_check():

@@ -6,9 +6,11 @@ activations of a component on *random* text (for the simulator). Both come from
 one pool of windows chosen uniformly from the data, in the same harvest pass, with
 the firings of every component inside each window stored sparsely.
 
-Windows are tiles: each sequence is cut into consecutive non-overlapping tiles of
-``window_len`` tokens (the last one may be shorter; a tile ends at the first
-masked position). Every tile gets a key that is a hash of (seed, sequence id,
+Windows are tiles: each run of valid (unmasked) positions of a sequence is cut into
+consecutive non-overlapping tiles of ``window_len`` tokens from its first position
+(the last tile of a run may be shorter), so every valid position is in exactly one
+tile, whatever padding on the left or masked holes a row has, and no tile holds a
+masked position. Every tile gets a key that is a hash of (seed, sequence id,
 start position) — the same keyed machinery as `ReservoirAcc` — and the pool keeps
 the ``n_windows`` tiles with the smallest keys. So the pool is a uniform sample of
 tiles without replacement, identical however the stream is batched, resumed or
@@ -130,40 +132,46 @@ class RandomWindowAcc(TensorAccumulator):
     def update(self, batch: FiringBatch) -> None:
         ctx = self._require_bound()
         B, S, L = batch.batch.tokens.shape[0], batch.seq_len, self.window_len
-        T = (S + L - 1) // L  # tiles per row
         dev = batch.device
-        pad = T * L - S
         valid = batch.valid.view(B, S)
         tokens = batch.tokens.view(B, S)
-        if pad:
-            valid = torch.nn.functional.pad(valid, (0, pad), value=False)
-            tokens = torch.nn.functional.pad(tokens, (0, pad), value=PAD_TOKEN)
-        valid, tokens = valid.view(B, T, L), tokens.view(B, T, L)
-        # a tile is its leading run of valid positions
-        inside = torch.cumprod(valid.to(torch.int8), dim=-1).bool()
-        length = inside.sum(-1)  # [B, T]
-        starts = (torch.arange(T, device=dev) * L).expand(B, T)
-        seq = batch.sequence_ids[:, None].expand(B, T)
-        tile_key = firing_hash(
-            ctx.seed + _SEED_OFFSET, seq.reshape(-1), starts.reshape(-1), torch.full_like(starts.reshape(-1), _TILE_COMPONENT)
-        ).view(B, T)
-        cand = (length > 0) & (tile_key < self.key.max())
+        ar = torch.arange(S, device=dev)
+        # tiles: each run of valid positions cut into pieces of L from its first position,
+        # so every valid position is in exactly one tile and no tile holds a masked one
+        run_first = valid.clone()
+        run_first[:, 1:] &= ~valid[:, :-1]
+        run_start = torch.cummax(torch.where(run_first, ar, torch.zeros_like(ar)).expand(B, S), dim=1).values
+        tile_start = run_start + (ar - run_start) // L * L  # [B, S], meaningful where valid
+        is_start = valid & (tile_start == ar)
+        length = torch.zeros((B, S), dtype=torch.int64, device=dev)
+        length.scatter_add_(1, tile_start, valid.long())  # valid positions per tile, at its start
+        seq = batch.sequence_ids[:, None].expand(B, S)
+        tile_key = torch.full((B, S), EMPTY_KEY, dtype=torch.int64, device=dev)
+        b_all, s_all = is_start.nonzero(as_tuple=True)
+        tile_key[b_all, s_all] = firing_hash(
+            ctx.seed + _SEED_OFFSET, seq[b_all, s_all], s_all, torch.full_like(s_all, _TILE_COMPONENT)
+        )
+        cand = is_start & (tile_key < self.key.max())
         if not bool(cand.any()):
             return
-        win_tok = torch.where(inside, tokens, torch.full_like(tokens, PAD_TOKEN))
-        b_idx, t_idx = cand.nonzero(as_tuple=True)
-        # firings inside candidate tiles (before selection: the cheap part is the mask)
+        b_idx, s_idx = cand.nonzero(as_tuple=True)
+        offs = torch.arange(L, device=dev)
+        inside = offs[None, :] < length[b_idx, s_idx][:, None]
+        at = (s_idx[:, None] + offs[None, :]).clamp_max(S - 1)
+        win_tok = torch.where(inside, tokens[b_idx[:, None], at], torch.full_like(at, PAD_TOKEN))
+        # firings inside candidate tiles (before selection: the cheap part is the mask);
+        # firings are at valid positions, so each lies in the tile its position starts
         pos, comp, act = batch.firing_pos, batch.firing_comp, batch.firing_act
         fb, fs = pos // S, pos % S
-        ft, fo = fs // L, fs % L
-        f_in = cand[fb, ft] & inside[fb, ft, fo]
-        fb, ft, fo, comp, act = fb[f_in], ft[f_in], fo[f_in], comp[f_in], act[f_in]
+        ft = tile_start[fb, fs]
+        f_in = cand[fb, ft]
+        fb, ft, fs, comp, act = fb[f_in], ft[f_in], fs[f_in], comp[f_in], act[f_in]
         self._select(
-            tile_key[b_idx, t_idx],
-            seq[b_idx, t_idx],
-            starts[b_idx, t_idx],
-            win_tok[b_idx, t_idx],
-            (tile_key[fb, ft], fo, comp, act),
+            tile_key[b_idx, s_idx],
+            seq[b_idx, s_idx],
+            s_idx,
+            win_tok,
+            (tile_key[fb, ft], fs - ft, comp, act),
         )
 
     def merge_states(self, theirs: Mapping[str, Tensor]) -> None:
