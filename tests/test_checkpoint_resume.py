@@ -92,3 +92,29 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     comps = [json.loads(line) for line in a.splitlines()]
     assert sum(len(c["examples"]) for c in comps) > 100
     assert sum(c["firing_count"] for c in comps) > 1000
+
+
+@pytest.mark.timeout(120)
+def test_a_second_harvest_of_a_running_run_is_refused(tmp_path, capsys):
+    from autointerp.cli import main as cli_main
+
+    out = tmp_path / "out"
+    ckpt = out / "busy" / "checkpoints" / "harvest-rank0-of-1.pt"
+    first = subprocess.Popen(harvest_cmd(out, "busy"), env=env(0.4), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while not ckpt.exists():  # the first harvest is past its start: it holds the run lock
+            assert first.poll() is None, first.stderr.read().decode()
+            assert time.time() < deadline, "the first harvest never wrote a checkpoint"
+            time.sleep(0.02)
+        second = harvest_cmd(out, "busy", "--resume")[3:]  # the same command, in this process
+        assert cli_main(second) == 2
+        err = capsys.readouterr().err
+        assert "another process is writing the harvest of run busy" in err
+        assert first.poll() is None  # the refused second harvest left the first alone
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # a killed holder releases the lock with its file descriptors: the run resumes
+    resumed = subprocess.run(harvest_cmd(out, "busy", "--resume"), env=env(0), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr

@@ -48,3 +48,20 @@ def test_merge_refuses_missing_workers(tmp_path):
     run_harvest(HarvestOptions(out=str(tmp_path), run_id="part", rank=0, world_size=2, **COMMON), log=None)
     with pytest.raises(FileNotFoundError, match=r"missing \['rank1-of-2.pt'\]"):
         merge_workers("part", out=str(tmp_path), log=None)
+
+
+def test_workers_of_one_run_lock_only_their_own_rank(tmp_path):
+    from autointerp.paths import RunPaths
+    from autointerp.run_harvest import harvest_lock
+
+    paths = RunPaths.of("locked", str(tmp_path))
+    opts = dict(out=str(tmp_path), run_id="locked", world_size=2, **COMMON)
+    with harvest_lock(paths, 0, 2):  # worker 0 is running
+        assert run_harvest(HarvestOptions(rank=1, **opts), log=None).name == "rank1-of-2.pt"
+        with pytest.raises(RuntimeError, match="another process is writing worker 0 of 2 of the harvest of run locked"):
+            run_harvest(HarvestOptions(rank=0, **opts), log=None)
+    run_harvest(HarvestOptions(rank=0, **opts), log=None)
+    with harvest_lock(paths):  # a one-process harvest of the run is writing harvest/
+        with pytest.raises(RuntimeError, match="another process is writing the harvest of run locked"):
+            merge_workers("locked", out=str(tmp_path), log=None)
+    assert len(merge_workers("locked", out=str(tmp_path), log=None)) == 2 * 512

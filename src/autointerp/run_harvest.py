@@ -12,6 +12,7 @@ Files (see `autointerp.paths.RunPaths`)::
     <out>/<run_id>/harvest/{config.json,components.jsonl}       the result
     <out>/<run_id>/checkpoints/harvest-rank<R>-of-<N>.pt         loop state, rewritten atomically
     <out>/<run_id>/workers/rank<R>-of-<N>.pt                     a worker's final state (world_size > 1)
+    <out>/<run_id>/.lock                                         held while a harvest or merge runs (`harvest_lock`)
 
 This module only wires the pieces: `prepare_harvest` resolves the target and
 opens the data (every check before long work), `ModelBatches` runs the model over
@@ -60,6 +61,7 @@ from autointerp.data import (
 from autointerp.harvest import HarvestLoop, HarvestResult, HarvestTimings, device_sync
 from autointerp.harvest_checkpoint import read_checkpoint
 from autointerp.paths import RunPaths, run_id_for
+from autointerp.storage import RunLock
 
 # --------------------------------------------------------------------------- options
 
@@ -204,15 +206,20 @@ def open_source(opts: HarvestOptions, target: Target) -> TokenSource:
                         description=opts.dataset_description)
 
 
-def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> PreparedHarvest:
-    """Every check that can fail, before any long work: target, layers, data, lengths, vocabulary."""
+def check_options(opts: HarvestOptions) -> RunPaths:
+    """The checks that need neither the model nor the data; returns the run's paths."""
     if opts.world_size < 1 or not 0 <= opts.rank < opts.world_size:
         raise ValueError(f"need 0 <= --rank < --world_size, got rank={opts.rank}, world_size={opts.world_size}")
     if opts.n_batches is not None and opts.n_batches < 1:
         raise ValueError(f"--n_batches must be at least 1, got {opts.n_batches}")
     if opts.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {opts.batch_size}")
-    paths = opts.paths()
+    return opts.paths()
+
+
+def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> PreparedHarvest:
+    """Every check that can fail, before any long work: target, layers, data, lengths, vocabulary."""
+    paths = check_options(opts)
     target = target or load_target(opts)
     opts = with_target_defaults(opts, target)
     ctx_len = opts.context_length
@@ -291,10 +298,31 @@ class ModelBatches:
             yield batch
 
 
+def harvest_lock(paths: RunPaths, rank: int = 0, world_size: int = 1) -> RunLock:
+    """The lock a harvest holds while it runs, so that a second harvest of the run is refused.
+
+    One process (``world_size`` 1) and ``merge`` write ``harvest/`` and lock the run
+    folder itself (``<run>/.lock``: the folder where ``harvest/`` is swapped in).
+    The workers of a job array run side by side, so each locks only its own rank
+    (``<run>/checkpoints/rank<R>-of-<N>/.lock``).
+    """
+    if world_size == 1:
+        return RunLock(paths.root, what=f"the harvest of run {paths.run_id}")
+    return RunLock(paths.checkpoints / f"rank{rank}-of-{world_size}",
+                   what=f"worker {rank} of {world_size} of the harvest of run {paths.run_id}")
+
+
 def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
                 timings: HarvestTimings | None = None, log: Callable[[str], None] | None = print) -> HarvestResult | Path:
     """Run (or resume) a harvest. Returns the `HarvestResult` (world_size 1) or the worker state file."""
-    log = log or (lambda s: None)
+    paths = check_options(opts)
+    # taken before the model loads, so a second harvest of the run fails at once
+    with harvest_lock(paths, opts.rank, opts.world_size):
+        return _run_locked(opts, target, timings, log or (lambda s: None))
+
+
+def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTimings | None,
+                log: Callable[[str], None]) -> HarvestResult | Path:
     prep = prepare_harvest(opts, target)
     paths = prep.paths
     ckpt = checkpoint_path(paths, opts.rank, opts.world_size)
@@ -334,8 +362,16 @@ def merge_workers(run: str | Path, *, out: str | None = None, world_size: int | 
     root = Path(run)
     if not (root / "workers").is_dir():
         root = RunPaths.of(str(run), out).root
+    if not (root / "workers").is_dir():  # before the lock, which would make the folder of a mistyped run
+        raise FileNotFoundError(f"no worker states in {root / 'workers'}: run "
+                                "`autointerp harvest ... --rank R --world_size N` first")
+    with harvest_lock(RunPaths(root)):  # it writes harvest/, as a one-process harvest does
+        return _merge_locked(root, world_size, log)
+
+
+def _merge_locked(root: Path, world_size: int | None, log: Callable[[str], None]) -> HarvestResult:
     wdir = root / "workers"
-    files = sorted(wdir.glob("rank*-of-*.pt")) if wdir.is_dir() else []
+    files = sorted(wdir.glob("rank*-of-*.pt"))
     if not files:
         raise FileNotFoundError(f"no worker states in {wdir}: run `autointerp harvest ... --rank R --world_size N` first")
     sizes = {int(m.group(1)) for f in files if (m := re.search(r"-of-(\d+)\.pt$", f.name))}
@@ -412,6 +448,7 @@ __all__ = [
     "PreparedHarvest",
     "Target",
     "default_accumulators",
+    "harvest_lock",
     "load_target",
     "merge_workers",
     "prepare_harvest",
