@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from autointerp.adapters import hooks
 from autointerp import interpret
+from autointerp.adapters import hooks
 from autointerp.layer_roles import LAYER_ROLES, layer_role
 
 EVERY_NAME = [(role.words, name) for role in LAYER_ROLES for name in role.names]
