@@ -11,8 +11,14 @@ from autointerp.testing.synthetic import SyntheticModel
 
 
 @functools.lru_cache(maxsize=4)
-def synthetic_harvest(seed: int = 0, n_batches: int = 8, k: int = 30) -> tuple[SyntheticModel, HarvestResult]:
-    model = SyntheticModel.default(seed=seed)
+def synthetic_harvest(
+    seed: int = 0, n_batches: int = 8, k: int = 30, cluster_prob: float = 0.0, subthreshold: float = 0.0, threshold: float = 0.0
+) -> tuple[SyntheticModel, HarvestResult]:
+    """The default planted model harvested (cached: treat the result as read-only).
+
+    ``cluster_prob`` / ``subthreshold``: `SyntheticModel`'s; ``threshold``: the harvest's.
+    """
+    model = SyntheticModel.default(seed=seed, cluster_prob=cluster_prob, subthreshold=subthreshold)
     loop = HarvestLoop(
         [
             ReservoirAcc(k=k, context_tokens=10),
@@ -23,6 +29,7 @@ def synthetic_harvest(seed: int = 0, n_batches: int = 8, k: int = 30) -> tuple[S
         vocab_size=model.vocab_size,
         decode=model.decode,
         seed=seed,
+        threshold=threshold,
         progress=False,
     )
     return model, loop.run(model.batches(n_batches, 32, 64))

@@ -172,6 +172,64 @@ def test_evidence_is_held_out_verified_and_recorded():
     assert len({frozenset(s) for s in negative_sets}) == len(negative_sets)
 
 
+def example_span(e):
+    """An example's window as (sequence, start, end): the token positions [start, end) it covers."""
+    start = e.position - e.firing_offset
+    return (e.sequence_index, start, start + len(e.token_ids))
+
+
+def window_span(w):
+    return (w.sequence_index, w.start, w.start + len(w))
+
+
+def share_a_position(a, b):
+    return a[0] == b[0] and a[1] < b[2] and b[1] < a[2]
+
+
+def test_held_out_windows_share_no_position_with_shown_windows():
+    # firings cluster: a held-out firing's window often holds a firing the explainer was shown
+    model, harvest = synthetic_harvest(cluster_prob=0.7)
+    pool = WindowPool.from_shared(harvest.shared["window_pool"])
+    candidates = overlapping = scored = 0
+    for c in harvest.components:
+        shown = [example_span(e) for e in c.examples[:10] + c.top_examples[:5]]
+        rest = c.examples[10:] + c.top_examples[5:]
+        candidates += sum(any(share_a_position(example_span(e), s) for s in shown) for e in rest)
+        ev = build_evidence(c, pool, flat_index=c.index)
+        windows = ev.positives + ev.negatives + ev.randoms
+        scored += len(ev.positives)
+        overlapping += sum(any(share_a_position(window_span(w), s) for s in shown) for w in windows)
+    assert candidates >= 20, candidates  # the stream reproduces the defect
+    assert overlapping == 0, f"{overlapping} scored windows overlap a shown one (of {scored} positives)"
+    assert scored >= 100
+
+
+def test_true_activation_is_one_definition_in_every_window():
+    # silent positions carry values below the threshold: a held-out window and a pool window
+    # over the same positions must agree on what the true activation is
+    model, harvest = synthetic_harvest(subthreshold=0.2, threshold=0.25)
+    pool = WindowPool.from_shared(harvest.shared["window_pool"])
+    compared = 0
+    for c in harvest.components:
+        ev = build_evidence(c, pool, flat_index=c.index, threshold=harvest.config.threshold)
+        assert any(0 < a <= 0.25 for e in c.examples for a in e.activations)  # the stream has them
+        for p in ev.positives:
+            for w in range(len(pool)):
+                pw = pool.window(w, c.index)
+                lo, hi = max(p.start, pw.start), min(p.start + len(p), pw.start + len(pw))
+                if pw.sequence_index != p.sequence_index or lo >= hi:
+                    continue
+                mine = p.activations[lo - p.start : hi - p.start]
+                theirs = pw.activations[lo - pw.start : hi - pw.start]
+                # the same zeros; values equal up to the stored rounding (examples keep 7 digits, the pool 6)
+                assert [a == 0 for a in mine] == [a == 0 for a in theirs], (c.key, p.ref(), pw.ref())
+                assert mine == pytest.approx(theirs, rel=1e-5), (c.key, p.ref(), pw.ref())
+                compared += hi - lo
+        for w in ev.positives + ev.randoms:
+            assert all(a == 0.0 or a > 0.25 for a in w.activations)
+    assert compared >= 500, compared
+
+
 # -- prompts -------------------------------------------------------------------------------
 
 

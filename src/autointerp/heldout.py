@@ -3,19 +3,49 @@
 The reservoir returns a component's examples in the order of their random keys,
 which is itself a uniformly random order, so the first ``n_explain`` are a
 uniform sample and the rest a disjoint uniform sample. The explainer also sees
-the first ``n_top`` max-activating examples; a held-out example is dropped when
-it is the same firing as a shown one (same sequence and position), so the two
-sets never share a firing.
+the first ``n_top`` max-activating examples.
+
+Held out means more than "another firing": firings cluster, so the window of a
+held-out firing can contain tokens (and firings) the explainer was shown. A
+held-out example is therefore dropped when its window shares any token position
+(same sequence, overlapping ``[start, end)``) with a shown window.
+
+What was shown is recorded with every label (`evidence_split`, an
+`EvidenceSplit` on the `InterpretationResult`), so scoring excludes exactly
+those windows (`split_shown`) whatever options the interpreter ran with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from attrs import define, field
 
-from autointerp.schemas import ActivationExample, ComponentData
+from autointerp.schemas import EXPLAIN_SET, ActivationExample, ComponentData, EvidenceSplit, Span
 
 DEFAULT_N_EXPLAIN = 10
 DEFAULT_N_TOP = 5
+
+
+def example_span(e: ActivationExample) -> Span:
+    """The token positions an example's window covers: ``(sequence_index, start, end)``."""
+    start = e.position - e.firing_offset
+    return (e.sequence_index, start, start + len(e.token_ids))
+
+
+class SpanIndex:
+    """Spans by sequence, to ask "does this window share a position with any of them?"."""
+
+    def __init__(self, spans: Iterable[Span]):
+        self._by_seq: dict[int, list[tuple[int, int]]] = {}
+        for s, a, b in spans:
+            self._by_seq.setdefault(int(s), []).append((int(a), int(b)))
+
+    def overlaps(self, seq: int, start: int, end: int) -> bool:
+        return any(a < end and start < b for a, b in self._by_seq.get(seq, ()))
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_seq.values())
 
 
 @define
@@ -28,12 +58,48 @@ class ExampleSplit:
     def shown_ids(self) -> set[tuple[int, int]]:
         return {(e.sequence_index, e.position) for e in self.explain + self.explain_top}
 
+    def shown_spans(self) -> list[Span]:
+        """The shown windows, each once, in the order shown (random examples, then the strongest)."""
+        return list(dict.fromkeys(example_span(e) for e in self.explain + self.explain_top))
+
+
+def _held_out(comp: ComponentData, explain: list[ActivationExample], explain_top: list[ActivationExample], spans: Sequence[Span]) -> ExampleSplit:
+    shown = SpanIndex(spans)
+
+    def kept(examples: Sequence[ActivationExample]) -> list[ActivationExample]:
+        return [e for e in examples if not shown.overlaps(*example_span(e))]
+
+    return ExampleSplit(explain, explain_top, kept(comp.examples), kept(comp.top_examples))
+
 
 def split_examples(comp: ComponentData, n_explain: int = DEFAULT_N_EXPLAIN, n_top: int = DEFAULT_N_TOP) -> ExampleSplit:
-    """Split a component's examples into shown-to-the-explainer and held-out, disjointly."""
+    """Split a component's examples into shown-to-the-explainer and held-out: no held-out
+    window shares a token position with a shown one."""
     explain = list(comp.examples[:n_explain])
     explain_top = list(comp.top_examples[:n_top])
-    shown = {(e.sequence_index, e.position) for e in explain + explain_top}
-    holdout = [e for e in comp.examples[n_explain:] if (e.sequence_index, e.position) not in shown]
-    holdout_top = [e for e in comp.top_examples[n_top:] if (e.sequence_index, e.position) not in shown]
-    return ExampleSplit(explain, explain_top, holdout, holdout_top)
+    spans = [example_span(e) for e in explain + explain_top]
+    return _held_out(comp, explain, explain_top, spans)
+
+
+def split_shown(comp: ComponentData, spans: Sequence[Span]) -> ExampleSplit:
+    """The split a recorded list of shown windows says (see `missing_spans` first)."""
+    wanted = {tuple(s) for s in spans}
+    explain = [e for e in comp.examples if example_span(e) in wanted]
+    explain_top = [e for e in comp.top_examples if example_span(e) in wanted]
+    return _held_out(comp, explain, explain_top, [tuple(s) for s in spans])
+
+
+def missing_spans(comp: ComponentData, spans: Sequence[Span]) -> list[Span]:
+    """Recorded shown windows that are no example of ``comp`` in this harvest (it is another harvest)."""
+    have = {example_span(e) for e in comp.examples + comp.top_examples}
+    return [tuple(s) for s in spans if tuple(s) not in have]
+
+
+def evidence_split(comp: ComponentData, n_explain: int = DEFAULT_N_EXPLAIN, n_top: int = DEFAULT_N_TOP, seed: int = 0) -> EvidenceSplit:
+    """The record of what the explainer is shown of ``comp`` (stored with its label).
+
+    >>> evidence_split(comp, 20, 5).windows["explain"][:1]
+    [(412, 3, 24)]
+    """
+    split = split_examples(comp, n_explain, n_top)
+    return EvidenceSplit(n_explain=n_explain, n_top=n_top, seed=seed, windows={EXPLAIN_SET: split.shown_spans()})

@@ -178,9 +178,42 @@ class TokenUsage:
         )
 
 
+#: a window of one sequence: ``(sequence_index, start, end)``, the token positions ``[start, end)``
+Span = tuple[int, int, int]
+
+#: the name of the windows shown to the explainer in `EvidenceSplit.windows`
+EXPLAIN_SET = "explain"
+
+
+@define
+class EvidenceSplit:
+    """What of a component's evidence a label was made from, recorded with the label.
+
+    ``windows`` names sets of example windows (`Span` lists); today one set,
+    ``"explain"``: every window shown to the explainer. Scoring uses no window
+    that shares a token position with any recorded window, so the split is
+    honoured whatever the interpreter's options were. (A validation set would
+    be another name here.) ``n_explain`` / ``n_top`` are the options that chose
+    the shown windows; ``seed`` is the harvest's, whose keys ordered its examples.
+    """
+
+    n_explain: int
+    n_top: int
+    seed: int = 0
+    windows: dict[str, list[Span]] = field(factory=dict)
+
+    def spans(self) -> list[Span]:
+        """Every recorded window, of every set (none of them may be scored on)."""
+        return [tuple(s) for spans in self.windows.values() for s in spans]
+
+
 @define
 class InterpretationResult:
-    """An LLM's label for one component. One line of ``interpretations/results.jsonl``."""
+    """An LLM's label for one component. One line of ``interpretations/results.jsonl``.
+
+    ``evidence`` records what the label was made from (None in results files
+    written before it was recorded).
+    """
 
     component_key: str
     label: str
@@ -193,6 +226,7 @@ class InterpretationResult:
     usage: TokenUsage = field(factory=TokenUsage)
     created_at: str = ""
     elapsed_s: float = 0.0
+    evidence: EvidenceSplit | None = None
 
     def __repr__(self) -> str:
         return f"InterpretationResult({self.component_key!r}, {self.label!r}, {self.confidence})"

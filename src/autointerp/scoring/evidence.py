@@ -2,9 +2,11 @@
 
 For one component, `build_evidence` gathers
 
-* **positives**: held-out activating windows — the reservoir's examples that the
-  explainer did not see (`split_examples`), interleaved with held-out
-  max-activating ones, so trials cover the activation range, not only the top;
+* **positives**: held-out activating windows — the reservoir's examples whose
+  window shares no token position with a window the explainer saw
+  (`autointerp.heldout`: the split recorded with the label, or else
+  `split_examples`), interleaved with held-out max-activating ones, so trials
+  cover the activation range, not only the top;
 * **negatives**: crops of random pool windows (`RandomWindowAcc`) where the
   component verifiably does not fire (no firing in the crop according to the
   harvest), each as long as a positive, so length gives nothing away; chosen in
@@ -12,6 +14,11 @@ For one component, `build_evidence` gathers
   components, the same ones on every run;
 * **randoms**: whole pool windows with the component's true activations (firing
   or not), for the simulator.
+
+The true activation has one meaning in every window (`true_activations`): the
+stored value where the component fires (``> threshold``), 0 elsewhere — a
+held-out example's sub-threshold values are not kept, since pool windows cannot
+have them.
 
 Nothing shown to the explainer is reused: a pool window or crop that overlaps a
 shown example's span is skipped. Every window carries its provenance
@@ -27,7 +34,7 @@ from typing import Any
 
 from attrs import define, field
 
-from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, ExampleSplit, split_examples
+from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, ExampleSplit, SpanIndex, split_examples
 from autointerp.schemas import ActivationExample, ComponentData
 
 
@@ -35,6 +42,18 @@ def component_rng(seed: int, *parts: object) -> random.Random:
     """A `random.Random` that depends only on ``seed`` and ``parts`` (stable across runs and machines)."""
     h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
     return random.Random(int.from_bytes(h[:8], "little"))
+
+
+def silent_value(threshold: float) -> float:
+    """The true activation where a component does not fire: 0, or the threshold itself when
+    that is negative (so a silent position never reads as ``> threshold``)."""
+    return min(0.0, float(threshold))
+
+
+def true_activations(values: Sequence[float], threshold: float) -> list[float]:
+    """The one definition for every window kind: the value where it fires (``> threshold``), else `silent_value`."""
+    silent = silent_value(threshold)
+    return [float(a) if a > threshold else silent for a in values]
 
 
 @define
@@ -129,7 +148,7 @@ class WindowPool:
 
     def activations(self, window: int, component: int) -> list[float]:
         """The component's activation at every token of the window (0 where it does not fire, or a negative threshold)."""
-        acts = [min(0.0, self.threshold)] * len(self.windows[window]["token_ids"])
+        acts = [silent_value(self.threshold)] * len(self.windows[window]["token_ids"])
         for o, a in self._by_comp.get(component, {}).get(window, []):
             acts[o] = a
         return acts
@@ -176,13 +195,9 @@ def _example_window(ex: ActivationExample, source: str, index: int, threshold: f
     else:
         toks = [f"<{t}>" for t in ex.token_ids]
     return EvidenceWindow(
-        toks, list(ex.token_ids), list(ex.activations), source, index, ex.sequence_index,
+        toks, list(ex.token_ids), true_activations(ex.activations, threshold), source, index, ex.sequence_index,
         ex.position - ex.firing_offset, threshold, ex.firing_offset,
     )  # fmt: skip
-
-
-def _overlaps(spans: Sequence[tuple[int, int, int]], seq: int, lo: int, hi: int) -> bool:
-    return any(s == seq and a < hi and lo < b for s, a, b in spans)
 
 
 def build_evidence(
@@ -197,15 +212,18 @@ def build_evidence(
     max_randoms: int = 10,
     seed: int = 0,
     decode: Callable[[int], str] | None = None,
+    split: ExampleSplit | None = None,
 ) -> ComponentEvidence:
     """The held-out evidence of one component (see the module docstring).
 
-    ``n_explain`` / ``n_top`` must be the values the interpreter used, so that what
-    it showed is what is held out here.
+    ``split``: what the explainer saw (`autointerp.heldout.split_shown` of the
+    split recorded with the label); without it, ``split_examples(comp, n_explain,
+    n_top)``, so ``n_explain`` / ``n_top`` must then be the values the interpreter used.
     """
-    split = split_examples(comp, n_explain=n_explain, n_top=n_top)
+    if split is None:
+        split = split_examples(comp, n_explain=n_explain, n_top=n_top)
     shown_examples = split.explain + split.explain_top
-    spans = [(e.sequence_index, e.position - e.firing_offset, e.position - e.firing_offset + len(e.token_ids)) for e in shown_examples]
+    spans = SpanIndex(split.shown_spans())
     positives = _held_out_positives(comp, split, threshold, decode)
     ev = ComponentEvidence(
         comp.key, flat_index, comp.firing_rate, threshold, positives,
@@ -241,7 +259,7 @@ def _held_out_positives(
 
 
 def _negatives(
-    pool: WindowPool, flat_index: int, spans: list[tuple[int, int, int]], lengths: list[int], limit: int, rng: random.Random
+    pool: WindowPool, flat_index: int, spans: SpanIndex, lengths: list[int], limit: int, rng: random.Random
 ) -> list[EvidenceWindow]:
     """Crops of pool windows where the component never fires, as long as its positives, away from what was shown."""
     order = list(range(len(pool)))
@@ -260,7 +278,7 @@ def _negatives(
         ok = [
             o
             for o in range(n_tok - want + 1)
-            if not any(o <= f < o + want for f in fired) and not _overlaps(spans, seq, start + o, start + o + want)
+            if not any(o <= f < o + want for f in fired) and not spans.overlaps(seq, start + o, start + o + want)
         ]
         if not ok:
             continue
@@ -270,7 +288,7 @@ def _negatives(
 
 
 def _randoms(
-    pool: WindowPool, flat_index: int, spans: list[tuple[int, int, int]], limit: int, rng: random.Random
+    pool: WindowPool, flat_index: int, spans: SpanIndex, limit: int, rng: random.Random
 ) -> list[EvidenceWindow]:
     """Whole pool windows (with the component's true activations) away from what was shown."""
     order = list(range(len(pool)))
@@ -281,7 +299,7 @@ def _randoms(
             break
         info = pool.windows[w]
         seq, start, n_tok = int(info["sequence_index"]), int(info["start"]), len(info["token_ids"])
-        if n_tok < 2 or _overlaps(spans, seq, start, start + n_tok):
+        if n_tok < 2 or spans.overlaps(seq, start, start + n_tok):
             continue
         out.append(pool.window(w, flat_index))
     return out

@@ -148,7 +148,13 @@ class SyntheticModel:
     uniformly from the vocabulary, then every `BigramRule` is planted: after its
     ``prev`` token, its ``token`` follows with probability ``plant_prob`` (rare
     bigrams would otherwise leave too few examples to score). A component's
-    activation is ``0.5 + 0.5 * u`` (u uniform) where its rule holds, else 0.
+    activation is ``0.5 + 0.5 * u`` (u uniform) where its rule holds, else
+    ``subthreshold * u`` (0 by default; harvest with a threshold at or above it
+    to get silent positions that still carry a value).
+
+    ``cluster_prob`` makes firings cluster: a `TokenRule` token recurs two
+    positions after itself with that probability, so one context window holds
+    several firings of the component (runs of "cat _ cat _ cat").
     """
 
     vocab: list[str]
@@ -156,6 +162,8 @@ class SyntheticModel:
     layer: str = "synth"
     plant_prob: float = 0.5
     seed: int = 0
+    cluster_prob: float = 0.0
+    subthreshold: float = 0.0
     _index: dict[str, int] = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -168,7 +176,7 @@ class SyntheticModel:
                     raise ValueError(f"rule {r.text()!r} names {t!r}, which is not in the vocabulary")
 
     @classmethod
-    def default(cls, seed: int = 0, plant_prob: float = 0.5) -> SyntheticModel:
+    def default(cls, seed: int = 0, plant_prob: float = 0.5, cluster_prob: float = 0.0, subthreshold: float = 0.0) -> SyntheticModel:
         """Ten components with disjoint tokens, so no two true labels overlap."""
         vocab = [" " + w for w in DEFAULT_WORDS] + list(DELIMITERS)
         rules: list[Rule] = [
@@ -183,7 +191,7 @@ class SyntheticModel:
             AfterDelimiterRule(";", 2),
             AfterDelimiterRule(",", 3),
         ]
-        return cls(vocab=vocab, rules=rules, seed=seed, plant_prob=plant_prob)
+        return cls(vocab=vocab, rules=rules, seed=seed, plant_prob=plant_prob, cluster_prob=cluster_prob, subthreshold=subthreshold)
 
     @property
     def vocab_size(self) -> int:
@@ -216,10 +224,17 @@ class SyntheticModel:
                 for prev, nxt in plants:
                     hit = (tok[:, s - 1] == prev) & (u[:, s] < self.plant_prob)
                     tok[:, s] = torch.where(hit, torch.full_like(tok[:, s], nxt), tok[:, s])
+        if self.cluster_prob > 0:  # drawn only when asked, so other streams stay as they were
+            repeat = [self._index[r.token] for r in self.rules if isinstance(r, TokenRule)]
+            u = torch.rand(n_rows, seq_len, generator=generator)
+            for s in range(2, seq_len):
+                for t in repeat:
+                    hit = (tok[:, s - 2] == t) & (u[:, s] < self.cluster_prob)
+                    tok[:, s] = torch.where(hit, torch.full_like(tok[:, s], t), tok[:, s])
         return tok
 
     def activations(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``[B, S, C]``: where each rule holds on the full rows, ``0.5 + 0.5 u``; else 0."""
+        """``[B, S, C]``: where each rule holds on the full rows, ``0.5 + 0.5 u``; else ``subthreshold * u``."""
         B, S = tokens.shape
         fires = torch.zeros(B, S, len(self.rules), dtype=torch.bool)
         for c, r in enumerate(self.rules):
@@ -233,7 +248,7 @@ class SyntheticModel:
                 for b in range(B):
                     fires[b, :, c] = torch.tensor(r.fires([self.vocab[t] for t in tokens[b].tolist()]))
         u = torch.rand(B, S, len(self.rules), generator=generator)
-        return torch.where(fires, 0.5 + 0.5 * u, torch.zeros(()))
+        return torch.where(fires, 0.5 + 0.5 * u, self.subthreshold * u)
 
     def batches(
         self, n_batches: int, batch_size: int = 32, seq_len: int = 64, seed: int | None = None
