@@ -6,6 +6,7 @@ import argparse
 import sys
 import textwrap
 
+from autointerp.harvest import HarvestResult
 from autointerp.run_harvest import HarvestOptions, run_harvest, summarize
 
 EPILOG = textwrap.dedent(
@@ -132,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     except ImportError as e:  # an optional dependency (spd, transformers, datasets): say how to install it
         print(f"autointerp harvest: error: {e}", file=sys.stderr)
         return 2
-    if opts.world_size == 1 and not isinstance(result, (str,)) and hasattr(result, "components"):
+    if isinstance(result, HarvestResult):  # a worker (world_size > 1) returns its state file instead
         text = summarize(result)
         if text:
             print("a few components:\n" + text)
