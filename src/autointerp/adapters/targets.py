@@ -40,6 +40,8 @@ class TargetRequest:
     dtype: torch.dtype | None = None
     capture: str = "output"
     tokenizer: str | None = None
+    #: ``auto`` | ``on`` | ``off``: whether the harvest wants next-token probabilities (``--output_probs``)
+    output_probs: str = "auto"
 
 
 @define(frozen=True)
@@ -53,6 +55,8 @@ class Target:
     default_threshold: float | None = None
     default_text_column: str | None = None
     dataset_description: str = ""
+    #: one-line messages the harvest prints before it starts (e.g. why output statistics are off)
+    notices: tuple[str, ...] = ()
 
     @property
     def vocab_size(self) -> int | None:
