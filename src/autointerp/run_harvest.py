@@ -102,6 +102,9 @@ class HarvestOptions:
     output_tokens: bool = True
     window_pool: bool = True
     capture: str = "output"
+    #: next-token probabilities and the output-token statistics: ``auto`` (when the model has a
+    #: trained next-token head), ``on`` (required: an error without one) or ``off``
+    output_probs: str = "auto"
     wandb_project: str | None = None
     wandb_entity: str | None = None
     progress: bool = True
@@ -128,7 +131,8 @@ DEFAULT_CONTEXT_LENGTH = 128
 def target_request(opts: HarvestOptions) -> TargetRequest:
     """What a target loader may read of the options (see `autointerp.adapters.targets`)."""
     return TargetRequest(opts.target, layers=opts.layers, device=resolve_device(opts.device),
-                         dtype=resolve_dtype(opts.dtype), capture=opts.capture, tokenizer=opts.tokenizer)
+                         dtype=resolve_dtype(opts.dtype), capture=opts.capture, tokenizer=opts.tokenizer,
+                         output_probs=opts.output_probs)
 
 
 def load_target(opts: HarvestOptions) -> Target:
@@ -214,6 +218,8 @@ def check_options(opts: HarvestOptions) -> RunPaths:
         raise ValueError(f"--n_batches must be at least 1, got {opts.n_batches}")
     if opts.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {opts.batch_size}")
+    if opts.output_probs not in ("auto", "on", "off"):
+        raise ValueError(f"--output_probs must be auto, on or off, got {opts.output_probs!r}")
     return opts.paths()
 
 
@@ -236,7 +242,10 @@ def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> Prepa
         raise ValueError(f"the dataset {source.name} is empty: it gave no tokens")
     threshold = opts.threshold
     device = resolve_device(opts.device)
-    has_probs = getattr(target.harvest_fn, "output_probs", True) is not False
+    has_probs = getattr(target.harvest_fn, "output_probs", True) is not False and opts.output_probs != "off"
+    if opts.output_probs == "on" and not has_probs:
+        raise ValueError(f"--output_probs on, but the target {opts.target!r} gives no output probabilities; "
+                         "use --output_probs auto or off")
     accs = default_accumulators(opts, has_output_probs=has_probs)
     decode = source.decode or (target.tokenizer.decode if target.tokenizer else None)
     dataset_info = source.info()
@@ -324,6 +333,8 @@ def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
 def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTimings | None,
                 log: Callable[[str], None]) -> HarvestResult | Path:
     prep = prepare_harvest(opts, target)
+    for notice in prep.target.notices:
+        log(notice)
     paths = prep.paths
     ckpt = checkpoint_path(paths, opts.rank, opts.world_size)
     if ckpt.exists() and not opts.resume and not opts.overwrite:

@@ -97,6 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip input-token statistics (N x V counts)")
     g.add_argument("--no_output_tokens", dest="output_tokens", action="store_false",
                    help="skip output-token statistics (N x V probability mass)")
+    g.add_argument("--output_probs", choices=["auto", "on", "off"], default="auto",
+                   help="next-token probabilities for the output-token statistics: auto (default: when the "
+                   "checkpoint has a trained next-token head; an encoder or a checkpoint without its head gets "
+                   "the base model, no output statistics and a notice), on (an error without such a head), off")
     g.add_argument("--no_window_pool", dest="window_pool", action="store_false",
                    help="skip the pool of random context windows that scoring uses")
     g.add_argument("--seed", type=int, default=0, help="seed of the data order and of example sampling (default: 0)")
