@@ -107,11 +107,23 @@ class Tokenizer:
             return [list(x) for x in self.inner(list(texts), add_special_tokens=False)["input_ids"]]
         return [list(e.ids) for e in self.inner.encode_batch(list(texts))]
 
+    @property
+    def kind(self) -> str | None:
+        """How its tokens join into text (`autointerp.token_text`): "byte_level", "wordpiece", "metaspace" or None."""
+        if not hasattr(self, "_kind"):
+            from autointerp.token_text import detect_tokenizer_kind
+
+            self._kind = detect_tokenizer_kind(self.inner)
+        return self._kind
+
     def decode(self, token_id: int) -> str:
         t = int(token_id)
         s = self._cache.get(t)
         if s is None:
-            s = self.inner.decode([t])
+            from autointerp.token_text import token_string
+
+            # recorded so that token_text can join a window back into its text by this tokenizer's rules
+            s = token_string(self.inner, t, self.kind)
             self._cache[t] = s
         return s
 

@@ -127,7 +127,8 @@ class HarvestLoop:
     ``vocab_size`` is needed by token statistics when batches carry no
     ``output_probs``. ``decode`` (token id -> str) puts readable tokens into the
     results. ``model`` and ``dataset`` are free-form descriptions recorded in
-    ``config.json`` (the interpreter's prompt uses them).
+    ``config.json`` (the interpreter's prompt uses them). ``tokenizer_kind`` says how
+    ``decode``'s strings join into text (`autointerp.token_text`), recorded for every reader.
     """
 
     def __init__(
@@ -144,6 +145,7 @@ class HarvestLoop:
         progress: bool = True,
         validate: bool = True,
         memory_fraction: float = 0.9,
+        tokenizer_kind: str | None = None,
     ):
         accs = list(accumulators)
         for a in accs:
@@ -164,6 +166,7 @@ class HarvestLoop:
         self.device = torch.device(device) if device is not None else None
         self.vocab_size = vocab_size
         self.decode = decode
+        self.tokenizer_kind = tokenizer_kind
         self.model = dict(model or {})
         self.dataset = dict(dataset or {})
         self.progress = progress
@@ -438,6 +441,7 @@ class HarvestLoop:
             "model": self.model,
             "dataset": self.dataset,
             "token_strings": table,
+            "tokenizer_kind": self.tokenizer_kind,
             "loop": self.state_dict(),
         }
 
@@ -467,7 +471,7 @@ class HarvestLoop:
         table = state.get("token_strings")
         loop = cls(accs, threshold=ls["threshold"], seed=ls["seed"], device="cpu", vocab_size=ls["vocab_size"],
                    decode=table.__getitem__ if table else None, model=state["model"], dataset=state["dataset"],
-                   progress=False)
+                   progress=False, tokenizer_kind=state.get("tokenizer_kind"))
         loop.load_state_dict(ls)
         return loop
 
@@ -489,6 +493,7 @@ class HarvestLoop:
             dataset=self.dataset,
             created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             autointerp_version=_version(),
+            tokenizer_kind=self.tokenizer_kind,
         )
 
     @torch.no_grad()

@@ -279,6 +279,7 @@ class Interpreter:
                 n_partners=opts.n_partners,
             ).strip()
             if text:
+                token_kind=harvest.config.tokenizer_kind,
                 sections.append({"name": name, "text": text})
         return sections
 
@@ -310,6 +311,7 @@ class Interpreter:
             "firing_rate": comp.firing_rate,
             "mean_activation": comp.mean_activation,
             "max_activation": comp.max_activation,
+            "token_kind": cfg.tokenizer_kind,
             "sections": self._sections(comp, harvest, labels),
             "labels": labels,
         }

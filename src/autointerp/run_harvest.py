@@ -251,7 +251,7 @@ def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> Prepa
     dataset_info = source.info()
     loop = HarvestLoop(accs, threshold=threshold, seed=opts.seed, device=device, vocab_size=target.vocab_size,
                        decode=decode, model={"target": opts.target, **target.description}, dataset=dataset_info,
-                       progress=opts.progress)
+                       progress=opts.progress, tokenizer_kind=tokenizer_kind)
     total = n_total_batches(source, opts.batch_size, opts.n_batches)
     if total == 0:
         raise ValueError(f"the dataset {source.name} is empty")
@@ -264,6 +264,8 @@ def checkpoint_path(paths: RunPaths, rank: int, world_size: int) -> Path:
 
 
 def worker_path(paths: RunPaths, rank: int, world_size: int) -> Path:
+    tokenizer = source.tokenizer if source.decode else target.tokenizer
+    tokenizer_kind = getattr(tokenizer, "kind", None) if decode is not None else None
     return paths.root / "workers" / f"rank{rank}-of-{world_size}.pt"
 
 

@@ -245,6 +245,8 @@ class ScoreResult:
     ``"shuffled"`` (labels permuted between components: the random-label control)
     or ``"token_lookup"`` (the offline baseline). ``score`` is the scorer's headline
     metric (balanced accuracy, F1, accuracy); ``metrics`` holds the rest.
+    #: how recorded tokens join into text (`autointerp.token_text`); None: shown as recorded (older harvests)
+    tokenizer_kind: str | None = None
     ``skipped`` is set with a ``reason`` when the component could not be scored.
     """
 

@@ -67,14 +67,27 @@ def environment(search_path: Iterable[str | os.PathLike] = ()) -> jinja2.Environ
         env.filters["one_in"] = one_in
         env.filters["pct"] = lambda x: f"{100 * float(x):.1f}%"
         env.filters["readable"] = readable
-        env.filters["marked"] = marked_text
+        env.filters["marked"] = _with_token_kind(marked_text)
         env.filters["firing_summary"] = firing_summary
-        env.filters["example_lines"] = example_lines
+        env.filters["example_lines"] = _with_token_kind(example_lines)
         env.filters["token_rows"] = token_rows
         env.filters["partner_rows"] = partner_rows
         env.globals["one_in"] = one_in
         _ENVS[paths] = env
     return env
+
+
+def _with_token_kind(render: Any) -> Any:
+    """A token-rendering filter that reads the harvest's ``token_kind`` from the template's
+    variables, so every section and custom template renders text by the tokenizer's rules
+    without passing it; a template rendered without one gets the old rendering."""
+
+    @jinja2.pass_context
+    def filt(context: Any, ex: Any, *args: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("kind", context.get("token_kind"))
+        return render(ex, *args, **kwargs)
+
+    return filt
 
 
 def load_template(env: jinja2.Environment, name_or_path: str | os.PathLike) -> jinja2.Template:
@@ -152,12 +165,37 @@ def _tok_at(ex: Any, i: int) -> str | None:
     return ex.tokens[i] if ex.tokens is not None and i < len(ex.tokens) else None
 
 
-def marked_text(ex: Any, threshold: float = 0.0) -> str:
+def _kind_marked(ex: Any, threshold: float, kind: str) -> str:
+    """The example's text joined by the tokenizer's rules (`autointerp.token_text`), firing tokens marked.
+
+    A separator (the space between WordPiece words) stays outside the marks; a firing
+    token whose character is completed by a later token (a split UTF-8 byte) passes
+    its mark to the token that shows the character, so no mark is ever empty.
+    """
+    from autointerp.token_text import segments
+
+    acts, off, parts, carry = ex.activations, ex.firing_offset, [], False
+    for text, i in segments(list(ex.tokens), kind):
+        t = inline_token(text, 0)
+        if i is None:
+            parts.append(t)
+            continue
+        fires = carry or (i < len(acts) and acts[i] > threshold) or i == off
+        carry = fires and not text
+        parts.append("<<" + t + ">>" if fires and text else t)
+    return "".join(parts)
+
+
+def marked_text(ex: Any, threshold: float = 0.0, kind: str | None = None) -> str:
     """An `ActivationExample` as text, tokens where it fires wrapped in ``<<...>>``.
 
     The sampled firing (``firing_offset``) is always marked, even when the
-    threshold passed here is higher than the harvest's.
+    threshold passed here is higher than the harvest's. ``kind`` is the harvest's
+    ``tokenizer_kind`` (templates get it as ``token_kind``); None shows each token
+    as recorded, glued (older harvests).
     """
+    if kind is not None and ex.tokens is not None:
+        return _kind_marked(ex, threshold, kind)
     parts = []
     for i, (tid, act) in enumerate(zip(ex.token_ids, ex.activations)):
         t = inline_token(_tok_at(ex, i), tid)
@@ -175,8 +213,10 @@ def firing_summary(ex: Any, threshold: float = 0.0, n: int = 4) -> str:
     return shown
 
 
-def example_lines(ex: Any, threshold: float = 0.0, n: int = 4) -> str:
+def example_lines(ex: Any, threshold: float = 0.0, n: int = 4, kind: str | None = None) -> str:
     """`marked_text` and `firing_summary` of an example in one pass (the hot path of rendering)."""
+    if kind is not None and ex.tokens is not None:
+        return _kind_marked(ex, threshold, kind) + "\n   activations: " + firing_summary(ex, threshold, n)
     toks = ex.tokens
     parts = []
     firing = []

@@ -88,7 +88,7 @@ def _score_entry(by_src: Mapping[str, Any]) -> dict[str, Any]:
 def iter_records(data: RunData, *, top_examples: int = 10, token_style: str = "auto") -> Iterator[dict[str, Any]]:
     """The ``jsonl`` records of a run, one per component, in component-space order."""
     stream = data.iter_components()
-    style, head = peek_token_style(stream, token_style)
+    style, head = peek_token_style(stream, token_style, data.config.get("tokenizer_kind"))
     for c in itertools.chain(head, stream):
         key = c["key"]
         interp = data.interpretations.get(key)

@@ -249,8 +249,12 @@ def component_html(
     *,
     max_examples: int = 8,
 ) -> str:
-    """A `ComponentData` (with its label and scores, when known) as one HTML block."""
-    style = _component_style(comp)
+    """A `ComponentData` (with its label and scores, when known) as one HTML block.
+
+    ``token_kind`` is the harvest's ``tokenizer_kind``: examples then read as the text
+    by that tokenizer's rules; without it the token style is guessed.
+    """
+    style = token_kind or _component_style(comp)
     examples = list(_get(comp, "examples") or [])
     top = list(_get(comp, "top_examples") or [])
     scale = abs(float(_get(comp, "max_activation") or 0.0))
@@ -267,6 +271,7 @@ def component_html(
     )
     if not count:
         head += '<div class="ai-muted">never fired in this harvest</div>'
+    token_kind: str | None = None,
     body = [
         _STYLE,
         '<div class="ai-view">',
@@ -292,7 +297,7 @@ def interpretation_html(result: Any) -> str:
 
 def labeled_component_html(lc: Any) -> str:
     """A `LabeledComponent`: the component view with its label and scores on top."""
-    return component_html(lc.component, lc.interpretation, lc.scores)
+    return component_html(lc.component, lc.interpretation, lc.scores, token_kind=getattr(lc, "token_kind", None))
 
 
 def _layer_rows(layers: Sequence[tuple[str, list[float]]]) -> str:
@@ -316,7 +321,8 @@ def harvest_html(result: Any, *, max_rows: int = 20) -> str:
     by_layer: dict[str, list[float]] = {layer.name: [] for layer in cfg.layers}
     for c in result.components:
         by_layer.setdefault(c.layer, []).append(c.firing_rate)
-    style = detect_token_style(t for c in result.components[:200] for ex in c.examples[:3] for t in (ex.tokens or []))
+    style = getattr(cfg, "tokenizer_kind", None) or detect_token_style(
+        t for c in result.components[:200] for ex in c.examples[:3] for t in (ex.tokens or []))
     top = sorted(result.components, key=lambda c: -c.firing_rate)[:max_rows]
     rows = []
     for c in top:

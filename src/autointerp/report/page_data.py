@@ -25,7 +25,7 @@ from autointerp.report.layer_index import IndexRow, LayerIndex
 from autointerp.report.numbers import clean_json, f4, num
 from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import LABEL_SOURCES
-from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text
+from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text, style_for
 from autointerp.schemas import ScoreResult
 
 #: components per lazily loaded data file
@@ -80,11 +80,14 @@ def _iter_token_strings(components: list[dict[str, Any]], limit: int = 200_000) 
                         yield s["token"]
 
 
-def peek_token_style(stream: Iterator[dict[str, Any]], token_style: str = "auto") -> tuple[str, list[dict[str, Any]]]:
+def peek_token_style(stream: Iterator[dict[str, Any]], token_style: str = "auto",
+                     tokenizer_kind: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """Guess the token style from the first components of a stream (until enough tokens are seen).
 
-    Returns the style and the components read, which the caller processes before the rest.
+    A harvest that recorded its ``tokenizer_kind`` needs no guess. Returns the style
+    and the components read, which the caller processes before the rest.
     """
+    token_style = style_for(token_style, tokenizer_kind)
     if token_style != "auto":
         return token_style, []
     head: list[dict[str, Any]] = []
@@ -263,7 +266,8 @@ class ReportPages:
     def __init__(self, data: RunData, options: ReportOptions):
         self.data, self.options = data, options
         self._stream = data.iter_components()
-        self.token_style, self._head = peek_token_style(self._stream, options.token_style)
+        self.token_style, self._head = peek_token_style(self._stream, options.token_style,
+                                                        data.config.get("tokenizer_kind"))
         self.title = options.title or (f"autointerp — {data.name}" if data.name else "autointerp report")
         self.extras_scripts = EXTRAS_RENDERERS.scripts(options.extras_renderers)
         self.shaper = ChunkShaper(data.without_components(), self.token_style, options.max_examples)

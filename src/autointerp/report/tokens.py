@@ -26,8 +26,15 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
-#: how token strings are spelled: "gpt2" (byte-to-unicode), "sentencepiece" ("▁", "<0x..>"), "plain" (text)
-TOKEN_STYLES = ("auto", "gpt2", "sentencepiece", "plain")
+#: how token strings are spelled: "gpt2" (byte-to-unicode), "sentencepiece" ("▁", "<0x..>"), "plain" (text),
+#: or a harvest's recorded tokenizer kind (`autointerp.token_text`), joined by that tokenizer's rules
+TOKEN_STYLES = ("auto", "gpt2", "sentencepiece", "plain", "byte_level", "wordpiece", "metaspace")
+_KINDS = ("byte_level", "wordpiece", "metaspace")
+
+
+def style_for(token_style: str, tokenizer_kind: str | None) -> str:
+    """The style a view uses: the harvest's recorded kind unless a style was chosen; "auto" otherwise."""
+    return tokenizer_kind if token_style == "auto" and tokenizer_kind in _KINDS else token_style
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
@@ -88,6 +95,10 @@ def display_tokens(tokens: list[str], style: str = "auto") -> list[str]:
         style = detect_token_style(tokens)
     if style not in TOKEN_STYLES:
         raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {style!r}")
+    if style in _KINDS:
+        from autointerp.token_text import token_texts
+
+        return token_texts(tokens, style)
     texts = [_whole_text(t, style) for t in tokens]
     if None in texts:
         # Only runs of tokens that are not whole characters on their own need joining: a
@@ -121,6 +132,8 @@ def single_token_text(token: str, style: str = "auto") -> str:
     """A token shown on its own (token tables): its text, or its bytes as ``<0x..>`` if not valid UTF-8."""
     if style == "auto":
         style = detect_token_style([token])
+    if style in _KINDS:
+        style = "plain"  # a recorded token of a known kind is already its own text (or <0x..> bytes)
     data = token_bytes(token, style)
     try:
         return data.decode("utf-8")
