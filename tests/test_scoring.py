@@ -230,6 +230,88 @@ def test_true_activation_is_one_definition_in_every_window():
     assert compared >= 500, compared
 
 
+def scored_overlaps(report, shown_by_key):
+    """(scored windows, those sharing a position with a window shown for their component)."""
+    n = bad = 0
+    for r in report.results:
+        if r.skipped:
+            continue
+        for refs in r.details["windows"]:
+            for ref in refs:
+                span = (ref["sequence_index"], ref["start"], ref["start"] + ref["length"])
+                shown = shown_by_key[ref.get("component_key", r.component_key)]
+                n += 1
+                bad += any(share_a_position(span, s) for s in shown)
+    return n, bad
+
+
+def interpreted_run(tmp_path, **interpret_options):
+    from autointerp.interpret import Interpreter
+    from autointerp.llm.offline import OfflineBackend
+
+    model, harvest = synthetic_harvest()
+    paths = RunPaths.of("split-run", tmp_path)
+    harvest.save(paths.harvest)
+    Interpreter(OfflineBackend(), progress=False, **interpret_options).run(harvest, out=paths)
+    return model, harvest, paths
+
+
+def test_scoring_excludes_what_the_labeller_was_shown_whatever_its_options(tmp_path):
+    from autointerp.heldout import split_examples
+    from autointerp.records import read_interpretations
+
+    model, harvest, paths = interpreted_run(tmp_path, n_explain=20, n_top=5)
+    records = read_interpretations(paths)
+    shown = {c.key: [example_span(e) for e in c.examples[:20] + c.top_examples[:5]] for c in harvest.components}
+    for key, r in records.items():  # the split is recorded with every label
+        assert r.evidence is not None and (r.evidence.n_explain, r.evidence.n_top) == (20, 5)
+        assert set(r.evidence.spans()) == set(shown[key])
+        assert set(r.evidence.spans()) == set(split_examples(harvest[key], 20, 5).shown_spans())
+    report = score_run(paths, backend=TokenMatchBackend())  # score's defaults are n_explain=10
+    n, bad = scored_overlaps(report, shown)
+    assert n > 500 and bad == 0, f"{bad} of {n} scored windows overlap a window the labeller saw"
+    scored = [r for r in report.results if not r.skipped]
+    assert scored and all(r.details["held_out"]["split"] == "recorded" for r in scored)
+
+
+def test_a_label_from_another_harvest_is_skipped_never_scored_on_shown_evidence(tmp_path):
+    from autointerp.records import read_interpretations
+
+    model, harvest, paths = interpreted_run(tmp_path)
+    moved = read_interpretations(paths)["synth:3"]
+    s, a, b = moved.evidence.windows["explain"][0]
+    moved.evidence.windows["explain"][0] = (s, a + 1, b + 1)  # a window this harvest never sampled
+    append_jsonl(paths.interpretation_results, moved)
+    report = score_run(paths, backend=TokenMatchBackend(), scorers=["detection", "intruder"])
+    mine = [r for r in report.results if r.component_key == "synth:3"]
+    assert mine and all(r.skipped and "not in this harvest" in r.reason and "interpret" in r.reason for r in mine)
+    others = [r for r in report.results if r.component_key != "synth:3"]
+    assert others and not any(r.skipped for r in others)
+    for r in others:  # and no other component's intruder comes from its unverifiable evidence
+        assert all(ref.get("component_key") != "synth:3" for refs in r.details["windows"] for ref in refs)
+
+
+def test_labels_without_a_record_are_scored_on_the_split_they_say(tmp_path):
+    model, harvest = synthetic_harvest()
+    # results files written before the split was recorded still load and score (the defaults assumed)
+    paths = make_run(tmp_path)
+    line = json.loads(paths.interpretation_results.read_text().splitlines()[0])
+    assert "evidence" in line and line["evidence"] is None
+    line.pop("evidence")
+    paths.interpretation_results.write_text(json.dumps(line) + "\n")
+    report = score_run(paths, backend=TokenMatchBackend(), scorers=["detection"], baselines=False)
+    (r,) = report.results
+    n_shown = len({example_span(e) for e in harvest[r.component_key].examples[:10] + harvest[r.component_key].top_examples[:5]})
+    assert not r.skipped and r.details["held_out"] == {"split": "assumed", "n_explain": 10, "n_top": 5, "shown_windows": n_shown}
+    # plain labels with the config's split: what that split shows is never scored
+    from autointerp.scoring import ScoringConfig
+
+    shown = {c.key: [example_span(e) for e in c.examples[:20] + c.top_examples[:5]] for c in harvest.components}
+    report = score(harvest, model.labels(), backend=TokenMatchBackend(), config=ScoringConfig(n_explain=20))
+    n, bad = scored_overlaps(report, shown)
+    assert n > 500 and bad == 0
+
+
 # -- prompts -------------------------------------------------------------------------------
 
 

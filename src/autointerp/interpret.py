@@ -40,7 +40,7 @@ import jinja2
 from attrs import define
 
 from autointerp.harvest import HarvestResult, load_harvest
-from autointerp.heldout import split_examples
+from autointerp.heldout import evidence_split, split_examples
 from autointerp.interpret_options import DEFAULT_EXCLUDED_SECTIONS, DEFAULT_TEMPLATE, InterpretOptions
 from autointerp.layer_roles import layer_role
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
@@ -49,7 +49,7 @@ from autointerp.llm.runner import Job, JobRunner, RunSummary, run_coroutine_sync
 from autointerp.paths import RESULTS_FILE, RunPaths
 from autointerp.prompts import environment, load_template, render_blocks, sources_hash, template_source
 from autointerp.records import read_interpretations, read_labels
-from autointerp.schemas import ComponentData, InterpretationResult
+from autointerp.schemas import ComponentData, EvidenceSplit, InterpretationResult
 from autointerp.storage import atomic_write_text
 
 __all__ = [
@@ -145,12 +145,14 @@ def labelled_record_key(record: Mapping[str, Any]) -> str:
 @define
 class _ParseAnswer:
     """Turns one answer into an `InterpretationResult` (and remembers the label, so
-    prompts rendered later in the run show it next to co-firing partners)."""
+    prompts rendered later in the run show it next to co-firing partners).
+    ``evidence``: what the prompt showed, recorded with the label for the scorers."""
 
     key: str
     template_name: str
     template_hash: str
     labels: dict[str, str]
+    evidence: EvidenceSplit | None = None
 
     def __call__(self, resp: LLMResponse) -> InterpretationResult:
         d = resp.data
@@ -169,6 +171,7 @@ class _ParseAnswer:
             usage=resp.usage,
             created_at=_now(),
             elapsed_s=round(resp.elapsed_s, 3),
+            evidence=self.evidence,
         )
         self.labels[self.key] = label
         return result
@@ -367,7 +370,8 @@ class Interpreter:
 
         def gen() -> Iterator[Job]:
             for comp in pending:
-                parse = _ParseAnswer(comp.key, self.template_name, thash, labels)
+                shown = evidence_split(comp, self.options.n_explain, self.options.n_top, harvest.config.seed)
+                parse = _ParseAnswer(comp.key, self.template_name, thash, labels, shown)
                 yield Job(comp.key, self.request_for(comp, harvest, labels), parse)
 
         return pending, gen()

@@ -51,7 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score only the real labels (no shuffled / token-lookup controls)")
     p.add_argument("--max_concurrent", type=int, default=20, help="requests in flight (default: 20)")
     p.add_argument("--max_cost_usd", type=float, default=None, help="start no new request once this much is spent")
-    p.add_argument("--n_explain", type=int, default=None, help="examples the interpreter showed (default: its default, 10)")
+    p.add_argument("--n_explain", type=int, default=None,
+                   help="for labels without a recorded split (results files from before it was recorded): the random "
+                   "examples the interpreter showed (default: its default, 10); a recorded split always wins")
+    p.add_argument("--n_top", type=int, default=None,
+                   help="likewise, the max-activating examples it showed (default: its default, 5)")
     p.add_argument("--out", default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -106,6 +110,8 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
     config = ScoringConfig()
     if args.n_explain is not None:
         config.n_explain = args.n_explain
+    if args.n_top is not None:
+        config.n_top = args.n_top
     report = score_run(
         paths, backend=backend, scorers=args.scorers, baselines=args.baselines, limit=args.limit, seed=args.seed,
         config=config, max_concurrent=args.max_concurrent, max_cost_usd=args.max_cost_usd, progress=not args.quiet,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from attrs import evolve
 
-from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, split_examples
+from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, ExampleSplit, split_examples
 from autointerp.schemas import ComponentData
 from autointerp.scoring.evidence import component_rng
 
@@ -48,20 +48,24 @@ def shuffled_labels(labels: Mapping[str, str], seed: int = 0) -> dict[str, str]:
 
 
 def token_lookup_labels(
-    components: Sequence[ComponentData], n_explain: int = DEFAULT_N_EXPLAIN, n_top: int = DEFAULT_N_TOP
+    components: Sequence[ComponentData],
+    n_explain: int = DEFAULT_N_EXPLAIN,
+    n_top: int = DEFAULT_N_TOP,
+    splits: Mapping[str, ExampleSplit | None] | None = None,
 ) -> dict[str, str]:
     """The token-lookup label of each component, from what the explainer could see.
 
     Without token statistics `token_lookup_label` falls back to the firing tokens
-    of the examples; it is given only the explained ones, never the held-out
-    examples it is about to be scored on.
+    of the examples; it is given only the explained ones (``splits[key]``, else
+    ``split_examples(c, n_explain, n_top)``), never the held-out examples it is
+    about to be scored on.
     """
     from autointerp.llm.offline import token_lookup_label
 
     out = {}
     for c in components:
         if c.input_tokens is None:
-            split = split_examples(c, n_explain, n_top)
+            split = (splits or {}).get(c.key) or split_examples(c, n_explain, n_top)
             c = evolve(c, examples=split.explain, top_examples=split.explain_top)
         out[c.key] = token_lookup_label(c)
     return out

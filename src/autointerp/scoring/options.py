@@ -31,8 +31,9 @@ from autointerp.scoring.simulation import SimulationConfig
 class ScoringConfig:
     """Every scoring parameter, with defaults (documented in docs/scoring.md).
 
-    ``n_explain`` / ``n_top`` must match what the interpreter showed, so that the
-    held-out split is the complement of what the explainer saw. ``custom`` holds
+    ``n_explain`` / ``n_top`` say what the interpreter showed for a label that
+    carries no record of it (a plain string, or a results file written before
+    `InterpretationResult.evidence`); a recorded split always wins. ``custom`` holds
     the config of a registered custom scorer by its name (absent: its
     ``config_class()``).
     """

@@ -10,6 +10,8 @@ their answers into results.
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import logging
 import math
 import random
@@ -18,8 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from attrs import define, field
 
 from autointerp.harvest import HarvestResult
+from autointerp.heldout import ExampleSplit, missing_spans, split_examples, split_shown
 from autointerp.llm.runner import Job
-from autointerp.schemas import ComponentData, ScoreResult
+from autointerp.schemas import ComponentData, EvidenceSplit, ScoreResult
 from autointerp.scoring.base import InsufficientEvidence, Scorer
 from autointerp.scoring.baselines import NO_LABEL, shuffled_labels, token_lookup_labels
 from autointerp.scoring.evidence import ComponentEvidence, WindowPool, build_evidence
@@ -36,11 +39,52 @@ NO_SHUFFLE = "shuffled labels need at least two labelled components"
 
 @define
 class ExpectedScore:
-    """A result that waits on the judge: the scorer, the label it judges and the keys of its trials."""
+    """A result that waits on the judge: the scorer, the label it judges, the keys of its
+    trials and how its evidence was held out (`HeldOut.note`, kept in the result's details)."""
 
     scorer: Scorer
     label: str
     trial_keys: list[str]
+    held_out: dict = field(factory=dict)
+
+
+@define
+class HeldOut:
+    """What the explainer saw of one component, as scoring will honour it.
+
+    ``split`` is None when it cannot be honoured; ``problem`` then says why (the
+    skip reason). ``note`` goes into every result's ``details["held_out"]``, so a
+    result is reused only while the split it was scored under is unchanged.
+    """
+
+    split: ExampleSplit | None
+    note: dict
+    problem: str = ""
+
+
+def held_out(c: ComponentData, record: EvidenceSplit | None, config: ScoringConfig) -> HeldOut:
+    """The split recorded with the label, checked against this harvest; without a record,
+    the split ``config.n_explain`` / ``config.n_top`` say (the interpreter's defaults unless set)."""
+    if record is None:
+        split = split_examples(c, config.n_explain, config.n_top)
+        note = {"split": "assumed", "n_explain": config.n_explain, "n_top": config.n_top, "shown_windows": len(split.shown_spans())}
+        return HeldOut(split, note)
+    spans = record.spans()
+    blob = json.dumps(sorted(list(s) for s in spans)).encode()
+    note = {
+        "split": "recorded", "n_explain": record.n_explain, "n_top": record.n_top, "shown_windows": len(spans),
+        "shown_hash": hashlib.sha256(blob).hexdigest()[:12],
+    }  # fmt: skip
+    missing = missing_spans(c, spans)
+    if missing:
+        s, a, b = missing[0]
+        problem = (
+            f"the label of {c.key} was made from {len(missing)} of {len(spans)} shown windows that are not in this "
+            f"harvest (e.g. sequence {s}, tokens {a}-{b}): it was labelled from another harvest, so what the "
+            f"labeller saw cannot be held out; label this harvest again (`autointerp interpret`)"
+        )
+        return HeldOut(None, note, problem)
+    return HeldOut(split_shown(c, spans), note)
 
 
 @define
@@ -65,18 +109,27 @@ class EvidenceCache:
     """Held-out evidence per component, built once: with pool negatives for a scored
     component, positives only for an intruder candidate."""
 
-    def __init__(self, harvest: HarvestResult, config: ScoringConfig, seed: int):
+    def __init__(self, harvest: HarvestResult, config: ScoringConfig, seed: int, records: Mapping[str, EvidenceSplit | None] | None = None):
         self._harvest, self._config, self._seed = harvest, config, seed
+        self._records = dict(records or {})
         pool_data = harvest.shared.get("window_pool")
         self._pool = WindowPool.from_shared(pool_data) if pool_data else None
+        self._held_out: dict[str, HeldOut] = {}
         self._full: dict[str, ComponentEvidence] = {}
         self._positives: dict[str, ComponentEvidence] = {}
 
+    def held_out(self, c: ComponentData) -> HeldOut:
+        if c.key not in self._held_out:
+            self._held_out[c.key] = held_out(c, self._records.get(c.key), self._config)
+        return self._held_out[c.key]
+
     def _build(self, c: ComponentData, pool: WindowPool | None) -> ComponentEvidence:
+        split = self.held_out(c).split
+        if split is None:  # nothing can be shown as held out (the caller records the skip)
+            split = ExampleSplit(explain=list(c.examples), explain_top=list(c.top_examples))
         return build_evidence(
             c, pool, flat_index=self._harvest.space.flat_index(c.layer, c.index),
-            threshold=float(self._harvest.config.threshold), n_explain=self._config.n_explain,
-            n_top=self._config.n_top, seed=self._seed,
+            threshold=float(self._harvest.config.threshold), seed=self._seed, split=split,
         )  # fmt: skip
 
     def full(self, c: ComponentData) -> ComponentEvidence:
@@ -125,33 +178,39 @@ def choose_components(harvest: HarvestResult, labels: Mapping[str, str], limit: 
 
 
 def plan_scoring(
-    harvest: HarvestResult, labels: Mapping[str, str], opts: ScoreOptions, done: Mapping[Slot, ScoreResult], model: str
+    harvest: HarvestResult,
+    labels: Mapping[str, str],
+    opts: ScoreOptions,
+    done: Mapping[Slot, ScoreResult],
+    model: str,
+    records: Mapping[str, EvidenceSplit | None] | None = None,
 ) -> ScoringPlan:
-    """Decide every result of a run (see the module docstring). ``done``: what earlier runs wrote."""
+    """Decide every result of a run (see the module docstring). ``done``: what earlier runs
+    wrote; ``records``: the split recorded with each label (`InterpretationResult.evidence`)."""
     if not harvest.shared.get("window_pool"):
         log.warning("the harvest has no window pool (RandomWindowAcc): detection has no negatives and simulation no random windows")
     unknown = [k for k in labels if k not in harvest]
     if unknown:
         log.warning("%d labels name components that are not in the harvest (e.g. %r); they are ignored", len(unknown), unknown[0])
     keys, no_labels = choose_components(harvest, labels, opts.limit, opts.seed)
-    return _Planner(harvest, labels, opts, done, model, keys, no_labels).plan()
+    return _Planner(harvest, labels, opts, done, model, keys, no_labels, records).plan()
 
 
 class _Planner:
     """The decisions of `plan_scoring`, one named step per level: scorer, component, label source."""
 
-    def __init__(self, harvest, labels, opts: ScoreOptions, done, model: str, keys: list[str], no_labels: bool):
+    def __init__(self, harvest, labels, opts: ScoreOptions, done, model: str, keys: list[str], no_labels: bool, records=None):
         self.labels, self.opts, self.done, self.model, self.no_labels = labels, opts, done, model, no_labels
         self.comps = [harvest[k] for k in keys]
-        self.evidence = EvidenceCache(harvest, opts.config, opts.seed)
+        self.evidence = EvidenceCache(harvest, opts.config, opts.seed, records)
         self.neighbors = FiringRateNeighbors(harvest.components)
         self.shuffled: dict[str, str] = {}
         self.token_lookup: dict[str, str] = {}
         if opts.baselines and not no_labels:
             real = {k: labels[k] for k in keys if k in labels}
             self.shuffled = shuffled_labels(real, opts.seed)
-            cfg = opts.config
-            self.token_lookup = token_lookup_labels([c for c in self.comps if c.key in labels], cfg.n_explain, cfg.n_top)
+            shown = {c.key: self.evidence.held_out(c).split for c in self.comps if c.key in labels}
+            self.token_lookup = token_lookup_labels([c for c in self.comps if c.key in labels], splits=shown)
         self.out = ScoringPlan(opts.scorers, keys)
 
     def plan(self) -> ScoringPlan:
@@ -178,12 +237,16 @@ class _Planner:
                 self.label_source(name, sc, c, src, label)
 
     def label_source(self, name: str, sc: Scorer, c: ComponentData, src: str, label: str) -> None:
+        held = self.evidence.held_out(c)
         prev = self.done.get((name, c.key, src))
-        if prev is not None and not prev.skipped and prev.label == label:
+        if prev is not None and not prev.skipped and prev.label == label and prev.details.get("held_out") == held.note:
             self.out.reused[(name, c.key, src)] = prev
             return
         if c.firing_count == 0:
             self.skip(name, sc, c.key, src, label, f"{c.key} never fired in the harvest: nothing to score")
+            return
+        if held.split is None:
+            self.skip(name, sc, c.key, src, label, held.problem)
             return
         ev = self.evidence.full(c)
         n = sc.context_neighbors()
@@ -195,7 +258,7 @@ class _Planner:
             return
         jobs = [t.job(self.model) for t in trials]
         self.out.jobs.extend(jobs)
-        self.out.expected[(name, c.key, src)] = ExpectedScore(sc, label, [j.key for j in jobs])
+        self.out.expected[(name, c.key, src)] = ExpectedScore(sc, label, [j.key for j in jobs], held.note)
 
     def skip(self, name: str, sc: Scorer, key: str, src: str, label: str, reason: str) -> None:
         prev = self.done.get((name, key, src))

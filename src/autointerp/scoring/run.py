@@ -31,7 +31,7 @@ from autointerp.llm.factory import make_backend
 from autointerp.llm.runner import JobRunner, RunSummary, run_coroutine_sync
 from autointerp.paths import RunPaths, ScoresFolder
 from autointerp.records import group_scores, read_interpretations, read_score_file
-from autointerp.schemas import InterpretationResult, ScoreResult
+from autointerp.schemas import EvidenceSplit, InterpretationResult, ScoreResult
 from autointerp.scoring.base import trial_record_key
 from autointerp.scoring.options import ScoreOptions
 from autointerp.scoring.plan import ExpectedScore, ScoringPlan, Slot, plan_scoring
@@ -55,6 +55,12 @@ def _labels_of(labels: Labels) -> dict[str, str]:
     return {r.component_key: r.label for r in labels}
 
 
+def _records_of(labels: Labels) -> dict[str, EvidenceSplit | None]:
+    """What each label was made from, where the labels are `InterpretationResult`s that recorded it."""
+    items = labels.items() if isinstance(labels, Mapping) else ((r.component_key, r) for r in labels)
+    return {k: v.evidence for k, v in items if isinstance(v, InterpretationResult) and v.evidence is not None}
+
+
 # -- scoring -------------------------------------------------------------------------------
 
 
@@ -76,7 +82,9 @@ def score(harvest: HarvestResult, labels: Labels, *, options: ScoreOptions | Non
     >>> report = score(harvest, {"h.0.mlp:12": "the token ' cat'"}, backend=TokenMatchBackend())
     >>> print(report.table())
 
-    ``labels``: component key -> label, or InterpretationResults. The keywords
+    ``labels``: component key -> label, or InterpretationResults. What each label
+    was made from is held out: the split an InterpretationResult records, else the
+    one ``config.n_explain`` / ``n_top`` say (the interpreter's defaults). The keywords
     are the fields of `ScoreOptions` (``scorers``, ``backend``, ``baselines``,
     ``limit``, ``seed``, ``config``, ``scores_dir``, ``max_concurrent``,
     ``max_cost_usd``, ``prices``, ``progress``, ``runner_options``), documented
@@ -92,22 +100,30 @@ async def score_async(harvest: HarvestResult, labels: Labels, *, options: ScoreO
     """`score` for code that is already inside an event loop."""
     opts = ScoreOptions.from_kwargs(options, **kwargs)  # unknown scorers fail here, before any work
     backend = opts.backend or make_backend("auto", role="judge")
+    if not isinstance(labels, Mapping):
+        labels = list(labels)  # read twice: labels and records
     label_map = {k: v for k, v in _labels_of(labels).items() if v and v.strip()}
+    records = _records_of(labels)
     if opts.scores_dir is None:
         with tempfile.TemporaryDirectory(prefix="autointerp-scores-") as tmp:
-            return await _score_into(ScoresFolder(Path(tmp)), harvest, label_map, opts, backend)
+            return await _score_into(ScoresFolder(Path(tmp)), harvest, label_map, opts, backend, records)
     folder = ScoresFolder(opts.scores_dir)
     folder.root.mkdir(parents=True, exist_ok=True)
     with RunLock(folder.root, what=f"the scores of {folder.root.parent.name or folder.root}"):
-        return await _score_into(folder, harvest, label_map, opts, backend)
+        return await _score_into(folder, harvest, label_map, opts, backend, records)
 
 
 async def _score_into(
-    folder: ScoresFolder, harvest: HarvestResult, labels: dict[str, str], opts: ScoreOptions, backend: Backend
+    folder: ScoresFolder,
+    harvest: HarvestResult,
+    labels: dict[str, str],
+    opts: ScoreOptions,
+    backend: Backend,
+    records: Mapping[str, EvidenceSplit | None] | None = None,
 ) -> ScoreReport:
     """Plan -> run -> collect, in a scores folder the caller holds."""
     model = getattr(backend, "model", "")
-    plan = plan_scoring(harvest, labels, opts, read_done(folder, opts.scorers), model)
+    plan = plan_scoring(harvest, labels, opts, read_done(folder, opts.scorers), model, records)
     for (name, _, _), res in plan.skips.items():
         append_jsonl(folder.score_file(name), res)
     run_summary = await run_trials(plan, backend, folder, opts) if plan.jobs else None
@@ -171,6 +187,7 @@ def collect_results(
         _, key, src = slot
         res = e.scorer.result(key, src, e.label, recs)
         res.model = res.model or model
+        res.details["held_out"] = e.held_out
         scored[slot] = res
     return scored, pending
 
