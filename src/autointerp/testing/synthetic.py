@@ -20,7 +20,9 @@ applying the rule a label states (`rule_judge_responder`).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -291,9 +293,15 @@ def rule_for_label(label: str) -> Rule:
     return TokenSetRule(frozenset(label_tokens(label)))
 
 
-def rule_judge_responder(tokenize: Callable[[str], list[str]] | None = None) -> Callable[[Any], dict]:
+def rule_judge_responder(
+    tokenize: Callable[[str], list[str]] | None = None, *, rules: Sequence[Rule] | None = None
+) -> Callable[[Any], dict]:
     """A responder for `autointerp.testing.llm_server` that answers scorer prompts by applying
     the rule a label states (`rule_for_label`): a perfect judge of planted labels.
+
+    Intruder prompts carry no label: given the planted ``rules`` (``model.rules``)
+    the judge answers them from the truth too (`intruder_by_rules`); without them,
+    with the token-match baseline's guess.
 
     It reads the prompt text exactly as it crossed the wire (so the whole transport
     is tested) and returns the JSON the scorer asked for. ``tokenize`` splits the
@@ -309,9 +317,28 @@ def rule_judge_responder(tokenize: Callable[[str], list[str]] | None = None) -> 
         task = parse_scorer_prompt(text, tok)
         if task is None:
             raise ValueError("the scripted judge got a prompt that is not a scorer prompt")
+        if task.scorer == "intruder" and rules:
+            # ties are broken by the prompt itself, so a retried request gets the same answer
+            rng = random.Random(hashlib.sha256(text.encode()).digest())
+            return {"intruder": intruder_by_rules(task.windows, task.marks or [], rules, rng) + 1}
         return answer_task(task, rule_for_label(task.label).fires)
 
     return respond
+
+
+def intruder_by_rules(windows: Sequence[Sequence[str]], marks: Sequence[Sequence[int]], rules: Sequence[Rule], rng: random.Random) -> int:
+    """The excerpt whose marked tokens do not follow the planted rule most excerpts follow.
+
+    An excerpt follows a rule when the rule holds at one of its marked tokens
+    (one, not all: a mark near the excerpt's start may lack the context the rule
+    reads). When no single excerpt stands out -- every excerpt follows the
+    majority's rule, or several do not -- the judge guesses among the candidates,
+    so a trial with no real outsider lands at chance.
+    """
+    follows = [[any(r.fires(list(w))[p] for p in m if p < len(w)) for r in rules] for w, m in zip(windows, marks)]
+    best = max(range(len(rules)), key=lambda j: (sum(f[j] for f in follows), -j))
+    odd = [i for i, f in enumerate(follows) if not f[best]]
+    return rng.choice(odd if odd else list(range(len(windows))))
 
 
 _SYNTH_TOKEN = re.compile(r"\s?[^\s.;,]+|[.;,]|\s")
