@@ -182,3 +182,70 @@ def test_dead_component_and_unknown_key(page, report):
     page.goto(report.as_uri() + "#c/nope%3A1")
     page.wait_for_selector("#app .error")
     assert "No component" in page.locator("#app .error").inner_text()
+
+
+# -- 60-character component keys (issue 12 item 7) -------------------------------------
+
+LONG_LAYER = "model.encoder.layers.11.intermediate.intermediate_act_fn.gelu"
+
+
+@pytest.fixture(scope="module")
+def long_key_report(tmp_path_factory):
+    """A run whose keys are 63 characters, as a real encoder's module names give."""
+    import torch
+
+    from autointerp.accumulators import CorrelationAcc, ReservoirAcc
+    from autointerp.batch import HarvestBatch
+    from autointerp.harvest import HarvestLoop
+    from autointerp.paths import RunPaths
+
+    loop = HarvestLoop([CorrelationAcc(top_k=4), ReservoirAcc(k=4, context_tokens=3)], threshold=0.0, vocab_size=10,
+                       decode=lambda i: f" w{i}", progress=False)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        toks = torch.randint(0, 10, (4, 16), generator=g)
+        acts = torch.stack([(toks == c).float() + (toks == c + 1).float() for c in range(4)], -1)
+        loop.update(HarvestBatch(tokens=toks, activations={LONG_LAYER: acts}))
+    paths = RunPaths.of("long-keys", tmp_path_factory.mktemp("runs"))
+    loop.finalize().save(paths.harvest)
+    return write_report(paths)
+
+
+def _boxes(page, selector):
+    return page.locator(selector).evaluate_all(
+        "els => els.map(e => { const r = e.getBoundingClientRect(); "
+        "return {x: r.x, y: r.y, w: r.width, h: r.height, title: e.title || e.closest('[title]')?.title || '', "
+        "text: e.textContent, lh: parseFloat(getComputedStyle(e).lineHeight) || 18}; })")
+
+
+def _overlap(a, b):
+    return a["x"] < b["x"] + b["w"] - 0.5 and b["x"] < a["x"] + a["w"] - 0.5 and a["y"] < b["y"] + b["h"] - 0.5 and b["y"] < a["y"] + a["h"] - 0.5
+
+
+def test_long_keys_stay_readable(page, long_key_report):
+    key = f"{LONG_LAYER}:0"
+    _open(page, long_key_report)
+    for box in _boxes(page, "#components tbody td.key a"):
+        assert box["h"] < 2 * box["lh"], box  # one line, not one letter per line
+        assert box["title"].startswith(LONG_LAYER), box  # the full key on hover
+    _open(page, long_key_report, "#c/" + key)
+    page.wait_for_selector(".partner-table td.key a")
+    links = _boxes(page, ".partner-table td.key a")
+    assert links
+    for box in links:
+        assert box["h"] < 2 * box["lh"], box
+        assert box["title"].startswith(LONG_LAYER) and len(box["title"]) > 60, box
+        assert box["w"] <= 300, box  # cut short, leaving room for the label and numbers
+        assert "…" in box["text"] and box["text"].endswith(box["title"][-8:]), box  # the index stays visible
+    for table in page.locator(".partner-table").all():
+        heads = table.locator("th").evaluate_all(
+            "els => els.map(e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height}; })")
+        for i, a in enumerate(heads):
+            assert a["w"] > 0
+            for b in heads[i + 1:]:
+                assert not _overlap(a, b), (a, b)
+        cells = table.locator("tbody tr:first-child td").evaluate_all(
+            "els => els.map(e => { const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height}; })")
+        for i, a in enumerate(cells):
+            for b in cells[i + 1:]:
+                assert not _overlap(a, b), (a, b)

@@ -84,6 +84,14 @@
     if (buf) parent.appendChild(document.createTextNode(buf));
   }
 
+  // a long key cut in its middle: the layer path's start and the end that tells
+  // partners of one layer apart ("model.encoder.…act_fn.gelu:12"); the whole key is the title
+  function shortKey(key, max) {
+    if (key.length <= max) return key;
+    var tail = Math.ceil((max - 1) * 0.6), head = max - 1 - tail;
+    return key.slice(0, head) + "…" + key.slice(key.length - tail);
+  }
+
   function componentHref(key) {
     return "#c/" + encodeURIComponent(key);
   }
@@ -358,7 +366,8 @@
         var r = list[i];
         var tr = el("tr", { "data-key": r.key });
         var td = el("td", { class: "key" });
-        td.appendChild(el("a", { href: componentHref(r.key) }, r.key));
+        // long keys are cut with an ellipsis by the stylesheet; the whole key shows on hover
+        td.appendChild(el("a", { href: componentHref(r.key), title: r.key }, shortKey(r.key, 44)));
         tr.appendChild(td);
         tr.appendChild(el("td", { class: r.label == null ? "label muted" : "label" }, r.label == null ? "(not labeled)" : r.label));
         tr.appendChild(el("td", { class: "conf conf-" + String(r.conf || "none").toLowerCase().replace(/[^a-z]/g, "") }, r.conf || ""));
@@ -484,7 +493,7 @@
       (corr[t[0]] || []).forEach(function (p) {
         var tr = el("tr");
         var kc = el("td", { class: "key" });
-        kc.appendChild(el("a", { href: componentHref(p[0]), class: "partner" }, p[0]));
+        kc.appendChild(el("a", { href: componentHref(p[0]), class: "partner", title: p[0] }, shortKey(p[0], 26)));
         tr.appendChild(kc);
         var other = byKey.get(p[0]);
         tr.appendChild(el("td", { class: other && other.label != null ? "label" : "label muted" }, other && other.label != null ? other.label : "(not labeled)"));
