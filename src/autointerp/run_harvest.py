@@ -39,9 +39,11 @@ from attrs import asdict, define, evolve, field
 
 from autointerp.accumulators import (
     Accumulator,
+    ActivationHistogramAcc,
     CorrelationAcc,
     InputTokenAcc,
     OutputProbAcc,
+    QuantileExampleAcc,
     RandomWindowAcc,
     ReservoirAcc,
     TopActivationAcc,
@@ -101,6 +103,10 @@ class HarvestOptions:
     input_tokens: bool = True
     output_tokens: bool = True
     window_pool: bool = True
+    #: a log-binned activation histogram per component (accumulators/histogram.py)
+    histogram: bool = True
+    #: examples from each activation quantile (accumulators/quantile_examples.py; ~3x the reservoir's memory)
+    quantile_examples: bool = True
     capture: str = "output"
     #: next-token probabilities and the output-token statistics: ``auto`` (when the model has a
     #: trained next-token head), ``on`` (required: an error without one) or ``off``
@@ -156,7 +162,8 @@ def with_target_defaults(opts: HarvestOptions, target: Target) -> HarvestOptions
 
 
 def default_accumulators(opts: HarvestOptions, has_output_probs: bool = True) -> list[Accumulator]:
-    """The default statistic set: reservoir + top examples, correlations, input/output tokens, window pool."""
+    """The default statistic set: reservoir + top examples, correlations, input/output tokens, window pool,
+    activation histogram, quantile examples."""
     c = opts.context_tokens_per_side
     accs: list[Accumulator] = [
         ReservoirAcc(k=opts.examples_per_component, context_tokens=c),
@@ -170,6 +177,10 @@ def default_accumulators(opts: HarvestOptions, has_output_probs: bool = True) ->
         accs.append(OutputProbAcc())
     if opts.window_pool:
         accs.append(RandomWindowAcc())
+    if opts.histogram:
+        accs.append(ActivationHistogramAcc())
+    if opts.quantile_examples:
+        accs.append(QuantileExampleAcc(context_tokens=c))
     accs.extend(opts.extra_accumulators)
     return accs
 

@@ -97,6 +97,46 @@ class ComponentCorrelations:
 
 
 @define
+class ActivationHistogram:
+    """How strongly one component fires: counts of its firings in activation bins.
+
+    Bin ``i`` holds the firings with ``edges[i] < activation <= edges[i + 1]``, so
+    ``len(edges) == len(counts) + 1`` and ``sum(counts)`` is the firing count. The
+    bins are log-spaced (`autointerp.accumulators.histogram.LogBins`) and trimmed
+    to the range where the component fired; the first bin (at or below the lowest
+    fixed edge) starts at the harvest's threshold, and the open top bin (above the
+    highest) ends at the largest activation seen.
+    """
+
+    edges: list[float]
+    counts: list[int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+
+@define
+class QuantileExamples:
+    """Examples drawn uniformly from the firings in one activation quantile of a component.
+
+    The firings between the ``lower_share`` and ``upper_share`` quantiles of the
+    component's activations (e.g. 0.2 and 0.4), whose activations lie in
+    ``(lower, upper]``: ``count`` of them, of which ``examples`` is a uniform sample
+    (`autointerp.accumulators.quantile_examples`). Quantiles are made of whole
+    histogram bins, so the shares are those of the bins' edges. ``upper`` is None
+    for the open top bin (above the highest fixed edge).
+    """
+
+    lower_share: float
+    upper_share: float
+    lower: float
+    upper: float | None
+    count: int
+    examples: list[ActivationExample] = field(factory=list)
+
+
+@define
 class ComponentData:
     """Everything harvested about one component, joined from every accumulator.
 
@@ -117,6 +157,12 @@ class ComponentData:
     input_tokens: TokenStats | None = None
     output_tokens: TokenStats | None = None
     correlations: ComponentCorrelations | None = None
+    activation_histogram: ActivationHistogram | None = None
+    quantile_examples: list[QuantileExamples] = field(factory=list)
+    #: share of its firings at the first positions of their sequence (`FiringStatsAcc`)
+    early_firing_share: float = 0.0
+    #: fires mostly at the first positions (the rule: `accumulators.firing_stats.fires_early`)
+    fires_early: bool = False
     extras: dict[str, Any] = field(factory=dict)
 
     def __repr__(self) -> str:
@@ -154,6 +200,8 @@ class HarvestConfig:
     dataset: dict[str, Any] = field(factory=dict)
     created_at: str = ""
     autointerp_version: str = ""
+    #: how recorded tokens join into text (`autointerp.token_text`); None: shown as recorded (older harvests)
+    tokenizer_kind: str | None = None
 
     @property
     def n_components(self) -> int:
@@ -245,8 +293,6 @@ class ScoreResult:
     ``"shuffled"`` (labels permuted between components: the random-label control)
     or ``"token_lookup"`` (the offline baseline). ``score`` is the scorer's headline
     metric (balanced accuracy, F1, accuracy); ``metrics`` holds the rest.
-    #: how recorded tokens join into text (`autointerp.token_text`); None: shown as recorded (older harvests)
-    tokenizer_kind: str | None = None
     ``skipped`` is set with a ``reason`` when the component could not be scored.
     """
 

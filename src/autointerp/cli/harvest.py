@@ -103,6 +103,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the base model, no output statistics and a notice), on (an error without such a head), off")
     g.add_argument("--no_window_pool", dest="window_pool", action="store_false",
                    help="skip the pool of random context windows that scoring uses")
+    g.add_argument("--no_histogram", dest="histogram", action="store_false",
+                   help="skip the per-component activation histogram (N x 82 counts)")
+    g.add_argument("--no_quantile_examples", dest="quantile_examples", action="store_false",
+                   help="skip the examples drawn from each activation quantile (about 24 KB a component)")
     g.add_argument("--seed", type=int, default=0, help="seed of the data order and of example sampling (default: 0)")
     g = p.add_argument_group("run folder, checkpoints, workers")
     g.add_argument("--out", default=None, help="root of run folders (default: $AUTOINTERP_OUT or .data/autointerp)")

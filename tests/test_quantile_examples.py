@@ -1,0 +1,211 @@
+"""QuantileExampleAcc (brute-force reference, split/merge == one pass, conformance, uniformity within a
+bin) and the position evidence: each example's place in its sequence and the "fires early" flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from harvest_helpers import Reference
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import chisquare
+
+from autointerp.accumulators.firing_stats import EARLY_POSITIONS, FiringStatsAcc
+from autointerp.accumulators.histogram import DEFAULT_MIN_VALUE
+from autointerp.accumulators.quantile_examples import QuantileExampleAcc, quantile_groups
+from autointerp.accumulators.sampling import firing_hash
+from autointerp.accumulators.base import HarvestContext
+from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch
+from autointerp.harvest import HarvestLoop, load_harvest
+from autointerp.testing import check_accumulator
+
+KW = {"n_quantiles": 4, "k": 2, "context_tokens": 2, "bins_per_octave": 2, "n_octaves": 14}
+
+
+def stream(seed, n=4, B=3, S=10, N=3, p=0.5):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        a = torch.exp(2 * torch.randn(B, S, N, generator=g))
+        a = torch.where(torch.rand(B, S, N, generator=g) < p, a, torch.zeros(()))
+        out.append(HarvestBatch(torch.randint(0, 13, (B, S), generator=g), {"l": a},
+                                mask=torch.rand(B, S, generator=g) < 0.9, sequence_ids=torch.arange(i * B, i * B + B)))
+    return out
+
+
+def run(batches, threshold=0.0, seed=0, **kw):
+    loop = HarvestLoop([QuantileExampleAcc(**{**KW, **kw})], threshold=threshold, seed=seed, vocab_size=13,
+                       progress=False)
+    for b in batches:
+        loop.update(b)
+    return loop
+
+
+def reference(batches, threshold=0.0, seed=0, n_quantiles=4, k=2, bins_per_octave=2, n_octaves=14, **_):
+    """Per component: [(count, lower_share, upper_share, {(seq, pos) of the k smallest keys})] by brute force."""
+    ref = Reference(batches, threshold)
+    lo = threshold if threshold > 0 else DEFAULT_MIN_VALUE
+    edges = lo * 2.0 ** (np.arange(bins_per_octave * n_octaves + 1) / bins_per_octave)
+    nb = len(edges) + 1
+    by_bin: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    for s, p, c, a in ref.firings:
+        j = next((i for i, e in enumerate(edges) if a <= e), len(edges))
+        key = int(firing_hash(seed + 3, torch.tensor([s]), torch.tensor([p]), torch.tensor([c]))[0])
+        by_bin.setdefault((c, j), []).append((key, s, p))
+    out = {}
+    for c in range(ref.N):
+        counts = [len(by_bin.get((c, j), [])) for j in range(nb)]
+        total = sum(counts)
+        groups: dict[int, list[int]] = {}
+        below = 0
+        for j, n in enumerate(counts):
+            g = min(n_quantiles - 1, int(np.floor(n_quantiles * (below + n / 2) / max(total, 1))))
+            below += n
+            if n:
+                groups.setdefault(g, []).append(j)
+        rows, below = [], 0
+        for g in sorted(groups):
+            items = sorted(x for j in groups[g] for x in by_bin[(c, j)])
+            n = sum(counts[j] for j in groups[g])
+            rows.append((n, below / total, (below + n) / total, [(s, p) for _, s, p in items[:k]]))
+            below += n
+        out[c] = rows
+    return out
+
+
+def as_rows(result):
+    return {i: [(q.count, q.lower_share, q.upper_share, [(e.sequence_index, e.position) for e in q.examples])
+                for q in c.quantile_examples] for i, c in enumerate(result.components)}
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.2])
+def test_quantile_examples_equal_brute_force(threshold):
+    batches = stream(1)
+    got, want = as_rows(run(batches, threshold).finalize()), reference(batches, threshold)
+    assert got == want
+    assert any(len(rows) == KW["n_quantiles"] for rows in got.values())
+
+
+def test_examples_come_from_their_quantile_and_windows_are_the_sampler_windows():
+    batches = stream(2, S=14)
+    ref = Reference(batches)
+    res = run(batches).finalize()
+    for i, comp in enumerate(res.components):
+        prev_upper = None
+        for q in comp.quantile_examples:
+            assert q.count >= len(q.examples) >= min(q.count, KW["k"])
+            if prev_upper is not None:
+                assert q.lower == prev_upper  # contiguous, in order
+            prev_upper = q.upper
+            for e in q.examples:
+                assert q.lower < e.firing_activation and (q.upper is None or e.firing_activation <= q.upper)
+                tok, _, off = ref.window(e.sequence_index, e.position, i, KW["context_tokens"])
+                assert (e.token_ids, e.firing_offset) == (tok, off)
+        if comp.quantile_examples:
+            assert sum(q.count for q in comp.quantile_examples) == comp.firing_count
+            assert comp.quantile_examples[-1].upper_share == 1.0
+
+
+def test_quantile_groups_rule():
+    assert quantile_groups(torch.tensor([[1, 1, 1, 1, 0, 4]]), 4).tolist() == [[0, 0, 1, 1, 2, 3]]
+    # one bin with most firings: fewer groups, never a split bin
+    assert quantile_groups(torch.tensor([[1, 10, 1]]), 5).tolist() == [[0, 2, 4]]
+    assert quantile_groups(torch.tensor([[0, 0]]), 3).tolist() == [[0, 0]]
+
+
+@given(seed=st.integers(0, 10_000), cuts=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+       threshold=st.sampled_from([0.0, 0.5]))
+def test_split_then_merge_equals_one_pass(seed, cuts, threshold):
+    batches = stream(seed, n=6)
+    whole = run(batches, threshold, seed=seed)
+    bounds = sorted(set(cuts))
+    parts = [batches[a:b] for a, b in zip([0] + bounds, bounds + [len(batches)]) if batches[a:b]]
+    merged = run(parts[0], threshold, seed=seed)
+    for p in parts[1:]:
+        merged.merge(run(p, threshold, seed=seed))
+    assert as_rows(merged.finalize()) == as_rows(whole.finalize())
+
+
+def test_conformance():
+    check_accumulator(lambda: QuantileExampleAcc(**KW), stream(3))
+    check_accumulator(QuantileExampleAcc, stream(4), threshold=0.3)
+
+
+def test_saved_and_loaded(tmp_path):
+    res = run(stream(5)).finalize()
+    res.save(tmp_path / "h")
+    back = load_harvest(tmp_path / "h")
+    assert [c.quantile_examples for c in back.components] == [c.quantile_examples for c in res.components]
+
+
+def test_state_bytes_is_what_it_allocates():
+    acc = run(stream(5)).accumulators[-1]
+    assert isinstance(acc, QuantileExampleAcc)
+    assert acc.state_bytes(acc.ctx) == sum(t.numel() * t.element_size() for t in acc.state_dict().values())
+
+
+def test_uniform_within_a_bin():
+    """Every firing of one bin is kept with probability k/M: chi-square over many seeds (not in @given)."""
+    S, M, k = 24, 20, 2
+    acts = torch.zeros(1, S, 1)
+    acts[0, :M, 0] = 1.5  # one bin, M firings
+    hb = HarvestBatch(torch.zeros(1, S, dtype=torch.int64), {"l": acts}, sequence_ids=torch.tensor([0]))
+    space = ComponentSpace.from_activations(hb.activations)
+    fb = FiringBatch.from_batch(hb, space, 0.0, hb.sequence_ids, 1)
+    hits = np.zeros(M)
+    for seed in range(1000):
+        acc = QuantileExampleAcc(n_quantiles=1, k=k, context_tokens=0)
+        acc.bind(HarvestContext(space, 1, "cpu", seed, 0.0))
+        acc.update(fb)
+        (q,) = acc.finalize()[0]
+        assert q.count == M and len(q.examples) == k
+        for e in q.examples:
+            hits[e.position] += 1
+    assert chisquare(hits).pvalue > 0.001
+
+
+# -- positions ----------------------------------------------------------------------
+
+
+def test_examples_record_where_they_came_from():
+    """Each example names its sequence and its position in it, and its window is cut from there."""
+    batches = stream(6, S=12)
+    res = run(batches).finalize()
+    by_seq = {int(s): (b.tokens[r].tolist(), b.mask[r].tolist()) for b in batches for r, s in enumerate(b.sequence_ids)}
+    for comp in res.components:
+        for q in comp.quantile_examples:
+            for e in q.examples:
+                tok, mask = by_seq[e.sequence_index]
+                assert mask[e.position] and e.firing_token_id == tok[e.position]
+
+
+def early_batch(S=32, early_comp_start=True, left_pad=0):
+    """Component 0 fires at the first real tokens of each row (and once later); component 1 everywhere."""
+    B = 4
+    acts = torch.zeros(B, S, 2)
+    mask = torch.ones(B, S, dtype=torch.bool)
+    mask[:, :left_pad] = False
+    for r in range(B):
+        acts[r, left_pad : left_pad + EARLY_POSITIONS, 0] = 1.0
+        acts[r, S - 1, 0] = 1.0
+    acts[:, :, 1] = 1.0
+    return HarvestBatch(torch.zeros(B, S, dtype=torch.int64), {"l": acts}, mask=mask, sequence_ids=torch.arange(B))
+
+
+@pytest.mark.parametrize("left_pad", [0, 5])
+def test_fires_early_flag(left_pad):
+    loop = HarvestLoop([FiringStatsAcc()], vocab_size=1, progress=False)
+    loop.update(early_batch(left_pad=left_pad))
+    early, everywhere = loop.finalize().components
+    assert early.early_firing_share == pytest.approx(EARLY_POSITIONS / (EARLY_POSITIONS + 1))
+    assert early.fires_early
+    assert everywhere.early_firing_share == pytest.approx(EARLY_POSITIONS / (32 - left_pad))
+    assert not everywhere.fires_early
+
+
+def test_no_flag_where_the_rows_are_too_short_to_mean_anything():
+    """With rows of 6 tokens two thirds of every component's firings are early: nothing is flagged."""
+    loop = HarvestLoop([FiringStatsAcc()], vocab_size=1, progress=False)
+    loop.update(early_batch(S=6))
+    assert not any(c.fires_early for c in loop.finalize().components)
