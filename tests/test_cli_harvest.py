@@ -136,3 +136,76 @@ def test_hf_model_that_cannot_be_loaded_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["harvest", f"hf:{missing}", "--layers", "x", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "could not load the Hugging Face model" in err and "config.json" in err
+
+
+# --------------------------------------------------------------------------- issue 12 item 7 (harvest half)
+
+_MAKER = '''
+from autointerp.adapters.demo import load_demo
+
+
+def make(layers=None):
+    model = load_demo(device="cpu")
+    return model.harvest_fn(layers), model.tokenizer
+'''
+
+
+def _write_maker(folder, name="my_targets"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(_MAKER)
+    return folder / f"{name}.py"
+
+
+def test_module_function_target_resolves_from_the_current_directory(tmp_path, monkeypatch):
+    from autointerp.adapters.targets import TargetRequest, load_target
+
+    _write_maker(tmp_path / "proj", "cwd_only_targets")
+    monkeypatch.chdir(tmp_path / "proj")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path / "proj"))])
+    target = load_target(TargetRequest("cwd_only_targets:make"))
+    assert callable(target.harvest_fn) and target.tokenizer is not None
+
+
+def test_file_path_function_target(tmp_path, monkeypatch):
+    from autointerp.adapters.targets import TargetRequest, kind_of, load_target
+
+    path = _write_maker(tmp_path / "some where" / "deep", "file_targets")
+    monkeypatch.chdir(tmp_path)
+    spec = "some where/deep/file_targets.py:make"
+    assert kind_of(spec).name == "function"
+    assert callable(load_target(TargetRequest(spec)).harvest_fn)
+    assert callable(load_target(TargetRequest(f"{path}:make")).harvest_fn)  # absolute too
+
+
+def test_function_target_import_errors_say_what_was_tried(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["harvest", "no_such_module_xyz:make", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no_such_module_xyz" in err and str(tmp_path) in err and "path/to/file.py:make" in err
+    assert cli_main(["harvest", "missing/file.py:make", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing/file.py" in err and "no such file" in err
+    _write_maker(tmp_path, "has_no_fn")
+    assert cli_main(["harvest", "has_no_fn:nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "make" in err  # lists the functions it does have
+
+
+def test_successful_harvest_removes_its_checkpoints_unless_asked_to_keep_them(tmp_path):
+    args = ["harvest", "demo", "--out", str(tmp_path), "--layers", "blocks.0.mlp.act", "--checkpoint_every", "1",
+            *SMALL]
+    assert cli_main([*args, "--run_id", "gone"]) == 0
+    assert (tmp_path / "gone" / "harvest" / "components.jsonl").exists()
+    assert not list((tmp_path / "gone").rglob("*.pt"))
+    assert cli_main([*args, "--run_id", "kept", "--keep_checkpoints"]) == 0
+    assert [p.name for p in (tmp_path / "kept" / "checkpoints").glob("*.pt")] == ["harvest-rank0-of-1.pt"]
+    # a kept checkpoint still extends the harvest
+    assert cli_main([*args, "--run_id", "kept", "--resume", "--n_batches", "3"]) == 0
+
+
+def test_worker_checkpoint_is_removed_once_its_worker_file_is_written(tmp_path):
+    args = ["harvest", "demo", "--out", str(tmp_path), "--layers", "blocks.0.mlp.act", "--checkpoint_every", "1",
+            "--run_id", "w", "--world_size", "2", *SMALL]
+    assert cli_main([*args, "--rank", "0"]) == 0
+    assert (tmp_path / "w" / "workers" / "rank0-of-2.pt").exists()
+    assert not list((tmp_path / "w" / "checkpoints").rglob("*.pt"))

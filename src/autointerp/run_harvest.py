@@ -88,6 +88,8 @@ class HarvestOptions:
     out: str | None = None
     run_id: str | None = None
     checkpoint_every: int | None = 50
+    #: keep the final checkpoint after a successful harvest (for a later ``--resume --n_batches <more>``)
+    keep_checkpoints: bool = False
     resume: bool = False
     overwrite: bool = False
     rank: int = 0
@@ -274,6 +276,16 @@ def checkpoint_path(paths: RunPaths, rank: int, world_size: int) -> Path:
     return paths.checkpoints / f"harvest-rank{rank}-of-{world_size}.pt"
 
 
+def remove_checkpoint(ckpt: Path) -> None:
+    """Delete a finished run's checkpoint (its result is saved) and the checkpoints folder once empty."""
+    # a checkpoint holds every accumulator's tables: left behind, a large harvest's ones run to gigabytes
+    ckpt.unlink(missing_ok=True)
+    try:
+        ckpt.parent.rmdir()
+    except OSError:  # not empty (another rank's files, a lock folder): leave it
+        pass
+
+
 def worker_path(paths: RunPaths, rank: int, world_size: int) -> Path:
     tokenizer = source.tokenizer if source.decode else target.tokenizer
     tokenizer_kind = getattr(tokenizer, "kind", None) if decode is not None else None
@@ -364,11 +376,15 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
     if opts.world_size > 1:
         wp = worker_path(paths, opts.rank, opts.world_size)
         prep.loop.save_checkpoint(wp, settings=prep.settings, done=True, token_strings=True)
+        if not opts.keep_checkpoints:  # the worker file holds the same state
+            remove_checkpoint(ckpt)
         log(f"worker {opts.rank} of {opts.world_size} done: {prep.loop.n_batches} batches -> {wp}\n"
             f"when every worker is done: autointerp merge {paths.run_id}" + (f" --out {opts.out}" if opts.out else ""))
         return wp
     result = prep.loop.finalize()
     result.save(paths.harvest)
+    if not opts.keep_checkpoints:
+        remove_checkpoint(ckpt)
     tok_s = timings.tokens / max(timings.total, 1e-9)
     log(f"harvested {result.config.n_tokens:,} tokens, {len(result)} components ({result.n_fired()} fired) "
         f"in {timings.total:.1f}s ({tok_s:,.0f} tok/s) -> {paths.harvest}")

@@ -117,6 +117,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--resume", action="store_true",
                    help="continue from this run's checkpoint; the result equals an uninterrupted run")
     g.add_argument("--overwrite", action="store_true", help="discard an existing checkpoint and start over")
+    g.add_argument("--keep_checkpoints", action="store_true",
+                   help="keep the final checkpoint after a successful harvest, so that a later --resume with a "
+                   "larger --n_batches extends it (default: removed once the result is saved)")
     g.add_argument("--rank", type=int, default=0, help="this worker's index, 0..world_size-1 (default: 0)")
     g.add_argument("--world_size", type=int, default=1,
                    help="number of workers; each takes every world_size-th batch and writes its state for "
