@@ -57,10 +57,42 @@ def test_torn_last_line_is_dropped(tmp_path):
     with open(run.interpretation_results, "ab") as f:
         f.write(b'{"component_key": "b:0", "lab')  # killed mid-line
     assert read_labels(run) == {"a:0": "A"}
-    # the next append repairs it: the torn text ends on its own line, the new record is whole
+    assert run.interpretation_results.read_bytes().endswith(b'"lab')  # a reader never changes the file
+    # the next writer repairs it: the torn text (never reported as written) is cut, the new record is whole
     append_jsonl(run.interpretation_results, _interp("c:0", "C"))
-    with pytest.raises(CorruptRunFile):  # ...and the torn text is now a bad line in the middle
+    assert read_labels(run) == {"a:0": "A", "c:0": "C"}
+    assert b'"b:0"' not in run.interpretation_results.read_bytes()
+
+
+def test_a_whole_last_record_without_its_newline_is_kept_by_the_next_writer(tmp_path):
+    """Readers count a last line that parses, so the writer completes it rather than cutting it."""
+    run = RunPaths(tmp_path)
+    append_jsonl(run.interpretation_results, _interp("a:0", "A"))
+    with open(run.interpretation_results, "ab") as f:
+        f.write(json.dumps({"component_key": "b:0", "label": "B", "confidence": "high", "reasoning": ""}).encode())
+    assert read_labels(run) == {"a:0": "A", "b:0": "B"}
+    append_jsonl(run.interpretation_results, _interp("c:0", "C"))
+    assert read_labels(run) == {"a:0": "A", "b:0": "B", "c:0": "C"}
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ({"component_key": 7}, "expected a string, got the int 7 @ $.component_key"),
+        ({"usage": "abc"}, "expected a TokenUsage object, got the str 'abc' @ $.usage"),
+        ({"usage": {"input_tokens": "5"}}, "expected an integer, got the str '5' @ $.usage.input_tokens"),
+        ({"usage": {"input_tokens": True}}, "expected an integer, got the bool True @ $.usage.input_tokens"),
+        ({"elapsed_s": "1.5"}, "expected a number, got the str '1.5' @ $.elapsed_s"),
+    ],
+)
+def test_a_record_of_the_wrong_types_breaks_the_schema(tmp_path, record, problem):
+    """The converter used to coerce these (7 became the key "7", "abc" became an empty usage)."""
+    run = RunPaths(tmp_path)
+    good = {"component_key": "a:0", "label": "A", "confidence": "high", "reasoning": ""}
+    append_jsonl(run.interpretation_results, {**good, **record})
+    with pytest.raises(CorruptRunFile, match="line 1: breaks the schema") as e:
         read_labels(run)
+    assert problem in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -14,18 +14,21 @@ import attrs
 import pytest
 
 from autointerp.storage import (
+    CorruptRunFile,
     JsonlAppender,
     RunLock,
     append_jsonl,
     atomic_write_text,
     atomic_write_with,
     completed_keys,
+    from_dict,
     read_jsonl,
     read_jsonl_as,
     recover_dir,
     replace_dir_atomically,
+    to_dict,
 )
-from autointerp.schemas import TokenUsage
+from autointerp.schemas import ActivationExample, ComponentData, HarvestConfig, LayerSpec, TokenStats, TokenUsage
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -276,3 +279,63 @@ def test_a_record_that_cannot_be_stored_is_refused_before_a_byte_is_written(tmp_
 class TokenUsageWithKey:
     key: str = "x"
     text: str = "\ud83d"
+
+
+@pytest.mark.parametrize(
+    ("data", "cls", "problem"),
+    [
+        ({"component_key": 7}, "InterpretationResult", "expected a string, got the int 7 @ $.component_key"),
+        ({"key": "a:0", "layer": "a", "index": 0, "input_tokens": "abc"}, ComponentData,
+         "expected a TokenStats object, got the str 'abc' @ $.input_tokens"),
+        ({"key": "a:0", "layer": "a", "index": 0, "input_tokens": []}, ComponentData, "expected a TokenStats object, got a list"),
+        ({"key": "a:0", "layer": "a", "index": 0, "examples": "abc"}, ComponentData, "expected a list, got the str 'abc'"),
+        ({"key": "a:0", "layer": "a", "index": 0, "extras": [[1, 2]]}, ComponentData, "expected an object, got a list"),
+        ({"key": "a:0", "layer": "a", "index": 1.0}, ComponentData, "expected an integer, got the float 1.0"),
+        ({"token_ids": [1, "2"], "activations": [], "firing_offset": 0, "sequence_index": 0, "position": 0},
+         ActivationExample, "expected a list of int, but item 1 is the str '2' @ $.token_ids"),
+        ({"token_ids": [1], "activations": [0.5], "firing_offset": 0, "sequence_index": 0, "position": 0, "tokens": "ab"},
+         ActivationExample, "expected a list of str, got the str 'ab' @ $.tokens"),
+        ({"layers": [{"name": "l", "width": "3"}]}, HarvestConfig, "expected an integer, got the str '3' @ $.layers[0].width"),
+        ({"top_pmi": [{"token_id": 1, "count": 1, "precision": 1, "recall": 1, "pmi": "x"}]}, TokenStats,
+         "expected a number, got the str 'x' @ $.top_pmi[0].pmi"),
+    ],
+)
+def test_the_converter_is_strict_where_cattrs_coerces(data, cls, problem):
+    """cattrs turned 7 into "7", "abc" into default TokenStats, "3" into 3: a damaged record read as another value."""
+    import cattrs
+
+    from autointerp import schemas
+    from autointerp.storage import schema_problem
+
+    cls = getattr(schemas, cls) if isinstance(cls, str) else cls
+    with pytest.raises((cattrs.BaseValidationError, TypeError)) as e:
+        from_dict(data, cls)
+    assert problem in schema_problem(e.value)
+
+
+def test_the_strict_converter_still_round_trips_and_widens_ints_to_floats():
+    ex = ActivationExample([1, 2], [0.5, 1], 1, 0, 3, ["a", "b"])
+    assert from_dict(to_dict(ex), ActivationExample) == ex
+    got = from_dict({"token_ids": [1], "activations": [1], "firing_offset": 0, "sequence_index": 0, "position": 0},
+                    ActivationExample)
+    assert got.activations == [1.0] and type(got.activations[0]) is float
+    cfg = HarvestConfig(layers=[LayerSpec("l", 3)], vocab_size=None, model={"n": [1, "x"]})
+    assert from_dict(json.loads(json.dumps(to_dict(cfg))), HarvestConfig) == cfg
+
+
+def test_the_resume_scan_refuses_a_line_that_is_not_a_record(tmp_path):
+    """completed_keys used to skip [1,2,3] silently (and pay for it again); now it names the line."""
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"component_key": "a"}\n[1,2,3]\n{"component_key": "b"}\n')
+    with pytest.raises(CorruptRunFile, match=r"results.jsonl, line 2: a JSON list, not an object"):
+        completed_keys(path, lambda r: r["component_key"])
+
+
+def test_the_appender_completes_a_whole_last_record_and_cuts_only_torn_text(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"component_key": "a"}\n{"component_key": "b"}')  # whole, only the newline is missing
+    assert completed_keys(path, lambda r: r["component_key"]) == {"a", "b"}
+    app = JsonlAppender(path)
+    app.submit({"component_key": "c"}).result()
+    app.close()
+    assert completed_keys(path, lambda r: r["component_key"]) == {"a", "b", "c"}  # b is not lost after resume

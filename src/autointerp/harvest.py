@@ -33,11 +33,10 @@ from autointerp.harvest_checkpoint import (
     settings_difference,
     write_checkpoint,
 )
+from autointerp.records import read_components, read_harvest_config, read_shared_json
 from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
 from autointerp.storage import (
     atomic_write_with,
-    from_dict,
-    read_jsonl,
     recover_dir,
     replace_dir_atomically,
     to_dict,
@@ -607,16 +606,12 @@ def load_harvest(directory: str | Path) -> HarvestResult:
             f"{directory} is not a harvest folder: expected config.json and components.jsonl in it "
             "(run `autointerp harvest` first, or pass the folder that HarvestResult.save wrote)"
         )
-    config = from_dict(json.loads(cfg_path.read_text(encoding="utf-8")), HarvestConfig)
-    components = [from_dict(rec, ComponentData) for rec in read_jsonl(comp_path)]
-    if len(components) != config.n_components:
-        raise ValueError(
-            f"{comp_path} has {len(components)} components but config.json describes {config.n_components}; "
-            "the folder was edited or copied partially"
-        )
+    # one reader per file kind (records.py): a damaged file is a CorruptRunFile naming file and line
+    config = read_harvest_config(cfg_path)
+    components = read_components(comp_path, config)
     shared = {}
     if (directory / "shared").is_dir():
         for p in sorted((directory / "shared").glob("*.json")):
-            shared[p.stem] = json.loads(p.read_text(encoding="utf-8"))
+            shared[p.stem] = read_shared_json(p)
     return HarvestResult(config, components, shared)
 

@@ -1,15 +1,20 @@
-"""The one reader of a run's JSONL records, and the one rule for which record wins.
+"""The one reader of a run's files, and the one rule for which record wins.
 
-A run's append-only files (``interpretations/results.jsonl``, ``failures.jsonl``,
-``scores/<scorer>.jsonl``) are read only here, so interpret, score, report and
-export agree on what a run holds:
+A run's files are read only here, so interpret, score, report and export agree
+on what a run holds: the harvest (``harvest/config.json`` and
+``harvest/components.jsonl``) and the append-only logs
+(``interpretations/results.jsonl``, ``failures.jsonl``, ``scores/<scorer>.jsonl``).
 
-* **Corruption policy.** A torn last line (a writer killed mid-line) is dropped;
-  the next writer repairs it before appending. Anything else that is not a
-  record of the expected kind (an unparsable line in the middle, JSON that is
-  not an object, a record that breaks the schema) is a `CorruptRunFile` naming
-  the file, the line and what was expected, never a silent skip or a traceback.
-* **Which record wins.** Files are append-only, so a later line is a later
+* **Corruption policy.** A torn last line of a log (a writer killed mid-line) is
+  skipped; the next writer repairs it before appending, a reader never changes
+  a file. Anything else that is not what autointerp wrote there (an unparsable
+  line in the middle, JSON that is not an object, a record that breaks the
+  schema) is a `CorruptRunFile` naming the file, the line and what was expected,
+  never a silent skip or a traceback. A harvest folder is written whole (one
+  atomic swap), so for it any difference from ``config.json`` is damage too: a
+  ``components.jsonl`` with fewer or more lines than the components config.json
+  describes, a component twice, or out of the component-space order.
+* **Which record wins.** Logs are append-only, so a later line is a later
   decision: for interpretations the *last* record of a component with a
   non-empty label wins (an empty label is never a result); for scores the last
   line of a (scorer, component, label source) wins, but a skipped line never
@@ -24,64 +29,140 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import cattrs
-
 from autointerp.paths import RESULTS_FILE, RunPaths
-from autointerp.schemas import InterpretationResult, ScoreResult
-from autointerp.storage import from_dict
+from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, ScoreResult
+from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, structure_line
+
+__all__ = [
+    "CorruptRunFile", "Scores", "count_failures", "failed_keys", "group_scores", "iter_component_records",
+    "iter_records", "latest_scores", "read_components", "read_harvest_config", "read_harvest_config_dict",
+    "read_interpretations", "read_labels", "read_records", "read_score_file", "read_scores", "read_shared_json",
+]
 
 T = TypeVar("T")
 
 #: {scorer: {component_key: {label_source: ScoreResult}}}
 Scores = dict[str, dict[str, dict[str, ScoreResult]]]
 
-
-class CorruptRunFile(ValueError):
-    """A run file holds a line that is not a record of the kind expected there."""
-
-    def __init__(self, path: Path, line_no: int, problem: str, expected: str):
-        self.path, self.line_no = path, line_no
-        super().__init__(
-            f"{path}, line {line_no}: {problem}; expected {expected}. "
-            f"The file was changed outside autointerp: fix or delete that line (or the file) and run again"
-        )
+#: a harvest folder is swapped in whole, so a damaged one is restored or made again, not patched
+HARVEST_FIX = ("a harvest folder is written whole, so restore it from a copy or make it again "
+               "(`autointerp harvest ... --overwrite`)")
 
 
 def iter_records(path: str | os.PathLike, expected: str = "one JSON object per line") -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` for every record of a JSONL file (missing file: none).
 
-    A torn last line is dropped; any other bad line raises `CorruptRunFile`.
+    A torn last line is dropped; any other bad line raises `CorruptRunFile`
+    (the policy of `autointerp.storage.iter_jsonl`).
     """
-    path = Path(path)
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    # the text after the last newline is a complete record only if it parses
-    last = len(lines)
-    for line_no, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if line_no == last:  # no newline after it: a torn write
-                continue
-            raise CorruptRunFile(path, line_no, f"not JSON ({e})", expected) from None
-        if not isinstance(rec, dict):
-            raise CorruptRunFile(path, line_no, f"a JSON {type(rec).__name__}, not an object", expected)
-        yield line_no, rec
+    return iter_jsonl(path, expected)
 
 
 def read_records(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
     """Every record of a JSONL file structured as ``cls`` (one of our attrs schemas)."""
-    expected = f"one {cls.__name__} JSON object per line"
-    for line_no, rec in iter_records(path, expected):
-        try:
-            yield from_dict(rec, cls)
-        except (cattrs.BaseValidationError, TypeError, KeyError, ValueError) as e:
-            problem = "; ".join(cattrs.transform_error(e)) if isinstance(e, cattrs.BaseValidationError) else str(e)
-            raise CorruptRunFile(Path(path), line_no, f"breaks the schema ({problem})", expected) from None
+    for _, rec in iter_jsonl_as(path, cls):
+        yield rec
+
+
+# -- the harvest -----------------------------------------------------------------------------
+
+
+def read_harvest_config_dict(path: str | os.PathLike) -> dict[str, Any]:
+    """A harvest's ``config.json`` as the dict on disk, checked against `HarvestConfig`."""
+    return _harvest_config(Path(path))[0]
+
+
+def read_harvest_config(path: str | os.PathLike) -> HarvestConfig:
+    """A harvest's ``config.json`` as a `HarvestConfig`; anything else is a `CorruptRunFile`."""
+    return _harvest_config(Path(path))[1]
+
+
+def _harvest_config(path: Path) -> tuple[dict[str, Any], HarvestConfig]:
+    expected = "one HarvestConfig JSON object (what `autointerp harvest` writes)"
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise CorruptRunFile(path, None, f"not UTF-8 text ({e})", expected, HARVEST_FIX) from None
+    except json.JSONDecodeError as e:
+        raise CorruptRunFile(path, e.lineno, f"not JSON ({e.msg} at column {e.colno})", expected, HARVEST_FIX) from None
+    if not isinstance(raw, dict):
+        raise CorruptRunFile(path, None, "a JSON value that is not an object", expected, HARVEST_FIX)
+    config = structure_line(raw, HarvestConfig, path, None, expected, HARVEST_FIX)
+    names = [layer.name for layer in config.layers]
+    for i, layer in enumerate(config.layers):
+        if layer.width < 0 or names.index(layer.name) != i:
+            problem = f"layer {i} ({layer.name!r}) has width {layer.width}" if layer.width < 0 else \
+                f"layer {layer.name!r} is listed twice"
+            raise CorruptRunFile(path, None, problem, "layers with distinct names and widths >= 0", HARVEST_FIX)
+    return raw, config
+
+
+def read_shared_json(path: str | os.PathLike) -> Any:
+    """One ``harvest/shared/<name>.json`` (an accumulator's output for the whole harvest)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        line = getattr(e, "lineno", None)
+        raise CorruptRunFile(path, line, f"not JSON ({e})", "one JSON document (what `autointerp harvest` writes)",
+                             HARVEST_FIX) from None
+
+
+def read_components(path: str | os.PathLike, config: HarvestConfig) -> list[ComponentData]:
+    """Every `ComponentData` of a ``components.jsonl``, checked line by line against ``config``."""
+    return list(_components(Path(path), config, structured=True))
+
+
+def iter_component_records(
+    path: str | os.PathLike, config: HarvestConfig, *, check_schema: bool = True
+) -> Iterator[dict[str, Any]]:
+    """The component dicts of a ``components.jsonl`` in order, streamed, checked against ``config``.
+
+    Each line is one component, in the order of ``config.layers`` (the component
+    space), each exactly once and the file holding all of them; ``check_schema``
+    also structures every line as a `ComponentData` (and drops the result), so a
+    line that breaks the schema is found here rather than by the page that shows it.
+    A fault is a `CorruptRunFile` raised when the stream reaches it.
+    """
+    return _components(Path(path), config, structured=False, check_schema=check_schema)
+
+
+def _components(path: Path, config: HarvestConfig, *, structured: bool, check_schema: bool = True) -> Iterator[Any]:
+    from autointerp.batch import ComponentSpace  # imports torch; only a reader of a harvest needs it
+
+    keys = list(ComponentSpace(list(config.layers)).keys())
+    n = len(keys)
+    whole = f"the {n} components config.json describes, one ComponentData JSON object per line"
+    expected = "one ComponentData JSON object per line"
+    seen: dict[str, int] = {}
+    last_line = 0
+    for line_no, rec in iter_jsonl(path, expected):
+        i = len(seen)
+        if i == n:
+            raise CorruptRunFile(path, line_no, "a component after the last one", whole, HARVEST_FIX)
+        obj = structure_line(rec, ComponentData, path, line_no, expected, HARVEST_FIX) if structured or check_schema else None
+        key = rec.get("key")
+        if key != keys[i]:
+            if not isinstance(key, str):
+                problem = f"a record without a component key (key is {key!r})"
+            elif key in seen:
+                problem = f"a second record of {key!r} (the first is on line {seen[key]})"
+            else:
+                problem = f"the record of {key!r}"
+            order = "components in the order of config.json's layers, each once"
+            raise CorruptRunFile(path, line_no, problem, f"{keys[i]!r} here ({order})", HARVEST_FIX)
+        layer, index = ComponentSpace.split_key(key)
+        if rec.get("layer") != layer or rec.get("index") != index:
+            problem = f"the record of {key!r} says layer {rec.get('layer')!r}, index {rec.get('index')!r}"
+            raise CorruptRunFile(path, line_no, problem, f"layer {layer!r}, index {index}", HARVEST_FIX)
+        seen[key] = line_no
+        last_line = line_no
+        yield obj if structured else rec
+    if len(seen) < n:
+        if not seen and path.stat().st_size == 0:
+            raise CorruptRunFile(path, 1, "the file is empty", whole, HARVEST_FIX)
+        problem = f"the file ends after {len(seen)} of the {n} components config.json describes"
+        raise CorruptRunFile(path, last_line + 1, problem, f"{keys[len(seen)]!r} here", HARVEST_FIX)
 
 
 # -- interpretations -------------------------------------------------------------------------

@@ -33,17 +33,135 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
+import cattrs.v
+from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
 
 T = TypeVar("T")
 
 _CONVERTER: cattrs.Converter | None = None
 
 
+class SchemaTypeError(TypeError):
+    """A value of the wrong JSON type for a schema field (raised by `make_converter`'s hooks)."""
+
+
+def _arrived(value: Any) -> str:
+    """What arrived, for an error message: ``the int 7``, ``a str 'abc'``, ``a list``."""
+    if value is None:
+        return "null"
+    name = type(value).__name__
+    if isinstance(value, (bool, int, float, str)):
+        return f"the {name} {reprlib.repr(value)}"
+    return f"a {name}"
+
+
+def _exactly(kind: type, what: str) -> Callable[[Any, Any], Any]:
+    def structure(value: Any, _: Any) -> Any:
+        # bool is an int subclass, but `true` is never a count or an index
+        if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            return value
+        raise SchemaTypeError(f"expected {what}, got {_arrived(value)}")
+
+    return structure
+
+
+def _a_number(value: Any, _: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise SchemaTypeError(f"expected a number, got {_arrived(value)}")
+
+
+#: the element types a list of each scalar may hold (bool is its own type, so `true` is not an int)
+_SCALAR_ITEMS: dict[Any, frozenset[type]] = {
+    int: frozenset({int}),
+    float: frozenset({float, int}),
+    str: frozenset({str}),
+}
+
+
+def _list_hook(cl: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """Lists are lists: cattrs would iterate a str into its characters or a dict into its keys."""
+    args = getattr(cl, "__args__", None) or (Any,)
+    item = args[0]
+    allowed = _SCALAR_ITEMS.get(item)
+    if allowed is not None:
+        # the long lists of a harvest (token ids, activations) are checked in C, with no call per element
+        def scalars(value: Any, _: Any) -> Any:
+            if type(value) is list:
+                kinds = set(map(type, value))
+                if kinds <= allowed:
+                    return list(map(float, value)) if item is float and int in kinds else list(value)
+                i = next(i for i, x in enumerate(value) if type(x) not in allowed)
+                raise SchemaTypeError(f"expected a list of {item.__name__}, but item {i} is {_arrived(value[i])}")
+            raise SchemaTypeError(f"expected a list of {item.__name__}, got {_arrived(value)}")
+
+        return scalars
+    default = list_structure_factory(cl, conv)
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, list):
+            raise SchemaTypeError(f"expected a list, got {_arrived(value)}")
+        return default(value, cl)
+
+    return structure
+
+
+def _mapping_hook(cl: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    default = mapping_structure_factory(cl, conv)
+
+    def structure(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise SchemaTypeError(f"expected an object, got {_arrived(value)}")
+        return default(value, cl)
+
+    return structure
+
+
+def _attrs_hook(cl: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    default = conv.gen_structure_attrs_fromdict(cl)
+
+    def structure(value: Any, _: Any) -> Any:
+        # without this, a str given for a class whose fields all have defaults became the defaults
+        if not isinstance(value, Mapping):
+            raise SchemaTypeError(f"expected a {cl.__name__} object, got {_arrived(value)}")
+        return default(value, cl)
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
-    """A private converter for every schema in the project (never the global one)."""
+    """A private converter for every schema in the project (never the global one).
+
+    Strict where cattrs is lenient, so a damaged record is an error rather than a
+    quietly different value: a ``str`` field takes only a string (not ``7``), an
+    ``int`` only an integer (not ``"5"``, ``5.7`` or ``true``), a ``float`` only a
+    number, a ``bool`` only ``true``/``false``, a list only a list, a mapping or a
+    schema class only an object. Unknown keys are ignored (older files stay readable).
+    """
     conv = cattrs.Converter(forbid_extra_keys=False)
+    conv.register_structure_hook(str, _exactly(str, "a string"))
+    conv.register_structure_hook(int, _exactly(int, "an integer"))
+    conv.register_structure_hook(bool, _exactly(bool, "true or false"))
+    conv.register_structure_hook(float, _a_number)
+    conv.register_structure_hook_factory(attrs.has, lambda cl: _attrs_hook(cl, conv))
+    conv.register_structure_hook_factory(is_sequence, lambda cl: _list_hook(cl, conv))
+    conv.register_structure_hook_factory(is_mapping, lambda cl: _mapping_hook(cl, conv))
     return conv
+
+
+def _schema_message(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, SchemaTypeError):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+def schema_problem(error: BaseException) -> str:
+    """A structuring error as one line: ``expected a string, got the int 7 @ $.component_key``."""
+    if isinstance(error, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(error, format_exception=_schema_message))
+    return str(error)
 
 
 def converter() -> cattrs.Converter:
@@ -263,56 +381,106 @@ def _name_of(record: Any) -> str:
 def append_jsonl(path: str | os.PathLike, record: Any) -> None:
     """Append one record as one fsynced line. ``record`` is a dict or an attrs object.
 
-    Raises ValueError naming the record, and writes nothing, when it cannot be
+    A torn last line left by a killed writer is repaired first (`_drop_torn_tail`);
+    the caller holds the run's lock. Raises ValueError naming the record, and writes nothing, when it cannot be
     stored (a lone surrogate, NaN, an object JSON does not know).
     """
     line = _jsonl_line(record)  # refuses what it cannot store before touching the file
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # a torn last line from a killed writer must neither glue onto ours nor become a bad line in the middle
+    _drop_torn_tail(path)
     with open(path, "ab") as f:
-        # A torn last line from a killed writer must not glue onto ours.
-        if f.tell() > 0:
-            with open(path, "rb") as r:
-                r.seek(-1, os.SEEK_END)
-                if r.read(1) != b"\n":
-                    f.write(b"\n")
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Yield the records of a JSONL file; lines that do not parse (torn writes) are skipped."""
+class CorruptRunFile(ValueError):
+    """A run file holds something that is not what autointerp wrote there.
+
+    The message names the file, the line (when there is one), what was found and
+    what was expected, and says what to do; the command line prints it as one line.
+    """
+
+    FIX = "fix or delete that line (or the file) and run again"
+
+    def __init__(self, path: str | os.PathLike, line_no: int | None, problem: str, expected: str, fix: str = FIX):
+        self.path, self.line_no, self.problem = Path(path), line_no, problem
+        where = f"{self.path}, line {line_no}" if line_no is not None else f"{self.path}"
+        super().__init__(f"{where}: {problem}; expected {expected}. The file was changed outside autointerp: {fix}")
+
+
+def iter_jsonl(path: str | os.PathLike, expected: str = "one JSON object per line") -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for every record of a JSONL file (missing file: none).
+
+    The one policy for every append-only file of a run: a torn last line (text
+    after the last newline that does not parse: a writer killed mid-line) is
+    skipped, and the next writer cuts it off (`append_jsonl`, `JsonlAppender`);
+    a reader never changes the file. Anything else that is not a JSON object (a
+    bad line in the middle, ``[1, 2, 3]``, a string) raises `CorruptRunFile`
+    naming the file, the line and ``expected``. Blank lines are skipped.
+    """
     path = Path(path)
     if not path.exists():
         return
     with open(path, "rb") as f:
-        for raw in f:
-            raw = raw.strip()
-            if not raw:
-                continue
-            try:
-                yield json.loads(raw.decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
+        lines = f.read().split(b"\n")
+    last = len(lines)  # the text after the last newline ("" when the file ends with one)
+    for line_no, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if line_no == last:
+                continue  # torn: never reported as written, so nothing is lost
+            raise CorruptRunFile(path, line_no, f"not JSON ({e})", expected) from None
+        if not isinstance(rec, dict):
+            raise CorruptRunFile(path, line_no, f"a JSON {_json_kind(rec)}, not an object", expected)
+        yield line_no, rec
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}.get(
+        type(value), type(value).__name__)
+
+
+def read_jsonl(path: str | os.PathLike, expected: str = "one JSON object per line") -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSONL file by `iter_jsonl`'s policy (torn last line skipped, else strict)."""
+    for _, rec in iter_jsonl(path, expected):
+        yield rec
+
+
+def iter_jsonl_as(path: str | os.PathLike, cls: type[T]) -> Iterator[tuple[int, T]]:
+    """``(line number, record)`` with every record structured as ``cls`` (one of our attrs schemas);
+    a record that breaks the schema is a `CorruptRunFile` naming the field."""
+    expected = f"one {cls.__name__} JSON object per line"
+    for line_no, rec in iter_jsonl(path, expected):
+        yield line_no, structure_line(rec, cls, path, line_no, expected)
+
+
+def structure_line(rec: Any, cls: type[T], path: str | os.PathLike, line_no: int | None, expected: str,
+                   fix: str = CorruptRunFile.FIX) -> T:
+    """``from_dict(rec, cls)``, or a `CorruptRunFile` at ``path``/``line_no`` saying which field is wrong."""
+    try:
+        return from_dict(rec, cls)
+    except (cattrs.BaseValidationError, TypeError, KeyError, ValueError) as e:
+        raise CorruptRunFile(path, line_no, f"breaks the schema ({schema_problem(e)})", expected, fix) from None
 
 
 def read_jsonl_as(path: str | os.PathLike, cls: type[T]) -> list[T]:
-    out = []
-    for rec in read_jsonl(path):
-        try:
-            out.append(from_dict(rec, cls))
-        except (cattrs.BaseValidationError, TypeError, KeyError, ValueError):
-            continue
-    return out
+    """Every record of a JSONL file as ``cls``, by `iter_jsonl_as`."""
+    return [rec for _, rec in iter_jsonl_as(path, cls)]
 
 
 def completed_keys(results_path: str | os.PathLike, record_key: Callable[[Mapping[str, Any]], str]) -> set[str]:
     """Keys of the records already in a results file (a torn last line is ignored).
 
     ``record_key`` names the job a record belongs to; records it cannot name
-    (a missing field) are not counted. `JobRunner` and the Message Batches runner
-    both resume from this scan.
+    (a missing field) are not counted. A line that is not a JSON object is a
+    `CorruptRunFile` (`iter_jsonl`), never a silent skip that would pay for the
+    job again. `JobRunner` and the Message Batches runner both resume from this scan.
     """
     done = set()
     for rec in read_jsonl(results_path):
@@ -330,11 +498,13 @@ def completed_keys(results_path: str | os.PathLike, record_key: Callable[[Mappin
 
 
 def _drop_torn_tail(path: Path) -> None:
-    """Cut a torn last line (a writer killed mid-line) off the end of ``path``.
+    """Repair the end of ``path`` the way `iter_jsonl` reads it, before appending.
 
-    A line without its newline was never fsynced as complete and never reported
-    as written, so removing it loses nothing and leaves every line valid JSON.
-    Callers hold the run's lock, so no other writer is appending.
+    Text after the last newline that does not parse is a torn line (a writer
+    killed mid-line): it was never reported as written, so it is cut off and
+    nothing is lost. Text that parses is a whole line that only lost its newline:
+    readers already count it, so it gets the newline instead. Callers hold the
+    run's lock, so no other writer is appending.
     """
     if not path.exists():
         return
@@ -347,17 +517,24 @@ def _drop_torn_tail(path: Path) -> None:
             return
         pos = size
         chunk = 4096
+        start_of_tail = 0
         while pos > 0:
             start = max(0, pos - chunk)
             f.seek(start)
             buf = f.read(pos - start)
             i = buf.rfind(b"\n")
             if i >= 0:
-                f.truncate(start + i + 1)
+                start_of_tail = start + i + 1
                 break
             pos = start
-        else:
-            f.truncate(0)
+        f.seek(start_of_tail)
+        tail = f.read()
+        try:
+            json.loads(tail.decode("utf-8"))
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            f.truncate(start_of_tail)
         f.flush()
         os.fsync(f.fileno())
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -44,8 +43,9 @@ def default_workers(paths: RunPaths) -> int:
     """Up to 8 processes for a run of `PARALLEL_FROM_COMPONENTS` or more components, else 1."""
     if not paths.harvest_config.exists():
         return 1  # write_report says what is missing
-    layers = json.loads(paths.harvest_config.read_text(encoding="utf-8")).get("layers") or []
-    n = sum(int(spec.get("width", 0)) for spec in layers)
+    from autointerp.records import read_harvest_config
+
+    n = read_harvest_config(paths.harvest_config).n_components  # a damaged config.json is a clear error here
     return max(1, min(8, os.cpu_count() or 1)) if n >= PARALLEL_FROM_COMPONENTS else 1
 
 

@@ -16,16 +16,23 @@ than the rest of the report.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from autointerp.paths import RunPaths
-from autointerp.records import Scores, count_failures, group_scores, read_interpretations, read_scores
-from autointerp.schemas import InterpretationResult, ScoreResult
-from autointerp.storage import read_jsonl, recover_dir, to_dict
+from autointerp.records import (
+    Scores,
+    count_failures,
+    group_scores,
+    iter_component_records,
+    read_harvest_config_dict,
+    read_interpretations,
+    read_scores,
+)
+from autointerp.schemas import HarvestConfig, InterpretationResult, ScoreResult
+from autointerp.storage import from_dict, recover_dir, to_dict
 
 __all__ = ["RunData", "Scores"]
 
@@ -69,7 +76,7 @@ class RunData:
                 f"{paths.root} has no harvest: expected {paths.harvest_config} and {paths.harvest_components} "
                 "(run `autointerp harvest` first, or check the run id and --out)"
             )
-        config = json.loads(paths.harvest_config.read_text(encoding="utf-8"))
+        config = read_harvest_config_dict(paths.harvest_config)
         interps = read_interpretations(paths)
         return cls(
             config,
@@ -109,12 +116,16 @@ class RunData:
         return self._components is None and self.components_path is not None
 
     def iter_components(self) -> Iterator[dict[str, Any]]:
-        """Every component dict, in order, streamed from disk when not already loaded."""
+        """Every component dict, in order, streamed from disk when not already loaded.
+
+        From disk, each line is checked against ``config`` as it streams (`records.iter_component_records`):
+        a damaged ``components.jsonl`` is a `CorruptRunFile`, never a report of fewer components.
+        """
         if self._components is not None:
             yield from self._components
         else:
             assert self.components_path is not None
-            yield from read_jsonl(self.components_path)
+            yield from iter_component_records(self.components_path, from_dict(self.config, HarvestConfig))
 
     def iter_component_lines(self) -> Iterator[bytes]:
         """The raw JSON line of every component (read from disk), for workers that parse them
