@@ -73,6 +73,26 @@ def test_load_refuses_a_folder_that_is_not_a_harvest(tmp_path):
         load_harvest(tmp_path)
 
 
+def test_load_checks_every_line_against_config_json(tmp_path):
+    """A harvest folder is written whole, so a line count, key or order that differs from config.json is damage."""
+    from autointerp.records import CorruptRunFile
+
+    new_loop().run(make_stream(0, 2, V=V)).save(tmp_path / "h")
+    comps = tmp_path / "h" / "components.jsonl"
+    lines = comps.read_bytes().splitlines(keepends=True)
+    comps.write_bytes(b"".join([lines[0], lines[2], lines[1], *lines[3:]]))
+    with pytest.raises(CorruptRunFile, match=r"components.jsonl, line 2: the record of 'h.0.mlp:2'; expected 'h.0.mlp:1'"):
+        load_harvest(tmp_path / "h")
+    comps.write_bytes(b"".join(lines[:-1]))
+    with pytest.raises(CorruptRunFile, match=r"line 8: the file ends after 7 of the 8 components config.json describes"):
+        load_harvest(tmp_path / "h")
+    comps.write_bytes(b"".join(lines))
+    (tmp_path / "h" / "shared").mkdir(exist_ok=True)
+    (tmp_path / "h" / "shared" / "x.json").write_text("{")
+    with pytest.raises(CorruptRunFile, match=r"x.json, line 1: not JSON"):
+        load_harvest(tmp_path / "h")
+
+
 def test_components_that_never_fired_are_present(tmp_path):
     batches = make_stream(1, 2, V=V)
     for b in batches:
