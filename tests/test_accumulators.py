@@ -170,7 +170,15 @@ def test_firing_hash_is_a_pure_function_of_the_firing():
 # -- rank_columns against a plain loop ------------------------------------------------
 
 
-def _brute_rank(joint, row_count, col_total, n, k, min_count, metric, exclude_diag=False):
+def _wilson(successes, trials, z=1.959963984540054):
+    """The Wilson score interval, written out from its formula."""
+    p = successes / trials
+    centre, spread = p + z * z / (2 * trials), z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
+    return (centre - spread) / (1 + z * z / trials), (centre + spread) / (1 + z * z / trials)
+
+
+def _brute_rank(joint, row_count, col_total, n, k, min_count, metric, exclude_diag=False, min_support=3):
+    """Per row, the top-k (value, column) by the ranking rule of docs/statistics.md, as a plain loop."""
     out = []
     for r in range(joint.shape[0]):
         entries = []
@@ -180,8 +188,12 @@ def _brute_rank(joint, row_count, col_total, n, k, min_count, metric, exclude_di
                 continue
             prec, rec = j / col_total[c], j / row_count[r]
             pmi = math.log(j * n / (row_count[r] * col_total[c]))
-            entries.append({"precision": prec, "recall": rec, "pmi": pmi, "bottom_pmi": -pmi}[metric])
-        out.append(sorted(entries, reverse=True)[:k])
+            lower, upper = _wilson(j, col_total[c])
+            key = {"precision": (lower,), "recall": (rec,), "pmi": (j >= min_support, pmi),
+                   "bottom_pmi": (-math.log(upper * n / row_count[r]),)}[metric]
+            value = {"precision": prec, "recall": rec, "pmi": pmi, "bottom_pmi": -pmi}[metric]
+            entries.append((key, value))
+        out.append([v for _, v in sorted(entries, key=lambda e: e[0], reverse=True)[:k]])
     return out
 
 
@@ -569,3 +581,28 @@ def test_rounding_never_crosses_the_threshold(values, threshold, digits):
     onto = (x64 - threshold).abs() * (1 + 1e-12) + abs(threshold) * 1e-15 + 1e-300
     assert ((out - x64).abs()[moved] <= torch.maximum(unit, onto)[moved]).all()
     assert ((out - x64).abs()[~moved] <= unit[~moved] / 2 * (1 + 1e-9)).all()
+
+
+# -- bounded modes (issue 11 item 2): the protocol holds; the bounds are in test_heavy_hitters.py
+
+
+@pytest.mark.parametrize("cls", [InputTokenAcc, OutputProbAcc, CorrelationAcc])
+def test_bounded_modes_pass_the_conformance_check(cls):
+    # with summary_k >= the columns no counter is ever pruned, so merge equals one pass exactly;
+    # with fewer counters merge equals one pass within the stated bound (test_heavy_hitters.py)
+    check_accumulator(lambda: cls(mode="bounded", summary_k=16), make_stream(3, 4, V=V))
+
+
+@pytest.mark.parametrize("cls", [InputTokenAcc, OutputProbAcc, CorrelationAcc])
+def test_dense_and_bounded_agree_when_nothing_is_pruned(cls, stream):
+    def out(mode):
+        return harvest(stream, [cls(mode=mode, summary_k=16, top_k=50)]).finalize()
+
+    for d, b in zip(out("dense"), out("bounded")):
+        field = cls.name
+        for ranking in ("top_recall", "top_precision", "top_pmi"):
+            key = (lambda s: s.token_id) if field != "correlations" else (lambda s: s.key)
+            got = sorted((key(s), round(s.count, 4)) for s in getattr(getattr(b, field), ranking))
+            want = sorted((key(s), round(s.count, 4)) for s in getattr(getattr(d, field), ranking))
+            assert got == want
+            assert all(s.count_error == 0 for s in getattr(getattr(b, field), ranking))

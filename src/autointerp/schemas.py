@@ -55,6 +55,13 @@ class TokenStat:
     of probability mass for output tokens). ``precision`` is P(component fires |
     token), ``recall`` is P(token | component fires) and ``pmi`` is
     log P(token, fires) / (P(token) P(fires)).
+
+    ``count_error`` bounds how much ``count`` under-states the true count: the
+    true value is in ``[count, count + count_error]`` (0.0: exact, as in the
+    dense tables; the bounded mode's heavy-hitter summary gives at most
+    firings / (k + 1)). ``precision_lower`` is the Wilson score 95% lower bound
+    of precision, the key the ``top_precision`` list is ranked by (None in
+    harvests made before it existed). See docs/statistics.md.
     """
 
     token_id: int
@@ -63,6 +70,12 @@ class TokenStat:
     recall: float
     pmi: float
     token: str | None = None
+    count_error: float = 0.0
+    precision_lower: float | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.count_error == 0
 
 
 @define
@@ -77,13 +90,22 @@ class TokenStats:
 @define
 class CorrelatedComponent:
     """One partner of a component. ``precision`` = P(this fires | partner fires),
-    ``recall`` = P(partner fires | this fires), ``pmi`` as for tokens."""
+    ``recall`` = P(partner fires | this fires), ``pmi`` as for tokens.
+
+    ``count_error`` and ``precision_lower`` as in `TokenStat`: the true co-firing
+    count is in ``[count, count + count_error]`` (0: exact)."""
 
     key: str
     count: int
     precision: float
     recall: float
     pmi: float
+    count_error: int = 0
+    precision_lower: float | None = None
+
+    @property
+    def exact(self) -> bool:
+        return self.count_error == 0
 
 
 @define

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autointerp.accumulators.associations import RankedColumns, rows_of
+from autointerp.accumulators.associations import Entry, RankedColumns, rows_of
 from autointerp.accumulators.base import HarvestContext
 from autointerp.schemas import TokenStat, TokenStats
 
@@ -17,8 +17,8 @@ def token_stats_per_row(ranked: dict[str, RankedColumns], ctx: HarvestContext) -
             cache[t] = ctx.token_str(t)
         return cache[t]
 
-    def stats(entries: list[tuple[int, float, float, float, float]]) -> list[TokenStat]:
-        return [TokenStat(t, j, p, r, pmi, name(t)) for t, j, p, r, pmi in entries]
+    def stats(entries: list[Entry]) -> list[TokenStat]:
+        return [TokenStat(t, j, p, r, pmi, name(t), err, low) for t, j, p, r, pmi, low, err in entries]
 
     return [
         TokenStats(

@@ -1,4 +1,5 @@
-"""Which components fire together: exact firing and co-firing counts."""
+"""Which components fire together: exact firing counts, and co-firing counts that are
+exact (dense) or kept in a per-component heavy-hitter summary of partners (bounded)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import Any
 
 import torch
 
-from autointerp.accumulators.associations import rank_columns, rows_of
+from autointerp.accumulators._modes import DEFAULT_SUMMARY_K, TableModeStates
+from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, Entry, rank_columns, rank_summary, rows_of
 from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
+from autointerp.accumulators.heavy_hitters import EMPTY, merge_pairs
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 
@@ -17,9 +20,37 @@ from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 # into position chunks no longer than that, and the float32 staging buffer is
 # folded into the int64 table before any of its entries could pass it.
 _EXACT_F32 = 1 << 24
+#: the bounded mode expands a batch's co-firing pairs at most this many at a time
+BOUNDED_PAIRS = 1 << 22
 
 
-class CorrelationAcc(StagedTableAcc):
+def cofiring_pairs(comp: torch.Tensor, pos: torch.Tensor, n_positions: int, max_pairs: int = BOUNDED_PAIRS):
+    """Yield ``(a, b)``: every ordered pair of distinct components firing at one position, in blocks of
+    whole positions of about ``max_pairs`` pairs (a position with more pairs than that is one block)."""
+    order = torch.argsort(pos, stable=True)
+    comp, pos = comp[order], pos[order]
+    per_pos = torch.bincount(pos, minlength=n_positions)
+    first = torch.cumsum(per_pos, 0) - per_pos
+    cum_pairs = torch.cumsum(per_pos * per_pos, 0)
+    total = int(cum_pairs[-1]) if n_positions else 0
+    p0 = 0
+    while p0 < n_positions and total:
+        done = int(cum_pairs[p0 - 1]) if p0 else 0
+        p1 = int(torch.searchsorted(cum_pairs, done + max_pairs, right=True))
+        p1 = min(n_positions, max(p1, p0 + 1))
+        f0, f1 = int(first[p0]), int(first[p1 - 1] + per_pos[p1 - 1])
+        if f1 > f0:
+            rep = per_pos[pos[f0:f1]]
+            i = torch.arange(f0, f1, device=comp.device).repeat_interleave(rep)
+            offset = torch.arange(i.numel(), device=comp.device) - (torch.cumsum(rep, 0) - rep).repeat_interleave(rep)
+            j = first[pos[i]] + offset
+            a, b = comp[i], comp[j]
+            distinct = a != b
+            yield a[distinct], b[distinct]
+        p0 = p1
+
+
+class CorrelationAcc(TableModeStates, StagedTableAcc):
     """Firing counts ``[N]`` and co-firing counts ``[N, N]``, both int64.
 
     Each batch adds ``Fᵀ F`` for its firing indicator F, computed as a sparse
@@ -29,7 +60,17 @@ class CorrelationAcc(StagedTableAcc):
     more than 2^24 positions is split into position chunks for the same reason.
     Finalized per component: partners ranked by precision P(this | partner),
     recall P(partner | this) and PMI, plus the bottom-k by PMI among partners
-    that co-fired at least once.
+    that co-fired at least once. Precision is ranked by its Wilson 95% lower
+    bound, PMI with co-firing >= ``min_support`` first, bottom PMI by the Wilson
+    upper bound (see docs/statistics.md).
+
+    Bounded mode (``mode="bounded"``, or ``"auto"`` when the loop's `choose_mode`
+    finds the ``[N, N]`` table does not fit): a Misra–Gries summary of
+    ``summary_k`` (partner, count) counters per component; each batch's
+    co-firing pairs (expanded per position, ``BOUNDED_PAIRS`` at a time, then
+    aggregated) are merged into it, so every reported count is at most
+    ``(sum of the component's co-firings) / (summary_k + 1)`` below the true one
+    (``count_error``). Firing counts stay exact.
     """
 
     staged_table = "cofire"
@@ -37,27 +78,55 @@ class CorrelationAcc(StagedTableAcc):
     name = "correlations"
     prompt_section = "correlations.j2"
 
-    def __init__(self, top_k: int = 10):
-        self.top_k = top_k
+    _summary_dtype = torch.int64
+
+    def __init__(self, top_k: int = 10, mode: str = "auto", summary_k: int = DEFAULT_SUMMARY_K,
+                 min_support: float = DEFAULT_MIN_SUPPORT):
+        self.top_k, self.min_support = top_k, min_support
+        self._init_mode(mode, summary_k)
 
     def config(self) -> dict[str, Any]:
-        return {"top_k": self.top_k}
+        return {"top_k": self.top_k, **self._mode_config(), "min_support": self.min_support}
 
-    def state_bytes(self, ctx: HarvestContext) -> int:
+    def dense_state_bytes(self, ctx: HarvestContext) -> int:
         N = ctx.n_components
         return 8 * N * N + 4 * N * N + 8 * N  # int64 table + float32 staging buffer + counts
 
-    def setup(self, ctx: HarvestContext) -> None:
+    def bounded_state_bytes(self, ctx: HarvestContext) -> int:
         N = ctx.n_components
-        self.add_state("cofire", torch.zeros(N, N, dtype=torch.int64))
+        return N * self.summary_k * (4 + 8) + 8 * N + 8 * N + 8  # summary + its error + counts
+
+    def _summary_columns(self) -> int:
+        return self.count.shape[0]
+
+    def _table_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        off = self.cofire.clone()
+        off.fill_diagonal_(0)
+        rows, cols = off.nonzero(as_tuple=True)
+        return rows, cols, off[rows, cols]
+
+    def _setup_mode(self, ctx: HarvestContext, mode: str) -> None:
+        N = ctx.n_components
+        if mode == "dense":
+            self.add_state("cofire", torch.zeros(N, N, dtype=torch.int64))
+        else:
+            k = self.summary_k
+            self.add_state("hh_ids", torch.full((N, k), EMPTY, dtype=torch.int32), reduce=None)
+            self.add_state("hh_counts", torch.zeros(N, k, dtype=torch.int64), reduce=None)
+            self.add_state("hh_error", torch.zeros(N, dtype=torch.int64), reduce=None)
         self.add_state("count", torch.zeros(N, dtype=torch.int64))
         self.add_state("n_tokens", torch.zeros((), dtype=torch.int64))
-        self._staged = StagedSum((N, N), ctx.device, _EXACT_F32)
+        self._staged = StagedSum((N, N if mode == "dense" else 0), ctx.device, _EXACT_F32)
 
     def update(self, batch: FiringBatch) -> None:
         self.count.index_add_(0, batch.firing_comp, torch.ones_like(batch.firing_comp))
         self.n_tokens += batch.n_valid
         if not batch.n_firings:
+            return
+        if self.bounded:
+            N = self.count.shape[0]
+            for a, b in cofiring_pairs(batch.firing_comp, batch.firing_pos, batch.n_positions):
+                merge_pairs(self.hh_ids, self.hh_counts, self.hh_error, a, b, torch.ones_like(a), N)
             return
         P = batch.n_positions
         for start in range(0, P, _EXACT_F32):
@@ -74,16 +143,20 @@ class CorrelationAcc(StagedTableAcc):
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()
         self._flush()
-        ranked = rank_columns(
-            self.cofire, self.count, self.count, float(self.n_tokens), self.top_k,
-            min_count=1, exclude_diagonal_from=0, bottom_pmi=True,
-        )
+        common = {"min_count": 1, "bottom_pmi": True, "min_support": self.min_support}
+        if self.bounded:
+            ranked = rank_summary(self.hh_ids, self.hh_counts, self.hh_error, self.count, self.count,
+                                  float(self.n_tokens), self.top_k, **common)
+        else:
+            ranked = rank_columns(self.cofire, self.count, self.count, float(self.n_tokens), self.top_k,
+                                  exclude_diagonal_from=0, **common)
         # rank_columns' precision is joint / col_total = P(this | partner), recall = P(partner | this)
         rows = {m: rows_of(r) for m, r in ranked.items()}
         key = ctx.space.key
 
-        def partners(entries: list[tuple[int, float, float, float, float]]) -> list[CorrelatedComponent]:
-            return [CorrelatedComponent(key(c), int(j), p, r, pmi) for c, j, p, r, pmi in entries]
+        def partners(entries: list[Entry]) -> list[CorrelatedComponent]:
+            return [CorrelatedComponent(key(c), int(j), p, r, pmi, int(err), low)
+                    for c, j, p, r, pmi, low, err in entries]
 
         return {
             i: ComponentCorrelations(

@@ -2,8 +2,10 @@
 
 This is the classic baseline that an LLM label has to beat: "fires on 'the',
 'a'; predicts ' cat', ' dog'". It reads the harvested statistics directly —
-input tokens ranked by precision (P(fires | token)), output tokens by PMI —
-and falls back to the firing tokens of the activation examples when a harvest
+input tokens ranked by the Wilson 95% lower bound of precision P(fires | token),
+output tokens by PMI among tokens with enough support — so a token seen once
+never leads the label (docs/statistics.md); harvests made before the lists
+were ranked that way are re-ranked here from their counts. It falls back to the firing tokens of the activation examples when a harvest
 kept no token statistics.
 
 `OfflineBackend` wraps it in the `Backend` seam so the interpreter, the runner,
@@ -15,6 +17,7 @@ puts the `ComponentData` in ``request.metadata["component"]``. Scorers call
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from typing import Any
 
@@ -24,14 +27,42 @@ from autointerp.schemas import ComponentData, TokenStat, TokenUsage
 OFFLINE_MODEL = "offline-token-lookup"
 
 
+#: the PMI list's minimum support (as `autointerp.accumulators.associations.DEFAULT_MIN_SUPPORT`)
+MIN_SUPPORT = 3.0
+_Z = 1.959963984540054
+
+
 def _show(stat: TokenStat) -> str:
     return repr(stat.token) if stat.token is not None else f"#{stat.token_id}"
 
 
+def precision_lower(stat: TokenStat) -> float:
+    """The Wilson 95% lower bound of the stat's precision: stored, or recomputed from count / precision."""
+    if stat.precision_lower is not None:
+        return stat.precision_lower
+    if stat.precision <= 0 or stat.count <= 0:
+        return 0.0
+    n = stat.count / stat.precision  # the token's total count (or mass)
+    p = min(1.0, stat.precision)
+    centre = p + _Z * _Z / (2 * n)
+    spread = _Z * math.sqrt(p * (1 - p) / n + _Z * _Z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + _Z * _Z / n))
+
+
+def by_precision_lower(stats: list[TokenStat]) -> list[TokenStat]:
+    """``stats`` best first by the lower bound of precision (a stable sort: ties keep their order)."""
+    return sorted(stats, key=precision_lower, reverse=True)
+
+
+def by_supported_pmi(stats: list[TokenStat], min_support: float = MIN_SUPPORT) -> list[TokenStat]:
+    """``stats`` best first by PMI, those with ``count >= min_support`` before the rest."""
+    return sorted(stats, key=lambda s: (s.count >= min_support, s.pmi), reverse=True)
+
+
 def top_input_tokens(comp: ComponentData, n: int = 3) -> list[str]:
-    """The ``n`` input tokens with the highest precision (or, lacking stats, the commonest firing tokens)."""
+    """The ``n`` input tokens with the highest precision lower bound (or, lacking stats, the commonest firing tokens)."""
     if comp.input_tokens is not None:
-        ranked = comp.input_tokens.top_precision or comp.input_tokens.top_recall
+        ranked = by_precision_lower(comp.input_tokens.top_precision) or comp.input_tokens.top_recall
         if ranked:
             return [_show(s) for s in ranked[:n]]
     counts: Counter[str] = Counter()
@@ -45,7 +76,7 @@ def top_output_tokens(comp: ComponentData, n: int = 3) -> list[str]:
     """The ``n`` output tokens with the highest PMI (or recall) while the component fires."""
     if comp.output_tokens is None:
         return []
-    ranked = comp.output_tokens.top_pmi or comp.output_tokens.top_recall
+    ranked = by_supported_pmi(comp.output_tokens.top_pmi) or comp.output_tokens.top_recall
     return [_show(s) for s in ranked[:n]]
 
 
@@ -90,7 +121,7 @@ class OfflineBackend:
         data: dict[str, Any] = {
             "label": label,
             "confidence": "low",
-            "reasoning": "token-lookup baseline: the component's top input tokens by precision and output tokens by PMI; no LLM was called",
+            "reasoning": "token-lookup baseline: the component's top input tokens by precision (Wilson lower bound) and output tokens by PMI (min support); no LLM was called",
         }
         return LLMResponse(data=data, usage=TokenUsage(), raw_text=json.dumps(data), model=self.model)
 

@@ -1,0 +1,186 @@
+"""Dense or bounded: how the token and co-firing tables choose their state.
+
+``InputTokenAcc``, ``OutputProbAcc`` and ``CorrelationAcc`` each take
+``mode="dense"|"bounded"|"auto"`` and ``summary_k``. Dense is the exact ``[N, V]``
+or ``[N, N]`` table; bounded keeps a per-component heavy-hitter summary of
+``summary_k`` counters (`autointerp.accumulators.heavy_hitters`) beside the exact
+per-token and per-component totals. ``auto`` is dense unless the loop, before
+allocating, calls ``choose_mode(ctx, budget_bytes)`` and the dense table does not
+fit the budget. The requested mode stays in ``config()`` (so a resume or a
+worker rebuilds the same accumulator), and ``mode_used`` says which one runs;
+the state itself says which mode it is, so ``load_state_dict`` switches to the
+mode of the state it is given, and ``merge`` of a dense and a bounded
+accumulator (both ``auto``) turns the dense one into a summary first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autointerp.accumulators.base import HarvestContext
+
+MODES = ("dense", "bounded", "auto")
+#: counters per component in the bounded mode: the count error is at most firings / (k + 1)
+DEFAULT_SUMMARY_K = 128
+#: the states of the bounded mode (the heavy-hitter summary)
+SUMMARY_STATES = ("hh_ids", "hh_counts", "hh_error")
+
+
+class TableModes:
+    """Mode handling shared by the three table accumulators (a mixin; the class supplies the bytes)."""
+
+    mode: str
+    summary_k: int
+    _chosen: str | None = None
+    _mode_used: str | None = None
+
+    def _init_mode(self, mode: str, summary_k: int) -> None:
+        if mode not in MODES:
+            raise ValueError(f"{type(self).__name__}(mode={mode!r}): expected one of {', '.join(MODES)}")
+        if not isinstance(summary_k, int) or summary_k < 1:
+            raise ValueError(f"{type(self).__name__}(summary_k={summary_k!r}): expected an int >= 1 "
+                             f"(counters per component in the bounded mode; default {DEFAULT_SUMMARY_K})")
+        self.mode, self.summary_k = mode, summary_k
+
+    def _mode_config(self) -> dict[str, Any]:
+        return {"mode": self.mode, "summary_k": self.summary_k}
+
+    def dense_state_bytes(self, ctx: HarvestContext) -> int:
+        raise NotImplementedError
+
+    def bounded_state_bytes(self, ctx: HarvestContext) -> int:
+        raise NotImplementedError
+
+    def choose_mode(self, ctx: HarvestContext, budget_bytes: int | None) -> str:
+        """The mode this accumulator will use for ``ctx`` under ``budget_bytes`` (call before `bind`).
+
+        An explicit ``mode`` is kept whatever the budget (the loop's memory check
+        then refuses what does not fit); ``auto`` is dense when the dense state
+        fits the budget (or no budget is given), else bounded. The choice is
+        remembered, so ``state_bytes`` and ``bind`` follow it.
+        """
+        if self.mode != "auto":
+            return self.mode
+        fits = budget_bytes is None or self.dense_state_bytes(ctx) <= budget_bytes
+        self._chosen = "dense" if fits else "bounded"
+        return self._chosen
+
+    def resolved_mode(self) -> str:
+        return self.mode if self.mode != "auto" else (self._chosen or "dense")
+
+    @property
+    def mode_used(self) -> str | None:
+        """``"dense"`` or ``"bounded"`` once bound; None before."""
+        return self._mode_used
+
+    @property
+    def bounded(self) -> bool:
+        return self._mode_used == "bounded"
+
+    def state_bytes(self, ctx: HarvestContext) -> int:
+        """Bytes of the mode it would use (see `choose_mode`)."""
+        if self.resolved_mode() == "bounded":
+            return self.bounded_state_bytes(ctx)
+        return self.dense_state_bytes(ctx)
+
+    def _state_mode(self, state: Any) -> str:
+        return "bounded" if "hh_ids" in state else "dense"
+
+
+def _summary_merge(acc: Any, theirs: Any) -> None:
+    from autointerp.accumulators.heavy_hitters import merge_summaries
+
+    merge_summaries(acc.hh_ids, acc.hh_counts, acc.hh_error, theirs["hh_ids"], theirs["hh_counts"],
+                    theirs["hh_error"], acc._summary_columns())
+    for name in acc._states():
+        if name not in SUMMARY_STATES:
+            getattr(acc, name).add_(theirs[name])
+
+
+class TableModeStates(TableModes):
+    """The state plumbing of the two modes, for a `TensorAccumulator` subclass.
+
+    The class implements ``_setup_mode(ctx, mode)`` (declare the states of that
+    mode), ``_table_pairs()`` (its dense table as (rows, cols, weights)),
+    ``_summary_columns()`` (V or N) and ``_summary_dtype``.
+    """
+
+    _summary_dtype: Any
+
+    def setup(self, ctx: HarvestContext) -> None:
+        self._switch_mode(ctx, self.resolved_mode())
+
+    def _switch_mode(self, ctx: HarvestContext, mode: str) -> None:
+        for name in getattr(self, "_state_names", None) or []:
+            delattr(self, name)
+        self._state_names = None  # type: ignore[assignment]
+        self._mode_used = mode
+        self._setup_mode(ctx, mode)
+
+    def _flush(self) -> None:
+        # a staged table (StagedTableAcc) exists only in the dense mode
+        parent = getattr(super(), "_flush", None)
+        if parent is not None and not self.bounded:
+            parent()
+
+    def _flush_table(self) -> None:
+        self._flush()
+
+    def _summary_state(self) -> dict[str, Any]:
+        """This accumulator's state in the bounded mode's layout (the dense table summarised exactly: error 0
+        for rows with at most ``summary_k`` columns)."""
+        from autointerp.accumulators.heavy_hitters import HeavyHitters
+
+        self._flush_table()
+        if self.bounded:
+            return {name: getattr(self, name) for name in self._states()}
+        ctx = self._require_bound()
+        hh = HeavyHitters.empty(ctx.n_components, self.summary_k, self._summary_columns(), self._summary_dtype,
+                                ctx.device)
+        hh.add(*self._table_pairs())
+        out = {"hh_ids": hh.ids, "hh_counts": hh.counts, "hh_error": hh.error}
+        out.update({name: getattr(self, name) for name in self._states() if name not in self._dense_only()})
+        return out
+
+    def _dense_only(self) -> tuple[str, ...]:
+        return (self.staged_table,) if hasattr(self, "staged_table") else ("joint",)
+
+    def _become_bounded(self) -> None:
+        state = self._summary_state()
+        self._switch_mode(self._require_bound(), "bounded")
+        for name in self._states():
+            setattr(self, name, state[name].clone())
+
+    def merge(self, other: Any) -> Any:
+        self._check_mergeable(other)  # type: ignore[attr-defined]
+        if not other.bound:
+            return self
+        if not self.bound:  # type: ignore[attr-defined]
+            if self.mode == "auto" and other.mode_used:
+                self._chosen = other.mode_used
+            self.bind(other._require_bound())  # type: ignore[attr-defined]
+        self._flush_table()
+        other._flush_table()
+        if other.mode_used == self.mode_used:
+            theirs = {name: getattr(other, name) for name in self._states()}  # type: ignore[attr-defined]
+        else:
+            # a dense table cannot take in a summary exactly: both become summaries
+            if not self.bounded:
+                self._become_bounded()
+            theirs = other._summary_state()
+        device = self.hh_ids.device if self.bounded else getattr(self, self._dense_only()[0]).device  # type: ignore[attr-defined]
+        self.merge_states({n: t.to(device) for n, t in theirs.items()})  # type: ignore[attr-defined]
+        return self
+
+    def merge_states(self, theirs: Any) -> None:
+        if self.bounded:
+            _summary_merge(self, theirs)
+        else:
+            super().merge_states(theirs)  # type: ignore[misc]
+
+    def load_state_dict(self, state: Any) -> None:
+        ctx = self._require_bound()  # type: ignore[attr-defined]
+        mode = self._state_mode(state)
+        if mode != self.mode_used:
+            self._switch_mode(ctx, mode)
+        super().load_state_dict(state)  # type: ignore[misc]

@@ -1,0 +1,206 @@
+"""The mergeable Misra–Gries summary and the bounded modes built on it, against brute
+force on Zipf streams with planted heavy hitters (hypothesis for the invariants)."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autointerp import CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc, OutputProbAcc
+from autointerp.accumulators.base import HarvestContext
+from autointerp.accumulators.heavy_hitters import HeavyHitters
+from autointerp.batch import ComponentSpace
+from autointerp.schemas import LayerSpec
+
+
+def zipf_pairs(seed: int, n_rows: int, n_cols: int, n: int, planted: int = 2):
+    """(rows, cols): Zipf columns, plus ``planted`` heavy columns per row at a third of its weight."""
+    g = torch.Generator().manual_seed(seed)
+    w = 1.0 / torch.arange(1, n_cols + 1, dtype=torch.float64) ** 1.2
+    rows = torch.randint(0, n_rows, (n,), generator=g)
+    cols = torch.multinomial(w, n, replacement=True, generator=g)
+    heavy = torch.rand(n, generator=g) < 0.33
+    pick = torch.randint(0, planted, (n,), generator=g)
+    cols = torch.where(heavy, (rows * 7 + pick * 13 + 5) % n_cols, cols)
+    return rows, cols
+
+
+def brute(rows, cols, n_rows, n_cols, weights=None):
+    t = torch.zeros(n_rows, n_cols, dtype=torch.float64 if weights is not None and weights.is_floating_point() else torch.int64)
+    t.index_put_((rows, cols), torch.ones_like(rows) if weights is None else weights, accumulate=True)
+    return t
+
+
+def check_bound(hh: HeavyHitters, true):
+    est = hh.to_dense()
+    err = hh.error[:, None]
+    assert (est <= true).all(), "a counter over-counts"
+    assert (true <= est + err).all(), "a true count exceeds count + error"
+    n = true.sum(1)
+    assert (hh.error * (hh.k + 1) <= n - hh.counts.sum(1)).all(), "error exceeds (n - sum) / (k + 1)"
+    assert ((true > err) <= (est > 0)).all(), "a column above the error bound is missing"
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 8), n_batches=st.integers(1, 6), n_cols=st.integers(2, 60))
+def test_summary_bounds_hold_against_brute_force(seed, k, n_batches, n_cols):
+    rows, cols = zipf_pairs(seed, 5, n_cols, 80 * n_batches)
+    hh = HeavyHitters.empty(5, k, n_cols)
+    for r, c in zip(rows.chunk(n_batches), cols.chunk(n_batches)):
+        hh.add(r, c, torch.ones_like(r))
+    check_bound(hh, brute(rows, cols, 5, n_cols))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 8), cuts=st.lists(st.integers(1, 399), max_size=4))
+def test_merge_of_splits_equals_one_pass_within_the_bound(seed, k, cuts):
+    rows, cols = zipf_pairs(seed, 4, 40, 400)
+    one = HeavyHitters.empty(4, k, 40)
+    one.add(rows, cols, torch.ones_like(rows))
+    bounds = sorted({0, 400, *cuts})
+    parts = []
+    for a, b in zip(bounds, bounds[1:]):
+        part = HeavyHitters.empty(4, k, 40)
+        part.add(rows[a:b], cols[a:b], torch.ones_like(rows[a:b]))
+        parts.append(part)
+    merged = parts[0]
+    for p in parts[1:]:
+        merged.merge(p)
+    true = brute(rows, cols, 4, 40)
+    check_bound(merged, true)
+    gap = (merged.to_dense() - one.to_dense()).abs()
+    assert (gap <= torch.maximum(merged.error, one.error)[:, None]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6))
+def test_weighted_rows_keep_the_bound(seed, k):
+    g = torch.Generator().manual_seed(seed)
+    hh = HeavyHitters.empty(3, k, 20, dtype=torch.float64)
+    true = torch.zeros(3, 20, dtype=torch.float64)
+    for _ in range(4):
+        rows = torch.tensor(sorted(torch.randperm(3, generator=g)[:2].tolist()))
+        dense = torch.softmax(3 * torch.randn(2, 20, generator=g, dtype=torch.float64), -1) * 5
+        hh.add_dense_rows(rows, dense)
+        true[rows] += dense
+    est, err = hh.to_dense(), hh.error[:, None]
+    assert (est <= true + 1e-9).all() and (true <= est + err + 1e-9).all()
+    assert (hh.error * (k + 1) <= true.sum(1) + 1e-9).all()
+
+
+def test_rows_with_few_columns_are_exact_and_the_summary_is_deterministic():
+    rows, cols = zipf_pairs(0, 3, 6, 500)
+    a, b = HeavyHitters.empty(3, 6, 6), HeavyHitters.empty(3, 6, 6)
+    a.add(rows, cols, torch.ones_like(rows))
+    for r, c in zip(rows.chunk(7), cols.chunk(7)):
+        b.add(r, c, torch.ones_like(r))
+    true = brute(rows, cols, 3, 6)
+    assert torch.equal(a.to_dense(), true) and torch.equal(b.to_dense(), true) and int(a.error.sum()) == 0
+    c = HeavyHitters.empty(3, 2, 6)
+    d = HeavyHitters.empty(3, 2, 6)
+    for h in (c, d):
+        h.add(rows, cols, torch.ones_like(rows))
+    assert torch.equal(c.ids, d.ids) and torch.equal(c.counts, d.counts) and torch.equal(c.error, d.error)
+
+
+# -- the bounded modes of the accumulators ----------------------------------------------
+
+
+def zipf_stream(seed=0, n_batches=3, V=400, C=6, B=8, S=64):
+    """Zipf tokens; component c fires on its planted tokens (c, c + 50, c + 100) and 5% elsewhere."""
+    g = torch.Generator().manual_seed(seed)
+    w = 1.0 / torch.arange(1, V + 1, dtype=torch.float64) ** 1.1
+    out = []
+    for i in range(n_batches):
+        tok = torch.multinomial(w, B * S, replacement=True, generator=g).view(B, S)
+        acts = []
+        for c in range(C):
+            planted = (tok == c + 10) | (tok == c + 60) | (tok == c + 110)
+            acts.append((planted | (torch.rand(B, S, generator=g) < 0.05)).float())
+        probs = torch.softmax(torch.randn(B, S, V, generator=g) * 2, -1)
+        out.append(HarvestBatch(tokens=tok, activations={"l": torch.stack(acts, -1)}, output_probs=probs,
+                                sequence_ids=torch.arange(i * B, (i + 1) * B)))
+    return out
+
+
+def run(batches, accs):
+    loop = HarvestLoop(accs, progress=False)
+    for b in batches:
+        loop.update(b)
+    return loop
+
+
+def _ids(stats):
+    return [getattr(s, "token_id", getattr(s, "key", None)) for s in stats]
+
+
+def test_bounded_top_lists_equal_dense_where_separated_by_more_than_the_bound():
+    batches = zipf_stream()
+    dense = run(batches, [InputTokenAcc(mode="dense", top_k=3), CorrelationAcc(mode="dense", top_k=3)]).finalize()
+    bounded = run(batches, [InputTokenAcc(mode="bounded", summary_k=16, top_k=3),
+                            CorrelationAcc(mode="bounded", summary_k=16, top_k=3)]).finalize()
+    checked = 0
+    for d, b in zip(dense, bounded):
+        for field in ("input_tokens", "correlations"):
+            dl, bl = getattr(d, field).top_recall, getattr(b, field).top_recall
+            err = bl[0].count_error if bl else 0
+            counts = [s.count for s in dl]
+            # separated: consecutive true counts differ by more than the bound
+            if all(x - y > err for x, y in zip(counts, counts[1:])):
+                assert _ids(bl) == _ids(dl), (d.key, field)
+                checked += 1
+            for s in bl:  # every reported count carries its bound, and the bound holds
+                true = next((t.count for t in getattr(d, field).top_recall if _ids([t]) == _ids([s])), None)
+                if true is not None:
+                    assert s.count <= true <= s.count + s.count_error
+    assert checked >= 4
+
+
+def test_bounded_output_mass_carries_its_bound():
+    batches = zipf_stream(n_batches=2)
+    dense = run(batches, [OutputProbAcc(mode="dense", top_k=5)]).finalize()
+    bounded = run(batches, [OutputProbAcc(mode="bounded", summary_k=8, top_k=5)]).finalize()
+    for d, b in zip(dense, bounded):
+        true = {s.token_id: s.count for s in d.output_tokens.top_recall}
+        for s in b.output_tokens.top_recall:
+            assert s.count_error <= d.firing_count / 9 + 1e-9
+            if s.token_id in true:
+                assert s.count - 1e-4 <= true[s.token_id] <= s.count + s.count_error + 1e-4
+        assert all(s.count_error == 0 for s in d.output_tokens.top_recall)
+
+
+def test_mode_selection_and_bytes():
+    ctx = HarvestContext(ComponentSpace([LayerSpec("l", 40_000)]), 50_000, "cpu", 0, 0.0)
+    acc = InputTokenAcc()
+    assert acc.state_bytes(ctx) == acc.dense_state_bytes(ctx) > 16e9
+    assert acc.choose_mode(ctx, 4 << 30) == "bounded"
+    assert acc.state_bytes(ctx) == acc.bounded_state_bytes(ctx) < 100e6
+    assert acc.config()["mode"] == "auto"  # the request is what rebuilds it; mode_used says what ran
+    assert InputTokenAcc(mode="dense").choose_mode(ctx, 1) == "dense"
+    assert CorrelationAcc().choose_mode(ctx, None) == "dense"
+    corr = CorrelationAcc()
+    corr.choose_mode(ctx, 1 << 30)
+    assert corr.bounded_state_bytes(ctx) == corr.state_bytes(ctx) < 100e6
+
+
+def test_auto_accumulators_in_both_modes_merge_and_load_into_a_summary():
+    batches = zipf_stream(n_batches=2)
+    ctx = HarvestContext(ComponentSpace([LayerSpec("l", 6)]), 400, "cpu", 0, 0.0)
+    b = InputTokenAcc(summary_k=16)
+    assert b.choose_mode(ctx, 1) == "bounded"  # what the loop does before binding
+    run(batches[1:], [b])
+    (d,) = [a for a in run(batches[:1], [InputTokenAcc(summary_k=16)]).accumulators if isinstance(a, InputTokenAcc)]
+    assert (b.mode_used, d.mode_used) == ("bounded", "dense")
+    fresh = InputTokenAcc(summary_k=16)
+    fresh.bind(d.ctx)
+    fresh.load_state_dict(b.state_dict())  # the state says which mode it is
+    assert fresh.mode_used == "bounded" and fresh.finalize() == b.finalize()
+    d.merge(b)  # a dense table cannot take in a summary exactly: it becomes one
+    assert d.mode_used == "bounded"
+    truth = run(batches, [InputTokenAcc(mode="dense")]).finalize()
+    for i, stats in d.finalize().items():
+        true = {s.token_id: s.count for s in truth[i].input_tokens.top_recall}
+        for s in stats.top_recall:
+            if s.token_id in true:
+                assert s.count <= true[s.token_id] <= s.count + s.count_error
