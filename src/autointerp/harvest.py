@@ -22,6 +22,7 @@ import torch
 from attrs import define
 from attrs import fields as attrs_fields
 
+from autointerp import distributed
 from autointerp.accumulators.base import Accumulator, HarvestContext
 from autointerp.accumulators.firing_stats import FiringStatsAcc
 from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch
@@ -261,10 +262,12 @@ class HarvestLoop:
         timings: HarvestTimings | None = None,
         desc: str = "harvest",
         log: Callable[[str], None] | None = None,
+        split_batches: bool = True,
     ) -> HarvestResult:
         """Consume ``batches`` (see `consume`) and return the finalized result."""
         self.consume(batches, n_batches=n_batches, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                     resume=resume, settings=settings, timings=timings, desc=desc, log=log)
+                     resume=resume, settings=settings, timings=timings, desc=desc, log=log,
+                     split_batches=split_batches)
         return self.finalize()
 
     def consume(
@@ -279,6 +282,7 @@ class HarvestLoop:
         timings: HarvestTimings | None = None,
         desc: str = "harvest",
         log: Callable[[str], None] | None = None,
+        split_batches: bool = True,
     ) -> None:
         """Feed ``batches`` (at most ``n_batches``) to every accumulator, with progress and checkpoints.
 
@@ -294,7 +298,19 @@ class HarvestLoop:
         other iterable is drawn from and the first ones dropped.
 
         ``timings`` collects where the time went; ``log`` receives the resume line.
+
+        Under an initialized ``torch.distributed`` process group of several ranks
+        (`autointerp.distributed`), every rank passes the same ``batches``: rank r
+        takes batches r, r + world_size, ... below ``n_batches`` (``split_batches=False``:
+        the caller already gave each rank its share), checkpoints to its own file
+        (``ckpt.rank<R>-of-<W>.pt``, as given when the caller split), and the pass ends
+        with the merge of every rank's state, so every rank then holds the whole harvest.
         """
+        ranks = distributed.active_ranks()
+        if ranks is not None and split_batches:
+            batches, n_batches = distributed.RankShare(batches, *ranks, n_batches=n_batches), None
+            if checkpoint is not None:
+                checkpoint = distributed.rank_checkpoint(checkpoint, *ranks)
         if resume and checkpoint is not None and Path(checkpoint).exists():
             self.load_checkpoint(checkpoint, settings=settings)
             if log is not None:
@@ -352,6 +368,8 @@ class HarvestLoop:
         # a loop that saw nothing leaves no checkpoint behind (a rerun would then ask for --resume)
         if checkpoint is not None and checkpoint_every and self.space is not None:
             self._timed_checkpoint(checkpoint, settings, True, timings)
+        if ranks is not None:  # after the checkpoint, which keeps this rank's own state for a resume
+            distributed.merge_across_ranks(self)
 
     def _timed_checkpoint(self, path: str | Path, settings: Mapping[str, Any] | None, done: bool,
                           timings: HarvestTimings | None) -> None:

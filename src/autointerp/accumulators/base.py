@@ -223,6 +223,14 @@ class TensorAccumulator(Accumulator):
     def _states(self) -> list[str]:
         return list(getattr(self, "_state_names", None) or [])
 
+    def state_reductions(self) -> dict[str, tuple[str | None, bool]]:
+        """``{state name: (reduce, fixed_shape)}`` as declared by `add_state`.
+
+        `autointerp.distributed` all-reduces an accumulator whose every state has an
+        elementwise reduction and a fixed shape; any other one merges by `merge_states`.
+        """
+        return {name: (self._reductions[name], self._fixed_shape[name]) for name in self._states()}
+
     def merge(self, other: Accumulator) -> TensorAccumulator:
         self._check_mergeable(other)
         assert isinstance(other, TensorAccumulator)
