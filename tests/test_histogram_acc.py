@@ -48,7 +48,7 @@ def reference_histograms(batches, threshold=0.0, bins_per_octave=4, n_octaves=20
 
 
 def as_tuples(result):
-    return {i: None if c.activation_histogram is None else (c.activation_histogram.edges, c.activation_histogram.counts)
+    return {i: None if c.histogram is None else (c.histogram.edges, c.histogram.counts)
             for i, c in enumerate(result.components)}
 
 
@@ -85,7 +85,7 @@ def test_counts_sum_to_the_firing_count_and_are_integers():
         loop.update(b)
     res = loop.finalize()
     for c in res.components:
-        h = c.activation_histogram
+        h = c.histogram
         assert (h.total if h else 0) == c.firing_count
         if h:
             assert all(isinstance(x, int) for x in h.counts)

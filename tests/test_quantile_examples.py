@@ -209,3 +209,57 @@ def test_no_flag_where_the_rows_are_too_short_to_mean_anything():
     loop = HarvestLoop([FiringStatsAcc()], vocab_size=1, progress=False)
     loop.update(early_batch(S=6))
     assert not any(c.fires_early for c in loop.finalize().components)
+
+
+# -- what the explainer is shown, and what is then held out ---------------------------
+
+
+def full_harvest():
+    """Component 0 fires at the start of every row, component 1 on token 3 anywhere, component 2 never."""
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for i in range(3):
+        tok = torch.randint(0, 8, (4, 40), generator=g)
+        a = torch.zeros(4, 40, 3)
+        a[:, :EARLY_POSITIONS, 0] = 0.5 + torch.rand(4, EARLY_POSITIONS, generator=g) * 4
+        a[..., 1] = (tok == 3).float() * torch.exp(torch.randn(4, 40, generator=g))
+        batches.append(HarvestBatch(tok, {"h.0.mlp": a}, sequence_ids=torch.arange(4 * i, 4 * i + 4)))
+    from autointerp.accumulators import ActivationHistogramAcc, ReservoirAcc, TopActivationAcc
+
+    loop = HarvestLoop([ReservoirAcc(k=20, context_tokens=3), TopActivationAcc(k=4, context_tokens=3),
+                        ActivationHistogramAcc(), QuantileExampleAcc(context_tokens=3)],
+                       vocab_size=8, decode=lambda t: f" w{t}", progress=False)
+    return loop.run(batches)
+
+
+def test_prompt_shows_histogram_quantiles_and_the_position_flag():
+    from autointerp.interpret import Interpreter
+    from autointerp.llm.offline import OfflineBackend
+
+    h = full_harvest()
+    it = Interpreter(OfflineBackend(), progress=False)
+    early, anywhere, dead = (it.render(c, h)["prompt"] for c in h.components)
+    assert "## How strongly it fires (" in anywhere and "## Examples at each activation strength" in anywhere
+    assert "### Quantile 0-" in anywhere and "<< w3>>" in anywhere.split("## Examples at each activation strength")[1]
+    assert "Position: 100.0% of its firings are at the first 4 tokens" in early
+    assert "Position:" not in anywhere
+    assert "How strongly" not in dead and "activation strength" not in dead
+
+
+def test_shown_quantile_examples_are_recorded_and_never_held_out():
+    """A window shown as a quantile example must not come back as a held-out example to score on."""
+    from autointerp.heldout import evidence_split, missing_spans, quantile_examples_of, split_examples, split_shown
+
+    h = full_harvest()
+    comp = h.components[1]
+    shown_q = quantile_examples_of(comp)
+    assert shown_q
+    split = split_examples(comp, n_explain=2, n_top=1)
+    spans = {(e.sequence_index, e.position) for e in shown_q}
+    # before: held-out examples were filtered against the random and top windows only
+    assert not spans & {(e.sequence_index, e.position) for e in split.holdout + split.holdout_top}
+    record = evidence_split(comp, 2, 1)
+    assert missing_spans(comp, record.spans()) == []
+    again = split_shown(comp, record.spans())
+    assert {(e.sequence_index, e.position) for e in again.holdout} == {(e.sequence_index, e.position) for e in split.holdout}
+    assert len(again.explain_quantiles) == len(shown_q)

@@ -3,7 +3,8 @@
 The reservoir returns a component's examples in the order of their random keys,
 which is itself a uniformly random order, so the first ``n_explain`` are a
 uniform sample and the rest a disjoint uniform sample. The explainer also sees
-the first ``n_top`` max-activating examples.
+the first ``n_top`` max-activating examples, and every quantile example
+(`ComponentData.quantile_examples`, a few per activation quantile).
 
 Held out means more than "another firing": firings cluster, so the window of a
 held-out firing can contain tokens (and firings) the explainer was shown. A
@@ -54,22 +55,30 @@ class ExampleSplit:
     explain_top: list[ActivationExample] = field(factory=list)
     holdout: list[ActivationExample] = field(factory=list)
     holdout_top: list[ActivationExample] = field(factory=list)
+    #: the quantile examples shown (all of them; the prompt lists each window once)
+    explain_quantiles: list[ActivationExample] = field(factory=list)
 
     def shown_ids(self) -> set[tuple[int, int]]:
-        return {(e.sequence_index, e.position) for e in self.explain + self.explain_top}
+        return {(e.sequence_index, e.position) for e in self.explain + self.explain_top + self.explain_quantiles}
 
     def shown_spans(self) -> list[Span]:
-        """The shown windows, each once, in the order shown (random examples, then the strongest)."""
-        return list(dict.fromkeys(example_span(e) for e in self.explain + self.explain_top))
+        """The shown windows, each once, in the order shown (random examples, the strongest, the quantiles)."""
+        return list(dict.fromkeys(example_span(e) for e in self.explain + self.explain_top + self.explain_quantiles))
 
 
-def _held_out(comp: ComponentData, explain: list[ActivationExample], explain_top: list[ActivationExample], spans: Sequence[Span]) -> ExampleSplit:
+def quantile_examples_of(comp: ComponentData) -> list[ActivationExample]:
+    """Every quantile example of ``comp``, weakest quantile first."""
+    return [e for q in comp.quantile_examples for e in q.examples]
+
+
+def _held_out(comp: ComponentData, explain: list[ActivationExample], explain_top: list[ActivationExample], spans: Sequence[Span],
+              explain_quantiles: list[ActivationExample] | None = None) -> ExampleSplit:
     shown = SpanIndex(spans)
 
     def kept(examples: Sequence[ActivationExample]) -> list[ActivationExample]:
         return [e for e in examples if not shown.overlaps(*example_span(e))]
 
-    return ExampleSplit(explain, explain_top, kept(comp.examples), kept(comp.top_examples))
+    return ExampleSplit(explain, explain_top, kept(comp.examples), kept(comp.top_examples), explain_quantiles or [])
 
 
 def split_examples(comp: ComponentData, n_explain: int = DEFAULT_N_EXPLAIN, n_top: int = DEFAULT_N_TOP) -> ExampleSplit:
@@ -77,8 +86,9 @@ def split_examples(comp: ComponentData, n_explain: int = DEFAULT_N_EXPLAIN, n_to
     window shares a token position with a shown one."""
     explain = list(comp.examples[:n_explain])
     explain_top = list(comp.top_examples[:n_top])
-    spans = [example_span(e) for e in explain + explain_top]
-    return _held_out(comp, explain, explain_top, spans)
+    quantiles = quantile_examples_of(comp)
+    spans = [example_span(e) for e in explain + explain_top + quantiles]
+    return _held_out(comp, explain, explain_top, spans, quantiles)
 
 
 def split_shown(comp: ComponentData, spans: Sequence[Span]) -> ExampleSplit:
@@ -86,12 +96,13 @@ def split_shown(comp: ComponentData, spans: Sequence[Span]) -> ExampleSplit:
     wanted = {tuple(s) for s in spans}
     explain = [e for e in comp.examples if example_span(e) in wanted]
     explain_top = [e for e in comp.top_examples if example_span(e) in wanted]
-    return _held_out(comp, explain, explain_top, [tuple(s) for s in spans])
+    quantiles = [e for e in quantile_examples_of(comp) if example_span(e) in wanted]
+    return _held_out(comp, explain, explain_top, [tuple(s) for s in spans], quantiles)
 
 
 def missing_spans(comp: ComponentData, spans: Sequence[Span]) -> list[Span]:
     """Recorded shown windows that are no example of ``comp`` in this harvest (it is another harvest)."""
-    have = {example_span(e) for e in comp.examples + comp.top_examples}
+    have = {example_span(e) for e in comp.examples + comp.top_examples + quantile_examples_of(comp)}
     return [tuple(s) for s in spans if tuple(s) not in have]
 
 

@@ -79,7 +79,7 @@ INTERPRETATION_SCHEMA: dict[str, Any] = {
 }
 
 #: built-in sections, in prompt order; extras (custom accumulators) follow, by name
-BUILTIN_SECTIONS = ("top_examples", "examples", "input_tokens", "output_tokens", "correlations")
+BUILTIN_SECTIONS = ("top_examples", "examples", "input_tokens", "output_tokens", "output_logits", "correlations")
 #: renders an output that has no template of its own
 GENERIC_SECTION = "sections/_generic.j2"
 #: included by the section templates, so part of the template hash
@@ -267,6 +267,7 @@ class Interpreter:
             "top_examples": split.explain_top,
             "input_tokens": comp.input_tokens,
             "output_tokens": comp.output_tokens,
+            "output_logits": comp.output_logits,
             "correlations": comp.correlations,
         }
         sections = []

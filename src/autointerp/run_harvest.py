@@ -62,8 +62,10 @@ from autointerp.data import (
 )
 from autointerp.harvest import HarvestLoop, HarvestResult, HarvestTimings, device_sync
 from autointerp.harvest_checkpoint import read_checkpoint
+from autointerp.logit_lens import harvest_fn_logit_lens
 from autointerp.paths import RunPaths, run_id_for
-from autointerp.storage import RunLock
+from autointerp.schemas import LogitLens
+from autointerp.storage import RunLock, atomic_write_text, from_dict, to_dict
 
 # --------------------------------------------------------------------------- options
 
@@ -105,6 +107,9 @@ class HarvestOptions:
     input_tokens: bool = True
     output_tokens: bool = True
     window_pool: bool = True
+    #: the logit lens of every component with an output direction, from weights after the pass
+    output_logits: bool = True
+    output_logits_k: int = 10
     #: a log-binned activation histogram per component (accumulators/histogram.py)
     histogram: bool = True
     #: examples from each activation quantile (accumulators/quantile_examples.py; ~3x the reservoir's memory)
@@ -231,6 +236,9 @@ def check_options(opts: HarvestOptions) -> RunPaths:
         raise ValueError(f"--n_batches must be at least 1, got {opts.n_batches}")
     if opts.batch_size < 1:
         raise ValueError(f"--batch_size must be at least 1, got {opts.batch_size}")
+    if opts.output_logits and opts.output_logits_k < 1:  # checked now, not after the pass
+        raise ValueError(f"--output_logits_k must be at least 1, got {opts.output_logits_k} "
+                         "(or pass --no_output_logits)")
     if opts.output_probs not in ("auto", "on", "off"):
         raise ValueError(f"--output_probs must be auto, on or off, got {opts.output_probs!r}")
     return opts.paths()
@@ -376,12 +384,16 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
     if opts.world_size > 1:
         wp = worker_path(paths, opts.rank, opts.world_size)
         prep.loop.save_checkpoint(wp, settings=prep.settings, done=True, token_strings=True)
+        if opts.rank == 0 and opts.output_logits:  # from weights, the same on every worker: one writes it
+            save_worker_output_logits(prep, log)
         if not opts.keep_checkpoints:  # the worker file holds the same state
             remove_checkpoint(ckpt)
         log(f"worker {opts.rank} of {opts.world_size} done: {prep.loop.n_batches} batches -> {wp}\n"
             f"when every worker is done: autointerp merge {paths.run_id}" + (f" --out {opts.out}" if opts.out else ""))
         return wp
     result = prep.loop.finalize()
+    if opts.output_logits:
+        attach_output_logits(result, prep.target.harvest_fn, k=opts.output_logits_k, decode=prep.loop.decode, log=log)
     result.save(paths.harvest)
     if not opts.keep_checkpoints:
         remove_checkpoint(ckpt)
@@ -393,6 +405,32 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
 
         log_harvest(result, paths, project=opts.wandb_project, entity=opts.wandb_entity, options=prep.opts)
     return result
+
+
+def attach_output_logits(result: HarvestResult, fn: Any, *, k: int = 10, decode: Callable[[int], str] | None = None,
+                         log: Callable[[str], None] = print) -> int:
+    """Fill ``output_logits`` (the weight-based logit lens, `autointerp.logit_lens`) of every component
+    whose adapter can say its output direction; returns how many got one. No data pass."""
+    widths = {layer.name: layer.width for layer in result.config.layers}
+    lenses, notice = harvest_fn_logit_lens(fn, widths, k=k, decode=decode)
+    for comp in result.components:
+        comp.output_logits = lenses.get(comp.key)
+    log(f"autointerp: {notice}")
+    return len(lenses)
+
+
+#: the logit lens of a job array, written by worker 0 beside the worker states and read by merge
+WORKER_OUTPUT_LOGITS = "output-logits.json"
+
+
+def save_worker_output_logits(prep: PreparedHarvest, log: Callable[[str], None]) -> None:
+    assert prep.loop.space is not None
+    widths = {layer.name: layer.width for layer in prep.loop.space.layers}
+    lenses, notice = harvest_fn_logit_lens(prep.target.harvest_fn, widths, k=prep.opts.output_logits_k,
+                                           decode=prep.loop.decode)
+    log(f"autointerp: {notice}")
+    atomic_write_text(prep.paths.root / "workers" / WORKER_OUTPUT_LOGITS,
+                      json.dumps({k: to_dict(v) for k, v in lenses.items()}, allow_nan=False))
 
 
 def merge_workers(run: str | Path, *, out: str | None = None, world_size: int | None = None,
@@ -445,6 +483,11 @@ def _merge_locked(root: Path, world_size: int | None, log: Callable[[str], None]
         log(f"merged {p.name}")
     assert loop is not None and first is not None
     result = loop.finalize()
+    lens_file = root / "workers" / WORKER_OUTPUT_LOGITS
+    if lens_file.exists():
+        lenses = json.loads(lens_file.read_text(encoding="utf-8"))
+        for comp in result.components:
+            comp.output_logits = from_dict(lenses[comp.key], LogitLens) if comp.key in lenses else None
     harvest_dir = root / "harvest"
     result.save(harvest_dir)
     log(f"merged {world_size} workers: {result.config.n_tokens:,} tokens, {len(result)} components -> {harvest_dir}")

@@ -159,6 +159,26 @@ class QuantileExamples:
 
 
 @define
+class LogitToken:
+    """One token of a component's logit lens: ``logit`` is ``W_U[token] · norm(direction)``."""
+
+    token_id: int
+    logit: float
+    token: str | None = None
+
+
+@define
+class LogitLens:
+    """The tokens a component's output direction promotes and suppresses, from weights alone
+    (`autointerp.logit_lens`). ``promoted`` is highest logit first, ``suppressed`` lowest
+    first; ``source`` says which weights and which final norm were used."""
+
+    promoted: list[LogitToken] = field(factory=list)
+    suppressed: list[LogitToken] = field(factory=list)
+    source: str = ""
+
+
+@define
 class ComponentData:
     """Everything harvested about one component, joined from every accumulator.
 
@@ -179,6 +199,9 @@ class ComponentData:
     input_tokens: TokenStats | None = None
     output_tokens: TokenStats | None = None
     correlations: ComponentCorrelations | None = None
+    #: weight-based output evidence (the logit lens), None where the model has no unembedding
+    #: or the component no output direction; set once after the pass, never by an accumulator
+    output_logits: LogitLens | None = None
     activation_histogram: ActivationHistogram | None = None
     quantile_examples: list[QuantileExamples] = field(factory=list)
     #: share of its firings at the first positions of their sequence (`FiringStatsAcc`)

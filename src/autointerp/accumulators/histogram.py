@@ -99,7 +99,7 @@ class ActivationHistogramAcc(TensorAccumulator):
     >>> check_accumulator(ActivationHistogramAcc, batches)           # doctest: +SKIP
     """
 
-    name = "activation_histogram"
+    name = "histogram"
     prompt_section = "histogram.j2"
 
     def __init__(self, bins_per_octave: int = 4, n_octaves: int = 20, min_value: float | None = None):

@@ -204,7 +204,16 @@ class DemoModel:
             vocab_size=self.cfg.vocab_size,
             context_length=self.cfg.context_length,
             description=self.description(),
+            unembedding=self.unembedding(),
         )
+
+    def unembedding(self):  # -> autointerp.logit_lens.Unembedding
+        """The tied unembedding (``tok_emb``) after ``ln_f``, as ``TinyLM.forward`` computes the logits."""
+        from autointerp.adapters.output_directions import final_norm_of
+        from autointerp.logit_lens import Unembedding
+
+        return Unembedding(self.model.tok_emb.weight.detach(), final_norm_of(self.model.ln_f, "ln_f"),
+                           "the tied input embeddings (tok_emb)")
 
 
 def load_demo(device: str | torch.device = "cpu") -> DemoModel:

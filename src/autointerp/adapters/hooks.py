@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from autointerp.batch import HarvestBatch
 from autointerp.layer_roles import layer_role
+from autointerp.logit_lens import OutputDirections, Unembedding
 
 Capture = Literal["input", "output"]
 Encode = Callable[[Tensor], Tensor]
@@ -163,6 +164,8 @@ class HookHarvestFn:
         description: recorded as the harvest's ``model`` description; built from the
             model's class and the layer paths when not given.
         prob_chunk_rows: rows per float32 softmax chunk.
+        unembedding: the model's token directions and final norm for the logit lens
+            (`autointerp.logit_lens.Unembedding`); found from the model when not given.
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class HookHarvestFn:
         context_length: int | None = None,
         description: Mapping[str, Any] | None = None,
         prob_chunk_rows: int = 4096,
+        unembedding: Unembedding | None = None,
     ):
         if isinstance(layers, str):
             layers = [x for x in layers.split(",") if x]
@@ -200,6 +204,7 @@ class HookHarvestFn:
         self.vocab_size = vocab_size if vocab_size is not None else vocab_size_of(model)
         self.context_length = context_length if context_length is not None else context_length_of(model)
         self.prob_chunk_rows = prob_chunk_rows
+        self._unembedding = unembedding
         self._widths: dict[str, int] | None = None
         if description is None:
             n = n_layers_of(model)
@@ -217,6 +222,26 @@ class HookHarvestFn:
     def device(self) -> torch.device:
         p = next(iter(self.model.parameters()), None)
         return p.device if p is not None else torch.device("cpu")
+
+    def unembedding(self) -> Unembedding | None:
+        """The token directions ``[V, d]`` and final norm the logit lens reads (None if the model has none)."""
+        if self._unembedding is None:
+            from autointerp.adapters.output_directions import find_unembedding
+
+            self._unembedding = find_unembedding(self.model)
+        return self._unembedding
+
+    def output_directions(self) -> dict[str, OutputDirections]:
+        """``{layer: [C, d] directions}`` for the hooked layers whose components write a fixed
+        direction (MLP neurons, SAE decoder rows); needs the widths, so call it after a batch."""
+        from autointerp.adapters.output_directions import hooked_output_directions
+
+        unembedding = self.unembedding()
+        if unembedding is None or self._widths is None:
+            return {}
+        encoders = {l: e for l in self.layers if (e := self._encoder(l)) is not None}
+        return hooked_output_directions(self.model, self.modules, self._widths, unembedding.d_model,
+                                        self.capture, encoders)
 
     def _encoder(self, layer: str) -> Encode | None:
         if self.encode is None:

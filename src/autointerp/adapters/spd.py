@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,29 @@ class SPDHarvestFn:
             raise ValueError(f"layer widths changed between batches: {self._widths} -> {widths}")
         probs = softmax_float32(logits, self.prob_chunk_rows) if self.output_probs else None
         return HarvestBatch(tokens=tokens, activations=acts, output_probs=probs)
+
+    def unembedding(self) -> Any:  # -> autointerp.logit_lens.Unembedding | None
+        """The target model's token directions and final norm, for the logit lens."""
+        from autointerp.adapters.output_directions import find_unembedding
+
+        target = getattr(self.model, "target_model", None)
+        return find_unembedding(target) if isinstance(target, torch.nn.Module) else None
+
+    def output_directions(self) -> dict[str, Any]:  # -> {layer: OutputDirections}
+        """Each component's U vector (``components[path].U``: ``[C, d_out]``) where the
+        decomposed module writes the residual stream (e.g. ``mlp.c_proj``, ``down_proj``);
+        a component of ``c_fc`` or ``q_proj`` writes a hidden space and has none here."""
+        from autointerp.logit_lens import OutputDirections
+
+        comps = getattr(self.model, "components", None)
+        out: dict[str, Any] = {}
+        if not isinstance(comps, (Mapping, torch.nn.ModuleDict)):
+            return out
+        for layer in self.layers:
+            U = getattr(comps[layer], "U", None) if layer in comps else None
+            if isinstance(U, Tensor) and U.dim() == 2:
+                out[layer] = OutputDirections(U.detach(), f"U vectors of the SPD components of {layer}")
+        return out
 
     def __repr__(self) -> str:
         return f"SPDHarvestFn({self.description['class']}, layers={self.layers})"

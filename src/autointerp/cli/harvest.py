@@ -101,6 +101,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="next-token probabilities for the output-token statistics: auto (default: when the "
                    "checkpoint has a trained next-token head; an encoder or a checkpoint without its head gets "
                    "the base model, no output statistics and a notice), on (an error without such a head), off")
+    g.add_argument("--no_output_logits", dest="output_logits", action="store_false",
+                   help="skip the weight-based logit lens (tokens each component's output direction promotes "
+                   "and suppresses; one product per layer after the pass, no data)")
+    g.add_argument("--output_logits_k", type=int, default=10, help="tokens kept each way by the logit lens (default 10)")
     g.add_argument("--no_window_pool", dest="window_pool", action="store_false",
                    help="skip the pool of random context windows that scoring uses")
     g.add_argument("--no_histogram", dest="histogram", action="store_false",

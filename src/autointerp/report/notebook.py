@@ -140,6 +140,25 @@ def _token_stats_block(title: str, stats: Any, style: str) -> str:
     return f'<h4>{escape(title)}</h4><div class="ai-flex">{tables}</div>'
 
 
+def _logit_lens_block(lens: Any, style: str, limit: int = 8) -> str:
+    """The weight-based output logits (promoted, suppressed), shown beside the data-based output tokens."""
+    if not lens:
+        return ""
+    tables = []
+    for field, name in (("promoted", "promoted"), ("suppressed", "suppressed")):
+        body = []
+        for t in (_get(lens, field) or [])[:limit]:
+            tok = _get(t, "token")
+            text = single_token_text(tok, style) if tok is not None else f"⟨{_get(t, 'token_id')}⟩"
+            body.append(f"<tr><td><code>{_visible(text)}</code></td><td class=ai-num>{_fmt(_get(t, 'logit'))}</td></tr>")
+        if not body:
+            body.append('<tr><td colspan=2 class="ai-muted">none</td></tr>')
+        tables.append(f"<table><caption>{escape(name)}</caption><tr><th>token</th><th>logit</th></tr>{''.join(body)}</table>")
+    source = _get(lens, "source") or ""
+    note = f'<div class="ai-muted">from the weights: {escape(str(source))}</div>' if source else ""
+    return f'<h4>Output logits (weights)</h4>{note}<div class="ai-flex">{"".join(tables)}</div>'
+
+
 def _partners_block(corr: Any, labels: Mapping[str, str] | None, limit: int = 6) -> str:
     if not corr:
         return ""
@@ -282,6 +301,7 @@ def component_html(
         _examples_block("Random examples", examples, scale, style, max_examples),
         _token_stats_block("Input tokens", _get(comp, "input_tokens"), style),
         _token_stats_block("Output tokens", _get(comp, "output_tokens"), style),
+        _logit_lens_block(_get(comp, "output_logits"), style),
         _partners_block(_get(comp, "correlations"), labels),
         _extras_block(_get(comp, "extras") or {}),
         "</div>",

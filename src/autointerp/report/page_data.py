@@ -133,6 +133,17 @@ def _token_rows(stats: Mapping[str, Any] | None, style: str) -> dict[str, list[l
     return out
 
 
+def _logit_rows(lens: Mapping[str, Any] | None, style: str) -> dict[str, Any] | None:
+    """A `LogitLens` as ``{"source": ..., "promoted": [[text, id, logit]], "suppressed": [...]}``."""
+    if not lens:
+        return None
+    out: dict[str, Any] = {"source": lens.get("source") or ""}
+    for table in ("promoted", "suppressed"):
+        out[table] = [[single_token_text(t.get("token"), style) if t.get("token") is not None else f"⟨{t.get('token_id')}⟩",
+                       t.get("token_id"), f4(t.get("logit"))] for t in lens.get(table) or []]
+    return out
+
+
 def _corr_rows(corr: Mapping[str, Any] | None) -> dict[str, list[list[Any]]] | None:
     if not corr:
         return None
@@ -189,6 +200,7 @@ def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_example
         "top_examples": [example_view(e, style) for e in top],
         "input_tokens": _token_rows(c.get("input_tokens"), style),
         "output_tokens": _token_rows(c.get("output_tokens"), style),
+        "output_logits": _logit_rows(c.get("output_logits"), style),
         "correlations": _corr_rows(c.get("correlations")),
         "extras": clean_json(c.get("extras") or {}),
     }

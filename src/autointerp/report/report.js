@@ -475,6 +475,34 @@
     return s;
   }
 
+  function logitTables(lens) {
+    var s = section("Output logits (weights)", "logits");
+    s.appendChild(el("p", { class: "muted small" }, "Tokens whose logits this component's output direction raises and lowers, from the weights alone" +
+      (lens.source ? " (" + lens.source + ")" : "") + "."));
+    var wrap = s.appendChild(el("div", { class: "double" }));
+    [["promoted", "promoted"], ["suppressed", "suppressed"]].forEach(function (t) {
+      var tbl = el("table", { class: "tok-table" });
+      tbl.appendChild(el("caption", null, t[1]));
+      var hr = el("tr");
+      ["token", "logit"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
+      tbl.appendChild(el("thead")).appendChild(hr);
+      var tb = tbl.appendChild(el("tbody"));
+      (lens[t[0]] || []).forEach(function (r) {
+        var tr = el("tr");
+        var td = el("td", { class: "tokcell", title: "token id " + r[1] });
+        var code = el("code");
+        appendVisible(code, r[0]);
+        td.appendChild(code);
+        tr.appendChild(td);
+        tr.appendChild(el("td", { class: "num" }, fmt(r[2], 3)));
+        tb.appendChild(tr);
+      });
+      if (!(lens[t[0]] || []).length) tb.appendChild(el("tr")).appendChild(el("td", { colspan: "2", class: "muted" }, "none"));
+      wrap.appendChild(tbl);
+    });
+    return s;
+  }
+
   function partnersSection(corr) {
     var s = section("Co-firing components", "partners");
     if (!corr) {
@@ -663,6 +691,7 @@
       page.appendChild(examplesSection("Random examples", d.examples || [], scale, "random"));
       page.appendChild(tokenTables("Input tokens", d.input_tokens, "Tokens at the firing position. precision = P(fires | token), recall = P(token | fires)."));
       page.appendChild(tokenTables("Output tokens", d.output_tokens, "Tokens the model predicts where this component fires (probability mass)."));
+      if (d.output_logits) page.appendChild(logitTables(d.output_logits));
       page.appendChild(partnersSection(d.correlations));
       extrasSections(d).forEach(function (s) { page.appendChild(s); });
       document.title = d.key + (d.interp ? " — " + d.interp.label : "") + " · " + manifest.title;
