@@ -193,3 +193,35 @@ def test_real_transformer_lens_model():
         hf(tokens)
         h.remove()
         torch.testing.assert_close(batch.activations["blocks.1.mlp.hook_post"], captured["x"])
+
+
+# issue 12 item 7: MLP activations in common architectures are named as MLP neurons
+@pytest.mark.parametrize("path, cls, words", [
+    ("encoder.layer.3.intermediate", "BertIntermediate", "MLP neurons (after the nonlinearity)"),
+    ("encoder.layer.3.intermediate.intermediate_act_fn", "GELUActivation", "MLP neurons (after the nonlinearity)"),
+    ("encoder.layer.3.intermediate.dense", "Linear", "MLP up-projection"),
+    ("encoder.layer.3.output.dense", "Linear", "MLP down-projection"),
+    ("encoder.layer.3.attention.output.dense", "Linear", "attention output projection"),
+    ("gpt_neox.layers.1.mlp.act", "GELUActivation", "MLP neurons (after the nonlinearity)"),
+    ("model.layers.1.mlp.act_fn", "SiLUActivation", "MLP neurons (after the nonlinearity)"),
+    ("blocks.2.ff.2", "GELU", "MLP neurons (after the nonlinearity)"),  # the path says nothing: the class does
+    ("blocks.2.ff.1", "SiLU", "MLP neurons (after the nonlinearity)"),
+    ("blocks.2.mlp.gelu", "Identity", "MLP neurons (after the nonlinearity)"),
+])
+def test_layer_descriptions_recognise_mlp_activations(path, cls, words):
+    from autointerp.layer_roles import layer_role
+
+    assert layer_role(path, cls) == words
+    module = type(cls, (nn.Module,), {})()
+    assert describe_layer(path, 4, "output", module).startswith(words)
+
+
+def test_bert_intermediate_neurons_are_described_as_mlp_neurons():
+    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32,
+                                  vocab_size=64, max_position_embeddings=32)
+    model = transformers.BertModel(cfg).eval()
+    layers = ["encoder.layer.1.intermediate", "encoder.layer.1.intermediate.intermediate_act_fn"]
+    fn = HookHarvestFn(model, layers, output_probs=False)
+    for layer in layers:
+        assert fn.description["layer_descriptions"][layer].startswith(
+            "MLP neurons (after the nonlinearity) in layer 1 of 2")

@@ -88,7 +88,7 @@ def layer_index_of(path: str) -> int | None:
 
 def describe_layer(path: str, n_layers: int | None, what: str = "", module: nn.Module | None = None) -> str:
     """Words for the prompt: ``"MLP up-projection in layer 3 of 4 (transformer.h.3.mlp.c_fc, Conv1D output)"``."""
-    role = layer_role(path) or "module"
+    role = layer_role(path, type(module).__name__ if module is not None else None) or "module"
     i = layer_index_of(path)
     where = f" in layer {i} of {n_layers}" if i is not None and n_layers else (f" in layer {i}" if i is not None else "")
     detail = ", ".join(x for x in (path, type(module).__name__ if module is not None else "", what) if x)
