@@ -263,3 +263,38 @@ def test_shown_quantile_examples_are_recorded_and_never_held_out():
     again = split_shown(comp, record.spans())
     assert {(e.sequence_index, e.position) for e in again.holdout} == {(e.sequence_index, e.position) for e in split.holdout}
     assert len(again.explain_quantiles) == len(shown_q)
+
+
+# -- the report -----------------------------------------------------------------------
+
+
+def test_report_and_notebook_show_histogram_quantiles_and_flag(tmp_path):
+    import json
+    import re
+
+    from autointerp.paths import RunPaths
+    from autointerp.report.notebook import component_html
+    from autointerp.report.writer import write_report
+
+    h = full_harvest()
+    early, anywhere, dead = h.components
+    html = component_html(anywhere)
+    assert "Activation histogram (" in html and "<rect" in html and "Quantile 0-" in html
+    assert "fires mostly at the first positions" in component_html(early)
+    assert "fires mostly" not in html and "Activation histogram" not in component_html(dead)
+
+    run = RunPaths.of("r", tmp_path)
+    h.save(run.harvest)
+    index = write_report(run)
+    details = {}
+    for p in sorted((index.parent / "data" / "c").glob("*.js")):
+        m = re.fullmatch(r"AUTOINTERP_CHUNK\((.*?),(.*)\);\n", p.read_text(encoding="utf-8"), flags=re.S)
+        details.update({c["key"]: c for c in json.loads(m.group(2))})
+    d = details[anywhere.key]
+    assert d["histogram"]["counts"] == anywhere.histogram.counts
+    assert [q["count"] for q in d["quantile_examples"]] == [q.count for q in anywhere.quantile_examples]
+    assert d["quantile_examples"][0]["examples"][0]["p"] == anywhere.quantile_examples[0].examples[0].position
+    assert details[early.key]["fires_early"] and not d["fires_early"]
+    assert details[dead.key]["histogram"] is None and details[dead.key]["quantile_examples"] == []
+    js = (index.parent / "assets" / "report.js").read_text(encoding="utf-8")
+    assert "histogramSection" in js and "d.fires_early" in js

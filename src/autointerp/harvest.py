@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -161,6 +162,14 @@ class HarvestLoop:
             if not a.name:
                 raise ValueError(f"{type(a).__name__} has no `name`: set a class attribute name = '...'")
         self.accumulators: list[Accumulator] = accs
+        try:
+            finite = not isinstance(threshold, bool) and math.isfinite(float(threshold))
+        except (TypeError, ValueError):
+            finite = False
+        if not finite:
+            # NaN fires nowhere and inf everywhere or nowhere: the whole pass would be wasted,
+            # and a checkpoint holding it could never be resumed (NaN != NaN)
+            raise ValueError(f"HarvestLoop threshold must be a finite number, got {threshold!r}")
         self.threshold = float(threshold)
         self.seed = int(seed)
         self.device = torch.device(device) if device is not None else None

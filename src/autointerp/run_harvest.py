@@ -28,6 +28,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -228,8 +229,32 @@ def open_source(opts: HarvestOptions, target: Target) -> TokenSource:
                         description=opts.dataset_description)
 
 
+def _check_values(opts: HarvestOptions) -> None:
+    """Values that would be silently changed, or would fail only after the whole pass."""
+
+    def bad(name: str, expected: str, value: Any) -> ValueError:
+        return ValueError(f"--{name} must be {expected}, got {value!r}")
+
+    t = opts.threshold
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
+        raise bad("threshold", "a finite number (a component fires where its activation is > it)", t)
+    for name, minimum, optional in (("context_length", 1, True), ("checkpoint_every", 0, True),
+                                    ("examples_per_component", 0, False), ("top_examples_per_component", 0, False),
+                                    ("context_tokens_per_side", 0, False), ("shuffle_buffer", 0, False)):
+        v = getattr(opts, name)
+        if (v is None and not optional) or (v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < minimum)):
+            raise bad(name, f"a whole number >= {minimum}" + (" or None" if optional else ""), v)
+    if opts.run_id is not None and (not opts.run_id.strip() or "/" in opts.run_id or "\\" in opts.run_id
+                                    or opts.run_id.strip() in (".", "..")):
+        raise bad("run_id", "a run folder name (no '/'), or None to derive one from the target", opts.run_id)
+    if opts.out is not None and not str(opts.out).strip():
+        raise bad("out", "a folder (the root of the run folders), or None for $AUTOINTERP_OUT or .data/autointerp",
+                  opts.out)
+
+
 def check_options(opts: HarvestOptions) -> RunPaths:
     """The checks that need neither the model nor the data; returns the run's paths."""
+    _check_values(opts)
     if opts.world_size < 1 or not 0 <= opts.rank < opts.world_size:
         raise ValueError(f"need 0 <= --rank < --world_size, got rank={opts.rank}, world_size={opts.world_size}")
     if opts.n_batches is not None and opts.n_batches < 1:
@@ -322,6 +347,12 @@ class ModelBatches:
         vocab = prep.target.vocab_size
         for tb in token_batches(prep.source, opts.batch_size, n_batches=opts.n_batches, seed=opts.seed,
                                 shuffle=opts.shuffle, rank=opts.rank, world_size=opts.world_size, skip=skip):
+            if tb.tokens.numel() and int(tb.tokens.min()) < 0:  # an embedding lookup would give an IndexError
+                raise ValueError(
+                    f"the dataset {prep.source.name} has a negative token id {int(tb.tokens.min())}, expected ids in "
+                    f"[0, {vocab if vocab is not None else 'vocabulary size'}): was the file written with a signed "
+                    "dtype, or padded with -1?"
+                )
             if vocab is not None and tb.tokens.numel() and int(tb.tokens.max()) >= vocab:
                 raise ValueError(
                     f"the dataset {prep.source.name} has token ids up to {int(tb.tokens.max())}, expected ids in "

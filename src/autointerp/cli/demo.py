@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from autointerp.cli.arguments import out_root, whole
 from autointerp.demo import run_demo
 
 
@@ -15,9 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bundled held-out text, label them (Claude when ANTHROPIC_API_KEY is set, otherwise the offline "
         "token-lookup baseline), score the labels, write the HTML report, and print where everything is.",
     )
-    p.add_argument("--out", default=None, help="root of run folders; results go to <out>/demo (default: .data/autointerp)")
-    p.add_argument("--n_batches", type=int, default=None, help="limit the harvest to this many batches (default: all text)")
-    p.add_argument("--batch_size", type=int, default=32, help="sequences of 128 tokens per batch (default: 32)")
+    p.add_argument("--out", type=out_root, default=None, help="root of run folders; results go to <out>/demo (default: .data/autointerp)")
+    p.add_argument("--n_batches", type=whole(1), default=None, help="limit the harvest to this many batches (default: all text)")
+    p.add_argument("--batch_size", type=whole(1), default=32, help="sequences of 128 tokens per batch (default: 32)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--device", default="cpu", help="device (default: cpu)")
     p.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")

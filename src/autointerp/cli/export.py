@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from autointerp.cli.arguments import out_root, run_id, whole
 from autointerp.paths import RunPaths
 
 
@@ -14,11 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write <out>/<run_id>/export/components.jsonl (one record per component) or "
         "export/neuronpedia.json (Neuronpedia-shaped features). The layouts are described in docs/export.md.",
     )
-    p.add_argument("run_id", help="the run to export (a folder name under --out)")
+    p.add_argument("run_id", type=run_id, help="the run to export (a folder name under --out)")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "neuronpedia"], help="output layout (default: jsonl)")
-    p.add_argument("--out", default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("--out", type=out_root, default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
     p.add_argument("--output", default=None, help="file to write (default: <run>/export/components.jsonl or neuronpedia.json)")
-    p.add_argument("--top-examples", type=int, default=10, help="examples per component (default: 10)")
+    p.add_argument("--top-examples", type=whole(0), default=10, help="examples per component (default: 10)")
     p.add_argument("--model-id", default=None, help="neuronpedia modelId (default: the harvest's model name)")
     p.add_argument(
         "--token-style",

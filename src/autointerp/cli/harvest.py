@@ -6,6 +6,7 @@ import argparse
 import sys
 import textwrap
 
+from autointerp.cli.arguments import out_root
 from autointerp.harvest import HarvestResult
 from autointerp.run_harvest import HarvestOptions, run_harvest, summarize
 
@@ -113,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the examples drawn from each activation quantile (about 24 KB a component)")
     g.add_argument("--seed", type=int, default=0, help="seed of the data order and of example sampling (default: 0)")
     g = p.add_argument_group("run folder, checkpoints, workers")
-    g.add_argument("--out", default=None, help="root of run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
+    g.add_argument("--out", type=out_root, default=None, help="root of run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
     g.add_argument("--run_id", default=None, help="run folder name (default: derived from the target, stable)")
     g.add_argument("--checkpoint_every", type=int, default=50,
                    help="save the whole harvest state atomically every N batches, and at the end (default: 50; "

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autointerp.cli.arguments import out_root, run_id
 from autointerp.interpret_options import DEFAULT_TEMPLATE, InterpretOptions
 from autointerp.llm.base import AuthenticationFailed, Backend, redact
 from autointerp.paths import RESULTS_FILE, RunPaths
@@ -27,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Rerunning resumes: labeled components are skipped, failed ones retried."
         ),
     )
-    p.add_argument("run_id", help="the run folder under --out (as printed by `autointerp harvest`)")
-    p.add_argument("--out", default=None, help="root of the run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("run_id", type=run_id, help="the run folder under --out (as printed by `autointerp harvest`)")
+    p.add_argument("--out", type=out_root, default=None, help="root of the run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
     p.add_argument("--backend", choices=["anthropic", "openai", "offline"], default="anthropic",
                    help="anthropic (needs ANTHROPIC_API_KEY), openai (any OpenAI-compatible server, see --base_url), "
                    "offline (the token-lookup baseline; no network)")

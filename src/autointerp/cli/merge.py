@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from autointerp.cli.arguments import out_root, whole
 from autointerp.run_harvest import merge_workers
 
 
@@ -15,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "one process that saw all batches) and write <out>/<run>/harvest/.",
     )
     p.add_argument("run", help="run id (folder name under --out) or the run folder's path")
-    p.add_argument("--out", default=None, help="root of run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
-    p.add_argument("--world_size", type=int, default=None,
+    p.add_argument("--out", type=out_root, default=None, help="root of run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("--world_size", type=whole(1), default=None,
                    help="which set of worker files to merge when the folder holds several (default: the only one)")
     p.set_defaults(func=main)
 

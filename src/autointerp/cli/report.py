@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from autointerp.cli.arguments import out_root, run_id, whole
 from autointerp.paths import RunPaths
 
 
@@ -17,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Write <out>/<run_id>/report/index.html: every component with its label, scores, examples and "
         "token statistics. It opens from disk and loads nothing from the network.",
     )
-    p.add_argument("run_id", help="the run to show (a folder name under --out)")
-    p.add_argument("--out", default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("run_id", type=run_id, help="the run to show (a folder name under --out)")
+    p.add_argument("--out", type=out_root, default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
     p.add_argument(
         "--token-style",
         default="auto",
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default=None, help="page title (default: the run id)")
     p.add_argument(
         "--workers",
-        type=int,
+        type=whole(1),
         default=None,
         help="processes that render the evidence (default: up to 8 for runs of 5,000+ components, else 1)",
     )

@@ -113,6 +113,42 @@ def _examples_block(title: str, examples: Sequence[Any], scale: float, style: st
     return f"<h4>{escape(title)} ({len(examples)})</h4>{rows}{more}"
 
 
+def _histogram_block(hist: Any, width: int = 240, height: int = 48) -> str:
+    """An `ActivationHistogram` as SVG bars, one a bin, each bin's range and count on hover."""
+    counts = list(_get(hist, "counts") or []) if hist is not None else []
+    if not counts or not max(counts):
+        return ""
+    edges, top, bw = list(_get(hist, "edges")), max(counts), width / len(counts)
+    rects = []
+    for i, n in enumerate(counts):
+        h = n / top * (height - 2)
+        tip = f"{_fmt(edges[i])} to {_fmt(edges[i + 1])}: {n:,} firings"
+        rects.append(f'<rect x="{i * bw + 0.5:.1f}" y="{height - h:.1f}" width="{max(1.0, bw - 1):.1f}" height="{h:.1f}" '
+                     f'fill="#4a7bd0"><title>{escape(tip)}</title></rect>')
+    return (f'<h4>Activation histogram ({sum(counts):,} firings, log-spaced bins from {_fmt(edges[0])} to {_fmt(edges[-1])})</h4>'
+            f'<svg width="{width}" height="{height}" role="img">{"".join(rects)}</svg>')
+
+
+def _quantiles_block(groups: Sequence[Any], scale: float, style: str, limit: int) -> str:
+    """`QuantileExamples`, weakest first: each quantile's range, count and its examples."""
+    parts = []
+    for q in groups or []:
+        upper = _get(q, "upper")
+        where = f"{_fmt(_get(q, 'lower'))} to {_fmt(upper)}" if upper is not None else f"above {_fmt(_get(q, 'lower'))}"
+        title = (f"Quantile {round(100 * _get(q, 'lower_share'))}-{round(100 * _get(q, 'upper_share'))}%: "
+                 f"activation {where}, {_get(q, 'count', 0):,} firings")
+        parts.append(_examples_block(title, list(_get(q, "examples") or []), scale, style, limit))
+    return "".join(parts)
+
+
+def _position_flag(comp: Any) -> str:
+    if not _get(comp, "fires_early"):
+        return ""
+    share = 100 * float(_get(comp, "early_firing_share") or 0.0)
+    return (f'<div class="ai-flag" style="color:#a15c00">fires mostly at the first positions of its sequences: {share:.0f}% of its '
+            "firings (it may respond to position more than to the tokens)</div>")
+
+
 def _token_table(title: str, rows: Sequence[Any], style: str, limit: int = 8) -> str:
     body = []
     for s in rows[:limit]:
@@ -295,10 +331,13 @@ def component_html(
         _STYLE,
         '<div class="ai-view">',
         head,
+        _position_flag(comp),
         _interp_block(interpretation),
         _scores_block(scores),
         _examples_block("Top-activating examples", top, scale, style, max_examples),
         _examples_block("Random examples", examples, scale, style, max_examples),
+        _histogram_block(_get(comp, "histogram")),
+        _quantiles_block(_get(comp, "quantile_examples") or [], scale, style, max_examples),
         _token_stats_block("Input tokens", _get(comp, "input_tokens"), style),
         _token_stats_block("Output tokens", _get(comp, "output_tokens"), style),
         _logit_lens_block(_get(comp, "output_logits"), style),

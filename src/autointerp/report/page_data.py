@@ -144,6 +144,13 @@ def _logit_rows(lens: Mapping[str, Any] | None, style: str) -> dict[str, Any] | 
     return out
 
 
+def _quantile_views(groups: list[Mapping[str, Any]] | None, style: str, max_examples: int | None) -> list[dict[str, Any]]:
+    return [{"lower_share": num(q.get("lower_share", 0.0)), "upper_share": num(q.get("upper_share", 0.0)),
+             "lower": num(q.get("lower")), "upper": None if q.get("upper") is None else num(q.get("upper")),
+             "count": q.get("count", 0), "examples": [example_view(e, style) for e in (q.get("examples") or [])[:max_examples]]}
+            for q in groups or []]
+
+
 def _corr_rows(corr: Mapping[str, Any] | None) -> dict[str, list[list[Any]]] | None:
     if not corr:
         return None
@@ -194,10 +201,14 @@ def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_example
         "firing_rate": num(c.get("firing_rate", 0.0), 6),
         "mean_activation": num(c.get("mean_activation", 0.0)),
         "max_activation": num(c.get("max_activation", 0.0)),
+        "early_firing_share": num(c.get("early_firing_share", 0.0)),
+        "fires_early": bool(c.get("fires_early", False)),
         "interp": _interp_view(run.interpretations.get(key)),
         "scores": scores,
         "examples": [example_view(e, style) for e in ex],
         "top_examples": [example_view(e, style) for e in top],
+        "histogram": clean_json(c.get("histogram")) if c.get("histogram") else None,
+        "quantile_examples": _quantile_views(c.get("quantile_examples"), style, max_examples),
         "input_tokens": _token_rows(c.get("input_tokens"), style),
         "output_tokens": _token_rows(c.get("output_tokens"), style),
         "output_logits": _logit_rows(c.get("output_logits"), style),

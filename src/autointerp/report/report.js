@@ -444,6 +444,17 @@
     return s;
   }
 
+  function histogramSection(hist) {
+    var s = section("Activation histogram", "histogram");
+    var counts = hist.counts || [], edges = hist.edges || [];
+    var total = counts.reduce(function (a, b) { return a + b; }, 0);
+    s.appendChild(el("p", { class: "muted small" }, fmtInt(total) + " firings in log-spaced bins from " + fmt(edges[0], 3) +
+      " to " + fmt(edges[edges.length - 1], 3) + "; hover a bar for its range."));
+    var labels = counts.map(function (n, i) { return fmt(edges[i], 3) + " to " + fmt(edges[i + 1], 3); });
+    s.appendChild(bars(counts, { width: 360, height: 64, labels: labels, title: "firings by activation" }));
+    return s;
+  }
+
   function tokenTables(title, data, help) {
     var s = section(title, "tokens");
     if (!data) {
@@ -674,6 +685,10 @@
       } else {
         head.appendChild(el("h2", { class: "comp-label muted" }, "(not labeled)"));
       }
+      if (d.fires_early) {
+        head.appendChild(el("p", { class: "flag early" }, "Fires mostly at the first positions of its sequences: " +
+          fmt(100 * d.early_firing_share, 3) + "% of its firings. It may respond to position more than to the tokens."));
+      }
       page.appendChild(head);
 
       var grid = el("div", { class: "grid" });
@@ -689,6 +704,12 @@
         "); the firing token is outlined; hover a token for its activation. · is a space, ↵ a newline, → a tab."));
       if (d.top_examples && d.top_examples.length) page.appendChild(examplesSection("Top-activating examples", d.top_examples, scale, "top"));
       page.appendChild(examplesSection("Random examples", d.examples || [], scale, "random"));
+      if (d.histogram) page.appendChild(histogramSection(d.histogram));
+      (d.quantile_examples || []).forEach(function (q) {
+        var where = q.upper != null ? fmt(q.lower, 3) + " to " + fmt(q.upper, 3) : "above " + fmt(q.lower, 3);
+        page.appendChild(examplesSection("Quantile " + Math.round(100 * q.lower_share) + "–" + Math.round(100 * q.upper_share) +
+          "%: activation " + where + ", " + fmtInt(q.count) + " firings", q.examples || [], scale, "quantile"));
+      });
       page.appendChild(tokenTables("Input tokens", d.input_tokens, "Tokens at the firing position. precision = P(fires | token), recall = P(token | fires)."));
       page.appendChild(tokenTables("Output tokens", d.output_tokens, "Tokens the model predicts where this component fires (probability mass)."));
       if (d.output_logits) page.appendChild(logitTables(d.output_logits));
