@@ -339,3 +339,58 @@ def test_the_appender_completes_a_whole_last_record_and_cuts_only_torn_text(tmp_
     app.submit({"component_key": "c"}).result()
     app.close()
     assert completed_keys(path, lambda r: r["component_key"]) == {"a", "b", "c"}  # b is not lost after resume
+
+
+_WHOLE_RUN = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from llm_fixtures import make_harvest
+    from autointerp.cli import main
+    from autointerp.harvest import HarvestLoop
+    from autointerp.paths import RunPaths
+    from autointerp.storage import atomic_write_text
+
+    out = sys.argv[1]
+    paths = RunPaths.of("shared-run", out)
+    make_harvest(width=8).save(paths.harvest)
+    make_harvest(width=8).save(paths.harvest)  # a second save swaps the folder
+    loop = HarvestLoop([], progress=False)
+    loop.save_checkpoint(paths.checkpoints / "harvest.pt")
+    atomic_write_text(paths.root / "note.txt", "x")
+    for argv in (["interpret", "shared-run", "--backend", "offline", "--no_progress"],
+                 ["score", "shared-run", "--backend", "offline", "--scorers", "detection", "--quiet"],
+                 ["report", "shared-run"], ["export", "shared-run"],
+                 ["export", "shared-run", "--format", "neuronpedia"]):
+        assert main([*argv, "--out", out]) == 0, argv
+    """
+)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_every_file_and_folder_of_a_run_follows_the_umask(tmp_path, umask):
+    """Collaborators on a shared machine read a run: mkstemp/mkdtemp made harvest/, report/ and several files private."""
+    from pathlib import Path
+
+    script = tmp_path / "run.py"
+    script.write_text(_WHOLE_RUN)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.run([sys.executable, str(script), str(out), str(Path(__file__).parent)], capture_output=True,
+                       text=True, timeout=300, preexec_fn=lambda: os.umask(umask))
+    assert p.returncode == 0, p.stderr[-3000:]
+    run = out / "shared-run"
+    want = {"file": 0o666 & ~umask, "folder": 0o777 & ~umask}
+    wrong = []
+    seen = {"file": 0, "folder": 0}
+    for path in [run, *run.rglob("*")]:
+        kind = "folder" if path.is_dir() else "file"
+        seen[kind] += 1
+        mode = path.stat().st_mode & 0o777
+        if mode != want[kind]:
+            wrong.append(f"{oct(mode)} {path.relative_to(out)}")
+    assert not wrong, f"expected files {oct(want['file'])} and folders {oct(want['folder'])}: {wrong}"
+    for part in ("harvest", "interpretations", "scores", "report", "export", "checkpoints"):
+        assert (run / part).is_dir()
+    assert seen["file"] >= 15

@@ -14,6 +14,11 @@ Every output of the project is written through these helpers:
   (group commit in a writer thread); ``completed_keys`` is the resume scan over
   such a log.
 * ``RunLock``: refuses a second process writing the same run.
+
+Every file and folder written here gets the mode the user's umask gives a new
+one (``file_mode``, ``folder_mode``), so collaborators on a shared machine can
+read a run: temp files and folders are private when made and are opened up
+before the rename.
 """
 
 from __future__ import annotations
@@ -183,6 +188,44 @@ def to_json(obj: Any) -> str:
     return json.dumps(to_dict(obj), ensure_ascii=False, allow_nan=False)
 
 
+_UMASK: int | None = None
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read once."""
+    global _UMASK
+    with _UMASK_LOCK:
+        if _UMASK is None:
+            _UMASK = _read_umask()
+        return _UMASK
+
+
+def _read_umask() -> int:
+    # /proc tells it without changing it; os.umask can only read it by setting it, which for an
+    # instant applies the value set to every file another thread creates
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)  # during that instant, other threads' new files are private rather than open
+    os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode of a new file under the user's umask (``0o644`` for umask 022): what every run file gets."""
+    return 0o666 & ~_umask()
+
+
+def folder_mode() -> int:
+    """The mode of a new folder under the user's umask (``0o755`` for umask 022)."""
+    return 0o777 & ~_umask()
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -202,6 +245,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file 0600, and the rename keeps that: collaborators could not read it
+            os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -230,6 +275,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], None]) ->
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
+            os.fchmod(f.fileno(), file_mode())  # mkstemp's 0600 would survive the rename
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except BaseException:
@@ -256,10 +302,13 @@ def replace_dir_atomically(target: str | os.PathLike, fill: Callable[[Path], Non
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
         try:
             fill(tmp)
-            # every file and folder the fill wrote, subfolders (shared/) included
+            # every file and folder the fill wrote, subfolders (shared/) included, durable and with the
+            # umask's mode: mkdtemp makes the folder 0700, and a library (sqlite) may choose its own mode
             for folder, _, files in os.walk(tmp):
+                os.chmod(folder, folder_mode())
                 for name in files:
                     with open(os.path.join(folder, name), "rb+") as f:
+                        os.fchmod(f.fileno(), file_mode())
                         os.fsync(f.fileno())
                 _fsync_dir(Path(folder))
         except BaseException:
@@ -337,7 +386,7 @@ def _swap_lock(target: Path, *, wait: bool) -> Iterator[bool]:
 def _lock_file(path: Path, wait: bool) -> int | None:
     """An fd holding ``flock`` on the file now at ``path``; None if busy and not ``wait``."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as e:
@@ -621,7 +670,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies, as for every run file
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
