@@ -49,6 +49,7 @@ from autointerp.accumulators import (
     ReservoirAcc,
     TopActivationAcc,
 )
+from autointerp import distributed
 from autointerp.adapters import targets
 from autointerp.adapters.targets import Target, TargetRequest, resolve_device, resolve_dtype
 from autointerp.batch import HarvestBatch
@@ -387,11 +388,40 @@ def harvest_lock(paths: RunPaths, rank: int = 0, world_size: int = 1) -> RunLock
 
 def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
                 timings: HarvestTimings | None = None, log: Callable[[str], None] | None = print) -> HarvestResult | Path:
-    """Run (or resume) a harvest. Returns the `HarvestResult` (world_size 1) or the worker state file."""
+    """Run (or resume) a harvest. Returns the `HarvestResult` (world_size 1, and rank 0 under torchrun),
+    the worker state file (a job array's worker) or, on the other ranks under torchrun, the harvest folder
+    rank 0 wrote."""
+    opts = torchrun_options(opts)
+    if distributed.active_ranks() is not None and opts.rank != 0:
+        log = None  # one rank speaks; the others' errors still raise
     paths = check_options(opts)
     # taken before the model loads, so a second harvest of the run fails at once
     with harvest_lock(paths, opts.rank, opts.world_size):
         return _run_locked(opts, target, timings, log or (lambda s: None))
+
+
+def torchrun_options(opts: HarvestOptions) -> HarvestOptions:
+    """Under torchrun (or an initialized process group): ``opts`` with this process's rank, world size and GPU.
+
+    Joins the process group torchrun set up (`autointerp.distributed`); the ranks then
+    merge in memory at the end of the pass and rank 0 saves, with no worker files.
+    """
+    env = distributed.torchrun_env()
+    if distributed.active_ranks() is None and (env is None or env.world_size == 1):
+        return opts
+    if opts.rank != 0 or opts.world_size != 1:
+        raise ValueError(
+            f"--rank {opts.rank} --world_size {opts.world_size} under torchrun: those options are for job arrays "
+            "merged by `autointerp merge`; under torchrun every process takes its rank from the environment, "
+            "so leave them out"
+        )
+    device = resolve_device(opts.device)
+    if device.type == "cuda" and device.index is None and env is not None:
+        device = torch.device("cuda", env.local_rank)  # one GPU a process
+    ranks = distributed.init_from_environment(device)
+    assert ranks is not None
+    return evolve(opts, rank=ranks[0], world_size=ranks[1], device=str(device),
+                  progress=opts.progress and ranks[0] == 0)
 
 
 def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTimings | None,
@@ -409,10 +439,16 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
     timings = timings or HarvestTimings()
     prep.loop.consume(ModelBatches(prep, timings), n_batches=prep.rank_batches, checkpoint=ckpt,
                       checkpoint_every=opts.checkpoint_every, resume=opts.resume, settings=prep.settings,
-                      timings=timings, desc=f"harvest {paths.run_id}", log=log)
+                      timings=timings, desc=f"harvest {paths.run_id}", log=log, split_batches=False)
     if prep.loop.space is None:
         raise ValueError(f"the harvest saw no batches: the dataset {prep.source.name} gave no data for rank {opts.rank}")
-    if opts.world_size > 1:
+    in_memory = distributed.active_ranks() is not None  # torchrun: consume ended with the merge of every rank
+    if in_memory and opts.rank != 0:
+        distributed.barrier()  # rank 0 saves; this rank's checkpoint stays until the harvest is on disk
+        if not opts.keep_checkpoints:
+            remove_checkpoint(ckpt)
+        return paths.harvest
+    if opts.world_size > 1 and not in_memory:
         wp = worker_path(paths, opts.rank, opts.world_size)
         prep.loop.save_checkpoint(wp, settings=prep.settings, done=True, token_strings=True)
         if opts.rank == 0 and opts.output_logits:  # from weights, the same on every worker: one writes it
@@ -425,7 +461,12 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
     result = prep.loop.finalize()
     if opts.output_logits:
         attach_output_logits(result, prep.target.harvest_fn, k=opts.output_logits_k, decode=prep.loop.decode, log=log)
-    result.save(paths.harvest)
+    if in_memory:
+        with harvest_lock(paths):  # rank 0 swaps in harvest/, as a one-process run or merge does
+            result.save(paths.harvest)
+        distributed.barrier()
+    else:
+        result.save(paths.harvest)
     if not opts.keep_checkpoints:
         remove_checkpoint(ckpt)
     tok_s = timings.tokens / max(timings.total, 1e-9)
