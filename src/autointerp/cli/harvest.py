@@ -28,6 +28,8 @@ EPILOG = textwrap.dedent(
       # a job array of 8 workers, then one merge:
       autointerp harvest goodfire/spd/abc123 --n_batches 8000 --rank $I --world_size 8
       autointerp merge goodfire-spd-abc123
+      # one harvest over 8 GPUs of a node, merged in memory, saved by rank 0 (no merge step):
+      torchrun --nproc_per_node 8 -m autointerp harvest goodfire/spd/abc123 --n_batches 8000
 
     output: <out>/<run_id>/harvest/{config.json,components.jsonl}; see docs/harvest.md
     """
@@ -128,7 +130,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--rank", type=int, default=0, help="this worker's index, 0..world_size-1 (default: 0)")
     g.add_argument("--world_size", type=int, default=1,
                    help="number of workers; each takes every world_size-th batch and writes its state for "
-                   "`autointerp merge` (default: 1, no merge needed)")
+                   "`autointerp merge` (default: 1, no merge needed); under torchrun leave --rank and "
+                   "--world_size out: the ranks come from its environment and merge in memory")
     g = p.add_argument_group("logging")
     g.add_argument("--wandb_project", default=None,
                    help="log config and summary to this wandb project and upload the harvest as an artifact")
