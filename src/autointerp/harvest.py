@@ -35,6 +35,8 @@ from autointerp.harvest_checkpoint import (
     settings_difference,
     write_checkpoint,
 )
+from autointerp.harvest_store import ComponentSummary, HarvestStore, StoreWriter, filter_summaries
+from autointerp.paths import HARVEST_COMPONENTS, HARVEST_CONFIG
 from autointerp.records import read_components, read_harvest_config, read_shared_json
 from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
 from autointerp.storage import (
@@ -42,7 +44,6 @@ from autointerp.storage import (
     recover_dir,
     replace_dir_atomically,
     to_dict,
-    to_json,
 )
 
 _COMPONENT_FIELDS = {f.name for f in attrs_fields(ComponentData)}
@@ -554,44 +555,115 @@ class HarvestLoop:
 class HarvestResult:
     """The finalized harvest: one `ComponentData` per component, in component-space order.
 
-    Index by key (``result["h.0.mlp:12"]``), iterate, ``len``, ``save(dir)``;
-    ``load_harvest(dir)`` reads it back. ``shared`` holds outputs of accumulators
-    that belong to the whole harvest (saved under ``shared/``).
+    Index by key (``result["h.0.mlp:12"]``) or position, iterate, ``len``,
+    ``keys()``, ``summaries(...)`` (key, layer, firing rate... without the
+    evidence), ``save(dir)``. ``shared`` holds outputs of accumulators that belong
+    to the whole harvest (saved under ``shared/``).
+
+    Two kinds, one API: what ``HarvestLoop.finalize`` returns holds its components
+    in memory; what ``load_harvest`` returns is lazy: it reads a component from
+    the folder's index when asked (a fresh object each time: change one, then keep
+    that object), and iteration streams them a line at a time. ``.components``
+    is the whole list, which for a lazy result parses and holds every component
+    (about 200 KiB each): iterate or index instead where you can.
     """
 
-    def __init__(self, config: HarvestConfig, components: list[ComponentData], shared: Mapping[str, Any] | None = None):
+    def __init__(self, config: HarvestConfig, components: list[ComponentData] | None = None,
+                 shared: Mapping[str, Any] | None = None, *, store: HarvestStore | None = None):
+        if (components is None) == (store is None):
+            raise TypeError("HarvestResult takes its components as a list or a HarvestStore (load_harvest), one of them")
         self.config = config
-        self.components = components
-        self.shared: dict[str, Any] = dict(shared or {})
-        self._index = {c.key: i for i, c in enumerate(components)}
+        self._components = components
+        self._store = store
+        self._shared: dict[str, Any] | None = None if shared is None and store is not None else dict(shared or {})
+        self._index = None if components is None else {c.key: i for i, c in enumerate(components)}
+
+    @property
+    def components(self) -> list[ComponentData]:
+        """Every component as one list; for a lazy result this parses the whole harvest (kept from then on)."""
+        if self._components is None:
+            self._components = list(self._store)
+            self._index = {c.key: i for i, c in enumerate(self._components)}
+        return self._components
+
+    @components.setter
+    def components(self, value: list[ComponentData]) -> None:
+        self._components = list(value)
+        self._index = {c.key: i for i, c in enumerate(self._components)}
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        if self._shared is None:
+            self._shared = _read_shared(self._store.folder)
+        return self._shared
+
+    @shared.setter
+    def shared(self, value: Mapping[str, Any]) -> None:
+        self._shared = dict(value)
+
+    @property
+    def lazy(self) -> bool:
+        """True while components are read from the folder on demand (nothing parsed and held)."""
+        return self._components is None
+
+    def _missing(self, key: object) -> KeyError:
+        layers = [l.name for l in self.config.layers]
+        return KeyError(f"no component {key!r}; keys look like '{layers[0] if layers else 'layer'}:0' (layers: {layers})")
 
     def __getitem__(self, key: str | int) -> ComponentData:
-        if isinstance(key, int):
-            return self.components[key]
+        if isinstance(key, int) and not isinstance(key, bool):
+            if self._components is not None:
+                return self._components[key]
+            n = len(self._store)
+            if not -n <= key < n:
+                raise IndexError(f"component position {key} is out of range (the harvest has {n} components)")
+            return self._store.get(key % n)
+        pos = self._index.get(key) if self._index is not None else (
+            self._store.position(key) if isinstance(key, str) else None)
+        if pos is None:
+            raise self._missing(key) from None
+        return self._components[pos] if self._components is not None else self._store.get(pos)
+
+    def get(self, key: str, default: Any = None) -> ComponentData | Any:
         try:
-            return self.components[self._index[key]]
+            return self[key]
         except KeyError:
-            layers = [l.name for l in self.config.layers]
-            raise KeyError(f"no component {key!r}; keys look like '{layers[0] if layers else 'layer'}:0' (layers: {layers})") from None
+            return default
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        if self._index is not None:
+            return key in self._index
+        return isinstance(key, str) and self._store.position(key) is not None
 
     def __iter__(self) -> Iterator[ComponentData]:
-        return iter(self.components)
+        return iter(self._components) if self._components is not None else iter(self._store)
 
     def __len__(self) -> int:
-        return len(self.components)
+        return len(self._components) if self._components is not None else len(self._store)
 
     def keys(self) -> list[str]:
-        return [c.key for c in self.components]
+        return [c.key for c in self._components] if self._components is not None else self._store.keys()
+
+    def summaries(self, *, layer: str | None = None, min_firing_rate: float | None = None,
+                  order: str = "position", limit: int | None = None) -> list[ComponentSummary]:
+        """Components as index rows (key, layer, index, firing count/rate, mean/max activation), no evidence parsed.
+
+        ``layer`` and ``min_firing_rate`` filter; ``order`` is ``"position"`` (component
+        space) or ``"firing_rate"`` (highest first); ``limit`` keeps the first rows.
+        """
+        if self._components is None:
+            return self._store.summaries(layer=layer, min_firing_rate=min_firing_rate, order=order, limit=limit)
+        return filter_summaries([ComponentSummary.of(c) for c in self._components], layer=layer,
+                                min_firing_rate=min_firing_rate, order=order, limit=limit)
 
     @property
     def space(self) -> ComponentSpace:
         return ComponentSpace(list(self.config.layers))
 
     def n_fired(self) -> int:
-        return sum(1 for c in self.components if c.firing_count > 0)
+        if self._components is None:
+            return self._store.n_fired()
+        return sum(1 for c in self._components if c.firing_count > 0)
 
     def __repr__(self) -> str:
         return (
@@ -605,29 +677,58 @@ class HarvestResult:
         return harvest_html(self)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``components.jsonl`` (and ``shared/*.json``) as one atomic swap."""
+        """Write ``config.json``, ``components.jsonl`` with its index (and ``shared/*.json``) as one atomic swap.
+
+        Components are written one at a time, so saving a lazy result streams it.
+        """
         directory = Path(directory)
+        shared = self.shared  # read before the swap: a lazy result may be saving over its own folder
 
         def fill(tmp: Path) -> None:
-            with open(tmp / "components.jsonl", "w", encoding="utf-8") as f:
-                for c in self.components:
-                    f.write(to_json(c) + "\n")
-            if self.shared:
+            writer = StoreWriter(tmp)
+            try:
+                for c in self:
+                    rec = to_dict(c)
+                    writer.add_record(rec, json.dumps(rec, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n")
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
+            if shared:
                 (tmp / "shared").mkdir()
-                for name, value in self.shared.items():
+                for name, value in shared.items():
                     (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
-            (tmp / "config.json").write_text(json.dumps(to_dict(self.config), indent=2, allow_nan=False), encoding="utf-8")
+            (tmp / HARVEST_CONFIG).write_text(json.dumps(to_dict(self.config), indent=2, allow_nan=False), encoding="utf-8")
 
         replace_dir_atomically(directory, fill)
+        if self._store is not None and self._store.folder.resolve() == directory.resolve():
+            # the folder under this result was swapped: read the new one from now on
+            self._store.close()
+            self._store = HarvestStore(directory, self.config)
         return directory
 
 
-def load_harvest(directory: str | Path) -> HarvestResult:
-    """Read a harvest folder written by `HarvestResult.save`."""
+def _read_shared(directory: Path) -> dict[str, Any]:
+    shared = {}
+    if (directory / "shared").is_dir():
+        for p in sorted((directory / "shared").glob("*.json")):
+            shared[p.stem] = read_shared_json(p)
+    return shared
+
+
+def load_harvest(directory: str | Path, *, lazy: bool = True) -> HarvestResult:
+    """Open a harvest folder written by `HarvestResult.save`; nothing is parsed until asked.
+
+    The result reads components on demand through the folder's index
+    (``components.sqlite``, `autointerp.harvest_store`); a folder saved before the
+    index existed gets one on first open (one checked scan of ``components.jsonl``;
+    in memory where the folder is read-only). ``lazy=False`` reads every component
+    into memory at once, as before.
+    """
     directory = Path(directory)
     recover_dir(directory)
-    cfg_path = directory / "config.json"
-    comp_path = directory / "components.jsonl"
+    cfg_path = directory / HARVEST_CONFIG
+    comp_path = directory / HARVEST_COMPONENTS
     if not cfg_path.exists() or not comp_path.exists():
         raise FileNotFoundError(
             f"{directory} is not a harvest folder: expected config.json and components.jsonl in it "
@@ -635,10 +736,6 @@ def load_harvest(directory: str | Path) -> HarvestResult:
         )
     # one reader per file kind (records.py): a damaged file is a CorruptRunFile naming file and line
     config = read_harvest_config(cfg_path)
-    components = read_components(comp_path, config)
-    shared = {}
-    if (directory / "shared").is_dir():
-        for p in sorted((directory / "shared").glob("*.json")):
-            shared[p.stem] = read_shared_json(p)
-    return HarvestResult(config, components, shared)
-
+    if not lazy:
+        return HarvestResult(config, read_components(comp_path, config), _read_shared(directory))
+    return HarvestResult(config, store=HarvestStore(directory, config))

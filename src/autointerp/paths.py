@@ -22,6 +22,8 @@ DEFAULT_OUT = Path(".data") / "autointerp"
 #: file names inside a harvest folder
 HARVEST_CONFIG = "config.json"
 HARVEST_COMPONENTS = "components.jsonl"
+#: the random-access index beside it (`autointerp.harvest_store`)
+HARVEST_STORE = "components.sqlite"
 #: file names inside an interpretations (or scores trials) folder
 RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"

@@ -104,7 +104,7 @@ class RunData:
         else:
             interp = {r.component_key: r for r in (interpretations or [])}
         grouped: Scores = dict(scores) if isinstance(scores, Mapping) else group_scores(scores or [])  # type: ignore[arg-type]
-        return cls(to_dict(harvest.config), [to_dict(c) for c in harvest.components], interp, grouped, name=name)
+        return cls(to_dict(harvest.config), [to_dict(c) for c in harvest], interp, grouped, name=name)
 
     def without_components(self) -> RunData:
         """The labels and scores only (what a worker process needs: components reach it separately)."""

@@ -167,10 +167,10 @@ def _log_rate(c: ComponentData) -> float:
 def choose_components(harvest: HarvestResult, labels: Mapping[str, str], limit: int | None, seed: int) -> tuple[list[str], bool]:
     """The labelled components (all, to record a skip each, when none is labelled), a
     reproducible random subset of ``limit`` of them in harvest order; and whether none was labelled."""
-    keys = [c.key for c in harvest.components if c.key in labels]
+    keys = [k for k in harvest.keys() if k in labels]
     no_labels = not keys
     if no_labels:
-        keys = [c.key for c in harvest.components]
+        keys = harvest.keys()
     if limit is not None and limit < len(keys):
         position = {k: i for i, k in enumerate(keys)}
         keys = sorted(random.Random(seed).sample(keys, limit), key=position.__getitem__)
