@@ -138,3 +138,21 @@ def test_cli_output_probs_on_without_a_head_fails_before_any_work(tmp_path, caps
     code = cli_main(["harvest", f"hf:{tmp_path / 'bert'}", "--layers", "encoder.layer.0.intermediate",
                      "--output_probs", "on", "--out", str(tmp_path / "out"), *SMALL])
     assert code == 2 and "--output_probs on" in capsys.readouterr().err
+
+
+def test_prompt_describes_only_the_evidence_the_harvest_has(tmp_path, capsys):
+    # issue 12 item 7: an encoder's harvest has no output tokens, so its prompt says nothing about them
+    from autointerp.interpret import Interpreter
+    from autointerp.llm.offline import OfflineBackend
+
+    save_bert(tmp_path / "bert")
+    assert cli_main(["harvest", f"hf:{tmp_path / 'bert'}", "--layers", "encoder.layer.1.intermediate",
+                     "--no_correlations", "--out", str(tmp_path / "out"), "--run_id", "bert", *SMALL]) == 0
+    harvest = load_harvest(tmp_path / "out" / "bert" / "harvest")
+    comp = max(harvest, key=lambda c: c.firing_count)
+    parts = Interpreter(OfflineBackend()).render(comp, harvest)
+    text = parts["system"] + parts["prompt"]
+    assert "Output-token statistics" not in text and "PREDICTS next" not in text
+    assert "## Output tokens" not in text
+    assert "Co-firing components" not in text  # --no_correlations
+    assert "Input-token statistics" in text and "## Input tokens" in text  # what was harvested stays

@@ -245,6 +245,11 @@ class Interpreter:
         names += sorted(k for k in comp.extras if k not in BUILTIN_SECTIONS)
         return [n for n in names if n not in self.options.exclude_sections]
 
+    def harvested_sections(self, harvest: HarvestResult) -> list[str]:
+        """The built-in sections whose accumulator ran in this harvest (and are not excluded)."""
+        ran = {a.get("name") for a in harvest.config.accumulators}
+        return [n for n in BUILTIN_SECTIONS if n in ran and n not in self.options.exclude_sections]
+
     def template_hash(self, harvest: HarvestResult) -> str:
         """Hash of the main template, every section template this harvest uses and the schema."""
         names: set[str] = set()
@@ -318,6 +323,8 @@ class Interpreter:
             "token_kind": cfg.tokenizer_kind,
             "sections": self._sections(comp, harvest, labels),
             "labels": labels,
+            # the system block explains only the evidence this harvest has (the same for every component)
+            "harvested": self.harvested_sections(harvest),
         }
 
     def render(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None) -> dict[str, str]:
