@@ -34,7 +34,7 @@ from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResul
 from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, structure_line
 
 __all__ = [
-    "CorruptRunFile", "Scores", "count_failures", "failed_keys", "group_scores", "iter_component_records",
+    "CorruptRunFile", "Scores", "count_failures", "failed_keys", "group_scores", "iter_component_lines", "iter_component_records",
     "iter_records", "latest_scores", "read_components", "read_harvest_config", "read_harvest_config_dict",
     "read_interpretations", "read_labels", "read_records", "read_score_file", "read_scores", "read_shared_json",
 ]
@@ -127,10 +127,47 @@ def iter_component_records(
     return _components(Path(path), config, structured=False, check_schema=check_schema)
 
 
-def _components(path: Path, config: HarvestConfig, *, structured: bool, check_schema: bool = True) -> Iterator[Any]:
+def iter_component_lines(path: str | os.PathLike, config: HarvestConfig) -> Iterator[bytes]:
+    """The raw line of every component, for workers that parse them themselves, checked without parsing.
+
+    Each line must start with the key ``config`` puts there (as `HarvestResult.save`
+    writes it, ``{"key": "<key>", ...``); a line that does not is parsed to say
+    exactly what is wrong (`iter_component_records`' messages), and a missing or
+    extra line is the same error as there. Only the schema of each line is left
+    to the worker that parses it.
+    """
+    path = Path(path)
+    expected = _expected_keys(config)
+    checked = False  # once the full reader has passed the whole file, nothing is left to find
+    n_seen = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            want = expected[n_seen] if n_seen < len(expected) else None
+            usual = (want is not None and raw.endswith(b"}\n")
+                     and raw.startswith(b'{"key": ' + json.dumps(want, ensure_ascii=False).encode() + b", "))
+            if not usual and not checked:
+                for _ in _components(path, config, structured=False):  # raises, naming the fault
+                    pass
+                checked = True
+            n_seen += 1
+            yield raw if raw.endswith(b"\n") else raw + b"\n"
+    if n_seen < len(expected) and not checked:
+        for _ in _components(path, config, structured=False, check_schema=False):  # raises: too few
+            pass
+
+
+def _expected_keys(config: HarvestConfig) -> list[str]:
     from autointerp.batch import ComponentSpace  # imports torch; only a reader of a harvest needs it
 
-    keys = list(ComponentSpace(list(config.layers)).keys())
+    return list(ComponentSpace(list(config.layers)).keys())
+
+
+def _components(path: Path, config: HarvestConfig, *, structured: bool, check_schema: bool = True) -> Iterator[Any]:
+    from autointerp.batch import ComponentSpace
+
+    keys = _expected_keys(config)
     n = len(keys)
     whole = f"the {n} components config.json describes, one ComponentData JSON object per line"
     expected = "one ComponentData JSON object per line"

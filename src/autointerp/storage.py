@@ -458,6 +458,11 @@ class CorruptRunFile(ValueError):
         self.path, self.line_no, self.problem = Path(path), line_no, problem
         where = f"{self.path}, line {line_no}" if line_no is not None else f"{self.path}"
         super().__init__(f"{where}: {problem}; expected {expected}. The file was changed outside autointerp: {fix}")
+        self._args = (path, line_no, problem, expected, fix)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its parts, so it crosses to the parent process of a worker pool unchanged
+        return (type(self), self._args)
 
 
 def iter_jsonl(path: str | os.PathLike, expected: str = "one JSON object per line") -> Iterator[tuple[int, dict[str, Any]]]:

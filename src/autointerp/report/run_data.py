@@ -26,6 +26,7 @@ from autointerp.records import (
     Scores,
     count_failures,
     group_scores,
+    iter_component_lines,
     iter_component_records,
     read_harvest_config_dict,
     read_interpretations,
@@ -132,10 +133,8 @@ class RunData:
         themselves: parsing is half the work of a report."""
         if self.components_path is None:
             raise ValueError("iter_component_lines needs a run read from disk (components_path is None)")
-        with open(self.components_path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    yield line
+        # keys, order and count are checked here; each line's schema by the worker that parses it
+        yield from iter_component_lines(self.components_path, from_dict(self.config, HarvestConfig))
 
     @property
     def components(self) -> list[dict[str, Any]]:
