@@ -18,6 +18,7 @@ ValueError: interpret option limit must be a whole number >= 0 or None, got -1
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -55,7 +56,8 @@ def _seconds(positive: bool = False, optional: bool = False):
     def check(_: Any, a: attrs.Attribute, value: Any) -> None:
         if value is None and optional:
             return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (positive and value == 0):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0
+                or (positive and value == 0)):
             raise _error(a.name, expected, value)
 
     return check
@@ -67,7 +69,9 @@ def _flag(_: Any, a: attrs.Attribute, value: Any) -> None:
 
 
 def _cost(_: Any, a: attrs.Attribute, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+    # NaN passes every comparison with the spend, so the cap would never stop anything
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value < 0):
         raise _error(a.name, "a number of US dollars >= 0, or None for no cap", value)
 
 

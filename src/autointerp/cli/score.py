@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from autointerp.cli.arguments import out_root, run_id
 from autointerp.paths import RunPaths
 
 BACKEND_CHOICES = ("auto", "anthropic", "openai", "token-match", "offline")
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(labels shuffled between components, and offline token-lookup labels). Writes "
         "<out>/<run_id>/scores/<scorer>.jsonl, append-only and resumable. See docs/scoring.md.",
     )
-    p.add_argument("run_id", help="the run to score (a folder name under --out)")
+    p.add_argument("run_id", type=run_id, help="the run to score (a folder name under --out)")
     p.add_argument("--scorers", type=_scorer_list, default=["detection", "fuzzing", "simulation", "intruder"],
                    help="comma-separated (default: detection,fuzzing,simulation,intruder)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "examples the interpreter showed (default: its default, 10); a recorded split always wins")
     p.add_argument("--n_top", type=int, default=None,
                    help="likewise, the max-activating examples it showed (default: its default, 5)")
-    p.add_argument("--out", default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    p.add_argument("--out", type=out_root, default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
@@ -90,9 +91,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, paths: RunPaths) -> int:
     from autointerp.records import read_interpretations
-    from autointerp.scoring.options import ScoringConfig
+    from autointerp.scoring.options import ScoreOptions, ScoringConfig
     from autointerp.scoring.run import score_run
 
+    # the options are checked before the judge is made or a file is read
+    config = ScoringConfig()
+    if args.n_explain is not None:
+        config.n_explain = args.n_explain
+    if args.n_top is not None:
+        config.n_top = args.n_top
+    options = ScoreOptions(scorers=args.scorers, baselines=args.baselines, limit=args.limit, seed=args.seed,
+                           config=config, max_concurrent=args.max_concurrent, max_cost_usd=args.max_cost_usd,
+                           progress=not args.quiet)
     backend = make_judge(args.backend, args.model, args.base_url)
     if getattr(backend, "is_baseline", False):
         print(
@@ -107,15 +117,7 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
             "Every component is recorded as skipped.",
             file=sys.stderr,
         )
-    config = ScoringConfig()
-    if args.n_explain is not None:
-        config.n_explain = args.n_explain
-    if args.n_top is not None:
-        config.n_top = args.n_top
-    report = score_run(
-        paths, backend=backend, scorers=args.scorers, baselines=args.baselines, limit=args.limit, seed=args.seed,
-        config=config, max_concurrent=args.max_concurrent, max_cost_usd=args.max_cost_usd, progress=not args.quiet,
-    )  # fmt: skip
+    report = score_run(paths, options=options, backend=backend)
     if report.run is not None:
         print(str(report.run), file=sys.stderr)
     if report.pending:
@@ -127,4 +129,11 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
         )
     print(report.table())
     print(f"scores: {paths.scores}", file=sys.stderr)
-    return 1 if n_labels == 0 else 0
+    if n_labels == 0:
+        return 1
+    if report.run is not None and report.run.failed and not report.run.completed:
+        # a table of nothing but pending rows is not a result: scripts must not read it as one
+        print(f"autointerp score: no trial succeeded ({report.run.failed} failed; reasons in "
+              f"{paths.score_trial_failures}); fix the cause and run the same command again", file=sys.stderr)
+        return 1
+    return 0

@@ -8,6 +8,7 @@ here in one place: ``score(harvest, labels, limit=20)`` and
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,12 @@ from autointerp.scoring.registry import SCORERS, check_scorer_names, scorer_clas
 from autointerp.scoring.simulation import SimulationConfig
 
 
+def _split_size(_: Any, a: attrs.Attribute, value: Any) -> None:
+    # a negative count would slice examples off the end of the held-out set
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"scoring config {a.name} must be a whole number >= 0 (examples the interpreter showed), got {value!r}")
+
+
 @define
 class ScoringConfig:
     """Every scoring parameter, with defaults (documented in docs/scoring.md).
@@ -42,8 +49,8 @@ class ScoringConfig:
     fuzzing: FuzzingConfig = field(factory=FuzzingConfig)
     simulation: SimulationConfig = field(factory=SimulationConfig)
     intruder: IntruderConfig = field(factory=IntruderConfig)
-    n_explain: int = DEFAULT_N_EXPLAIN
-    n_top: int = DEFAULT_N_TOP
+    n_explain: int = field(default=DEFAULT_N_EXPLAIN, validator=_split_size)
+    n_top: int = field(default=DEFAULT_N_TOP, validator=_split_size)
     custom: dict[str, Any] = field(factory=dict)
 
     def scorer(self, name: str) -> Scorer:
@@ -76,7 +83,9 @@ def _whole(minimum: int | None = None, optional: bool = False):
 
 
 def _cost(_: Any, a: attrs.Attribute, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+    # NaN passes every comparison with the spend, so the cap would never stop anything
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value < 0):
         raise _options_error(a.name, "a number of US dollars >= 0, or None for no cap", value)
 
 
