@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from attrs import define
+from attrs import define, evolve
 
+from autointerp.accumulators.firing_stats import EARLY_POSITIONS
 from autointerp.harvest import HarvestResult, load_harvest
 from autointerp.heldout import evidence_split, split_examples
 from autointerp.interpret_options import DEFAULT_EXCLUDED_SECTIONS, DEFAULT_TEMPLATE, InterpretOptions
@@ -79,7 +80,8 @@ INTERPRETATION_SCHEMA: dict[str, Any] = {
 }
 
 #: built-in sections, in prompt order; extras (custom accumulators) follow, by name
-BUILTIN_SECTIONS = ("top_examples", "examples", "input_tokens", "output_tokens", "output_logits", "correlations")
+BUILTIN_SECTIONS = ("top_examples", "examples", "quantile_examples", "histogram", "input_tokens",
+                    "output_tokens", "output_logits", "correlations")
 #: renders an output that has no template of its own
 GENERIC_SECTION = "sections/_generic.j2"
 #: included by the section templates, so part of the template hash
@@ -267,9 +269,16 @@ class Interpreter:
         split = split_examples(comp, opts.n_explain, opts.n_top)
         # a random example that is also among the strongest is shown once, with the strongest
         top_ids = {(e.sequence_index, e.position) for e in split.explain_top}
+        shown_before = {(e.sequence_index, e.position) for e in split.explain + split.explain_top}
         values = {
             "examples": [e for e in split.explain if (e.sequence_index, e.position) not in top_ids],
             "top_examples": split.explain_top,
+            # each window once: a quantile example already among the random or strongest is not repeated
+            "quantile_examples": [
+                evolve(q, examples=[e for e in q.examples if (e.sequence_index, e.position) not in shown_before])
+                for q in comp.quantile_examples
+            ],
+            "histogram": comp.histogram,
             "input_tokens": comp.input_tokens,
             "output_tokens": comp.output_tokens,
             "output_logits": comp.output_logits,
@@ -320,6 +329,7 @@ class Interpreter:
             "firing_rate": comp.firing_rate,
             "mean_activation": comp.mean_activation,
             "max_activation": comp.max_activation,
+            "early_positions": EARLY_POSITIONS,
             "token_kind": cfg.tokenizer_kind,
             "sections": self._sections(comp, harvest, labels),
             "labels": labels,

@@ -119,6 +119,26 @@ class ComponentCorrelations:
 
 
 @define
+class LogitToken:
+    """One token of a component's logit lens: ``logit`` is ``W_U[token] · norm(direction)``."""
+
+    token_id: int
+    logit: float
+    token: str | None = None
+
+
+@define
+class LogitLens:
+    """The tokens a component's output direction promotes and suppresses, from weights alone
+    (`autointerp.logit_lens`). ``promoted`` is highest logit first, ``suppressed`` lowest
+    first; ``source`` says which weights and which final norm were used."""
+
+    promoted: list[LogitToken] = field(factory=list)
+    suppressed: list[LogitToken] = field(factory=list)
+    source: str = ""
+
+
+@define
 class ActivationHistogram:
     """How strongly one component fires: counts of its firings in activation bins.
 
@@ -136,6 +156,21 @@ class ActivationHistogram:
     @property
     def total(self) -> int:
         return sum(self.counts)
+
+    def coarsened(self, max_bins: int) -> ActivationHistogram:
+        """The same firings in at most ``max_bins`` bins, merging runs of adjacent bins (counts stay exact).
+
+        >>> ActivationHistogram([0, 1, 2, 3, 4], [1, 2, 3, 4]).coarsened(2)
+        ActivationHistogram(edges=[0, 2, 4], counts=[3, 7])
+        """
+        if max_bins < 1:
+            raise ValueError(f"max_bins must be at least 1, got {max_bins}")
+        step = -(-len(self.counts) // max_bins)
+        if step <= 1:
+            return self
+        idx = range(0, len(self.counts), step)
+        return ActivationHistogram(edges=[self.edges[i] for i in idx] + [self.edges[-1]],
+                                   counts=[sum(self.counts[i : i + step]) for i in idx])
 
 
 @define
@@ -156,26 +191,6 @@ class QuantileExamples:
     upper: float | None
     count: int
     examples: list[ActivationExample] = field(factory=list)
-
-
-@define
-class LogitToken:
-    """One token of a component's logit lens: ``logit`` is ``W_U[token] · norm(direction)``."""
-
-    token_id: int
-    logit: float
-    token: str | None = None
-
-
-@define
-class LogitLens:
-    """The tokens a component's output direction promotes and suppresses, from weights alone
-    (`autointerp.logit_lens`). ``promoted`` is highest logit first, ``suppressed`` lowest
-    first; ``source`` says which weights and which final norm were used."""
-
-    promoted: list[LogitToken] = field(factory=list)
-    suppressed: list[LogitToken] = field(factory=list)
-    source: str = ""
 
 
 @define
@@ -202,7 +217,7 @@ class ComponentData:
     #: weight-based output evidence (the logit lens), None where the model has no unembedding
     #: or the component no output direction; set once after the pass, never by an accumulator
     output_logits: LogitLens | None = None
-    activation_histogram: ActivationHistogram | None = None
+    histogram: ActivationHistogram | None = None
     quantile_examples: list[QuantileExamples] = field(factory=list)
     #: share of its firings at the first positions of their sequence (`FiringStatsAcc`)
     early_firing_share: float = 0.0
