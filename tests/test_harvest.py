@@ -288,7 +288,12 @@ def test_a_huge_cofiring_table_is_refused_for_real():
     # 300k components: an int64 N x N table alone would be 720 GB
     batch = HarvestBatch(torch.zeros(1, 1, dtype=torch.int64), {"wide": torch.zeros(1, 1, 300_000)})
     with pytest.raises(MemoryError, match="CorrelationAcc"):
-        new_loop([CorrelationAcc()]).update(batch)
+        new_loop([CorrelationAcc(mode="dense")]).update(batch)
+    # mode="auto" (the default) switches to the bounded summary instead (tests/test_memory_budget.py)
+    loop = new_loop([CorrelationAcc()])
+    loop.check_memory(harvest_module.HarvestContext(harvest_module.ComponentSpace.from_activations(batch.activations), None,
+                                                    torch.device("cpu"), 0, 0.0, None))
+    assert loop.memory_plan["modes"] == {"correlations": "bounded"}
 
 
 # -- a custom accumulator ------------------------------------------------------------

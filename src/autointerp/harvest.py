@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +49,10 @@ from autointerp.storage import (
 )
 
 _COMPONENT_FIELDS = {f.name for f in attrs_fields(ComponentData)}
+log = logging.getLogger(__name__)
+#: per-batch temporaries as a multiple of the first batch's tensors: the batch itself on the device, the
+#: firing mask and the sparse firings (values, component and position ids) derived from it
+_BATCH_FACTOR = 3
 
 
 def _version() -> str:
@@ -72,6 +78,25 @@ def available_memory_bytes(device: torch.device) -> int | None:
         except OSError:
             return None
     return None
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: int | float | str, what: str = "memory_budget") -> int:
+    """``4294967296``, ``"4GiB"``, ``"512 MiB"``, ``"1.5GB"`` -> bytes."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} must be bytes or a string like '4GiB', got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0 or value != value:
+            raise ValueError(f"{what} must be a positive number of bytes, got {value!r}")
+        return int(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", value)
+        if m and m.group(2).lower() in _UNITS and float(m.group(1)) > 0:
+            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    raise ValueError(f"{what} must be bytes or a string like '4GiB', '512MiB' or '2GB', got {value!r}")
 
 
 def _fmt_bytes(n: float) -> str:
@@ -148,6 +173,7 @@ class HarvestLoop:
         validate: bool = True,
         memory_fraction: float = 0.9,
         tokenizer_kind: str | None = None,
+        memory_budget: int | str | None = None,
     ):
         accs = list(accumulators)
         for a in accs:
@@ -182,6 +208,10 @@ class HarvestLoop:
         self.progress = progress
         self.validate = validate
         self.memory_fraction = memory_fraction
+        # None: memory_fraction of what the device has free when the first batch arrives
+        self.memory_budget = None if memory_budget is None else parse_bytes(memory_budget)
+        #: what the memory check decided: {"budget", "state", "batch", "finalize", "modes": {name: mode}}
+        self.memory_plan: dict[str, Any] | None = None
         self.space: ComponentSpace | None = None
         self.ctx: HarvestContext | None = None
         self.n_batches = 0
@@ -207,7 +237,7 @@ class HarvestLoop:
                     f"{type(a).__name__} needs output_probs [B, S, V] in every HarvestBatch, but the first batch has none"
                 )
         ctx = HarvestContext(space, vocab, device, self.seed, self.threshold, self.decode)
-        self.check_memory(ctx)
+        self.check_memory(ctx, batch_bytes=_batch_bytes(batch))
         self.space, self.ctx, self.vocab_size = space, ctx, vocab
         for a in self.accumulators:
             a.bind(ctx)
@@ -215,20 +245,63 @@ class HarvestLoop:
     def memory_table(self, ctx: HarvestContext) -> list[tuple[str, int]]:
         return [(type(a).__name__, int(a.state_bytes(ctx))) for a in self.accumulators]
 
-    def check_memory(self, ctx: HarvestContext) -> None:
-        """Refuse, before allocating, state that would not fit on the device."""
+    def budget_bytes(self, device: torch.device) -> int | None:
+        """The harvest's memory budget on ``device``: ``memory_budget``, else ``memory_fraction`` of what is free."""
+        if self.memory_budget is not None:
+            return self.memory_budget
+        free = available_memory_bytes(device)
+        return None if free is None else int(self.memory_fraction * free)
+
+    def check_memory(self, ctx: HarvestContext, batch_bytes: int = 0) -> None:
+        """Choose each table's mode to fit the budget, before allocating; refuse what cannot fit.
+
+        The budget covers the state, the per-batch temporaries (``_BATCH_FACTOR`` times
+        the first batch) and finalize's working memory (one block of outputs). The
+        accumulators that can choose (``mode="auto"``, see `accumulators._modes`) start
+        dense; while the total does not fit, the largest dense table switches to its
+        bounded mode (only where that is smaller).
+        """
+        budget = self.budget_bytes(ctx.device)
+        auto = [a for a in self.accumulators if callable(getattr(a, "choose_mode", None)) and getattr(a, "mode", None) == "auto"]
+        for a in self.accumulators:
+            if callable(getattr(a, "choose_mode", None)):
+                a.choose_mode(ctx, None)  # dense, or the mode it was given
+        extra = _BATCH_FACTOR * batch_bytes + self.finalize_bytes(ctx)
+
+        def total() -> int:
+            return sum(b for _, b in self.memory_table(ctx)) + extra
+
+        if budget is not None:
+            for a in sorted(auto, key=lambda a: -int(a.dense_state_bytes(ctx))):
+                if total() <= budget:
+                    break
+                if a.bounded_state_bytes(ctx) < a.dense_state_bytes(ctx):
+                    a.choose_mode(ctx, 0)  # nothing fits in 0 bytes: the bounded mode
         table = self.memory_table(ctx)
-        total = sum(b for _, b in table)
-        free = available_memory_bytes(ctx.device)
-        if free is not None and total > self.memory_fraction * free:
+        modes = {a.name: a.resolved_mode() for a in self.accumulators if callable(getattr(a, "resolved_mode", None))}
+        self.memory_plan = {"budget": budget, "state": sum(b for _, b in table), "batch": _BATCH_FACTOR * batch_bytes,
+                            "finalize": extra - _BATCH_FACTOR * batch_bytes, "modes": modes}
+        if budget is not None and total() > budget:
             lines = "\n".join(f"  {name:<20} {_fmt_bytes(b):>12}" for name, b in table)
+            lines += f"\n  {'per-batch + finalize':<20} {_fmt_bytes(extra):>12}"
+            source = f"the memory budget is {_fmt_bytes(budget)}" if self.memory_budget is not None else \
+                f"only {_fmt_bytes(budget / self.memory_fraction)} is free"
             raise MemoryError(
-                f"the harvest state needs {_fmt_bytes(total)} on {ctx.device} but only {_fmt_bytes(free)} is free "
+                f"the harvest state needs {_fmt_bytes(total())} on {ctx.device} but {source} "
                 f"(N={ctx.n_components} components, V={ctx.vocab_size}):\n{lines}\n"
+                f"Table modes, bounded where that helps: {modes or 'none can switch'}.\n"
                 "Drop or shrink the largest table (see docs/memory.md): harvest fewer layers, leave out "
                 "CorrelationAcc (N x N) or InputTokenAcc / OutputProbAcc (N x V), or give the samplers a "
                 "smaller k or context_tokens."
             )
+        if modes:
+            log.info("harvest memory: %s of %s budget; table modes: %s", _fmt_bytes(total()),
+                     _fmt_bytes(budget) if budget is not None else "no", ", ".join(f"{k}={v}" for k, v in modes.items()))
+
+    def finalize_bytes(self, ctx: HarvestContext) -> int:
+        """Working memory of finalize and save: the largest accumulator's output tensors (see `finalize`)."""
+        sizes = [int(f(ctx)) for a in self.accumulators if callable(f := getattr(a, "finalize_bytes", None))]
+        return max(sizes, default=0)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -513,7 +586,9 @@ class HarvestLoop:
             n_batches=self.n_batches,
             n_tokens=self.n_tokens,
             accumulators=[
-                {"type": type(a).__name__, "name": a.name, "prompt_section": a.prompt_section, **a.config()}
+                {"type": type(a).__name__, "name": a.name, "prompt_section": a.prompt_section, **a.config(),
+                 # which table mode the memory check chose (docs/memory.md)
+                 **({"mode_used": a.mode_used} if getattr(a, "mode_used", None) else {})}
                 for a in self.accumulators
             ],
             model=self.model,
@@ -714,6 +789,11 @@ def _read_shared(directory: Path) -> dict[str, Any]:
         for p in sorted((directory / "shared").glob("*.json")):
             shared[p.stem] = read_shared_json(p)
     return shared
+
+
+def _batch_bytes(batch: HarvestBatch) -> int:
+    tensors = [batch.tokens, *batch.activations.values(), batch.output_probs, getattr(batch, "mask", None)]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def load_harvest(directory: str | Path, *, lazy: bool = True) -> HarvestResult:

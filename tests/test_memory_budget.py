@@ -1,0 +1,90 @@
+"""HarvestLoop(memory_budget=...): tables that do not fit switch to their bounded mode before allocating."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from autointerp import CorrelationAcc, HarvestLoop, InputTokenAcc, OutputProbAcc, ReservoirAcc
+from autointerp.harvest import parse_bytes
+from harvest_helpers import make_stream
+
+V = 500
+WIDTHS = {"a": 300, "b": 300}  # N = 600: N x N = 360k cells, N x V = 300k cells
+
+
+def batches(n=2):
+    return make_stream(0, n, V=V, widths=WIDTHS)
+
+
+def plan_for(accs, budget):
+    loop = HarvestLoop(accs, memory_budget=budget, progress=False, vocab_size=V)
+    b = batches()
+    loop.update(b[0])
+    return loop
+
+
+def dense_bytes(acc_cls, ctx):
+    return acc_cls(mode="dense").state_bytes(ctx)
+
+
+def test_parse_bytes():
+    assert parse_bytes("4GiB") == 4 * 2**30
+    assert parse_bytes("512 MiB") == 512 * 2**20
+    assert parse_bytes("1.5GB") == 1_500_000_000
+    assert parse_bytes(1024) == 1024
+    for bad in ("4 GiBs", "", "-1GiB", 0, True):
+        with pytest.raises((ValueError, TypeError), match="memory_budget"):
+            parse_bytes(bad)
+    with pytest.raises(ValueError, match="memory_budget must be bytes or a string like '4GiB'"):
+        HarvestLoop([], memory_budget="lots")
+
+
+def test_an_ample_budget_keeps_every_table_dense():
+    loop = plan_for([CorrelationAcc(), InputTokenAcc(), OutputProbAcc()], "1GiB")
+    assert loop.memory_plan["modes"] == {"correlations": "dense", "input_tokens": "dense", "output_tokens": "dense"}
+    assert all(a.mode_used == "dense" for a in loop.accumulators if hasattr(a, "mode_used"))
+
+
+def test_the_largest_table_switches_first_and_the_rest_stay_dense(caplog):
+    probe = plan_for([CorrelationAcc(), InputTokenAcc(), OutputProbAcc()], "1GiB")
+    table = dict(probe.memory_table(probe.ctx))
+    plan = probe.memory_plan
+    # room for everything except the co-firing table (the largest), which must go bounded
+    corr = CorrelationAcc(mode="bounded")
+    corr.choose_mode(probe.ctx, 0)
+    budget = plan["batch"] + plan["finalize"] + sum(table.values()) - table["CorrelationAcc"] \
+        + corr.state_bytes(probe.ctx) + 1024
+    with caplog.at_level(logging.INFO, logger="autointerp.harvest"):
+        loop = plan_for([CorrelationAcc(), InputTokenAcc(), OutputProbAcc()], budget)
+    assert loop.memory_plan["modes"] == {"correlations": "bounded", "input_tokens": "dense", "output_tokens": "dense"}
+    assert "correlations=bounded" in caplog.text
+    loop.update(batches()[1])
+    cfg = {a["name"]: a for a in loop.config().accumulators}
+    assert cfg["correlations"]["mode_used"] == "bounded" and cfg["input_tokens"]["mode_used"] == "dense"
+    result = loop.finalize()
+    assert len(result) == 600
+
+
+def test_a_budget_below_even_the_bounded_modes_is_refused_before_allocating():
+    loop = HarvestLoop([CorrelationAcc(), InputTokenAcc(), ReservoirAcc()], memory_budget="64KiB", progress=False,
+                       vocab_size=V)
+    with pytest.raises(MemoryError, match=r"(?s)the harvest state needs .* but the memory budget is 64.0 KiB.*"
+                                          r"Table modes, bounded where that helps: .*docs/memory.md"):
+        loop.update(batches()[0])
+    assert loop.space is None and not any(a.bound for a in loop.accumulators)
+
+
+def test_an_explicit_mode_is_kept_whatever_the_budget():
+    loop = plan_for([CorrelationAcc(mode="dense"), InputTokenAcc(mode="bounded")], "1GiB")
+    assert loop.memory_plan["modes"] == {"correlations": "dense", "input_tokens": "bounded"}
+
+
+def test_the_budget_counts_the_first_batchs_temporaries():
+    probe = plan_for([ReservoirAcc()], "1GiB")
+    plan = probe.memory_plan
+    assert plan["batch"] > 0
+    # the state alone fits, the state and the per-batch temporaries do not
+    with pytest.raises(MemoryError, match="per-batch"):
+        plan_for([ReservoirAcc()], plan["state"] + plan["finalize"] + plan["batch"] // 2)
