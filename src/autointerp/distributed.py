@@ -194,8 +194,13 @@ def merge_across_ranks(loop: HarvestLoop, group: Any = None) -> None:
             )
     if loop.space is None:  # this rank got no batch: join with empty state, which every merge leaves unchanged
         _bind_empty(loop, first)
-    for acc in loop.accumulators:
-        _merge_accumulator(acc, [r in bound for r in range(world)], rank, world, group)
+    # an accumulator may pick its layout when it binds (a dense or a bounded table): all-reduce only
+    # states laid out alike on every rank; any other mix merges through the class's own merge
+    layouts: list[Any] = [None] * world
+    dist.all_gather_object(layouts, [_layout(a) for a in loop.accumulators], group=group)
+    for i, acc in enumerate(loop.accumulators):
+        reduce = layouts[rank][i] is not None and all(layouts[r][i] == layouts[rank][i] for r in range(world))
+        _merge_accumulator(acc, [r in bound for r in range(world)], rank, world, group, reduce)
     loop.n_batches, loop.n_rows, loop.n_tokens = (sum(h["counts"][i] for h in headers) for i in range(3))
 
 
@@ -208,6 +213,15 @@ def _bind_empty(loop: HarvestLoop, header: Mapping[str, Any]) -> None:
         acc.bind(loop.ctx)
 
 
+def _layout(acc: Accumulator) -> list[tuple[str, tuple[int, ...], str]] | None:
+    if not _all_reducible(acc):
+        return None  # merged by all-gather whatever its layout: no need to read its state here
+    state = acc.state_dict()
+    if set(state) != set(acc.state_reductions()):  # a state_dict that is not just the declared states
+        return None
+    return [(name, tuple(t.shape), str(t.dtype)) for name, t in state.items()]
+
+
 def _all_reducible(acc: Accumulator) -> bool:
     if not isinstance(acc, TensorAccumulator):
         return False
@@ -215,8 +229,9 @@ def _all_reducible(acc: Accumulator) -> bool:
     return bool(reductions) and all(r in _OPS and fixed for r, fixed in reductions.values())
 
 
-def _merge_accumulator(acc: Accumulator, bound: list[bool], rank: int, world: int, group: Any) -> None:
-    if _all_reducible(acc):
+def _merge_accumulator(acc: Accumulator, bound: list[bool], rank: int, world: int, group: Any,
+                       reduce: bool) -> None:
+    if reduce:
         assert isinstance(acc, TensorAccumulator)
         reductions = acc.state_reductions()
         state = acc.state_dict()  # folds staged buffers into the tables first
