@@ -18,6 +18,7 @@ import torch.distributed as dist
 from autointerp.cli import main as cli_main
 from autointerp.distributed import RankShare, rank_checkpoint, torchrun_env
 from autointerp.harvest import HarvestResult, load_harvest
+from autointerp.harvest_checkpoint import read_checkpoint
 from autointerp.storage import to_dict
 from distributed_case import DEMO_ARGS, harvest_loop, synthetic_stream
 
@@ -69,9 +70,10 @@ def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path):
     assert _same(single, load_harvest(tmp_path / "api-rank0")) > 100
     _same(single, load_harvest(tmp_path / "api-rank1"))
     _same(harvest_loop().run(synthetic_stream(), n_batches=1), load_harvest(tmp_path / "one-batch-rank0"))
-    # each rank checkpointed its own state to its own file
     assert rank_checkpoint(tmp_path / "ckpt.pt", 1, 2).name == "ckpt.rank1-of-2.pt"
-    assert (tmp_path / "ckpt.rank0-of-2.pt").exists() and (tmp_path / "ckpt.rank1-of-2.pt").exists()
+    # each rank checkpointed only its own share (batches 0, 2, 4, 6 and 1, 3, 5): the work was split
+    shares = [read_checkpoint(tmp_path / f"ckpt.rank{r}-of-2.pt")["loop"]["n_batches"] for r in range(2)]
+    assert shares == [4, 3]
     assert not (tmp_path / "ckpt.pt").exists()
 
 
