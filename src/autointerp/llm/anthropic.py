@@ -125,7 +125,8 @@ class AnthropicBackend(SDKClientBackend):
             )
 
     def __repr__(self) -> str:
-        return f"AnthropicBackend({self.model!r})"
+        where = f", base_url={self.base_url!r}" if self.base_url is not None else ""
+        return redact(f"AnthropicBackend({self.model!r}{where})")
 
     def make_client(self) -> Any:
         import anthropic

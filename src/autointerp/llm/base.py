@@ -83,6 +83,16 @@ class RequestRejected(LLMError):
 
 _SECRET_ENV = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
 _SECRET_PATTERNS = re.compile(r"\b(sk-ant-[A-Za-z0-9_\-]{6,}|sk-[A-Za-z0-9_\-]{16,})")
+#: the user:password@ (or token@) part of a URL: https://alice:pw@host/v1 -> https://[redacted]@host/v1
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://)[^/\s@?#]+@")
+#: an HTTP credential scheme and its value, as a server or proxy echoes a request's headers back
+_AUTH_SCHEME = re.compile(r"\b(Basic|Bearer|bearer|Digest)(\s+)[A-Za-z0-9._~+/=\-]{8,}")
+#: a credential-named header, JSON field or query parameter and its value
+_NAMED_CREDENTIAL = re.compile(
+    r"(\b(?:x-api-key|api[-_]?key|apikey|access[-_]?token|auth[-_]?token|x-goog-api-key|password|passwd)"
+    r"[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;}]+",
+    re.IGNORECASE,
+)
 _extra_secrets: set[str] = set()
 
 
@@ -97,8 +107,16 @@ def redact(text: str) -> str:
 
     Known secrets: values of environment variables named ``*API_KEY``, ``*_TOKEN``,
     ``*_SECRET``, keys given to a backend's constructor, and anything shaped like
-    an Anthropic or OpenAI key. Every message the project writes (failure reasons,
-    log lines, errors it raises) goes through this.
+    an Anthropic or OpenAI key. Shapes of secrets: the ``user:password@`` of a URL
+    (``--base_url https://alice:pw@host/v1``), an HTTP credential
+    (``Basic ...``, ``Bearer ...``) and the value of a credential-named header,
+    field or query parameter (``x-api-key: ...``, ``"api_key": "..."``,
+    ``?access_token=...``), as a server echoes a request back in its error. Every
+    message the project writes (failure reasons, log lines, errors it raises,
+    a backend's ``repr``) goes through this.
+
+    >>> redact("POST https://alice:pw@llm.example/v1 failed: you sent Basic YWxpY2U6cHc=")
+    'POST https://[redacted]@llm.example/v1 failed: you sent Basic [redacted]'
     """
     if not text:
         return text
@@ -108,6 +126,9 @@ def redact(text: str) -> str:
             secrets.add(value)
     for value in sorted(secrets, key=len, reverse=True):
         text = text.replace(value, "[redacted]")
+    text = _URL_USERINFO.sub(r"\1[redacted]@", text)
+    text = _AUTH_SCHEME.sub(r"\1\2[redacted]", text)
+    text = _NAMED_CREDENTIAL.sub(r"\1[redacted]", text)
     return _SECRET_PATTERNS.sub("[redacted]", text)
 
 

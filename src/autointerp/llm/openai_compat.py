@@ -75,7 +75,7 @@ class OpenAICompatBackend(SDKClientBackend):
         self._api_key = key
 
     def __repr__(self) -> str:
-        return f"OpenAICompatBackend({self.model!r}, base_url={self.base_url!r})"
+        return redact(f"OpenAICompatBackend({self.model!r}, base_url={self.base_url!r})")
 
     def make_client(self) -> Any:
         import openai

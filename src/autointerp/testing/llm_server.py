@@ -32,7 +32,10 @@ misses the schema's required fields), ``"max_tokens"`` (cut off mid-answer with
 connection is closed without an answer), ``"bad_body"`` (status 200 with a
 body that is not JSON at all, as from a broken proxy) and ``"lone_surrogate"``
 (valid JSON whose label, or first string value, ends in the escape ``\\ud83d``, half of
-a surrogate pair: it parses, but no UTF-8 file can store it).
+a surrogate pair: it parses, but no UTF-8 file can store it) and ``"echo_auth"``
+(a 400 whose error message repeats the request's ``authorization`` and
+``x-api-key`` headers, as a careless proxy does: what reaches the client's
+logs and files must be redacted).
 
 The server is an asyncio HTTP/1.1 server (keep-alive, a 1024-connection backlog) on
 its own event loop in a daemon thread, so 50 connections waiting out a simulated
@@ -65,7 +68,7 @@ from typing import Any
 from attrs import define, field
 
 FAULTS = ("429", "529", "500", "401", "400", "slow", "malformed_json", "schema_violation", "max_tokens", "drop",
-          "bad_body", "lone_surrogate")
+          "bad_body", "lone_surrogate", "echo_auth")
 
 
 @define
@@ -555,6 +558,15 @@ class _Connection:
         return _Reply(status, {"type": "error", "error": {"type": etype, "message": msg}}, headers)
 
     @staticmethod
+    def echo_auth(api: str, headers: Mapping[str, str]) -> _Reply:
+        """A 400 that repeats the credentials the client sent."""
+        msg = (f"bad request (simulated); you sent authorization: {headers.get('authorization', '')} "
+               f"x-api-key: {headers.get('x-api-key', '')}")
+        if api == "openai":
+            return _Reply(400, {"error": {"message": msg, "type": "invalid_request_error", "code": None, "param": None}})
+        return _Reply(400, {"type": "error", "error": {"type": "invalid_request_error", "message": msg}})
+
+    @staticmethod
     def key_of(headers: Mapping[str, str]) -> str | None:
         # the Anthropic SDK sends x-api-key (older) or a bearer token (newer); OpenAI a bearer token
         if headers.get("x-api-key"):
@@ -640,6 +652,8 @@ class _Connection:
             await asyncio.sleep(o.slow_s)
         if fault == "bad_body":
             raise _Reply(200, b"<html>502 Bad Gateway</html>", content_type="application/json")
+        if fault == "echo_auth":
+            raise self.echo_auth(api, headers)
         if fault in _ANTHROPIC_ERRORS:
             raise self.error(api, fault, req)
         try:

@@ -1,0 +1,92 @@
+"""Credentials never reach the terminal or a file (issue 10 item 12).
+
+A password inside ``--base_url`` (``https://user:pass@host/v1``) and the
+credentials a hostile or broken server echoes back in an error body (an
+``Authorization: Basic ...`` or ``Bearer ...`` header, an ``x-api-key``) are
+removed by one function, `autointerp.llm.redact`, from everything printed,
+logged or stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from llm_fixtures import make_run  # noqa: E402
+
+from autointerp.llm import redact
+from autointerp.testing.llm_server import LLMServer
+
+PASSWORD = "hunter2-PASSWORD-77"
+BASIC = base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+
+
+@pytest.mark.parametrize("text, secret", [
+    (f"https://alice:{PASSWORD}@llm.example.org/v1", PASSWORD),
+    (f"connection to http://alice:{PASSWORD}@10.0.0.2:8000/v1/chat failed", PASSWORD),
+    ("https://tok_abcdefghijkl@proxy.example/v1", "tok_abcdefghijkl"),
+    (f"you sent authorization: Basic {BASIC}", BASIC),
+    ("you sent Authorization: Bearer abc.DEF-ghi_jkl~123", "abc.DEF-ghi_jkl~123"),
+    ('{"headers": {"x-api-key": "opaque-key-value-42"}}', "opaque-key-value-42"),
+    ("x-api-key: opaque-key-value-42", "opaque-key-value-42"),
+    ("GET /v1/models?api_key=opaque-key-value-42&x=1", "opaque-key-value-42"),
+])
+def test_redact_removes_credentials_from_urls_and_headers(text, secret):
+    out = redact(text)
+    assert secret not in out and "[redacted]" in out
+
+
+def test_redact_keeps_what_is_not_a_secret():
+    text = "h.0.mlp:3 failed: 400 prompt is too long; see https://docs.example.org/errors?code=42 (basic check)"
+    assert redact(text) == text
+    assert redact("https://llm.example.org:8443/v1") == "https://llm.example.org:8443/v1"
+
+
+def test_backend_repr_hides_the_password_of_its_url():
+    from autointerp.llm.openai_compat import OpenAICompatBackend
+
+    b = OpenAICompatBackend("m", base_url=f"https://alice:{PASSWORD}@llm.example.org/v1")
+    assert PASSWORD not in repr(b) and "llm.example.org" in repr(b)
+
+
+def _cli(args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.endswith("API_KEY")}
+    env.update(env_extra or {})
+    p = subprocess.run([sys.executable, "-m", "autointerp", *args], env=env, capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def _everything_written(root: Path, *texts: str) -> list[str]:
+    out = list(texts)
+    for f in root.rglob("*"):
+        if f.is_file():
+            out.append(f.read_bytes().decode("utf-8", "replace"))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_url_credentials_and_an_echoed_authorization_header_are_redacted(tmp_path, caplog, backend):
+    paths = make_run(tmp_path)
+    with LLMServer(retry_after_s=0.01) as server:
+        server.push_faults("echo_auth", "echo_auth", "500")
+        host = server.url.split("://", 1)[1]
+        url = f"http://alice:{PASSWORD}@{host}" + ("/v1" if backend == "openai" else "")
+        env = {"ANTHROPIC_API_KEY": "sk-ant-TESTKEY-000000000000"} if backend == "anthropic" else {}
+        rc, out, err = _cli(["interpret", "test-run", "--out", str(tmp_path), "--backend", backend, "--model", "m",
+                             "--base_url", url, "--max_concurrent", "1", "--no_progress", "--backoff", "0.01",
+                             "--max_retries", "0", "--limit", "4"], env)
+        sent = [r.headers.get("authorization", "") for r in server.requests]
+    assert rc == 0, err
+    assert any(BASIC in s for s in sent), sent  # the SDK really sent the URL's password as Basic auth ...
+    failures = paths.interpretation_failures.read_text()
+    assert "you sent" in failures  # ... the server echoed it into an error our files recorded ...
+    assert "alice" in err or "127.0.0.1" in err  # ... and the URL was printed
+    for text in _everything_written(tmp_path, out, err):
+        assert PASSWORD not in text and BASIC not in text  # ... but never the credentials
