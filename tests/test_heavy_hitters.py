@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from autointerp import CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc, OutputProbAcc
 from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators.heavy_hitters import HeavyHitters
-from autointerp.batch import ComponentSpace
+from autointerp.batch import ComponentSpace, FiringBatch
 from autointerp.schemas import LayerSpec
 
 
@@ -189,7 +189,9 @@ def test_auto_accumulators_in_both_modes_merge_and_load_into_a_summary():
     ctx = HarvestContext(ComponentSpace([LayerSpec("l", 6)]), 400, "cpu", 0, 0.0)
     b = InputTokenAcc(summary_k=16)
     assert b.choose_mode(ctx, 1) == "bounded"  # what the loop does before binding
-    run(batches[1:], [b])
+    b.bind(ctx)
+    for i, batch in enumerate(batches[1:]):
+        b.update(FiringBatch.from_batch(batch, ctx.space, 0.0, batch.sequence_ids, 400))
     (d,) = [a for a in run(batches[:1], [InputTokenAcc(summary_k=16)]).accumulators if isinstance(a, InputTokenAcc)]
     assert (b.mode_used, d.mode_used) == ("bounded", "dense")
     fresh = InputTokenAcc(summary_k=16)

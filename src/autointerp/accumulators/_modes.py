@@ -114,17 +114,75 @@ class TableModeStates(TableModes):
         for name in getattr(self, "_state_names", None) or []:
             delattr(self, name)
         self._state_names = None  # type: ignore[assignment]
+        self._pending_list().clear()
         self._mode_used = mode
         self._setup_mode(ctx, mode)
 
     def _flush(self) -> None:
-        # a staged table (StagedTableAcc) exists only in the dense mode
+        # a staged table (StagedTableAcc) exists only in the dense mode; the bounded
+        # mode's pending pairs are folded only by `_fold` (finalize and state_dict stay pure)
         parent = getattr(super(), "_flush", None)
         if parent is not None and not self.bounded:
             parent()
 
     def _flush_table(self) -> None:
-        self._flush()
+        if self.bounded:
+            self._fold()
+        else:
+            self._flush()
+
+    # -- the bounded mode's pending pairs ---------------------------------------------
+    #
+    # Merging into the summary costs O(rows touched x k) (a sort of the touched rows'
+    # counters), so a batch's aggregated pairs wait in a buffer of about N * k pairs
+    # and are folded in at once: the per-batch cost then grows with the batch's
+    # firings. Merging in larger blocks keeps the same bound (a merge is a merge).
+
+    def _pending_list(self) -> list[tuple[Any, Any, Any]]:
+        if "_pending" not in self.__dict__:
+            self._pending: list[tuple[Any, Any, Any]] = []
+        return self._pending
+
+    def _stage(self, rows: Any, cols: Any, weights: Any) -> None:
+        pending = self._pending_list()
+        pending.append((rows, cols, weights))
+        if sum(r.numel() for r, _, _ in pending) >= max(self.hh_ids.numel(), 1 << 16):
+            self._fold()
+
+    def _merge_pending_into(self, ids: Any, counts: Any, error: Any) -> None:
+        import torch
+
+        from autointerp.accumulators.heavy_hitters import merge_pairs
+
+        pending = self._pending_list()
+        if pending:
+            rows, cols, w = (torch.cat(list(x)) for x in zip(*pending))
+            merge_pairs(ids, counts, error, rows, cols, w, self._summary_columns())
+
+    def _fold(self) -> None:
+        if self._pending_list():
+            self._merge_pending_into(self.hh_ids, self.hh_counts, self.hh_error)
+            self._pending.clear()
+
+    def _summary(self) -> tuple[Any, Any, Any]:
+        """(ids, counts, error) with the pending pairs merged in, leaving the state as it is."""
+        if not self._pending_list():
+            return self.hh_ids, self.hh_counts, self.hh_error
+        ids, counts, error = self.hh_ids.clone(), self.hh_counts.clone(), self.hh_error.clone()
+        self._merge_pending_into(ids, counts, error)
+        return ids, counts, error
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()  # type: ignore[misc]
+        if self.bounded:
+            state = dict(state)
+            state["hh_ids"], state["hh_counts"], state["hh_error"] = self._summary()
+        return state
+
+    def to(self, device: Any) -> Any:
+        if self.bounded:
+            self._fold()
+        return super().to(device)  # type: ignore[misc]
 
     def _summary_state(self) -> dict[str, Any]:
         """This accumulator's state in the bounded mode's layout (the dense table summarised exactly: error 0
@@ -183,4 +241,5 @@ class TableModeStates(TableModes):
         mode = self._state_mode(state)
         if mode != self.mode_used:
             self._switch_mode(ctx, mode)
+        self._pending_list().clear()
         super().load_state_dict(state)  # type: ignore[misc]

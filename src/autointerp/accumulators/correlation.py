@@ -12,7 +12,7 @@ from autointerp.accumulators._modes import DEFAULT_SUMMARY_K, TableModeStates
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, Entry, rank_columns, rank_summary, rows_of
 from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
-from autointerp.accumulators.heavy_hitters import EMPTY, merge_pairs
+from autointerp.accumulators.heavy_hitters import EMPTY
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 
@@ -124,9 +124,8 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
         if not batch.n_firings:
             return
         if self.bounded:
-            N = self.count.shape[0]
             for a, b in cofiring_pairs(batch.firing_comp, batch.firing_pos, batch.n_positions):
-                merge_pairs(self.hh_ids, self.hh_counts, self.hh_error, a, b, torch.ones_like(a), N)
+                self._stage(a, b, torch.ones_like(a))
             return
         P = batch.n_positions
         for start in range(0, P, _EXACT_F32):
@@ -145,7 +144,7 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
         self._flush()
         common = {"min_count": 1, "bottom_pmi": True, "min_support": self.min_support}
         if self.bounded:
-            ranked = rank_summary(self.hh_ids, self.hh_counts, self.hh_error, self.count, self.count,
+            ranked = rank_summary(*self._summary(), self.count, self.count,
                                   float(self.n_tokens), self.top_k, **common)
         else:
             ranked = rank_columns(self.cofire, self.count, self.count, float(self.n_tokens), self.top_k,

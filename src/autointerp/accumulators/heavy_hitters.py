@@ -52,35 +52,46 @@ def merge_pairs(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, cols: 
         rows, cols, weights = rows[keep], cols[keep], weights[keep]
     if not rows.numel():
         return
-    k = ids.shape[1]
-    touched = torch.unique(rows)
+    N, k = ids.shape
+    dev = ids.device
+    # the touched rows and each one's local number, from a [N] table (no sort)
+    hit = torch.zeros(N, dtype=torch.bool, device=dev)
+    hit[rows] = True
+    touched = hit.nonzero().squeeze(1)
     U = touched.numel()
-    old_ids, old_counts = ids[touched], counts[touched]
-    old_rows = torch.arange(U, device=ids.device).repeat_interleave(k)
-    present = old_ids.reshape(-1) >= 0
-    r_all = torch.cat([torch.searchsorted(touched, rows), old_rows[present]])
-    c_all = torch.cat([cols.long(), old_ids.reshape(-1)[present].long()])
-    w_all = torch.cat([weights.to(counts.dtype), old_counts.reshape(-1)[present]])
+    local_of = torch.empty(N, dtype=torch.int64, device=dev)
+    local_of[touched] = torch.arange(U, device=dev)
+    old_ids, old_counts = ids[touched].reshape(-1).long(), counts[touched].reshape(-1)
+    old_rows = torch.arange(U, device=dev).repeat_interleave(k)
+    present = old_ids >= 0
+    r_all = torch.cat([local_of[rows], old_rows[present]])
+    c_all = torch.cat([cols.long(), old_ids[present]])
+    w_all = torch.cat([weights.to(counts.dtype), old_counts[present]])
     key, inverse = torch.unique(r_all * n_cols + c_all, return_inverse=True)
-    w = torch.zeros(key.numel(), dtype=counts.dtype, device=ids.device).index_add_(0, inverse, w_all)
+    w = torch.zeros(key.numel(), dtype=counts.dtype, device=dev).index_add_(0, inverse, w_all)
     r, c = key // n_cols, key % n_cols
-    # key is sorted by (row, column): a stable sort by -weight, then a stable sort by
-    # row, orders each row by weight descending with ties by column ascending
-    order = torch.argsort(-w, stable=True)
-    order = order[torch.argsort(r[order], stable=True)]
+    # key is sorted by (row, column); order each row by weight descending, ties by
+    # column ascending: one sort of (row, -weight) for counts, two stable sorts for mass
+    if not counts.is_floating_point() and U * (int(w.max()) + 1) < (1 << 62):
+        span = int(w.max()) + 1
+        order = torch.argsort(r * span + (span - 1 - w), stable=True)
+    else:
+        order = torch.argsort(-w, stable=True)
+        order = order[torch.argsort(r[order], stable=True)]
     r, c, w = r[order], c[order], w[order]
     per_row = torch.bincount(r, minlength=U)
-    rank = torch.arange(r.numel(), device=ids.device) - (torch.cumsum(per_row, 0) - per_row)[r]
-    s = torch.zeros(U, dtype=counts.dtype, device=ids.device)
+    rank = torch.arange(r.numel(), device=dev) - (torch.cumsum(per_row, 0) - per_row)[r]
+    s = torch.zeros(U, dtype=counts.dtype, device=dev)
     at_k = rank == k
     s[r[at_k]] = w[at_k]
-    sel = rank < k
-    r, c, w, rank = r[sel], c[sel], w[sel] - s[r[sel]], rank[sel]
-    ok = w > 0  # the counters equal to the (k+1)-th fall to zero and leave the summary
-    new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=ids.device)
-    new_counts = torch.zeros(U, k, dtype=counts.dtype, device=ids.device)
-    new_ids[r[ok], rank[ok]] = c[ok].to(ids.dtype)
-    new_counts[r[ok], rank[ok]] = w[ok]
+    w = w - s[r]
+    # the first k of each row, less the (k+1)-th; counters that fall to zero leave the summary
+    sel = ((rank < k) & (w > 0)).nonzero().squeeze(1)
+    new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=dev)
+    new_counts = torch.zeros(U, k, dtype=counts.dtype, device=dev)
+    r, rank = r[sel], rank[sel]
+    new_ids[r, rank] = c[sel].to(ids.dtype)
+    new_counts[r, rank] = w[sel]
     ids[touched] = new_ids
     counts[touched] = new_counts
     error[touched] += s

@@ -12,7 +12,7 @@ from autointerp.accumulators._modes import DEFAULT_SUMMARY_K, TableModeStates
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, rank_columns, rank_summary
 from autointerp.accumulators.base import HarvestContext, TensorAccumulator
-from autointerp.accumulators.heavy_hitters import EMPTY, merge_pairs
+from autointerp.accumulators.heavy_hitters import EMPTY
 from autointerp.batch import FiringBatch
 
 
@@ -78,7 +78,7 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
         tok = batch.tokens[batch.firing_pos]
         ones = torch.ones_like(tok)
         if self.bounded:
-            merge_pairs(self.hh_ids, self.hh_counts, self.hh_error, batch.firing_comp, tok, ones, V)
+            self._stage(batch.firing_comp, tok, ones)
         else:
             self.joint.view(-1).index_add_(0, batch.firing_comp * V + tok, ones)
         valid_tok = batch.tokens[batch.valid]
@@ -90,7 +90,7 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
         ctx = self._require_bound()
         common = {"min_count": max(self.min_count, 1), "min_support": self.min_support}
         if self.bounded:
-            ranked = rank_summary(self.hh_ids, self.hh_counts, self.hh_error, self.comp_count, self.token_count,
+            ranked = rank_summary(*self._summary(), self.comp_count, self.token_count,
                                   float(self.n_tokens), self.top_k, **common)
         else:
             ranked = rank_columns(self.joint, self.comp_count, self.token_count, float(self.n_tokens), self.top_k,

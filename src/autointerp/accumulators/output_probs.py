@@ -13,7 +13,7 @@ from autointerp.accumulators._sparse import StagedSum, StagedTableAcc, firing_cs
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, rank_columns, rank_summary
 from autointerp.accumulators.base import HarvestContext
-from autointerp.accumulators.heavy_hitters import EMPTY, merge_dense_rows
+from autointerp.accumulators.heavy_hitters import EMPTY
 from autointerp.batch import FiringBatch
 
 
@@ -50,7 +50,7 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
     finds the dense table does not fit): a weighted Misra–Gries summary of
     ``summary_k`` (token, mass) counters per component. Each batch's exact rows
     of the components that fired (computed ``BOUNDED_ROWS_ELEMENTS`` at a time)
-    are merged into it, so every reported mass is at most
+    are pruned to their top ``summary_k`` (the Misra–Gries prune) and merged into it, so every reported mass is at most
     ``firings / (summary_k + 1)`` below the true one (``count_error``: each
     firing adds a mass of 1 to its component's row). ``token_mass [V]`` and
     ``comp_count [N]`` stay exact.
@@ -137,15 +137,26 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
             local = torch.searchsorted(rows, comp[start_f:stop_f])
             F = firing_csr(local, pos[start_f:stop_f], rows.numel(), batch.n_positions)
             block = torch.zeros(rows.numel(), V, dtype=torch.float32, device=probs.device).addmm_(F, dense_probs)
-            merge_dense_rows(self.hh_ids, self.hh_counts, self.hh_error, rows, block.double())
+            self._stage_rows(rows, block)
             start_f = stop_f
+
+    def _stage_rows(self, rows: torch.Tensor, block: torch.Tensor) -> None:
+        """A batch's exact rows, pruned to k counters (Misra–Gries: subtract the (k+1)-th mass, which joins
+        the rows' error), wait to be merged into the summary."""
+        k, V = self.summary_k, block.shape[1]
+        top, cols = block.double().topk(min(k + 1, V), dim=1)
+        cut = top[:, k] if V > k else torch.zeros(rows.numel(), dtype=torch.float64, device=block.device)
+        w = top[:, :k] - cut[:, None]
+        self.hh_error.index_add_(0, rows, cut)
+        keep = w > 0
+        self._stage(rows[:, None].expand_as(w)[keep], cols[:, :k][keep], w[keep])
 
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()
         self._flush()
         common = {"min_count": self.min_mass, "min_support": self.min_support}
         if self.bounded:
-            ranked = rank_summary(self.hh_ids, self.hh_counts, self.hh_error, self.comp_count, self.token_mass,
+            ranked = rank_summary(*self._summary(), self.comp_count, self.token_mass,
                                   float(self.n_tokens), self.top_k, **common)
         else:
             ranked = rank_columns(self.joint, self.comp_count, self.token_mass, float(self.n_tokens), self.top_k,
