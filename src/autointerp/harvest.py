@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 #: per-batch temporaries as a multiple of the first batch's tensors: the batch itself on the device, the
 #: firing mask and the sparse firings (values, component and position ids) derived from it
 _BATCH_FACTOR = 3
+#: components per block of a streaming finalize (`HarvestLoop.iter_components`, `HarvestLoop.save`)
+FINALIZE_BLOCK = 1024
 
 
 def _version() -> str:
@@ -599,32 +601,70 @@ class HarvestLoop:
         )
 
     @torch.no_grad()
-    def finalize(self) -> HarvestResult:
-        """Join every accumulator's output into one `ComponentData` per component."""
+    def iter_components(self, block_size: int = FINALIZE_BLOCK) -> Iterator[ComponentData]:
+        """Every component's `ComponentData`, built ``block_size`` components at a time.
+
+        Each accumulator hands out one block (`Accumulator.finalize_block`), so only a
+        block of outputs is alive at once where the accumulators build them blockwise.
+        """
         if self.space is None:
             raise ValueError("the harvest saw no batches: the dataset was empty (or n_batches=0)")
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be an int >= 1, got {block_size!r}")
         space = self.space
-        comps = [
-            ComponentData(key=f"{layer.name}:{i}", layer=layer.name, index=i)
-            for layer in space.layers
-            for i in range(layer.width)
-        ]
+        n = sum(layer.width for layer in space.layers)
+        try:
+            for lo in range(0, n, block_size):
+                hi = min(lo + block_size, n)
+                comps = [ComponentData(key=f"{name}:{i}", layer=name, index=i) for name, i in _names(space, lo, hi)]
+                for a in self.accumulators:
+                    for idx, value in a.finalize_block(lo, hi).items():
+                        comp = comps[idx - lo]
+                        if a.sets_fields:
+                            for k, v in value.items():
+                                setattr(comp, k, v)
+                        elif a.name in _COMPONENT_FIELDS:
+                            setattr(comp, a.name, value)
+                        else:
+                            comp.extras[a.name] = value
+                yield from comps
+        finally:
+            for a in self.accumulators:
+                a.finalize_done()
+
+    def finalize_shared(self) -> dict[str, Any]:
         shared: dict[str, Any] = {}
         for a in self.accumulators:
-            out = a.finalize()
-            for idx, value in out.items():
-                comp = comps[idx]
-                if a.sets_fields:
-                    for k, v in value.items():
-                        setattr(comp, k, v)
-                elif a.name in _COMPONENT_FIELDS:
-                    setattr(comp, a.name, value)
-                else:
-                    comp.extras[a.name] = value
             s = a.finalize_shared()
             if s is not None:
                 shared[a.name] = s
-        return HarvestResult(self.config(), comps, shared)
+        return shared
+
+    @torch.no_grad()
+    def finalize(self) -> HarvestResult:
+        """Join every accumulator's output into one `ComponentData` per component, in memory."""
+        comps = list(self.iter_components())
+        return HarvestResult(self.config(), comps, self.finalize_shared())
+
+    @torch.no_grad()
+    def save(self, directory: str | Path, *, block_size: int = FINALIZE_BLOCK,
+             transform: Callable[[ComponentData], None] | None = None) -> HarvestResult:
+        """Finalize straight to a harvest folder, a block at a time, and return it lazily (`load_harvest`).
+
+        The same folder as ``finalize().save(directory)``, without holding every
+        component: peak memory is a block of outputs (where accumulators build them
+        blockwise). ``transform`` may change each component before it is written.
+        """
+        def components() -> Iterator[ComponentData]:
+            for comp in self.iter_components(block_size):
+                if transform is not None:
+                    transform(comp)
+                yield comp
+
+        if self.space is None:
+            raise ValueError("the harvest saw no batches: the dataset was empty (or n_batches=0)")
+        write_harvest(directory, self.config(), components(), self.finalize_shared())
+        return load_harvest(directory)
 
 
 class HarvestResult:
@@ -757,30 +797,47 @@ class HarvestResult:
         Components are written one at a time, so saving a lazy result streams it.
         """
         directory = Path(directory)
-        shared = self.shared  # read before the swap: a lazy result may be saving over its own folder
-
-        def fill(tmp: Path) -> None:
-            writer = StoreWriter(tmp)
-            try:
-                for c in self:
-                    rec = to_dict(c)
-                    writer.add_record(rec, json.dumps(rec, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n")
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
-            if shared:
-                (tmp / "shared").mkdir()
-                for name, value in shared.items():
-                    (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
-            (tmp / HARVEST_CONFIG).write_text(json.dumps(to_dict(self.config), indent=2, allow_nan=False), encoding="utf-8")
-
-        replace_dir_atomically(directory, fill)
+        # shared is read before the swap: a lazy result may be saving over its own folder
+        write_harvest(directory, self.config, iter(self), self.shared)
         if self._store is not None and self._store.folder.resolve() == directory.resolve():
             # the folder under this result was swapped: read the new one from now on
             self._store.close()
             self._store = HarvestStore(directory, self.config)
         return directory
+
+
+def _names(space: ComponentSpace, lo: int, hi: int) -> Iterator[tuple[str, int]]:
+    """(layer, index) of global components lo <= i < hi."""
+    start = 0
+    for layer in space.layers:
+        for i in range(max(lo - start, 0), min(hi - start, layer.width)):
+            yield layer.name, i
+        start += layer.width
+
+
+def write_harvest(directory: str | Path, config: HarvestConfig, components: Iterator[ComponentData],
+                  shared: Mapping[str, Any]) -> None:
+    """Write a harvest folder (``config.json``, ``components.jsonl`` + index, ``shared/``) as one atomic swap.
+
+    Components are encoded and written one at a time, so the writer holds one line.
+    """
+    def fill(tmp: Path) -> None:
+        writer = StoreWriter(tmp)
+        try:
+            for c in components:
+                rec = to_dict(c)
+                writer.add_record(rec, json.dumps(rec, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n")
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+        if shared:
+            (tmp / "shared").mkdir()
+            for name, value in shared.items():
+                (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
+        (tmp / HARVEST_CONFIG).write_text(json.dumps(to_dict(config), indent=2, allow_nan=False), encoding="utf-8")
+
+    replace_dir_atomically(Path(directory), fill)
 
 
 def _read_shared(directory: Path) -> dict[str, Any]:

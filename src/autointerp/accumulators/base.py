@@ -129,6 +129,24 @@ class Accumulator(ABC):
     @abstractmethod
     def finalize(self) -> Mapping[int, Any]: ...
 
+    def finalize_block(self, lo: int, hi: int) -> Mapping[int, Any]:
+        """The outputs of components ``lo <= i < hi`` (global indices), for a streaming finalize.
+
+        The loop asks for consecutive blocks and writes each straight to storage, so
+        an override that builds only the block's outputs bounds finalize's memory by
+        a block whatever N is. This default runs `finalize` once and hands its output
+        out a block at a time (held until `finalize_done`), so an accumulator that
+        only defines `finalize` keeps working.
+        """
+        cache = self.__dict__.get("_finalized_all")
+        if cache is None:
+            cache = self._finalized_all = dict(self.finalize())
+        return {i: cache[i] for i in range(lo, hi) if i in cache}
+
+    def finalize_done(self) -> None:
+        """Called after the last block: drop what `finalize_block` kept."""
+        self.__dict__.pop("_finalized_all", None)
+
     def finalize_shared(self) -> Any | None:
         """Output that belongs to the whole harvest rather than one component (optional).
 

@@ -72,23 +72,27 @@ class FiringStatsAcc(TensorAccumulator):
         self.early_count.index_add_(0, batch.firing_comp, at_start)
 
     def finalize(self) -> Mapping[int, Any]:
-        count = self.count.cpu()
+        return self.finalize_block(0, self.count.shape[0])
+
+    def finalize_block(self, lo: int, hi: int) -> Mapping[int, Any]:
+        # only the block's rows become Python objects: a streaming finalize stays bounded by a block
+        count = self.count[lo:hi].cpu()
         n_tokens = int(self.n_tokens)
-        mean = (self.act_sum.cpu() / count.clamp_min(1)).tolist()
-        act_max = self.act_max.cpu().double()
+        mean = (self.act_sum[lo:hi].cpu() / count.clamp_min(1)).tolist()
+        act_max = self.act_max[lo:hi].cpu().double()
         mx = torch.where(count > 0, act_max, torch.zeros_like(act_max)).tolist()
         counts = count.tolist()
-        early = self.early_count.cpu().tolist()
+        early = self.early_count[lo:hi].cpu().tolist()
         early_tokens = int(self.n_early_tokens) / n_tokens if n_tokens else 0.0
         share = [e / c if c else 0.0 for e, c in zip(early, counts)]
         return {
-            i: {
+            lo + j: {
                 "firing_count": c,
                 "firing_rate": c / n_tokens if n_tokens else 0.0,
-                "mean_activation": mean[i],
-                "max_activation": mx[i],
-                "early_firing_share": share[i],
-                "fires_early": fires_early(share[i], c, early_tokens),
+                "mean_activation": mean[j],
+                "max_activation": mx[j],
+                "early_firing_share": share[j],
+                "fires_early": fires_early(share[j], c, early_tokens),
             }
-            for i, c in enumerate(counts)
+            for j, c in enumerate(counts)
         }
