@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from llm_fixtures import make_run  # noqa: E402
 
 from autointerp.llm import redact
+from autointerp.paths import RunPaths
 from autointerp.testing.llm_server import LLMServer
 
 PASSWORD = "hunter2-PASSWORD-77"
@@ -90,3 +91,38 @@ def test_url_credentials_and_an_echoed_authorization_header_are_redacted(tmp_pat
     assert "alice" in err or "127.0.0.1" in err  # ... and the URL was printed
     for text in _everything_written(tmp_path, out, err):
         assert PASSWORD not in text and BASIC not in text  # ... but never the credentials
+
+
+# -- terminals -----------------------------------------------------------------------------------------
+
+HOSTILE_LABEL = "\x1b[2J\x1b]0;owned\x07clears\rthe screen\x9b31m\x00\u202eevil " + "x" * 500
+
+
+def test_terminal_text_strips_control_characters_and_cuts():
+    from autointerp.terminal import terminal_text
+
+    out = terminal_text(HOSTILE_LABEL, max_chars=80)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in out), repr(out)
+    assert "\u202e" not in out and "owned" not in out
+    assert out.startswith("clears the screen")
+    assert len(out) <= 80 and out.endswith("…")
+    assert terminal_text("fires on ' the' after a comma") == "fires on ' the' after a comma"
+
+
+def test_labels_printed_by_interpret_are_terminal_safe(tmp_path, capsys, monkeypatch):
+    from autointerp.cli import main as cli_main
+
+    make_run(tmp_path)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-TESTKEY-000000000000")
+    answer = {"label": HOSTILE_LABEL, "confidence": "high", "reasoning": "r"}
+    with LLMServer(responder=lambda req: answer) as server:
+        code = cli_main(["interpret", "test-run", "--out", str(tmp_path), "--base_url", server.url, "--no_progress",
+                         "--limit", "2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "\x1b" not in out and "\r" not in out and "\x9b" not in out and "\x00" not in out and "\u202e" not in out
+    assert max(len(line) for line in out.splitlines()) < 300
+    # the stored label is the model's answer, untouched: only the terminal gets the cleaned copy
+    from autointerp.records import read_interpretations
+
+    assert all(r.label == HOSTILE_LABEL for r in read_interpretations(RunPaths.of("test-run", tmp_path)).values())

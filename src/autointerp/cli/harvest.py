@@ -9,6 +9,7 @@ import textwrap
 from autointerp.cli.arguments import out_root
 from autointerp.harvest import HarvestResult
 from autointerp.run_harvest import HarvestOptions, run_harvest, summarize
+from autointerp.terminal import terminal_text
 
 EPILOG = textwrap.dedent(
     """\
@@ -155,5 +156,6 @@ def main(args: argparse.Namespace) -> int:
     if isinstance(result, HarvestResult):  # a worker (world_size > 1) returns its state file instead
         text = summarize(result)
         if text:
-            print("a few components:\n" + text)
+            # the lines quote dataset tokens, which may hold escapes or carriage returns
+            print("a few components:\n" + "\n".join("  " + terminal_text(line, 300) for line in text.splitlines()))
     return 0

@@ -12,6 +12,7 @@ from autointerp.cli.arguments import out_root, run_id
 from autointerp.interpret_options import DEFAULT_TEMPLATE, InterpretOptions
 from autointerp.llm.base import AuthenticationFailed, Backend, redact
 from autointerp.paths import RESULTS_FILE, RunPaths
+from autointerp.terminal import terminal_text
 
 if TYPE_CHECKING:  # the interpreter and the harvest load when the command runs, not for --help
     from autointerp.harvest import HarvestResult
@@ -138,7 +139,7 @@ def _tell(interp: Interpreter, results: list[InterpretationResult], paths: RunPa
         if interp.n_dead:
             print(f"{interp.n_dead} components never fired and were not sent", file=sys.stderr)
     for r in results[:5]:
-        print(f"{r.component_key}: {r.label} ({r.confidence})")
+        print(f"{terminal_text(r.component_key, 80)}: {terminal_text(r.label)} ({terminal_text(r.confidence, 20)})")
     if len(results) > 5:
         print(f"... {len(results)} labels in {paths.interpretation_results}")
     if summary is not None and summary.failed:
