@@ -293,11 +293,11 @@ class Interpreter:
                 component=comp,
                 labels=labels,
                 threshold=harvest.config.threshold,
+                token_kind=harvest.config.tokenizer_kind,
                 n_tokens=opts.n_tokens,
                 n_partners=opts.n_partners,
             ).strip()
             if text:
-                token_kind=harvest.config.tokenizer_kind,
                 sections.append({"name": name, "text": text})
         return sections
 
@@ -325,12 +325,12 @@ class Interpreter:
             "dataset_description": dataset.get("description") or "",
             "n_tokens": cfg.n_tokens,
             "threshold": cfg.threshold,
+            "token_kind": cfg.tokenizer_kind,
             "firing_count": comp.firing_count,
             "firing_rate": comp.firing_rate,
             "mean_activation": comp.mean_activation,
             "max_activation": comp.max_activation,
             "early_positions": EARLY_POSITIONS,
-            "token_kind": cfg.tokenizer_kind,
             "sections": self._sections(comp, harvest, labels),
             "labels": labels,
             # the system block explains only the evidence this harvest has (the same for every component)

@@ -109,13 +109,13 @@ class HarvestOptions:
     input_tokens: bool = True
     output_tokens: bool = True
     window_pool: bool = True
-    #: the logit lens of every component with an output direction, from weights after the pass
-    output_logits: bool = True
-    output_logits_k: int = 10
     #: a log-binned activation histogram per component (accumulators/histogram.py)
     histogram: bool = True
     #: examples from each activation quantile (accumulators/quantile_examples.py; ~3x the reservoir's memory)
     quantile_examples: bool = True
+    #: the logit lens of every component with an output direction, from weights after the pass
+    output_logits: bool = True
+    output_logits_k: int = 10
     capture: str = "output"
     #: next-token probabilities and the output-token statistics: ``auto`` (when the model has a
     #: trained next-token head), ``on`` (required: an error without one) or ``off``
@@ -295,6 +295,8 @@ def prepare_harvest(opts: HarvestOptions, target: Target | None = None) -> Prepa
                          "use --output_probs auto or off")
     accs = default_accumulators(opts, has_output_probs=has_probs)
     decode = source.decode or (target.tokenizer.decode if target.tokenizer else None)
+    tokenizer = source.tokenizer if source.decode else target.tokenizer
+    tokenizer_kind = getattr(tokenizer, "kind", None) if decode is not None else None
     dataset_info = source.info()
     loop = HarvestLoop(accs, threshold=threshold, seed=opts.seed, device=device, vocab_size=target.vocab_size,
                        decode=decode, model={"target": opts.target, **target.description}, dataset=dataset_info,
@@ -321,8 +323,6 @@ def remove_checkpoint(ckpt: Path) -> None:
 
 
 def worker_path(paths: RunPaths, rank: int, world_size: int) -> Path:
-    tokenizer = source.tokenizer if source.decode else target.tokenizer
-    tokenizer_kind = getattr(tokenizer, "kind", None) if decode is not None else None
     return paths.root / "workers" / f"rank{rank}-of-{world_size}.pt"
 
 
@@ -451,10 +451,10 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
     if opts.world_size > 1 and not in_memory:
         wp = worker_path(paths, opts.rank, opts.world_size)
         prep.loop.save_checkpoint(wp, settings=prep.settings, done=True, token_strings=True)
-        if opts.rank == 0 and opts.output_logits:  # from weights, the same on every worker: one writes it
-            save_worker_output_logits(prep, log)
         if not opts.keep_checkpoints:  # the worker file holds the same state
             remove_checkpoint(ckpt)
+        if opts.rank == 0 and opts.output_logits:  # from weights, the same on every worker: one writes it
+            save_worker_output_logits(prep, log)
         log(f"worker {opts.rank} of {opts.world_size} done: {prep.loop.n_batches} batches -> {wp}\n"
             f"when every worker is done: autointerp merge {paths.run_id}" + (f" --out {opts.out}" if opts.out else ""))
         return wp

@@ -303,6 +303,7 @@ def component_html(
     labels: Mapping[str, str] | None = None,
     *,
     max_examples: int = 8,
+    token_kind: str | None = None,
 ) -> str:
     """A `ComponentData` (with its label and scores, when known) as one HTML block.
 
@@ -326,7 +327,6 @@ def component_html(
     )
     if not count:
         head += '<div class="ai-muted">never fired in this harvest</div>'
-    token_kind: str | None = None,
     body = [
         _STYLE,
         '<div class="ai-view">',
