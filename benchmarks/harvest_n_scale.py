@@ -1,0 +1,97 @@
+"""The whole harvest against N: update, streaming finalize + save, lazy load, state, peak RSS.
+
+A synthetic SAE-like stream: Zipf tokens (V = 8,192), 4 layers, about 48 active
+latents per position per layer, 512 tokens a batch, the six default accumulators
+(mode="auto" under ``--budget``). Each N runs in its own process (so peak RSS is its
+own) for a few batches; ratios are against the smallest N.
+
+    python benchmarks/harvest_n_scale.py                         # N = 2k, 4k, 8k, 16k
+    python benchmarks/harvest_n_scale.py --sizes 65536 --budget 4GiB
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def one(n: int, a: argparse.Namespace) -> dict:
+    import torch
+
+    from autointerp import (CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc, OutputProbAcc,
+                            RandomWindowAcc, ReservoirAcc, TopActivationAcc, load_harvest)
+
+    g = torch.Generator().manual_seed(0)
+    V, L, S, B = a.vocab, 4, 128, 4
+    width = n // L
+    w = 1.0 / torch.arange(1, V + 1, dtype=torch.float64) ** 1.1
+    batches = []
+    for i in range(a.batches):
+        tok = torch.multinomial(w, B * S, replacement=True, generator=g)
+        acts = {}
+        for layer in range(L):
+            x = torch.zeros(B * S, width)
+            x.scatter_(1, torch.randint(0, width, (B * S, a.active), generator=g),
+                       torch.rand(B * S, a.active, generator=g) + 0.1)
+            acts[f"blocks.{layer}.sae"] = x.view(B, S, width)
+        probs = torch.softmax(torch.randn(B * S, V, generator=g) * 3, -1).view(B, S, V)
+        batches.append(HarvestBatch(tokens=tok.view(B, S), activations=acts, output_probs=probs,
+                                    sequence_ids=torch.arange(i * B, (i + 1) * B)))
+    accs = [CorrelationAcc(), InputTokenAcc(), OutputProbAcc(), ReservoirAcc(k=20, context_tokens=10),
+            TopActivationAcc(k=10, context_tokens=10), RandomWindowAcc()]
+    loop = HarvestLoop(accs, threshold=0.0, progress=False, vocab_size=V, memory_budget=a.budget)
+    times = []
+    for b in batches:
+        t = time.perf_counter()
+        loop.update(b)
+        times.append(time.perf_counter() - t)
+    state = sum(x for _, x in loop.memory_table(loop.ctx))
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        loop.save(f"{d}/h")
+        save_s = time.perf_counter() - t
+        t = time.perf_counter()
+        h = load_harvest(f"{d}/h")
+        h[n // 2]
+        load_s = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
+    return {"N": n, "update_ms": 1000 * steady, "finalize_save_s": save_s, "load_one_ms": 1000 * load_s,
+            "state_bytes": state, "peak_rss": rss, "modes": loop.memory_plan["modes"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--active", type=int, default=48)
+    p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--budget", default=None, help="memory_budget, e.g. 4GiB (default: 90%% of free memory)")
+    p.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.one:
+        print(json.dumps(one(a.one, a)))
+        return
+    rows = []
+    for n in a.sizes:
+        cmd = [sys.executable, __file__, "--one", str(n), "--vocab", str(a.vocab), "--active", str(a.active),
+               "--batches", str(a.batches)] + (["--budget", a.budget] if a.budget else [])
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"N={n}: failed\n{out.stderr[-2000:]}")
+            continue
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r, r0 = rows[-1], rows[0]
+        print(f"N={n:>6}  update {r['update_ms']:8.1f} ms ({r['update_ms'] / r0['update_ms']:.2f}x)  "
+              f"finalize+save {r['finalize_save_s']:7.2f} s ({r['finalize_save_s'] / r0['finalize_save_s']:.2f}x)  "
+              f"open+one {r['load_one_ms']:6.1f} ms  state {r['state_bytes'] / 2**20:8.1f} MiB  "
+              f"peak RSS {r['peak_rss'] / 2**20:8.1f} MiB  modes {r['modes']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
