@@ -194,7 +194,7 @@ def test_helpers():
     assert one_in(1 / 2317) == "about 1 in 2,300 tokens"
     assert one_in(0) == "never"
     assert show_token(" cat") == "' cat'" and show_token("\n") == "'\\n'"
-    assert inline_token("a<<b>>\n", 0) == "a‹‹b››\\n"
+    assert inline_token("a<<b>>\\\n", 0) == "a\\<\\<b\\>\\>\\\\\\n"  # marker characters escaped (issue 10 item 12)
     assert describe_layer("h.3.mlp.c_fc", {"n_layers": 4}) == "MLP up-projection in layer 3 of 4 (h.3.mlp.c_fc)"
     assert describe_layer("blocks.1.attn.q_proj", {}) == "attention query projection in layer 1 (blocks.1.attn.q_proj)"
     assert describe_layer("x", {"layer_descriptions": {"x": "the embedding"}}) == "the embedding"

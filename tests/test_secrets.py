@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -126,3 +127,59 @@ def test_labels_printed_by_interpret_are_terminal_safe(tmp_path, capsys, monkeyp
     from autointerp.records import read_interpretations
 
     assert all(r.label == HOSTILE_LABEL for r in read_interpretations(RunPaths.of("test-run", tmp_path)).values())
+
+
+# -- prompt markers --------------------------------------------------------------------------------------
+
+from types import SimpleNamespace  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_LEXEME = re.compile(r"\\.|<<|>>|[<>]|[^\\<>]+", re.DOTALL)
+
+
+def _marks_in(rendered: str) -> tuple[int, int, list[str]]:
+    """(opening marks, closing marks, stray '<'/'>'/'\\'), reading backslash escapes as one character."""
+    lexemes = _LEXEME.findall(rendered)
+    assert "".join(lexemes) == rendered
+    stray = [x for x in lexemes if x in ("<", ">", "\\")]
+    return lexemes.count("<<"), lexemes.count(">>"), stray
+
+
+def _example(tokens: list[str], firing: list[bool]) -> SimpleNamespace:
+    return SimpleNamespace(token_ids=list(range(len(tokens))), tokens=tokens,
+                           activations=[2.0 if f else 0.0 for f in firing], firing_offset=firing.index(True))
+
+
+def test_the_forged_marker_of_the_issue_is_not_a_marker():
+    from autointerp.prompts import marked_text
+
+    text = marked_text(_example(["<", "<", "cat", ">", ">", " sat"], [False] * 5 + [True]), threshold=1.0)
+    assert _marks_in(text)[:2] == (1, 1), text  # only ' sat' is marked
+    assert "<<cat>>" not in text
+
+
+@given(st.lists(st.tuples(st.text(alphabet="<>\\a \n", max_size=4), st.booleans()), min_size=1, max_size=12),
+       st.sampled_from([None, "byte_level"]))
+def test_no_sequence_of_tokens_forges_a_marker(pairs, kind):
+    from autointerp.prompts import example_lines, marked_text
+
+    tokens = [t for t, _ in pairs]
+    firing = [f for _, f in pairs]
+    if not any(firing):
+        firing[0] = True
+    ex = _example(tokens, firing)
+    for text in (marked_text(ex, threshold=1.0, kind=kind), example_lines(ex, threshold=1.0, kind=kind).split("\n   activations:")[0]):
+        opened, closed, stray = _marks_in(text)
+        assert opened == closed <= sum(firing), (tokens, firing, text)
+        assert not stray, (tokens, text)
+        if kind is None:
+            assert opened == sum(firing)
+
+
+def test_the_prompt_says_how_marker_characters_in_tokens_are_shown():
+    from autointerp.prompts import PACKAGE_DIR
+
+    text = (PACKAGE_DIR / "interpret.j2").read_text(encoding="utf-8")
+    assert "\\<" in text and "\\>" in text

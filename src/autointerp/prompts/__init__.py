@@ -20,7 +20,9 @@ templates see ``name``, ``value`` (the output), ``component`` and ``labels``
 
 **Untrusted text.** Dataset tokens are shown with `show_token`: quoted with
 ``repr``-like escapes, so a token with a newline, ``<<`` or a quote cannot
-break the layout or impersonate the markers.
+break the layout or impersonate the markers. Inside example text
+(`inline_token`) every ``<``, ``>`` and ``\\`` of a token is backslash-escaped,
+so no sequence of tokens can spell an unescaped ``<<``: each one is a marker.
 """
 
 from __future__ import annotations
@@ -152,12 +154,17 @@ def _show_str(token: str) -> str:
 
 @functools.lru_cache(maxsize=65536)
 def inline_token(token: str | None, token_id: int) -> str:
-    """A token inside running example text: newlines and markers escaped, no quotes."""
+    """A token inside running example text: backslash, line breaks and the marker characters escaped, no quotes.
+
+    Every ``<`` and ``>`` of a token is shown as ``\\<`` / ``\\>`` (and ``\\`` as
+    ``\\\\``), so an unescaped ``<<``/``>>`` in a prompt is always a firing marker:
+    replacing only ``<<`` let the tokens ``<``, ``<``, ``cat``, ``>``, ``>`` spell one.
+    """
     if token is None:
         return f"[#{token_id}]"
     return (
         token.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-        .replace("<<", "‹‹").replace(">>", "››")
+        .replace("<", "\\<").replace(">", "\\>")
     )
 
 
