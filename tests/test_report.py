@@ -323,3 +323,18 @@ def test_a_corrupt_line_is_an_error_naming_the_file(tmp_path):
     paths.interpretation_results.write_text(text[0] + "not json\n" + "".join(text[1:]), encoding="utf-8")
     with pytest.raises(CorruptRunFile, match=r"results.jsonl, line 2"):
         write_report(paths)
+
+
+def test_notebook_views_show_bidi_controls_as_escapes():
+    """The notebook views, like the browser report (tests/test_report_browser.py), never obey a bidi control."""
+    from autointerp.report.notebook import example_html, interpretation_html
+    from autointerp.schemas import ActivationExample
+
+    label = "names \u2067ending\u2069 in \u202eexe.txt"
+    html = interpretation_html(InterpretationResult("h.0.mlp:0", label, "high", "reads \u202ebackwards"))
+    assert "\u202e" not in html and "\u2067" not in html
+    assert "⟨U+202E⟩exe.txt" in html and "⟨U+2067⟩ending⟨U+2069⟩" in html
+    ex = ActivationExample(sequence_index=0, position=1, token_ids=[1, 2], activations=[0.0, 1.0],
+                           tokens=[" report\u202efdp.exe", "."], firing_offset=1)
+    shown = example_html(ex, style="plain")
+    assert "\u202e" not in shown and "⟨U+202E⟩" in shown

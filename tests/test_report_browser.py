@@ -249,3 +249,39 @@ def test_long_keys_stay_readable(page, long_key_report):
         for i, a in enumerate(cells):
             for b in cells[i + 1:]:
                 assert not _overlap(a, b), (a, b)
+
+
+# -- bidirectional controls (issue 10 item 12) ---------------------------------------------
+
+BIDI_TOKEN = "Ġreport\u202Efdp.exe"  # shows as "reportexe.pdf" where the override is obeyed
+BIDI_LABEL = "file names \u2067ending\u2069 in \u202Eexe.txt\u202C"
+BIDI_CHARS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+@pytest.fixture(scope="module")
+def bidi_report(tmp_path_factory):
+    """The toy run with an override character in one token and bidi controls in a label."""
+    import report_fixture
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_fixture, "decode", lambda i: BIDI_TOKEN if report_fixture.VOCAB[i] == INJECT_IMG else report_fixture.VOCAB[i])
+        plain_labels = report_fixture.labels_for
+        mp.setattr(report_fixture, "labels_for", lambda keys: {**plain_labels(keys), "h.0.mlp:0": BIDI_LABEL})
+        paths = make_run(tmp_path_factory.mktemp("runs"))
+    return write_report(paths)
+
+
+def test_bidi_controls_in_tokens_and_labels_are_shown_as_escapes(page, bidi_report):
+    _open(page, bidi_report, "#c/" + "h.0.mlp%3A0")
+    page.wait_for_selector("#component .example")
+    seen = page.evaluate(
+        "() => document.body.innerText + [...document.querySelectorAll('[title]')].map(e => e.title).join('\\n')")
+    assert not any(c in seen for c in BIDI_CHARS), [hex(ord(c)) for c in seen if c in BIDI_CHARS]
+    toks = "".join(page.locator(".tok").all_text_contents())
+    assert "report⟨U+202E⟩fdp.exe" in toks
+    label = page.locator("h2.comp-label").inner_text()
+    assert label == "file names ⟨U+2067⟩ending⟨U+2069⟩ in ⟨U+202E⟩exe.txt⟨U+202C⟩", label
+    page.goto(bidi_report.as_uri() + "#")
+    page.wait_for_selector("#components tbody tr")
+    row = page.locator("#components tbody tr[data-key='h.0.mlp:0'] td.label").inner_text()
+    assert "⟨U+202E⟩exe.txt" in row and not any(c in row for c in BIDI_CHARS)

@@ -2,7 +2,8 @@
 
 Plain HTML with a small scoped ``<style>``; no scripts and nothing from the
 network, so the views survive notebook sanitizers and offline viewers. Every
-string from the data goes through `html.escape`. Tokens are shown the same way
+string from the data goes through `html.escape` (`tokens.escape_html`, which also
+shows bidirectional controls as visible escapes). Tokens are shown the same way
 as in the static report: byte-level tokens joined into UTF-8, whitespace made
 visible, shaded by activation, the firing token outlined, the activation on hover.
 
@@ -20,12 +21,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from html import escape
 from typing import Any
 
 from autointerp.report.extras import EXTRAS_RENDERERS
 from autointerp.report.score_sources import LABEL_SOURCES, headline, score_value
 from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
+from autointerp.report.tokens import escape_html as escape  # bidi controls shown, not obeyed
 
 _STYLE = """<style>
 .ai-view{font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d232b;max-width:1100px}

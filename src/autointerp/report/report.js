@@ -23,16 +23,28 @@
 
   var SVG = "http://www.w3.org/2000/svg";
 
+  /* Bidirectional controls in run text (marks U+200E/F, embeddings and overrides U+202A-E,
+   * isolates U+2066-9, U+061C) would reorder what the reader sees: a token "report\u202efdp.exe"
+   * reads "reportexe.pdf", a label can read backwards. Every text from the run is shown with
+   * them as visible escapes, "⟨U+202E⟩". */
+  var BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+  function noBidi(text) {
+    return String(text).replace(BIDI, function (c) {
+      return "⟨U+" + ("000" + c.charCodeAt(0).toString(16).toUpperCase()).slice(-4) + "⟩";
+    });
+  }
+
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
     if (attrs) {
       for (var k in attrs) {
         if (!Object.prototype.hasOwnProperty.call(attrs, k) || attrs[k] == null) continue;
         if (k === "class") e.className = attrs[k];
-        else e.setAttribute(k, String(attrs[k]));
+        else e.setAttribute(k, k === "title" ? noBidi(attrs[k]) : String(attrs[k]));
       }
     }
-    if (text != null) e.textContent = String(text);
+    if (text != null) e.textContent = noBidi(text);
     return e;
   }
 
@@ -74,14 +86,14 @@
     for (var i = 0; i < text.length; i++) {
       var ch = text.charAt(i);
       if (Object.prototype.hasOwnProperty.call(WS, ch)) {
-        if (buf) parent.appendChild(document.createTextNode(buf));
+        if (buf) parent.appendChild(document.createTextNode(noBidi(buf)));
         buf = "";
         parent.appendChild(el("span", { class: "ws" }, WS[ch]));
       } else {
         buf += ch;
       }
     }
-    if (buf) parent.appendChild(document.createTextNode(buf));
+    if (buf) parent.appendChild(document.createTextNode(noBidi(buf)));
   }
 
   // a long key cut in its middle: the layer path's start and the end that tells
@@ -403,7 +415,7 @@
     if (!indexDom) indexDom = buildIndex();
     clear(app);
     app.appendChild(indexDom);
-    document.title = manifest.title;
+    document.title = noBidi(manifest.title);
   }
 
   // ---------------------------------------------------------------- component view
@@ -428,7 +440,7 @@
     for (var i = 0; i < ex.t.length; i++) {
       var tok = ex.t[i], a = ex.a[i];
       var span = el("span", { class: i === ex.f ? "tok fire" : "tok", style: shade(a, scale) });
-      span.setAttribute("title", "activation " + fmt(a, 4) + (i === ex.f ? " (firing token)" : "") + "\n" + JSON.stringify(tok));
+      span.setAttribute("title", "activation " + fmt(a, 4) + (i === ex.f ? " (firing token)" : "") + "\n" + noBidi(JSON.stringify(tok)));
       if (tok === "") span.className += " partial";
       else appendVisible(span, tok);
       text.appendChild(span);
@@ -715,7 +727,7 @@
       if (d.output_logits) page.appendChild(logitTables(d.output_logits));
       page.appendChild(partnersSection(d.correlations));
       extrasSections(d).forEach(function (s) { page.appendChild(s); });
-      document.title = d.key + (d.interp ? " — " + d.interp.label : "") + " · " + manifest.title;
+      document.title = noBidi(d.key + (d.interp ? " — " + d.interp.label : "") + " · " + manifest.title);
       window.scrollTo(0, 0);
     }).catch(function (err) {
       clear(page);
@@ -741,7 +753,7 @@
     app = document.getElementById("app");
     manifest = JSON.parse(document.getElementById("autointerp-manifest").textContent);
     A.manifest = manifest;
-    document.getElementById("run-title").textContent = manifest.title;
+    document.getElementById("run-title").textContent = noBidi(manifest.title);
     var t0 = performance.now();
     Promise.all(manifest.layers.map(function (_, i) { return loadScript("data/layer-" + i + ".js"); }))
       .then(function () {

@@ -22,6 +22,7 @@ empty string), and bytes that never form a character show ``"�"``.
 from __future__ import annotations
 
 import codecs
+import html
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -37,6 +38,26 @@ def style_for(token_style: str, tokenizer_kind: str | None) -> str:
     return tokenizer_kind if token_style == "auto" and tokenizer_kind in _KINDS else token_style
 
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+#: bidirectional controls: marks (U+200E/F), embeddings and overrides (U+202A-E), isolates (U+2066-9), U+061C
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def show_bidi(text: str) -> str:
+    """``text`` with each bidirectional control as a visible escape, so that it cannot reorder what is shown.
+
+    A token ``"report\u202efdp.exe"`` would read "reportexe.pdf"; the report
+    (report.js does the same) shows ``"report⟨U+202E⟩fdp.exe"``.
+
+    >>> show_bidi("a\u202eb")
+    'a⟨U+202E⟩b'
+    """
+    return _BIDI.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text)
+
+
+def escape_html(text: str, quote: bool = True) -> str:
+    """`html.escape` of run text for the notebook views, bidirectional controls shown (`show_bidi`)."""
+    return html.escape(show_bidi(text), quote)
 
 
 @lru_cache(maxsize=1)
