@@ -716,3 +716,19 @@ def test_score_run_writes_only_into_the_run(tmp_path):
     paths = make_run(tmp_path)
     with pytest.raises(ValueError, match="writes into the run's own scores folder"):
         score_run(paths, backend=TokenMatchBackend(), scores_dir=tmp_path / "elsewhere")
+
+
+def test_scorer_prompts_cannot_forge_a_mark():
+    """Tokens '<', '<', 'cat', '>', '>' must not read as a marked 'cat' (issue 10 item 12), and
+    marked text reads back to the same tokens and marks, whatever the tokens hold."""
+    from autointerp.scoring.prompts import render_text, split_marked
+
+    def chars(s):
+        return list(s)
+
+    hostile = ["<", "<", "cat", ">", ">", " a\\", "<", "b"]
+    text = render_text(hostile, marks=[7])
+    assert text.count("<<") == 1 and text.endswith("<<b>>")
+    toks, marks = split_marked(text, chars)
+    assert "".join(toks) == "".join(hostile)
+    assert [toks[i] for i in marks] == ["b"]

@@ -81,10 +81,38 @@ def clean_token(token: str) -> str:
     )
 
 
+def text_token(token: str) -> str:
+    """A token inside marked running text: `clean_token`, then every ``\\``, ``<`` and
+    ``>`` escaped with a backslash, so no run of tokens (``<``, ``<``, ``cat``, ``>``,
+    ``>``) can spell a mark: an unescaped ``<<`` is always one."""
+    return clean_token(token).replace("\\", "\\\\").replace("<", "\\<").replace(">", "\\>")
+
+
 def render_text(tokens: Sequence[str], marks: Sequence[int] | None = None) -> str:
-    """Tokens joined into one line, marked ones wrapped ``<<like this>>``."""
+    """Tokens joined into one line, marked ones wrapped ``<<like this>>`` (see `text_token`)."""
     marked = set(marks or ())
-    return "".join(f"{MARK_OPEN}{clean_token(t)}{MARK_CLOSE}" if i in marked else clean_token(t) for i, t in enumerate(tokens))
+    return "".join(f"{MARK_OPEN}{text_token(t)}{MARK_CLOSE}" if i in marked else text_token(t) for i, t in enumerate(tokens))
+
+
+def _marked_parts(text: str) -> list[tuple[str, bool]]:
+    """Split marked text into ``(plain text, inside a mark)`` runs, undoing `text_token`'s escapes."""
+    parts: list[tuple[str, bool]] = []
+    buf: list[str] = []
+    inside, i = False, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            buf.append(text[i + 1])
+            i += 2
+        elif text.startswith(MARK_OPEN, i) or text.startswith(MARK_CLOSE, i):
+            parts.append(("".join(buf), inside))
+            buf, inside = [], text.startswith(MARK_OPEN, i)
+            i += 2
+        else:
+            buf.append(ch)
+            i += 1
+    parts.append(("".join(buf), inside))
+    return [(p, m) for p, m in parts if p]
 
 
 def one_line(label: str) -> str:
@@ -184,17 +212,11 @@ def split_marked(text: str, tokenize: Callable[[str], list[str]]) -> tuple[list[
     """Undo `render_text`: tokens (via ``tokenize``) and the positions that were marked."""
     tokens: list[str] = []
     marks: list[int] = []
-    inside = False
-    for part in re.split(r"(<<|>>)", text):
-        if part == MARK_OPEN:
-            inside = True
-        elif part == MARK_CLOSE:
-            inside = False
-        elif part:
-            toks = tokenize(part)
-            if inside:
-                marks.extend(range(len(tokens), len(tokens) + len(toks)))
-            tokens.extend(toks)
+    for part, inside in _marked_parts(text):
+        toks = tokenize(part)
+        if inside:
+            marks.extend(range(len(tokens), len(tokens) + len(toks)))
+        tokens.extend(toks)
     return tokens, marks
 
 
