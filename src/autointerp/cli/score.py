@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from autointerp.cli.arguments import out_root, run_id
@@ -64,15 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def make_judge(kind: str, model: str | None, base_url: str | None):
-    from autointerp.scoring.token_match import TokenMatchBackend
-
-    if kind == "auto":
-        kind = "anthropic" if os.environ.get("ANTHROPIC_API_KEY") else "token-match"
-    if kind in ("token-match", "offline"):
-        return TokenMatchBackend()
+    """The judge, through the one backend picker (``token-match`` is the judge role's offline stand-in);
+    the CLI prints its own baseline notice, so the picker's is silenced."""
     from autointerp.llm.factory import make_backend
 
-    return make_backend(kind, model, base_url=base_url)
+    kind = "offline" if kind == "token-match" else kind
+    return make_backend(kind, model, role="judge", base_url=base_url, announce=lambda _note: None)
 
 
 def run(args: argparse.Namespace) -> int:
