@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,8 +40,9 @@ from autointerp.batch import ComponentSpace, HarvestBatch
 from autointerp.harvest_checkpoint import accumulator_from_spec, accumulator_spec
 from autointerp.schemas import LayerSpec
 
-if TYPE_CHECKING:
-    from autointerp.harvest import HarvestLoop
+#: the loop these functions serve is `autointerp.harvest.HarvestLoop`, which imports this module;
+#: it is typed as `Any` here so the import runs one way
+HarvestLoop = Any
 
 _OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 

@@ -115,9 +115,16 @@ def detect_tokenizer_kind(tokenizer: Any) -> str | None:
 
 @lru_cache(maxsize=1)
 def _gpt2_byte_decoder() -> dict[str, int]:
-    from autointerp.report.tokens import _gpt2_byte_decoder as table
-
-    return table()
+    """GPT-2's table of printable characters standing for bytes, inverted (char -> byte)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
 
 
 def _piece(tokenizer: Any, token_id: int) -> str | None:

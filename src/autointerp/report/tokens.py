@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from autointerp.token_text import _gpt2_byte_decoder, token_texts
+
 #: how token strings are spelled: "gpt2" (byte-to-unicode), "sentencepiece" ("▁", "<0x..>"), "plain" (text),
 #: or a harvest's recorded tokenizer kind (`autointerp.token_text`), joined by that tokenizer's rules
 TOKEN_STYLES = ("auto", "gpt2", "sentencepiece", "plain", "byte_level", "wordpiece", "metaspace")
@@ -58,20 +60,6 @@ def show_bidi(text: str) -> str:
 def escape_html(text: str, quote: bool = True) -> str:
     """`html.escape` of run text for the notebook views, bidirectional controls shown (`show_bidi`)."""
     return html.escape(show_bidi(text), quote)
-
-
-@lru_cache(maxsize=1)
-def _gpt2_byte_decoder() -> dict[str, int]:
-    """GPT-2's table of printable characters standing for bytes, inverted (char -> byte)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
 
 
 def detect_token_style(tokens: Iterable[str]) -> str:
@@ -117,8 +105,6 @@ def display_tokens(tokens: list[str], style: str = "auto") -> list[str]:
     if style not in TOKEN_STYLES:
         raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {style!r}")
     if style in _KINDS:
-        from autointerp.token_text import token_texts
-
         return token_texts(tokens, style)
     texts = [_whole_text(t, style) for t in tokens]
     if None in texts:
