@@ -144,3 +144,19 @@ def test_tokenizer_vocabulary_larger_than_the_model_is_refused():
     with pytest.raises(ValueError, match=r"has 2048 tokens but the model's vocabulary has 100"):
         check_vocab(src, 100)
     check_vocab(src, 2048)
+
+
+def test_a_token_file_with_a_negative_id_is_refused_when_opened(tmp_path):
+    """Issue 10 item 11: the error names the file, the id and where it is, before any batch is read."""
+    import numpy as np
+
+    from autointerp.data import ArrayTokenSource
+
+    arr = np.arange(100, dtype=np.int32)
+    arr[37] = -5
+    np.save(tmp_path / "toks.npy", arr)
+    with pytest.raises(ValueError, match=r"toks\.npy holds the negative token id -5 at position 37"):
+        ArrayTokenSource.from_file(tmp_path / "toks.npy", context_length=10)
+    ok = np.arange(100, dtype=np.uint16)
+    np.save(tmp_path / "ok.npy", ok)
+    assert ArrayTokenSource.from_file(tmp_path / "ok.npy", context_length=10).n_sequences() == 10

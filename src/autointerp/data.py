@@ -209,6 +209,7 @@ class ArrayTokenSource(TokenSource):
             raise ValueError(f"unknown token file type {path.suffix!r} for {path}: expected .npy or .bin")
         if not np.issubdtype(arr.dtype, np.integer):
             raise ValueError(f"{path} holds {arr.dtype} values, expected integer token ids")
+        _refuse_negative_ids(arr, path)
         return cls(arr, context_length, name=path.name, description=description, tokenizer=tokenizer)
 
     def n_sequences(self) -> int:
@@ -230,6 +231,23 @@ class ArrayTokenSource(TokenSource):
             out[j, : len(chunk)] = chunk
             lengths[j] = len(chunk)
         return out, lengths
+
+
+#: elements scanned at once when checking a token file (bounded memory on a memory map)
+_SCAN_CHUNK = 1 << 24
+
+
+def _refuse_negative_ids(arr: np.ndarray, path: Path) -> None:
+    """A signed token file with a negative id is refused when it is opened, before any model runs."""
+    if not np.issubdtype(arr.dtype, np.signedinteger):
+        return
+    flat = arr.reshape(-1)
+    for lo in range(0, flat.shape[0], _SCAN_CHUNK):
+        chunk = np.asarray(flat[lo : lo + _SCAN_CHUNK])
+        if chunk.size and chunk.min() < 0:
+            at = lo + int(np.argmax(chunk < 0))
+            raise ValueError(f"{path} holds the negative token id {int(flat[at])} at position {at:,}; "
+                             "expected ids >= 0 (was the file written with the right dtype?)")
 
 
 class TextFileSource(ArrayTokenSource):
