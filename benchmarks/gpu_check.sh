@@ -7,7 +7,9 @@
 #    float32 and bfloat16; tests/test_batch.py's device checks);
 # 2. benchmarks/harvest_accumulators.py on CUDA in bfloat16, at the issue's size
 #    and at a GPU-sized one (N=16384, V=50257, B=64, S=512);
-# 3. benchmarks/harvest_end_to_end.py on CUDA (the demo model).
+# 3. benchmarks/harvest_end_to_end.py on CUDA (the demo model);
+# 4. benchmarks/harvest_scale.py on CUDA: dense against bounded (heavy-hitter)
+#    tables at N=16384, V=50257, ms per batch, state bytes, agreement (issue 11).
 # Copy the printed figures into docs/benchmarks.md with the device's name.
 # Needs autointerp's dependencies importable (see the device tool's notes on
 # carrying wheels); runs from the repository root with PYTHONPATH=src.
@@ -31,3 +33,6 @@ timeout 240 $py benchmarks/harvest_accumulators.py --device cuda --dtype bfloat1
     --components 16384 --vocab 50257 --batch 64 --seq 512 --batches 5 --warmup 1 2>&1 | tee -a "$log"
 echo "== harvest end to end (demo model) on CUDA" | tee -a "$log"
 timeout 120 $py benchmarks/harvest_end_to_end.py --device cuda 2>&1 | tee -a "$log"
+echo "== dense vs bounded tables on CUDA, N=16384 V=50257" | tee -a "$log"
+timeout 240 $py benchmarks/harvest_scale.py --device cuda --components 16384 --vocab 50257 \
+    --batch 16 --seq 512 --active 48 --batches 4 --warmup 1 2>&1 | tee -a "$log"
