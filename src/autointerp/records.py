@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from autointerp.paths import RESULTS_FILE, RunPaths
+from autointerp.paths import RESULTS_FILE, RunPaths, ScoresFolder
 from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, ScoreResult
 from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, structure_line
 
 __all__ = [
     "CorruptRunFile", "Scores", "count_failures", "failed_keys", "group_scores", "iter_component_lines", "iter_component_records",
-    "iter_records", "latest_scores", "read_components", "read_harvest_config", "read_harvest_config_dict",
+    "iter_records", "read_components", "read_harvest_config", "read_harvest_config_dict",
     "read_interpretations", "read_labels", "read_records", "read_score_file", "read_scores", "read_shared_json",
 ]
 
@@ -278,14 +278,9 @@ def read_score_file(path: str | os.PathLike) -> list[ScoreResult]:
 
 def read_scores(source: RunPaths | str | os.PathLike) -> Scores:
     """Every ``scores/<scorer>.jsonl`` of a run (a `RunPaths` or its scores folder); none: ``{}``."""
-    files = source.score_files() if isinstance(source, RunPaths) else (
-        sorted(Path(source).glob("*.jsonl")) if Path(source).is_dir() else [])
+    folder = source.scores_folder if isinstance(source, RunPaths) else ScoresFolder(Path(source))
+    files = folder.score_files()
     results: list[ScoreResult] = []
     for p in files:
         results.extend(read_score_file(p))
     return group_scores(results)
-
-
-def latest_scores(scores: Scores, scorer: str) -> Mapping[str, Mapping[str, ScoreResult]]:
-    """``{component_key: {label_source: ScoreResult}}`` of one scorer (empty if it never ran)."""
-    return scores.get(scorer, {})
