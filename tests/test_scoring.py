@@ -265,8 +265,8 @@ def test_scoring_excludes_what_the_labeller_was_shown_whatever_its_options(tmp_p
     shown = {c.key: [example_span(e) for e in c.examples[:20] + c.top_examples[:5]] for c in harvest.components}
     for key, r in records.items():  # the split is recorded with every label
         assert r.evidence is not None and (r.evidence.n_explain, r.evidence.n_top) == (20, 5)
-        assert set(r.evidence.spans()) == set(shown[key])
-        assert set(r.evidence.spans()) == set(split_examples(harvest[key], 20, 5).shown_spans())
+        assert set(r.evidence.shown()) == set(shown[key])
+        assert set(r.evidence.shown()) == set(split_examples(harvest[key], 20, 5).shown_spans())
     report = score_run(paths, backend=TokenMatchBackend())  # score's defaults are n_explain=10
     n, bad = scored_overlaps(report, shown)
     assert n > 500 and bad == 0, f"{bad} of {n} scored windows overlap a window the labeller saw"

@@ -40,8 +40,9 @@ import jinja2
 from attrs import define, evolve
 
 from autointerp.accumulators.firing_stats import EARLY_POSITIONS
+from autointerp.evidence_sets import EvidenceSets
 from autointerp.harvest import HarvestResult, load_harvest
-from autointerp.heldout import evidence_split, split_examples
+from autointerp.heldout import split_examples
 from autointerp.interpret_options import DEFAULT_EXCLUDED_SECTIONS, DEFAULT_TEMPLATE, InterpretOptions
 from autointerp.layer_roles import layer_role
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
@@ -385,14 +386,20 @@ class Interpreter:
         if opts.limit is not None:
             pending = pending[: opts.limit]
         thash = self.template_hash(harvest)
+        sets = self.evidence_sets(harvest, opts)
 
         def gen() -> Iterator[Job]:
             for comp in pending:
-                shown = evidence_split(comp, self.options.n_explain, self.options.n_top, harvest.config.seed)
+                shown = sets.record(comp)
                 parse = _ParseAnswer(comp.key, self.template_name, thash, labels, shown)
                 yield Job(comp.key, self.request_for(comp, harvest, labels), parse)
 
         return pending, gen()
+
+    def evidence_sets(self, harvest: HarvestResult, options: InterpretOptions | None = None) -> EvidenceSets:
+        """The explain / validate / test split of this harvest's components under ``options``."""
+        opts = options or self.options
+        return EvidenceSets(harvest, self.options.n_explain, self.options.n_top, opts.n_validate)
 
     # -- running ---------------------------------------------------------------------
 
@@ -433,6 +440,10 @@ class Interpreter:
         ...) set this run; the prompt's options are the Interpreter's.
         """
         opts = self.options.for_run(options, **changes)
+        if opts.refines:
+            from autointerp.refine import Refiner
+
+            return await Refiner(self, opts).run(harvest, self._out_dir(out))
         results_path = self.results_path = self._out_dir(out) / RESULTS_FILE
         labels = read_labels(results_path)
         done = set(labels)

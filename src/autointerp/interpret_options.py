@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
-from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP
+from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, DEFAULT_N_VALIDATE
 from autointerp.llm.runner import PriceTable
 
 DEFAULT_TEMPLATE = "interpret.j2"
@@ -78,6 +78,11 @@ def _cost(_: Any, a: attrs.Attribute, value: Any) -> None:
 def _prices(_: Any, a: attrs.Attribute, value: Any) -> None:
     if value is not None and not isinstance(value, (PriceTable, Mapping)):
         raise _error(a.name, "a PriceTable, a mapping {model: (input, output[, cache read, cache write])} or None", value)
+
+
+def _judge(_: Any, a: attrs.Attribute, value: Any) -> None:
+    if value is not None and not callable(getattr(value, "complete", None)):
+        raise _error(a.name, "a Backend (an object with an async complete(request)) or None for the labeller's own backend", value)
 
 
 def _keys(value: Iterable[str] | None) -> tuple[str, ...] | None:
@@ -133,6 +138,13 @@ class InterpretOptions:
     rest held out for scoring); ``n_tokens`` / ``n_partners`` (rows per token
     ranking and co-firing list); ``max_tokens`` (output limit per answer).
 
+    Evidence sets and refinement (`autointerp.refine`): ``n_validate`` held-out
+    examples (and pool windows) are reserved for validation, never shown and
+    never scored on by ``autointerp score`` (0: none); ``refine`` rounds of
+    revision against the validation set's mistakes (0: none); ``candidates``
+    first labels, the best on validation kept; ``judge``: the backend that
+    scores on the validation set (None: the labeller's backend).
+
     Sending: ``batch`` (the Message Batches API, polled every ``poll_interval_s``)
     or live through the `JobRunner` with ``max_concurrent``, ``request_timeout_s``,
     ``max_retries``, ``max_invalid_retries``, ``backoff_initial_s``,
@@ -152,6 +164,11 @@ class InterpretOptions:
     n_tokens: int = field(default=8, validator=_whole(0))
     n_partners: int = field(default=8, validator=_whole(0))
     max_tokens: int = field(default=1024, validator=_whole(1))
+
+    n_validate: int = field(default=DEFAULT_N_VALIDATE, validator=_whole(0))
+    refine: int = field(default=0, validator=_whole(0))
+    candidates: int = field(default=1, validator=_whole(1))
+    judge: Any = field(default=None, validator=_judge)
 
     batch: bool = field(default=False, validator=_flag)
     poll_interval_s: float = field(default=30.0, validator=_seconds(positive=True))
@@ -192,6 +209,11 @@ class InterpretOptions:
                     f"{getattr(self, name)!r}; make a new Interpreter({name}=...) instead"
                 )
         return opts
+
+    @property
+    def refines(self) -> bool:
+        """Whether a run goes through `autointerp.refine` (revision rounds or several candidates)."""
+        return self.refine > 0 or self.candidates > 1
 
     def runner_options(self) -> dict[str, Any]:
         """The keywords of the live `JobRunner`."""

@@ -291,28 +291,43 @@ Span = tuple[int, int, int]
 
 #: the name of the windows shown to the explainer in `EvidenceSplit.windows`
 EXPLAIN_SET = "explain"
+#: the windows held for validating (and refining) a label: never shown to the explainer
+#: as evidence, never scored on by `autointerp score`
+VALIDATE_SET = "validate"
 
 
 @define
 class EvidenceSplit:
     """What of a component's evidence a label was made from, recorded with the label.
 
-    ``windows`` names sets of example windows (`Span` lists); today one set,
-    ``"explain"``: every window shown to the explainer. Scoring uses no window
-    that shares a token position with any recorded window, so the split is
-    honoured whatever the interpreter's options were. (A validation set would
-    be another name here.) ``n_explain`` / ``n_top`` are the options that chose
-    the shown windows; ``seed`` is the harvest's, whose keys ordered its examples.
+    ``windows`` names sets of windows (`Span` lists): ``"explain"``, every
+    window shown to the explainer, and ``"validate"``, the windows held for
+    validating the label (held-out activating examples and window-pool crops;
+    `autointerp.refine` scores labels on them and shows the labeller its
+    mistakes there). Everything else is the test set: scoring uses no window
+    that shares a token position with any recorded window, so the three sets
+    are disjoint and the split is honoured whatever the interpreter's options
+    were. ``n_explain`` / ``n_top`` / ``n_validate`` are the options that chose
+    the windows; ``seed`` is the harvest's, whose keys ordered its examples.
     """
 
     n_explain: int
     n_top: int
     seed: int = 0
     windows: dict[str, list[Span]] = field(factory=dict)
+    n_validate: int = 0
 
     def spans(self) -> list[Span]:
         """Every recorded window, of every set (none of them may be scored on)."""
         return [tuple(s) for spans in self.windows.values() for s in spans]
+
+    def shown(self) -> list[Span]:
+        """The windows shown to the explainer."""
+        return [tuple(s) for s in self.windows.get(EXPLAIN_SET, [])]
+
+    def reserved(self) -> list[Span]:
+        """The recorded windows that were not shown (the validation set): excluded from scoring too."""
+        return [tuple(s) for name, spans in self.windows.items() if name != EXPLAIN_SET for s in spans]
 
 
 @define

@@ -21,7 +21,10 @@ held-out example's sub-threshold values are not kept, since pool windows cannot
 have them.
 
 Nothing shown to the explainer is reused: a pool window or crop that overlaps a
-shown example's span is skipped. Every window carries its provenance
+shown example's span is skipped, and so is one that overlaps a window reserved
+for validation (`ExampleSplit.reserved`): scores are on the test set only.
+`validation_evidence` builds the validation set itself the same way (its own
+examples, negatives and random windows, away from what was shown). Every window carries its provenance
 (`EvidenceWindow.ref`), which trials record.
 """
 
@@ -34,8 +37,8 @@ from typing import Any
 
 from attrs import define, field
 
-from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, ExampleSplit, SpanIndex, split_examples
-from autointerp.schemas import ActivationExample, ComponentData
+from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, ExampleSplit, SpanIndex, example_span, split_examples
+from autointerp.schemas import ActivationExample, ComponentData, Span
 
 
 def component_rng(seed: int, *parts: object) -> random.Random:
@@ -223,7 +226,7 @@ def build_evidence(
     if split is None:
         split = split_examples(comp, n_explain=n_explain, n_top=n_top)
     shown_examples = split.explain + split.explain_top
-    spans = SpanIndex(split.shown_spans())
+    spans = SpanIndex(split.excluded_spans())
     positives = _held_out_positives(comp, split, threshold, decode)
     ev = ComponentEvidence(
         comp.key, flat_index, comp.firing_rate, threshold, positives,
@@ -235,6 +238,44 @@ def build_evidence(
     ev.negatives = _negatives(pool, flat_index, spans, lengths, max_negatives, component_rng(seed, "negatives", comp.key))
     ev.randoms = _randoms(pool, flat_index, spans, max_randoms, component_rng(seed, "randoms", comp.key))
     return ev
+
+
+def validation_evidence(
+    comp: ComponentData,
+    pool: WindowPool | None,
+    split: ExampleSplit,
+    *,
+    flat_index: int,
+    threshold: float = 0.0,
+    n_negatives: int | None = None,
+    n_randoms: int | None = None,
+    seed: int = 0,
+    decode: Callable[[int], str] | None = None,
+) -> ComponentEvidence:
+    """The validation set of one component: ``split.validate`` as positives, and pool crops
+    where it does not fire (``n_negatives``, default as many as positives) and whole pool
+    windows (``n_randoms``, default half as many), none touching a shown window or a
+    validation example. Its windows (`evidence_spans`) are recorded as the ``"validate"``
+    set, so `build_evidence` never scores on them."""
+    positives = [_example_window(e, "validate", i, threshold, decode) for i, e in enumerate(split.validate)]
+    ev = ComponentEvidence(
+        comp.key, flat_index, comp.firing_rate, threshold, positives,
+        shown=[(e.sequence_index, e.position) for e in split.explain + split.explain_top], firing_count=comp.firing_count,
+    )  # fmt: skip
+    if pool is None or not len(pool) or not positives:
+        return ev
+    n_neg = len(positives) if n_negatives is None else n_negatives
+    n_rand = max(1, len(positives) // 2) if n_randoms is None else n_randoms
+    spans = SpanIndex(split.shown_spans() + [example_span(e) for e in split.validate])
+    lengths = [len(p) for p in positives]
+    ev.negatives = _negatives(pool, flat_index, spans, lengths, n_neg, component_rng(seed, "validate-negatives", comp.key))
+    ev.randoms = _randoms(pool, flat_index, spans, n_rand, component_rng(seed, "validate-randoms", comp.key))
+    return ev
+
+
+def evidence_spans(ev: ComponentEvidence) -> list[Span]:
+    """The token positions every window of ``ev`` covers, each once."""
+    return list(dict.fromkeys((w.sequence_index, w.start, w.start + len(w)) for w in ev.positives + ev.negatives + ev.randoms))
 
 
 def _held_out_positives(

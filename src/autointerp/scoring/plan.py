@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from attrs import define, field
 
 from autointerp.harvest import HarvestResult
-from autointerp.heldout import ExampleSplit, missing_spans, split_examples, split_shown
+from autointerp.heldout import ExampleSplit, missing_spans, split_examples, split_recorded
 from autointerp.llm.runner import Job
 from autointerp.schemas import ComponentData, EvidenceSplit, ScoreResult
 from autointerp.scoring.base import InsufficientEvidence, Scorer
@@ -72,19 +72,23 @@ def held_out(c: ComponentData, record: EvidenceSplit | None, config: ScoringConf
     spans = record.spans()
     blob = json.dumps(sorted(list(s) for s in spans)).encode()
     note = {
-        "split": "recorded", "n_explain": record.n_explain, "n_top": record.n_top, "shown_windows": len(spans),
+        "split": "recorded", "n_explain": record.n_explain, "n_top": record.n_top, "shown_windows": len(record.shown()),
         "shown_hash": hashlib.sha256(blob).hexdigest()[:12],
     }  # fmt: skip
-    missing = missing_spans(c, spans)
+    if record.reserved():  # the validation windows, excluded from the test set as well
+        note["validate_windows"] = len(record.reserved())
+    # the shown windows must be this harvest's examples; validation windows may be pool crops
+    shown = record.shown()
+    missing = missing_spans(c, shown)
     if missing:
         s, a, b = missing[0]
         problem = (
-            f"the label of {c.key} was made from {len(missing)} of {len(spans)} shown windows that are not in this "
+            f"the label of {c.key} was made from {len(missing)} of {len(shown)} shown windows that are not in this "
             f"harvest (e.g. sequence {s}, tokens {a}-{b}): it was labelled from another harvest, so what the "
             f"labeller saw cannot be held out; label this harvest again (`autointerp interpret`)"
         )
         return HeldOut(None, note, problem)
-    return HeldOut(split_shown(c, spans), note)
+    return HeldOut(split_recorded(c, record), note)
 
 
 @define

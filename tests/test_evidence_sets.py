@@ -1,0 +1,99 @@
+"""The three evidence sets (explain / validate / test) are disjoint by window, recorded with
+every label, and `autointerp score` never scores on a validation window."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scoring_helpers import synthetic_harvest  # noqa: E402
+
+from autointerp.evidence_sets import EvidenceSets
+from autointerp.heldout import example_span, split_recorded
+from autointerp.interpret import Interpreter
+from autointerp.llm.offline import OfflineBackend
+from autointerp.paths import RunPaths
+from autointerp.records import read_interpretations
+from autointerp.schemas import EXPLAIN_SET, VALIDATE_SET
+from autointerp.scoring import score_run
+from autointerp.scoring.token_match import TokenMatchBackend
+
+
+def positions(spans):
+    """Every (sequence, position) a list of spans covers: the brute-force reading of "shares a position"."""
+    return {(s, p) for s, a, b in spans for p in range(a, b)}
+
+
+def test_explain_validate_and_test_share_no_token_position():
+    _, harvest = synthetic_harvest()
+    sets = EvidenceSets(harvest, n_explain=10, n_top=5, n_validate=8)
+    from autointerp.scoring.plan import EvidenceCache
+    from autointerp.scoring.options import ScoringConfig
+
+    records = {c.key: sets.record(c) for c in harvest.components}
+    cache = EvidenceCache(harvest, ScoringConfig(), seed=0, records=records)
+    n_test = 0
+    for c in harvest.components:
+        record, val = sets.of(c)
+        explain = positions(record.windows[EXPLAIN_SET])
+        validate = positions(record.windows[VALIDATE_SET])
+        assert explain and validate and not explain & validate, c.key
+        # the validation set has its positives and pool windows, all recorded
+        assert len(val.positives) == 8 and len(val.negatives) == 8 and len(val.randoms) == 4
+        assert positions((w.sequence_index, w.start, w.start + len(w)) for w in val.positives + val.negatives + val.randoms) == validate
+        assert all(not any(w.fires) for w in val.negatives) and all(any(w.fires) for w in val.positives)
+        test = cache.full(c)  # what `autointerp score` would show the judge
+        test_spans = [(w.sequence_index, w.start, w.start + len(w)) for w in test.positives + test.negatives + test.randoms]
+        n_test += len(test_spans)
+        assert not positions(test_spans) & (explain | validate), c.key
+        assert len(test.positives) >= 4 and len(test.negatives) >= 4  # still enough to score
+    assert n_test > 300
+
+
+def test_the_sets_are_the_same_on_every_run_and_none_without_n_validate():
+    _, harvest = synthetic_harvest()
+    a = EvidenceSets(harvest, n_validate=8)
+    b = EvidenceSets(harvest, n_validate=8)
+    for c in harvest.components[:3]:
+        assert a.record(c) == b.record(c)
+    none = EvidenceSets(harvest, n_validate=0).record(harvest.components[0])
+    assert set(none.windows) == {EXPLAIN_SET} and none.reserved() == []
+
+
+def test_split_recorded_keeps_validation_examples_out_of_the_held_out_ones():
+    _, harvest = synthetic_harvest()
+    sets = EvidenceSets(harvest, n_validate=8)
+    c = harvest.components[2]
+    record = sets.record(c)
+    split = split_recorded(c, record)
+    assert len(split.validate) == 8
+    val = positions(record.reserved())
+    assert all(not positions([example_span(e)]) & val for e in split.holdout + split.holdout_top)
+    assert {example_span(e) for e in split.explain + split.explain_top} <= set(record.shown())
+
+
+@pytest.mark.parametrize("n_validate", [8, 0])
+def test_score_never_uses_a_validation_window(tmp_path, n_validate):
+    _, harvest = synthetic_harvest()
+    paths = RunPaths.of("sets", tmp_path)
+    harvest.save(paths.harvest)
+    Interpreter(OfflineBackend(), progress=False, n_validate=n_validate).run(harvest, out=paths)
+    labels = read_interpretations(paths)
+    assert len(labels) == 10 and all(r.evidence.n_validate == n_validate for r in labels.values())
+    report = score_run(paths, backend=TokenMatchBackend(), scorers=["detection", "simulation"], baselines=False)
+    n = 0
+    for r in report.results:
+        assert not r.skipped, r.reason
+        record = labels[r.component_key].evidence
+        excluded = positions(record.spans())
+        assert bool(record.reserved()) == (n_validate > 0)
+        assert r.details["held_out"].get("validate_windows", 0) == len(record.reserved())
+        for refs in r.details["windows"]:
+            for ref in refs:
+                span = (ref["sequence_index"], ref["start"], ref["start"] + ref["length"])
+                assert not positions([span]) & excluded
+                n += 1
+    assert n > 200
