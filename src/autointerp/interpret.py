@@ -6,9 +6,10 @@ accumulator output), sends it through a backend (`AnthropicBackend`,
 `OpenAICompatBackend`, `OfflineBackend`) and lets the shared
 `autointerp.llm.runner.JobRunner` do concurrency, retries, resume, failures and
 cost. Results are appended, one JSON line each, to
-``<run>/interpretations/results.jsonl``; `autointerp.records` reads them back
-(the last record of a component with a non-empty label wins, and resume skips
-exactly those components).
+``<run>/interpretations/results.jsonl`` (the default label set) or, with
+``label_set="A"``, ``<run>/interpretations/sets/A/results.jsonl``;
+`autointerp.records` reads them back (the last record of a component with a
+non-empty label wins, and resume skips exactly those components).
 
 >>> from autointerp import Interpreter, AnthropicBackend, load_harvest
 >>> harvest = load_harvest(".data/autointerp/my-run/harvest")
@@ -48,7 +49,7 @@ from autointerp.layer_roles import layer_role
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
 from autointerp.llm.factory import make_backend
 from autointerp.llm.runner import Job, JobRunner, RunSummary, run_coroutine_sync
-from autointerp.paths import RESULTS_FILE, RunPaths
+from autointerp.paths import RESULTS_FILE, RunPaths, label_set_folder
 from autointerp.prompts import environment, load_template, render_blocks, sources_hash, template_source
 from autointerp.records import read_interpretations, read_labels
 from autointerp.schemas import ComponentData, EvidenceSplit, InterpretationResult
@@ -404,14 +405,20 @@ class Interpreter:
     # -- running ---------------------------------------------------------------------
 
     @staticmethod
-    def _out_dir(out: RunPaths | str | os.PathLike | None) -> Path:
+    def _out_dir(out: RunPaths | str | os.PathLike | None, label_set: str | None = None) -> Path:
+        """The interpretations folder of ``out`` for ``label_set`` (None: the set ``out`` names)."""
         if out is None:
             d = Path(tempfile.mkdtemp(prefix="autointerp-interpretations-"))
             log.warning("no out= given: writing interpretations to %s (pass out= to resume later)", d)
-            return d
+            return d if label_set is None else label_set_folder(d, label_set)
         if isinstance(out, RunPaths):
-            return out.interpretations
-        return Path(out)
+            if label_set is not None and not out.is_default_set and out.label_set != label_set:
+                raise ValueError(
+                    f"interpret option label_set is {label_set!r} but out names label set {out.label_set!r}; "
+                    "give one of them (out.with_label_set(...) or label_set=...)"
+                )
+            return (out if label_set is None else out.with_label_set(label_set)).interpretations
+        return Path(out) if label_set is None else label_set_folder(out, label_set)
 
     def _runner(self, opts: InterpretOptions, results_path: Path) -> Any:
         """The live `JobRunner`, or the Message Batches runner for ``batch=True``."""
@@ -440,11 +447,12 @@ class Interpreter:
         ...) set this run; the prompt's options are the Interpreter's.
         """
         opts = self.options.for_run(options, **changes)
+        folder = self._out_dir(out, opts.label_set)
         if opts.refines:
             from autointerp.refine import Refiner
 
-            return await Refiner(self, opts).run(harvest, self._out_dir(out))
-        results_path = self.results_path = self._out_dir(out) / RESULTS_FILE
+            return await Refiner(self, opts).run(harvest, folder)
+        results_path = self.results_path = folder / RESULTS_FILE
         labels = read_labels(results_path)
         done = set(labels)
         pending, jobs = self.jobs(harvest, options=opts, done=done, labels=labels)
@@ -476,9 +484,12 @@ class Interpreter:
         **changes: Any,
     ) -> list[Path]:
         """Write each selected component's rendered prompt to ``out_dir/<key>.txt``
-        (a `RunPaths`: its ``prompts`` folder); call nothing."""
+        (a `RunPaths`: its label set's ``prompts`` folder); call nothing."""
         opts = self.options.for_run(options, **changes)
-        folder = out_dir.prompts if isinstance(out_dir, RunPaths) else Path(out_dir)
+        if isinstance(out_dir, RunPaths):
+            folder = (out_dir if opts.label_set is None else out_dir.with_label_set(opts.label_set)).prompts
+        else:
+            folder = Path(out_dir)
         comps = self._selected(harvest, opts)
         if opts.limit is not None:
             comps = comps[: opts.limit]
@@ -519,7 +530,7 @@ def interpret_run(
     """Label a run's harvest into its interpretations folder.
 
     ``run`` is a `RunPaths` or a run id (under ``out``); ``options`` / ``settings``
-    are the `Interpreter`'s. Without ``backend``: Claude when ``ANTHROPIC_API_KEY``
+    are the `Interpreter`'s (``label_set="A"`` labels into that set of the run). Without ``backend``: Claude when ``ANTHROPIC_API_KEY``
     is set, otherwise the offline token-lookup baseline, and ``announce``
     (default: print to stderr) says which.
     """

@@ -28,6 +28,7 @@ from attrs import field, frozen
 
 from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, DEFAULT_N_VALIDATE
 from autointerp.llm.runner import PriceTable
+from autointerp.paths import check_label_set
 
 DEFAULT_TEMPLATE = "interpret.j2"
 #: accumulator outputs that are for scoring, not for the explainer
@@ -98,6 +99,10 @@ def _keys(value: Iterable[str] | None) -> tuple[str, ...] | None:
     return keys
 
 
+def _label_set(value: str | None) -> str | None:
+    return None if value is None else check_label_set(value, "interpret option label_set")
+
+
 def _folders(value: str | os.PathLike | Iterable[str | os.PathLike] | None) -> tuple[str, ...]:
     if value is None:
         return ()
@@ -128,6 +133,8 @@ class InterpretOptions:
 
     Which components: ``keys`` (only these; None: all), ``limit`` (at most this
     many pending ones), ``skip_dead`` (components that never fired are not sent).
+    Where: ``label_set`` (the run's label set the labels go to, `autointerp.paths`;
+    None: the one ``out`` names, the default set for a plain `RunPaths`).
 
     The prompt (fixed per `Interpreter`): ``prompt_template`` (a name under
     ``autointerp/prompts`` or a path to a ``.j2`` file with ``{% block system %}``
@@ -154,6 +161,7 @@ class InterpretOptions:
     keys: tuple[str, ...] | None = field(default=None, converter=_keys)
     limit: int | None = field(default=None, validator=_whole(0, optional=True))
     skip_dead: bool = field(default=True, validator=_flag)
+    label_set: str | None = field(default=None, converter=_label_set)
 
     prompt_template: str | os.PathLike = DEFAULT_TEMPLATE
     templates_dir: tuple[str, ...] = field(default=(), converter=_folders)

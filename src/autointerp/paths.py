@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from attrs import define
+from attrs import define, field
 
 DEFAULT_OUT = Path(".data") / "autointerp"
 
@@ -31,6 +31,32 @@ SUMMARY_FILE = "summary.json"
 #: inside a scores folder: the judge's raw answers live in a subfolder, so ``scores/*.jsonl`` holds only ScoreResults
 TRIALS_DIR = "trials"
 TRIALS_FILE = "trials.jsonl"
+#: the label set of ``interpretations/results.jsonl`` (what every command uses unless told otherwise)
+DEFAULT_LABEL_SET = "default"
+#: named label sets live in ``interpretations/sets/<name>/``, their scores in ``scores/sets/<name>/``
+LABEL_SETS_DIR = "sets"
+#: the report of a named set: ``reports/<name>/`` (``report/`` is swapped whole, so it cannot hold them)
+LABEL_SET_REPORTS_DIR = "reports"
+_LABEL_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+LABEL_SET_RULE = ("a name of letters, digits, '.', '_' or '-' that starts with a letter or digit "
+                  f"(at most 64 characters; {DEFAULT_LABEL_SET!r} is the set in interpretations/{RESULTS_FILE})")
+
+
+def check_label_set(name: object, option: str = "label_set") -> str:
+    """``name`` when it can name a label set (a folder name: `LABEL_SET_RULE`); otherwise a
+    ValueError naming ``option``, what was expected and what arrived. None is the default set."""
+    if name is None:
+        return DEFAULT_LABEL_SET
+    if not isinstance(name, str) or not _LABEL_SET_NAME.fullmatch(name):
+        raise ValueError(f"{option} must be {LABEL_SET_RULE}, got {name!r}")
+    return name
+
+
+def label_set_folder(interpretations: str | os.PathLike, name: str) -> Path:
+    """The folder of label set ``name`` given an interpretations folder (the default set: that folder)."""
+    name = check_label_set(name)
+    base = Path(interpretations)
+    return base if name == DEFAULT_LABEL_SET else base / LABEL_SETS_DIR / name
 
 
 def default_out() -> Path:
@@ -80,26 +106,65 @@ class ScoresFolder:
         return self.trials / FAILURES_FILE
 
 
+def _label_set(_: object, a: object, value: object) -> None:
+    check_label_set(value)
+
+
 @define
 class RunPaths:
-    """Every folder and file of one run, named once."""
+    """Every folder and file of one run, named once.
+
+    ``label_set`` picks which label set the interpretation, score, report and
+    export names point into: `DEFAULT_LABEL_SET` is ``interpretations/``,
+    ``scores/``, ``report/``, ``export/``; a named set ``A`` is
+    ``interpretations/sets/A/``, ``scores/sets/A/``, ``reports/A/``,
+    ``export/sets/A/``. The harvest is the run's, whatever the set.
+    """
 
     root: Path
+    label_set: str = field(default=DEFAULT_LABEL_SET, validator=_label_set, kw_only=True)
 
     @classmethod
-    def of(cls, run_id: str, out: str | os.PathLike | None = None) -> RunPaths:
+    def of(cls, run_id: str, out: str | os.PathLike | None = None, *, label_set: str | None = None) -> RunPaths:
         if not run_id or "/" in run_id or run_id in (".", ".."):
             raise ValueError(f"run_id must be a plain folder name, got {run_id!r}")
-        return cls(Path(out if out is not None else default_out()) / run_id)
+        return cls(Path(out if out is not None else default_out()) / run_id, label_set=check_label_set(label_set))
 
     @classmethod
-    def at(cls, run: RunPaths | str | os.PathLike) -> RunPaths:
-        """A `RunPaths` as given, or for a run folder given as a path."""
-        return run if isinstance(run, RunPaths) else cls(Path(run))
+    def at(cls, run: RunPaths | str | os.PathLike, *, label_set: str | None = None) -> RunPaths:
+        """A `RunPaths` as given, or for a run folder given as a path; ``label_set``
+        (when given) picks that set of the run."""
+        paths = run if isinstance(run, RunPaths) else cls(Path(run))
+        return paths if label_set is None else paths.with_label_set(label_set)
 
     @property
     def run_id(self) -> str:
         return self.root.name
+
+    # -- label sets ------------------------------------------------------------------
+
+    def with_label_set(self, name: str | None) -> RunPaths:
+        """The same run with label set ``name`` (None: the default set)."""
+        return RunPaths(self.root, label_set=check_label_set(name))
+
+    @property
+    def is_default_set(self) -> bool:
+        return self.label_set == DEFAULT_LABEL_SET
+
+    @property
+    def label_sets_dir(self) -> Path:
+        """Where the named label sets' interpretation folders live."""
+        return self.root / "interpretations" / LABEL_SETS_DIR
+
+    def label_sets(self) -> list[str]:
+        """The label sets this run holds: the default one when its results file exists, then the
+        named ones with a results file, sorted by name."""
+        names = [DEFAULT_LABEL_SET] if self.with_label_set(None).interpretation_results.exists() else []
+        if self.label_sets_dir.is_dir():
+            for d in sorted(self.label_sets_dir.iterdir()):
+                if _LABEL_SET_NAME.fullmatch(d.name) and d.name != DEFAULT_LABEL_SET and (d / RESULTS_FILE).is_file():
+                    names.append(d.name)
+        return names
 
     # -- harvest ---------------------------------------------------------------------
 
@@ -127,7 +192,8 @@ class RunPaths:
 
     @property
     def interpretations(self) -> Path:
-        return self.root / "interpretations"
+        """The label set's interpretations folder (results, failures, summary, prompts)."""
+        return label_set_folder(self.root / "interpretations", self.label_set)
 
     @property
     def interpretation_results(self) -> Path:
@@ -150,7 +216,9 @@ class RunPaths:
 
     @property
     def scores(self) -> Path:
-        return self.root / "scores"
+        """The label set's scores folder (``scores/`` or ``scores/sets/<name>/``)."""
+        base = self.root / "scores"
+        return base if self.is_default_set else base / LABEL_SETS_DIR / self.label_set
 
     @property
     def scores_folder(self) -> ScoresFolder:
@@ -180,11 +248,14 @@ class RunPaths:
 
     @property
     def report(self) -> Path:
-        return self.root / "report"
+        """The label set's HTML report folder (``report/`` or ``reports/<name>/``)."""
+        return self.root / "report" if self.is_default_set else self.root / LABEL_SET_REPORTS_DIR / self.label_set
 
     @property
     def export(self) -> Path:
-        return self.root / "export"
+        """The label set's export folder (``export/`` or ``export/sets/<name>/``)."""
+        base = self.root / "export"
+        return base if self.is_default_set else base / LABEL_SETS_DIR / self.label_set
 
     @property
     def export_jsonl(self) -> Path:

@@ -49,3 +49,24 @@ def run_id(text: str) -> str:
             f"expected a run folder name under --out (as printed by `autointerp harvest`), got {text!r}"
         )
     return text
+
+
+def label_set(text: str) -> str:
+    """A label set's name (`autointerp.paths.check_label_set`): argparse names the option."""
+    from autointerp.paths import LABEL_SET_RULE, check_label_set
+
+    try:
+        return check_label_set(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {LABEL_SET_RULE}, got {text!r}") from None
+
+
+def add_label_set(parser: argparse.ArgumentParser, what: str) -> None:
+    """The ``--label_set NAME`` option of a command that reads or writes one label set."""
+    from autointerp.paths import DEFAULT_LABEL_SET
+
+    parser.add_argument(
+        "--label_set", type=label_set, default=DEFAULT_LABEL_SET, metavar="NAME",
+        help=f"the label set to {what} (default: {DEFAULT_LABEL_SET!r}, interpretations/results.jsonl; "
+        "a named set lives in interpretations/sets/NAME/ with its own scores in scores/sets/NAME/)",
+    )

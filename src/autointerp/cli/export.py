@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from autointerp.cli.arguments import out_root, run_id, whole
+from autointerp.cli.arguments import add_label_set, out_root, run_id, whole
 from autointerp.paths import RunPaths
 
 
@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_id", type=run_id, help="the run to export (a folder name under --out)")
     p.add_argument("--format", default="jsonl", choices=["jsonl", "neuronpedia"], help="output layout (default: jsonl)")
     p.add_argument("--out", type=out_root, default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    add_label_set(p, "export")
     p.add_argument("--output", default=None, help="file to write (default: <run>/export/components.jsonl or neuronpedia.json)")
     p.add_argument("--top-examples", type=whole(0), default=10, help="examples per component (default: 10)")
     p.add_argument("--model-id", default=None, help="neuronpedia modelId (default: the harvest's model name)")
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from autointerp.report.export import export_run
 
-    paths = RunPaths.of(args.run_id, args.out)
+    paths = RunPaths.of(args.run_id, args.out, label_set=args.label_set)
     path = export_run(
         paths,
         args.format,

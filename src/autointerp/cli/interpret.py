@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autointerp.cli.arguments import out_root, run_id
+from autointerp.cli.arguments import add_label_set, out_root, run_id
 from autointerp.interpret_options import DEFAULT_TEMPLATE, InterpretOptions
 from autointerp.llm.base import AuthenticationFailed, Backend, redact
 from autointerp.paths import RESULTS_FILE, RunPaths
@@ -25,12 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "interpret",
         help="label every harvested component with an LLM",
         description=(
-            f"Label the components of <out>/<RUN_ID>/harvest into <out>/<RUN_ID>/interpretations/{RESULTS_FILE}. "
+            f"Label the components of <out>/<RUN_ID>/harvest into <out>/<RUN_ID>/interpretations/{RESULTS_FILE} "
+            "(with --label_set NAME: interpretations/sets/NAME/). "
             "Rerunning resumes: labeled components are skipped, failed ones retried."
         ),
     )
     p.add_argument("run_id", type=run_id, help="the run folder under --out (as printed by `autointerp harvest`)")
     p.add_argument("--out", type=out_root, default=None, help="root of the run folders (default: $AUTOINTERP_OUT or .data/autointerp)")
+    add_label_set(p, "write the labels into")
     p.add_argument("--backend", choices=["anthropic", "openai", "offline"], default="anthropic",
                    help="anthropic (needs ANTHROPIC_API_KEY), openai (any OpenAI-compatible server, see --base_url), "
                    "offline (the token-lookup baseline; no network)")
@@ -150,7 +152,7 @@ def _tell(interp: Interpreter, results: list[InterpretationResult], paths: RunPa
 def run(args: argparse.Namespace) -> int:
     from autointerp.interpret import Interpreter
 
-    paths = RunPaths.of(args.run_id, args.out)
+    paths = RunPaths.of(args.run_id, args.out, label_set=args.label_set)
     options = _options(args)
     try:
         # the key is checked first: a missing key stops here, before the harvest is read

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from autointerp.cli.arguments import out_root, run_id, whole
+from autointerp.cli.arguments import add_label_set, out_root, run_id, whole
 from autointerp.paths import RunPaths
 
 
@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_id", type=run_id, help="the run to show (a folder name under --out)")
     p.add_argument("--out", type=out_root, default=None, help="root folder of runs (default: $AUTOINTERP_OUT or .data/autointerp)")
+    add_label_set(p, "show")
     p.add_argument(
         "--token-style",
         default="auto",
@@ -53,7 +54,7 @@ def default_workers(paths: RunPaths) -> int:
 def run(args: argparse.Namespace) -> int:
     from autointerp.report.writer import write_report
 
-    paths = RunPaths.of(args.run_id, args.out)
+    paths = RunPaths.of(args.run_id, args.out, label_set=args.label_set)
     workers = args.workers if args.workers is not None else default_workers(paths)
     t0 = time.perf_counter()
     index = write_report(paths, token_style=args.token_style, title=args.title, workers=workers)

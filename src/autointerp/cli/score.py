@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from autointerp.cli.arguments import out_root, run_id
+from autointerp.cli.arguments import add_label_set, out_root, run_id
 from autointerp.paths import RunPaths
 
 BACKEND_CHOICES = ("auto", "anthropic", "openai", "token-match", "offline")
@@ -27,6 +27,13 @@ def _scorer_list(text: str) -> list[str]:
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown scorer(s) {bad or text!r}; choose from {','.join(known)}")
     return names
+
+
+def _key_list(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys:
+        raise argparse.ArgumentTypeError(f"expected comma-separated component keys ('layer:index'), got {text!r}")
+    return keys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "token-match / offline: the token-match simulator, a baseline that needs no network")
     p.add_argument("--model", default=None, help="judge model (default for anthropic: claude-haiku-4-5-20251001)")
     p.add_argument("--base_url", default=None, help="API base URL (a proxy, vLLM, Ollama, OpenRouter)")
-    p.add_argument("--limit", type=int, default=None, help="score a random subset of N labelled components (reproducible for --seed)")
+    add_label_set(p, "score")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--components", type=_key_list, default=None, metavar="KEY,...",
+                       help="score only these components (comma-separated keys, e.g. h.0.mlp:3,h.0.mlp:7)")
+    which.add_argument("--layer", action="append", default=None, metavar="LAYER",
+                       help="score only the components of this layer (repeatable)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="score a random subset of N labelled components (of --components / --layer when given; "
+                   "reproducible for --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset, the trials and the shuffled labels (default: 0)")
     p.add_argument("--no_baselines", dest="baselines", action="store_false",
                    help="score only the real labels (no shuffled / token-lookup controls)")
@@ -73,7 +88,7 @@ def make_judge(kind: str, model: str | None, base_url: str | None):
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    paths = RunPaths.of(args.run_id, args.out)
+    paths = RunPaths.of(args.run_id, args.out, label_set=args.label_set)
     if not paths.harvest_config.exists():
         raise FileNotFoundError(f"no harvest in {paths.harvest}: run `autointerp harvest ... --run_id {args.run_id}` first")
     from autointerp.llm.base import AuthenticationFailed, redact
@@ -96,7 +111,13 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
         config.n_explain = args.n_explain
     if args.n_top is not None:
         config.n_top = args.n_top
-    options = ScoreOptions(scorers=args.scorers, baselines=args.baselines, limit=args.limit, seed=args.seed,
+    from autointerp.records import read_harvest_config
+    from autointerp.scoring.plan import check_subset
+
+    check_subset(read_harvest_config(paths.harvest_config).layers, args.components, args.layer,
+                 keys_option="--components", layers_option="--layer")
+    options = ScoreOptions(scorers=args.scorers, baselines=args.baselines, keys=args.components, layers=args.layer,
+                           limit=args.limit, seed=args.seed,
                            config=config, max_concurrent=args.max_concurrent, max_cost_usd=args.max_cost_usd,
                            progress=not args.quiet)
     backend = make_judge(args.backend, args.model, args.base_url)
@@ -109,7 +130,8 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
     n_labels = len(read_interpretations(paths))
     if n_labels == 0:
         print(
-            f"autointerp score: no interpretations in {paths.interpretation_results}: run `autointerp interpret {args.run_id}` first. "
+            f"autointerp score: no interpretations in {paths.interpretation_results}: run `autointerp interpret {args.run_id}"
+            f"{'' if paths.is_default_set else ' --label_set ' + paths.label_set}` first. "
             "Every component is recorded as skipped.",
             file=sys.stderr,
         )

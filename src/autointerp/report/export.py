@@ -174,12 +174,15 @@ def export_run(
     top_examples: int = 10,
     model_id: str | None = None,
     token_style: str = "auto",
+    label_set: str | None = None,
 ) -> Path:
     """Write the export and return its path (written atomically: complete or absent).
 
     ``run`` is a `RunPaths`, a run folder or a `RunData` already read (then
-    ``output`` is needed). ``output`` defaults to ``<run>/export/components.jsonl``
-    (``jsonl``) or ``<run>/export/neuronpedia.json`` (``neuronpedia``).
+    ``output`` is needed). ``label_set`` picks which of the run's label sets (None:
+    the set a `RunPaths` names, else the default set). ``output`` defaults to
+    ``<run>/export/components.jsonl`` (``jsonl``) or ``<run>/export/neuronpedia.json``
+    (``neuronpedia``); for a named set, in ``export/sets/<name>/``.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, got {format!r}")
@@ -192,7 +195,7 @@ def export_run(
             raise ValueError("pass output: this run was not read from a run folder, so it has no export folder")
         data = run
     else:
-        paths = RunPaths.at(run)
+        paths = RunPaths.at(run, label_set=label_set)
         data = RunData.from_run(paths)
         if output is None:
             output = paths.export_jsonl if format == "jsonl" else paths.export_neuronpedia

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from autointerp.paths import RunPaths
+from autointerp.paths import DEFAULT_LABEL_SET, RunPaths
 from autointerp.records import (
     Scores,
     count_failures,
@@ -56,6 +56,7 @@ class RunData:
         n_failures: int = 0,
         name: str = "",
         components_path: str | os.PathLike | None = None,
+        label_set: str = DEFAULT_LABEL_SET,
     ):
         if components is None and components_path is None:
             raise ValueError("RunData needs components (a list of dicts) or components_path; got neither")
@@ -66,11 +67,14 @@ class RunData:
         self.scores: Scores = scores or {}
         self.n_failures = n_failures
         self.name = name
+        #: which label set of the run the labels and scores are
+        self.label_set = label_set
 
     @classmethod
-    def from_run(cls, run: RunPaths | str | os.PathLike) -> RunData:
-        """Read a run folder: its harvest, ``interpretations/`` and ``scores/``."""
-        paths = RunPaths.at(run)
+    def from_run(cls, run: RunPaths | str | os.PathLike, *, label_set: str | None = None) -> RunData:
+        """Read a run folder: its harvest and one label set's interpretations and scores
+        (``label_set``; None: the set a `RunPaths` names, else the default set)."""
+        paths = RunPaths.at(run, label_set=label_set)
         recover_dir(paths.harvest)
         if not paths.harvest_config.exists() or not paths.harvest_components.exists():
             raise FileNotFoundError(
@@ -85,8 +89,9 @@ class RunData:
             interps,
             read_scores(paths),
             count_failures(paths.interpretation_failures, interps),
-            name=paths.run_id,
+            name=paths.run_id if paths.is_default_set else f"{paths.run_id} [{paths.label_set}]",
             components_path=paths.harvest_components,
+            label_set=paths.label_set,
         )
 
     @classmethod
@@ -109,7 +114,7 @@ class RunData:
 
     def without_components(self) -> RunData:
         """The labels and scores only (what a worker process needs: components reach it separately)."""
-        return RunData(self.config, [], self.interpretations, self.scores, self.n_failures, self.name)
+        return RunData(self.config, [], self.interpretations, self.scores, self.n_failures, self.name, label_set=self.label_set)
 
     @property
     def streams_from_disk(self) -> bool:

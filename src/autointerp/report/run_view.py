@@ -127,12 +127,14 @@ class RunView:
         return write_report_from_data(self.data, out_dir, **options)
 
 
-def open_run(run: RunPaths | str | os.PathLike, out: str | os.PathLike | None = None) -> RunView:
-    """Open a run for viewing: a run id (under ``out``, default ``.data/autointerp``) or a run folder."""
+def open_run(run: RunPaths | str | os.PathLike, out: str | os.PathLike | None = None, *, label_set: str | None = None) -> RunView:
+    """Open a run for viewing: a run id (under ``out``, default ``.data/autointerp``) or a run folder;
+    ``label_set`` picks which of its label sets (None: the set a `RunPaths` names, else the default set)."""
     if isinstance(run, RunPaths):
         paths = run
     elif out is None and RunPaths.at(run).harvest.is_dir():
         paths = RunPaths.at(run)
     else:
         paths = RunPaths.of(str(run), out)
+    paths = RunPaths.at(paths, label_set=label_set)
     return RunView(RunData.from_run(paths), paths)

@@ -49,11 +49,15 @@ from autointerp.storage import replace_dir_atomically
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def write_report(run: RunPaths | str | os.PathLike, out_dir: str | os.PathLike | None = None, **options: Any) -> Path:
+def write_report(
+    run: RunPaths | str | os.PathLike, out_dir: str | os.PathLike | None = None, *, label_set: str | None = None, **options: Any
+) -> Path:
     """Write the static report of a run folder and return the path of its ``index.html``.
 
-    ``run`` is a `RunPaths` or a run folder (holding ``harvest/``). ``out_dir``
-    defaults to the run's ``report/`` folder; it is replaced as a whole, so a
+    ``run`` is a `RunPaths` or a run folder (holding ``harvest/``); ``label_set``
+    picks which of its label sets (None: the set a `RunPaths` names, else the
+    default set). ``out_dir`` defaults to that set's report folder (``report/``,
+    or ``reports/<name>/`` for a named set); it is replaced as a whole, so a
     reader never sees a half written report. ``options`` are those of
     `ReportOptions`: ``title``, ``token_style``, ``extras_renderers``,
     ``chunk_size``, ``max_examples``, ``workers``. For a run held in memory
@@ -64,7 +68,7 @@ def write_report(run: RunPaths | str | os.PathLike, out_dir: str | os.PathLike |
             f"write_report expects a run (RunPaths or a run folder), got {type(run).__name__}; for results in memory "
             "use write_report_from_data(RunData.from_objects(harvest, interpretations, scores), out_dir)"
         )
-    paths = RunPaths.at(run)
+    paths = RunPaths.at(run, label_set=label_set)
     data = RunData.from_run(paths)
     return write_report_from_data(data, paths.report if out_dir is None else out_dir, **options)
 

@@ -99,6 +99,22 @@ def _mapping(_: Any, a: attrs.Attribute, value: Any) -> None:
         raise _options_error(a.name, "a mapping or None", value)
 
 
+def _names_or_none(what: str):
+    def convert(value: Any) -> tuple[str, ...] | None:
+        # a bare string is iterable too: "h.0.mlp:3" would become nine one-letter names
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, set, frozenset, tuple)):
+            raise _options_error(what, f"a list of {'component keys' if what == 'keys' else 'layer names'} or None", value)
+        out = tuple(value)
+        bad = [v for v in out if not isinstance(v, str)]
+        if bad:
+            raise _options_error(what, "names as strings", bad[0])
+        return tuple(dict.fromkeys(out))
+
+    return convert
+
+
 def _to_config(value: ScoringConfig | None) -> ScoringConfig:
     if value is None:
         return ScoringConfig()
@@ -118,8 +134,10 @@ class ScoreOptions:
     ``scorers``: registered scorer names, repeats dropped. ``backend``: any
     `Backend`; None picks Claude when ANTHROPIC_API_KEY is set, else the
     token-match baseline. ``baselines``: also score shuffled and token-lookup
-    labels. ``limit``: score a random subset of that many labelled components
-    (reproducible for ``seed``). ``scores_dir``: where ``<scorer>.jsonl`` files are
+    labels. ``keys`` / ``layers``: score only these components / the components of
+    these layers (checked against the harvest; not both). ``limit``: score a
+    random subset of that many labelled components (of those, when ``keys`` or
+    ``layers`` is given; reproducible for ``seed``). ``scores_dir``: where ``<scorer>.jsonl`` files are
     appended (and resumed from); None keeps everything in memory.
     ``max_concurrent`` / ``max_cost_usd`` / ``prices`` / ``progress`` /
     ``runner_options``: the `JobRunner`'s (``runner_options`` passes any other of
@@ -129,6 +147,8 @@ class ScoreOptions:
     scorers: tuple[str, ...] = field(default=SCORERS, converter=_scorer_names)
     backend: Backend | None = field(default=None, validator=_backend)
     baselines: bool = True
+    keys: tuple[str, ...] | None = field(default=None, converter=_names_or_none("keys"))
+    layers: tuple[str, ...] | None = field(default=None, converter=_names_or_none("layers"))
     limit: int | None = field(default=None, validator=_whole(0, optional=True))
     seed: int = field(default=0, validator=_whole())
     config: ScoringConfig = field(factory=ScoringConfig, converter=_to_config)
@@ -138,6 +158,11 @@ class ScoreOptions:
     prices: PriceTable | Mapping[str, Any] | None = field(default=None)
     progress: bool = False
     runner_options: Mapping[str, Any] | None = field(default=None, validator=_mapping)
+
+    def __attrs_post_init__(self) -> None:
+        if self.keys is not None and self.layers is not None:
+            raise ValueError(f"score options keys and layers pick the components two ways; give one, got keys={list(self.keys)!r} "
+                             f"and layers={list(self.layers)!r}")
 
     @classmethod
     def from_kwargs(cls, options: ScoreOptions | None = None, /, **kwargs: Any) -> ScoreOptions:

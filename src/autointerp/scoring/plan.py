@@ -22,7 +22,7 @@ from attrs import define, field
 from autointerp.harvest import HarvestResult
 from autointerp.heldout import ExampleSplit, missing_spans, split_examples, split_recorded
 from autointerp.llm.runner import Job
-from autointerp.schemas import ComponentData, EvidenceSplit, ScoreResult
+from autointerp.schemas import ComponentData, EvidenceSplit, LayerSpec, ScoreResult
 from autointerp.scoring.base import InsufficientEvidence, Scorer
 from autointerp.scoring.baselines import NO_LABEL, shuffled_labels, token_lookup_labels
 from autointerp.scoring.evidence import ComponentEvidence, WindowPool, build_evidence
@@ -168,17 +168,60 @@ def _log_rate(c: ComponentData) -> float:
     return math.log(max(c.firing_rate, 1e-12))
 
 
-def choose_components(harvest: HarvestResult, labels: Mapping[str, str], limit: int | None, seed: int) -> tuple[list[str], bool]:
-    """The labelled components (all, to record a skip each, when none is labelled), a
-    reproducible random subset of ``limit`` of them in harvest order; and whether none was labelled."""
-    keys = [k for k in harvest.keys() if k in labels]
-    no_labels = not keys
-    if no_labels:
-        keys = harvest.keys()
-    if limit is not None and limit < len(keys):
-        position = {k: i for i, k in enumerate(keys)}
-        keys = sorted(random.Random(seed).sample(keys, limit), key=position.__getitem__)
-    return keys, no_labels
+def check_subset(
+    layers: Sequence[LayerSpec], keys: Sequence[str] | None, layer_names: Sequence[str] | None, *,
+    keys_option: str = "score option keys", layers_option: str = "score option layers",
+) -> None:
+    """Every key in ``keys`` names a component of the harvest's ``layers`` and every name in
+    ``layer_names`` one of its layers; otherwise a ValueError naming the option, what the
+    harvest has and what arrived."""
+    widths = {layer.name: layer.width for layer in layers}
+    have = ", ".join(f"{n} ({w} components)" for n, w in widths.items())
+    if layer_names is not None:
+        unknown = [n for n in layer_names if n not in widths]
+        if unknown or not layer_names:
+            raise ValueError(f"{layers_option} must name layers of the harvest ({have}), got {list(unknown or layer_names)!r}")
+    if keys is not None:
+        if not keys:
+            raise ValueError(f"{keys_option} must name at least one component, got none")
+        for k in keys:
+            layer, _, idx = k.rpartition(":")
+            if layer not in widths or not idx.isdigit() or int(idx) >= widths[layer]:
+                example = f"{next(iter(widths))}:0" if widths else "layer:0"
+                raise ValueError(
+                    f"{keys_option} must be component keys of the harvest ('layer:index', e.g. {example!r}; layers: {have}), "
+                    f"got {k!r}"
+                )
+
+
+def choose_components(
+    harvest: HarvestResult, labels: Mapping[str, str], limit: int | None, seed: int,
+    keys: Sequence[str] | None = None, layers: Sequence[str] | None = None,
+) -> tuple[list[str], bool]:
+    """The components to score, in harvest order, and whether none of them is labelled.
+
+    The pool is the whole harvest, the components ``keys`` names or those of
+    ``layers``; of the pool, the labelled ones (with ``keys``, every named one, so an
+    unlabelled one is recorded as a skip; with no labelled one, all of the pool, to
+    record a skip each), then a reproducible random subset of ``limit`` of them.
+    """
+    check_subset(harvest.config.layers, keys, layers)
+    if keys is not None:
+        wanted = set(keys)
+        pool = [k for k in harvest.keys() if k in wanted]
+    elif layers is not None:
+        wanted = set(layers)
+        pool = [k for k in harvest.keys() if k.rpartition(":")[0] in wanted]
+    else:
+        pool = list(harvest.keys())
+    chosen = pool if keys is not None else [k for k in pool if k in labels]
+    no_labels = not any(k in labels for k in chosen)
+    if not chosen:
+        chosen = pool
+    if limit is not None and limit < len(chosen):
+        position = {k: i for i, k in enumerate(chosen)}
+        chosen = sorted(random.Random(seed).sample(chosen, limit), key=position.__getitem__)
+    return chosen, no_labels
 
 
 def plan_scoring(
@@ -196,7 +239,7 @@ def plan_scoring(
     unknown = [k for k in labels if k not in harvest]
     if unknown:
         log.warning("%d labels name components that are not in the harvest (e.g. %r); they are ignored", len(unknown), unknown[0])
-    keys, no_labels = choose_components(harvest, labels, opts.limit, opts.seed)
+    keys, no_labels = choose_components(harvest, labels, opts.limit, opts.seed, opts.keys, opts.layers)
     return _Planner(harvest, labels, opts, done, model, keys, no_labels, records).plan()
 
 

@@ -192,15 +192,19 @@ def collect_results(
     return scored, pending
 
 
-def score_run(run: RunPaths | str | os.PathLike, *, options: ScoreOptions | None = None, **kwargs: Any) -> ScoreReport:
+def score_run(
+    run: RunPaths | str | os.PathLike, *, label_set: str | None = None, options: ScoreOptions | None = None, **kwargs: Any
+) -> ScoreReport:
     """Score a run folder's interpretations and write ``<run>/scores/<scorer>.jsonl``.
 
-    ``run``: a `RunPaths` or the run folder. The keywords are `score`'s
-    (`ScoreOptions`), except ``scores_dir``: it is the run's ``scores/``. Without
+    ``run``: a `RunPaths` or the run folder. ``label_set``: which label set of the
+    run (None: the one a `RunPaths` names, else the default set); a named set's
+    scores go to ``scores/sets/<name>/``. The keywords are `score`'s
+    (`ScoreOptions`), except ``scores_dir``: it is the set's scores folder. Without
     a backend: Claude when ``ANTHROPIC_API_KEY`` is set, otherwise the
     token-match simulator — a baseline, not an LLM judge (the report says so).
     """
-    paths = RunPaths.at(run)
+    paths = RunPaths.at(run, label_set=label_set)
     opts = ScoreOptions.from_kwargs(options, **kwargs)
     if opts.scores_dir is not None and opts.scores_dir != paths.scores:
         raise ValueError(
@@ -211,15 +215,15 @@ def score_run(run: RunPaths | str | os.PathLike, *, options: ScoreOptions | None
     labels = read_interpretations(paths)
     if not labels:
         log.warning(
-            "no interpretations in %s: run `autointerp interpret %s` first; every component is recorded as skipped",
-            paths.interpretation_results, paths.run_id,
+            "no interpretations in %s: run `autointerp interpret %s%s` first; every component is recorded as skipped",
+            paths.interpretation_results, paths.run_id, "" if paths.is_default_set else f" --label_set {paths.label_set}",
         )  # fmt: skip
     return score(harvest, labels, options=attrs.evolve(opts, scores_dir=paths.scores))
 
 
-def load_scores(run: RunPaths | str | os.PathLike, scorer: str) -> list[ScoreResult]:
+def load_scores(run: RunPaths | str | os.PathLike, scorer: str, *, label_set: str | None = None) -> list[ScoreResult]:
     """The current `ScoreResult` per (component, label source) of one scorer (`autointerp.records`' rule)."""
-    by_key = group_scores(read_score_file(RunPaths.at(run).score_file(scorer))).get(scorer, {})
+    by_key = group_scores(read_score_file(RunPaths.at(run, label_set=label_set).score_file(scorer))).get(scorer, {})
     return [r for by_src in by_key.values() for r in by_src.values()]
 
 

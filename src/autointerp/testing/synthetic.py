@@ -326,6 +326,28 @@ def rule_judge_responder(
     return respond
 
 
+_COMPONENT_LINE = re.compile(r"^# Component (\S+)\s*$", re.MULTILINE)
+
+
+def scripted_labeller(labels: Mapping[str, str], *, confidence: str = "high") -> Callable[[Any], dict]:
+    """A responder for `autointerp.testing.llm_server` that answers interpretation prompts with
+    ``labels[key]`` for the component the prompt names (its ``# Component <key>`` line).
+
+    With ``model.labels()`` it is a labeller that states every planted rule; with
+    the labels deranged between components, a wrong-rule control; a label set per
+    responder makes planted-truth label sets to compare. A prompt that names no
+    component, or one ``labels`` lacks, is an error (the server answers 500).
+    """
+
+    def respond(request: Any) -> dict:
+        m = _COMPONENT_LINE.search(_prompt_text(request))
+        if m is None or m.group(1) not in labels:
+            raise ValueError(f"the scripted labeller has no label for this prompt (component {m and m.group(1)!r})")
+        return {"reasoning": "scripted", "label": labels[m.group(1)], "confidence": confidence}
+
+    return respond
+
+
 def intruder_by_rules(windows: Sequence[Sequence[str]], marks: Sequence[Sequence[int]], rules: Sequence[Rule], rng: random.Random) -> int:
     """The excerpt whose marked tokens do not follow the planted rule most excerpts follow.
 
