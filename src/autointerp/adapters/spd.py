@@ -1,26 +1,27 @@
 """Harvest SPD runs: the components' causal importances (CI) are the activations.
 
 A target is a wandb run path ``entity/project/run_id`` (also ``wandb:entity/project/run_id``
-or ``https://wandb.ai/entity/project/runs/run_id``) or a local folder holding the run's
-files: ``final_config.yaml`` and one or more ``model_<step>.pth`` checkpoints (the latest
-step is used). wandb runs are downloaded once into a cache folder.
+or ``https://wandb.ai/entity/project/runs/run_id``) or a local run folder as spd's
+training writes it (``$SPD_OUT_DIR/spd/<run_id>/``): ``final_config.yaml`` (the
+``spd.configs.Config``) and ``model_<step>.pth`` checkpoints (the latest step is used),
+beside ``metrics.jsonl`` and ``figures/``, which are not read. A checkpoint file path
+also works. wandb runs are downloaded once into a cache folder.
 
 The model is loaded with the ``spd`` package (github.com/goodfire-ai/spd, not on PyPI),
-an optional dependency: ``ComponentModel.from_pretrained(<checkpoint path>)``. One
-forward pass per batch, as in spd's own harvest::
+an optional dependency: ``ComponentModel.from_pretrained(<checkpoint path>)``, which
+reads ``final_config.yaml`` beside the checkpoint, loads the target model with
+``pretrained_model_class.from_pretrained(pretrained_model_name)``, inserts the identity
+modules of ``identity_module_info`` (paths ``<module>.pre_identity``), expands the
+``module_info`` patterns to module paths, each with its own C (``module_to_c``), and
+loads the state dict. One forward pass per batch, as in spd's own harvest::
 
-    out = model(tokens, cache_type="input")             # OutputWithCache(output=logits, cache)
-    ci = model.calc_causal_importances(pre_weight_acts=out.cache, sampling=..., detach_inputs=True)
-    activations = ci.lower_leaky                         # {module path: [B, S, C]}
+    out = model(tokens, cache_type="input")      # OutputWithCache(output=logits, cache={path: input})
+    ci = model.calc_causal_importances(pre_weight_acts=out.cache, sampling="continuous", detach_inputs=True)
+    activations = ci.lower_leaky                  # {module path: [B, S, C of that module]}
 
-What is tested, and how (tests/test_adapters_spd.py): the real ``spd`` package is not
-installed here, so the adapter is run against a stand-in module written in the test
-that has the interface above (``from_pretrained``, ``target_module_paths``,
-``target_model``, ``__call__(tokens, cache_type="input")`` returning
-``(output, cache)``, ``calc_causal_importances(...).lower_leaky``), a local run folder
-with ``final_config.yaml`` and ``model_<step>.pth`` files, and an injected stand-in for
-``wandb.Api`` whose files copy from a local folder. Not tested here: the real spd
-classes and the real wandb service.
+Checked against spd itself (commit and findings in docs/harvest.md, "SPD runs");
+tests/test_adapters_spd.py runs against a stand-in with the same interface and files,
+and tests/test_adapters_spd_real.py against the real package where it is importable.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ SPD_INSTALL = (
     "  pip install 'spd @ git+https://github.com/goodfire-ai/spd.git'\n"
     "(or clone it and `pip install -e .` in the clone)"
 )
+#: the suffix of the identity modules spd inserts before a module (``identity_module_info``)
+IDENTITY_SUFFIX = ".pre_identity"
+#: what ``ci.lower_leaky`` is for each of spd's ``sigmoid_type`` values (the lower-leaky function
+#: of ``leaky_hard`` is spd's ``lower_leaky_hard``, a clamp to [0, 1] in the forward pass)
+CI_RANGE = {
+    "leaky_hard": "in [0, 1], exactly 0 where the component is not needed",
+    "hard": "in [0, 1], exactly 0 where the component is not needed",
+    "lower_leaky_hard": "in [0, 1], exactly 0 where the component is not needed",
+    "upper_leaky_hard": "0 where the component is not needed and up to a little above 1",
+    "normal": "in (0, 1) (a logistic sigmoid: never exactly 0)",
+    "swish_hard": "about [0, 1] (a smooth hard sigmoid: never exactly 0)",
+}
+#: sigmoid types whose CI is never exactly 0, so the default threshold says little
+SMOOTH_SIGMOIDS = ("normal", "swish_hard")
+#: spd's ``SamplingType``; "binomial" adds uniform noise before the lower-leaky sigmoid
+SAMPLINGS = ("continuous", "binomial")
 _WANDB_PATH = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+$")
 _CHECKPOINT = re.compile(r"^model(?:_(\d+))?\.pth?$")
 
@@ -92,13 +109,19 @@ def spd_cache_dir() -> Path:
 def download_spd_run(wandb_path: str, cache_dir: str | Path | None = None, api: Any = None) -> Path:
     """Download a wandb run's ``final_config.yaml`` and latest ``model_<step>.pth``; returns the folder.
 
-    ``api`` defaults to ``wandb.Api()``; tests inject a stand-in. Files already in the
-    cache are not fetched again.
+    ``api`` defaults to ``wandb.Api()``; tests inject a stand-in. A run already in the
+    cache is not fetched again. The two files are downloaded into a temporary folder
+    that is swapped in whole, so a download killed half way leaves no cache folder
+    that looks complete (spd's own cache, ``$SPD_OUT_DIR/runs/<project>-<run_id>``,
+    is not used: its layout is spd's to change).
     """
+    from autointerp.storage import recover_dir, replace_dir_atomically
+
     path = parse_wandb_path(wandb_path)
     if path is None:
         raise ValueError(f"{wandb_path!r} is not a wandb run path (entity/project/run_id)")
     dest = Path(cache_dir) if cache_dir is not None else spd_cache_dir() / path.replace("/", "-")
+    recover_dir(dest)
     try:
         return Path(find_run_files(dest)[0]).parent
     except FileNotFoundError:
@@ -115,9 +138,12 @@ def download_spd_run(wandb_path: str, cache_dir: str | Path | None = None, api: 
             f"wandb run {path} has no final_config.yaml and model_<step>.pth files (it has {sorted(files)[:20]}); "
             "is it an SPD run?"
         )
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("final_config.yaml", max(ckpts)[1]):
-        files[name].download(root=str(dest), replace=True)
+
+    def fill(tmp: Path) -> None:
+        for name in ("final_config.yaml", max(ckpts)[1]):
+            files[name].download(root=str(tmp), replace=True)
+
+    replace_dir_atomically(dest, fill)
     return dest
 
 
@@ -164,18 +190,25 @@ class SPDHarvestFn:
         self.vocab_size = _cfg_int(target_model, ("vocab_size", "d_vocab"))
         self.context_length = _cfg_int(target_model, ("n_positions", "max_position_embeddings", "n_ctx"))
         self.default_context_length = task.get("max_seq_len")
+        #: C of each decomposed module: spd's ``module_to_c`` (each ``module_info`` pattern has its own C)
+        self.module_to_c = components_per_module(component_model, self.config)
+        self.sigmoid_type = self.config.get("sigmoid_type")
         n = n_layers_of(target_model) if target_model is not None else None
-        C = self.config.get("C")
+        ci_range = CI_RANGE.get(self.sigmoid_type or "leaky_hard", "")
+        base = (self.config.get("pretrained_model_name") or self.config.get("pretrained_model_path")
+                or self.config.get("pretrained_model_class") or type(target_model).__name__)
         self.description = {
-            "class": f"SPD decomposition of {self.config.get('pretrained_model_name') or type(target_model).__name__}",
+            "class": f"SPD decomposition of {base}",
             "n_layers": n,
             "run": name,
-            "summary": f"SPD (stochastic parameter decomposition) components{f', C={C} per module' if C else ''}; "
-                       "the activation is each component's causal importance in [0, 1]",
+            "summary": "SPD (stochastic parameter decomposition) components; the activation is each "
+                       f"component's causal importance{', ' + ci_range if ci_range else ''}",
+            "components_per_module": {p: self.module_to_c.get(p) for p in self.layers},
+            "sigmoid_type": self.sigmoid_type,
+            "ci_fn_type": self.config.get("ci_fn_type"),
+            "sampling": self.sampling,
             "layer_descriptions": {
-                p: "SPD components of the " + describe_layer(p, n, "causal importance",
-                                                            _submodule(target_model, p))
-                for p in self.layers
+                p: _layer_description(target_model, p, n, self.module_to_c.get(p), ci_range) for p in self.layers
             },
         }
         self._widths: dict[str, int] | None = None
@@ -228,6 +261,35 @@ class SPDHarvestFn:
         return f"SPDHarvestFn({self.description['class']}, layers={self.layers})"
 
 
+def components_per_module(component_model: Any, config: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """``{module path: C}``: the model's ``module_to_c`` where it has one (spd's ComponentModel
+    does), otherwise the width of each module's ``components[path].U`` (``[C, d_out]``)."""
+    m2c = getattr(component_model, "module_to_c", None)
+    if isinstance(m2c, Mapping):
+        return {str(k): int(v) for k, v in m2c.items()}
+    comps = getattr(component_model, "components", None)
+    out: dict[str, int] = {}
+    if isinstance(comps, (Mapping, torch.nn.ModuleDict)):
+        for k in comps:
+            U = getattr(comps[k], "U", None)
+            if isinstance(U, Tensor) and U.dim() == 2:
+                out[str(k)] = int(U.shape[0])
+    return out
+
+
+def _layer_description(target_model: Any, path: str, n_layers: int | None, C: int | None, ci_range: str) -> str:
+    """The prompt's words for one decomposed module. An identity module spd inserted
+    (``<module>.pre_identity``) is described as what it is: a decomposition of that module's input."""
+    head = f"SPD components (C={C})" if C else "SPD components"
+    tail = f"; the activation is a component's causal importance, {ci_range}" if ci_range else ""
+    if path.endswith(IDENTITY_SUFFIX):
+        parent = path[: -len(IDENTITY_SUFFIX)]
+        where = describe_layer(parent, n_layers, "", _submodule(target_model, parent))
+        return (f"{head} of an identity map that SPD inserted on the input of the {where}: "
+                f"they decompose the vectors that enter {parent} ({path}){tail}")
+    return f"{head} of the " + describe_layer(path, n_layers, "", _submodule(target_model, path)) + tail
+
+
 def _submodule(model: Any, path: str) -> Any:
     try:
         return model.get_submodule(path)
@@ -253,6 +315,8 @@ def load_spd_run(target: str, *, device: str | torch.device = "cpu", layers: Seq
     (tests pass a stand-in); the ``spd`` import is checked first, so a missing
     package fails before anything is downloaded.
     """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling: expected one of {list(SAMPLINGS)}, got {sampling!r}")
     cls = component_model_cls or _require_spd()
     p = Path(target)
     if p.is_file():
@@ -262,7 +326,7 @@ def load_spd_run(target: str, *, device: str | torch.device = "cpu", layers: Seq
     else:
         ckpt, cfg = find_run_files(download_spd_run(target, cache_dir=cache_dir, api=api))
     config = read_run_config(cfg) if cfg.exists() else {}
-    model = cls.from_pretrained(str(ckpt))
+    model = cls.from_pretrained(str(ckpt.resolve()))
     model.to(device)
     model.eval()
     return SPDHarvestFn(model, config=config, layers=layers, sampling=sampling, name=target)
@@ -287,6 +351,12 @@ def load_spd_target(request: TargetRequest) -> Target:
             # pre-tokenized data needs no tokenizer; text data will say so when it needs one
             print(f"autointerp: could not load the tokenizer {tok_name!r} ({type(e).__name__}); "
                   "tokens will be shown as ids. Pass --tokenizer to choose one.")
+    notices: list[str] = []
+    if fn.sigmoid_type in SMOOTH_SIGMOIDS:
+        notices.append(f"this SPD run's sigmoid_type is {fn.sigmoid_type!r}: causal importances are never exactly 0, "
+                       f"so the default threshold {SPD_THRESHOLD:g} counts almost every token as a firing; "
+                       "unless --threshold was given, choose one with `autointerp probe`")
     dataset = task.get("dataset_name")
     return Target(fn, tokenizer=tok, default_dataset=dataset, default_context_length=fn.default_context_length,
-                  default_threshold=SPD_THRESHOLD, default_text_column=task.get("column_name") if dataset else None)
+                  default_threshold=SPD_THRESHOLD, default_text_column=task.get("column_name") if dataset else None,
+                  notices=tuple(notices))
