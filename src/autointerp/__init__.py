@@ -87,6 +87,8 @@ _LAZY = {
         "ScoreReport": "autointerp.scoring",
         "ScoringConfig": "autointerp.scoring",
         "TokenMatchBackend": "autointerp.scoring",
+        "compare_label_sets": "autointerp.compare",
+        "LabelSetComparison": "autointerp.compare",
         # report
         "write_report": "autointerp.report",
         "open_run": "autointerp.report",

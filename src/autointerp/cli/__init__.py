@@ -1,4 +1,4 @@
-"""The ``autointerp`` command line: probe | harvest | merge | interpret | score | report | export | demo.
+"""The ``autointerp`` command line: probe | harvest | merge | interpret | score | compare | report | export | demo.
 
 Each subcommand lives in its own module under ``autointerp.cli`` and exposes
 ``register(subparsers)``; this module only wires them together. The modules
@@ -12,10 +12,10 @@ import argparse
 import os
 import sys
 
-from autointerp.cli import demo, export, harvest, interpret, merge, probe, report, score
+from autointerp.cli import compare, demo, export, harvest, interpret, merge, probe, report, score
 
 #: subcommand modules, in the order --help lists them
-COMMANDS = (probe, harvest, merge, interpret, score, report, export, demo)
+COMMANDS = (probe, harvest, merge, interpret, score, compare, report, export, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
