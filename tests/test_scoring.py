@@ -315,7 +315,7 @@ def test_labels_without_a_record_are_scored_on_the_split_they_say(tmp_path):
 # -- prompts -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scorer", ["detection", "fuzzing", "simulation", "intruder"])
+@pytest.mark.parametrize("scorer", ["detection", "fuzzing", "simulation", "intruder", "output"])
 def test_prompts_round_trip(scorer):
     windows = [[" the", " cat", "."], [" big", " house", ";", " a"]]
     marks = [[1], [0, 1]] if scorer in ("fuzzing", "intruder") else None
@@ -434,7 +434,8 @@ def test_resume_pays_nothing_twice_and_retries_failures(tmp_path):
     opts = {"backoff_initial_s": 0.0}
     r1 = score(harvest, labels, backend=flaky, scores_dir=d, prices=FREE, runner_options=opts)
     assert r1.pending and all(k == "synth:2" for _, k, _ in r1.pending)
-    assert not any(r.component_key == "synth:2" for r in r1.results if r.scorer != "intruder")
+    # (intruder asks no label; output skips every component of this harvest: no output evidence)
+    assert not any(r.component_key == "synth:2" for r in r1.results if r.scorer not in ("intruder", "output"))
     assert list(read_jsonl(run.score_trial_failures))
     n_lines = {n: len(run.score_file(n).read_text().splitlines()) for n in ("detection", "simulation")}
 
@@ -443,7 +444,7 @@ def test_resume_pays_nothing_twice_and_retries_failures(tmp_path):
     assert not r2.pending
     # only synth:2's trials were asked again: 3 label sources x (2 + 2 + 2) trials, and 3 intruder trials
     assert good.calls == 3 * 6 + 3
-    assert sum(1 for r in r2.results if r.component_key == "synth:2") == 10
+    assert sum(1 for r in r2.results if r.component_key == "synth:2") == 10 + 3  # and output's 3 skips
 
     again = CountingBackend()
     score(harvest, labels, backend=again, scores_dir=d, prices=FREE)
@@ -654,7 +655,7 @@ def recall_probe():
 
 
 def test_a_registered_scorer_is_usable_by_name(recall_probe, tmp_path):
-    assert scorer_names() == (*SCORERS, "recall_probe") and SCORERS == ("detection", "fuzzing", "simulation", "intruder")
+    assert scorer_names() == (*SCORERS, "recall_probe") and SCORERS == ("detection", "fuzzing", "simulation", "intruder", "output")
     model, harvest = synthetic_harvest()
     config = ScoringConfig(custom={"recall_probe": ProbeConfig(n_windows=2)})
     report = score(harvest, model.labels(), scorers=["recall_probe"], backend=TokenMatchBackend(), baselines=False,

@@ -39,14 +39,14 @@ def _key_list(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score",
-        help="score a run's labels on held-out data (detection, fuzzing, simulation, intruder)",
+        help="score a run's labels on held-out data (detection, fuzzing, simulation, intruder, output)",
         description="Score each label on examples the explainer never saw, next to two baselines "
         "(labels shuffled between components, and offline token-lookup labels). Writes "
         "<out>/<run_id>/scores/<scorer>.jsonl, append-only and resumable. See docs/scoring.md.",
     )
     p.add_argument("run_id", type=run_id, help="the run to score (a folder name under --out)")
-    p.add_argument("--scorers", type=_scorer_list, default=["detection", "fuzzing", "simulation", "intruder"],
-                   help="comma-separated (default: detection,fuzzing,simulation,intruder)")
+    p.add_argument("--scorers", type=_scorer_list, default=None,
+                   help="comma-separated (default: every built-in: detection,fuzzing,simulation,intruder,output)")
     p.add_argument("--backend", choices=BACKEND_CHOICES, default="auto",
                    help="auto (default): anthropic when ANTHROPIC_API_KEY is set, else token-match; "
                    "token-match / offline: the token-match simulator, a baseline that needs no network")
@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, paths: RunPaths) -> int:
     from autointerp.records import read_interpretations
     from autointerp.scoring.options import ScoreOptions, ScoringConfig
+    from autointerp.scoring.registry import SCORERS
     from autointerp.scoring.run import score_run
 
     # the options are checked before the judge is made or a file is read
@@ -116,7 +117,7 @@ def _run(args: argparse.Namespace, paths: RunPaths) -> int:
 
     check_subset(read_harvest_config(paths.harvest_config).layers, args.components, args.layer,
                  keys_option="--components", layers_option="--layer")
-    options = ScoreOptions(scorers=args.scorers, baselines=args.baselines, keys=args.components, layers=args.layer,
+    options = ScoreOptions(scorers=args.scorers or SCORERS, baselines=args.baselines, keys=args.components, layers=args.layer,
                            limit=args.limit, seed=args.seed,
                            config=config, max_concurrent=args.max_concurrent, max_cost_usd=args.max_cost_usd,
                            progress=not args.quiet)

@@ -1,9 +1,11 @@
 """Score labels on held-out data: can a judge who reads only the label tell where a component fires?
 
-Four built-in scorers (docs/scoring.md): `detection` and `fuzzing` (balanced
+Five built-in scorers (docs/scoring.md): `detection` and `fuzzing` (balanced
 accuracy, chance 0.5), `simulation` (token-level precision/recall/F1 and the
-correlation of predicted with real activations) and `intruder` (accuracy, chance
-1/(n_real+1); needs no label); `register_scorer` adds one by name. Every label
+correlation of predicted with real activations), `intruder` (accuracy, chance
+1/(n_real+1); needs no label) and `output` (the output side: pick the
+component's promoted tokens among other components' lists; accuracy, chance
+1/n_candidates); `register_scorer` adds one by name. Every label
 is reported next to two baselines: labels shuffled between components and
 offline token-lookup labels.
 
@@ -21,6 +23,7 @@ from autointerp.scoring.fuzzing import FuzzingConfig, FuzzingScorer, fuzzing
 from autointerp.scoring.intruder import IntruderConfig, IntruderScorer, intruder
 from autointerp.scoring.metrics import binary_metrics, mean_ci, pearson
 from autointerp.scoring.options import ScoreOptions, ScoringConfig
+from autointerp.scoring.output import OutputCandidates, OutputConfig, OutputList, OutputScorer, output, output_list
 from autointerp.scoring.prompts import ScorerTask, check_answer, parse_scorer_prompt, render_request
 from autointerp.scoring.registry import SCORERS, register_scorer, scorer_class, scorer_names, unregister_scorer
 from autointerp.scoring.run import default_backend, demo_stage, load_scores, score, score_async, score_run
@@ -41,6 +44,10 @@ __all__ = [
     "InsufficientEvidence",
     "IntruderConfig",
     "IntruderScorer",
+    "OutputCandidates",
+    "OutputConfig",
+    "OutputList",
+    "OutputScorer",
     "ScoreOptions",
     "ScoreReport",
     "Scorer",
@@ -65,6 +72,8 @@ __all__ = [
     "label_tokens",
     "load_scores",
     "mean_ci",
+    "output",
+    "output_list",
     "parse_scorer_prompt",
     "pearson",
     "register_scorer",

@@ -13,7 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,7 +22,7 @@ from attrs import asdict, define
 from autointerp.llm.base import Backend, LLMResponse
 from autointerp.llm.runner import Job, JobRunner
 from autointerp.paths import ScoresFolder
-from autointerp.schemas import ScoreResult, TokenUsage
+from autointerp.schemas import ComponentData, ScoreResult, TokenUsage
 from autointerp.scoring.evidence import ComponentEvidence
 from autointerp.scoring.metrics import binary_metrics
 from autointerp.scoring.prompts import ScorerTask, check_answer, render_request
@@ -130,6 +130,14 @@ class Scorer:
         """How many components nearest in firing rate `trials` wants as ``context``
         (a mapping key -> their held-out `ComponentEvidence`); 0: no context."""
         return 0
+
+    def context_maker(self, components: Sequence[ComponentData]) -> Callable[[ComponentData], Any] | None:
+        """Called once per scoring run with every component of the harvest: a function giving
+        `trials` its ``context`` for one component, or None (the default: ``context`` is then
+        the firing-rate neighbours `context_neighbors` asks for, or None). A scorer that needs
+        more of the harvest than held-out windows (output: other components' promoted tokens)
+        builds what it needs here, once."""
+        return None
 
     def config(self) -> dict[str, Any]:
         return asdict(self.cfg) if self.cfg is not None else {}

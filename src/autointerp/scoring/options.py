@@ -24,6 +24,7 @@ from autointerp.scoring.base import Scorer
 from autointerp.scoring.detection import DetectionConfig
 from autointerp.scoring.fuzzing import FuzzingConfig
 from autointerp.scoring.intruder import IntruderConfig
+from autointerp.scoring.output import OutputConfig
 from autointerp.scoring.registry import SCORERS, check_scorer_names, scorer_class
 from autointerp.scoring.simulation import SimulationConfig
 
@@ -49,6 +50,7 @@ class ScoringConfig:
     fuzzing: FuzzingConfig = field(factory=FuzzingConfig)
     simulation: SimulationConfig = field(factory=SimulationConfig)
     intruder: IntruderConfig = field(factory=IntruderConfig)
+    output: OutputConfig = field(factory=OutputConfig)
     n_explain: int = field(default=DEFAULT_N_EXPLAIN, validator=_split_size)
     n_top: int = field(default=DEFAULT_N_TOP, validator=_split_size)
     custom: dict[str, Any] = field(factory=dict)

@@ -250,7 +250,9 @@ class _Planner:
         self.labels, self.opts, self.done, self.model, self.no_labels = labels, opts, done, model, no_labels
         self.comps = [harvest[k] for k in keys]
         self.evidence = EvidenceCache(harvest, opts.config, opts.seed, records)
-        self.neighbors = FiringRateNeighbors(harvest.components)
+        self.all_components = harvest.components
+        self.neighbors = FiringRateNeighbors(self.all_components)
+        self.context_makers: dict[str, Callable[[ComponentData], object] | None] = {}
         self.shuffled: dict[str, str] = {}
         self.token_lookup: dict[str, str] = {}
         if opts.baselines and not no_labels:
@@ -296,8 +298,7 @@ class _Planner:
             self.skip(name, sc, c.key, src, label, held.problem)
             return
         ev = self.evidence.full(c)
-        n = sc.context_neighbors()
-        ctx = self.neighbors.around(c, n, self.evidence.positives_only) if n else None
+        ctx = self.context(name, sc, c)
         try:
             trials = sc.trials(ev, label, label_source=src, seed=self.opts.seed, context=ctx)
         except InsufficientEvidence as e:
@@ -306,6 +307,17 @@ class _Planner:
         jobs = [t.job(self.model) for t in trials]
         self.out.jobs.extend(jobs)
         self.out.expected[(name, c.key, src)] = ExpectedScore(sc, label, [j.key for j in jobs], held.note)
+
+    def context(self, name: str, sc: Scorer, c: ComponentData) -> object:
+        """What ``sc.trials`` gets as ``context`` for ``c``: from the scorer's own `Scorer.context_maker`
+        (built once per run), else the firing-rate neighbours it asks for."""
+        if name not in self.context_makers:
+            self.context_makers[name] = sc.context_maker(self.all_components)
+        make = self.context_makers[name]
+        if make is not None:
+            return make(c)
+        n = sc.context_neighbors()
+        return self.neighbors.around(c, n, self.evidence.positives_only) if n else None
 
     def skip(self, name: str, sc: Scorer, key: str, src: str, label: str, reason: str) -> None:
         prev = self.done.get((name, key, src))

@@ -1,7 +1,8 @@
 """Scorer prompts: one structured task per LLM call, rendered from templates and read back.
 
 A `ScorerTask` is what one trial asks the judge: a label (none for intruder),
-some windows of tokens and, for fuzzing and intruder, which tokens are marked.
+some windows of tokens (for output: candidate lists of promoted tokens) and, for
+fuzzing and intruder, which tokens are marked.
 `render_request` turns it into an `LLMRequest` through the templates in
 ``prompts/scoring/`` (the system prompt is the same for every component of a
 scorer, so backends cache it); `check_answer` validates the judge's JSON and
@@ -9,9 +10,9 @@ raises `InvalidResponse` (retried by the runner) when it does not fit the task.
 
 Dataset text is untrusted: newlines become ``↵`` so that one example is one line,
 the ``<<``/``>>`` mark delimiters inside tokens are replaced by look-alikes, and
-simulation windows are JSON string lists. `parse_scorer_prompt` reads a rendered
-prompt back into a task (the scripted judges in tests and the offline baseline
-answer exactly what crossed the wire).
+simulation windows and output lists are JSON string lists. `parse_scorer_prompt`
+reads a rendered prompt back into a task (the scripted judges in tests and the
+offline baseline answer exactly what crossed the wire).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from attrs import asdict, define, field
 
 from autointerp.llm.base import InvalidResponse, LLMRequest
 
-SCORER_TASKS = ("detection", "fuzzing", "simulation", "intruder")
+SCORER_TASKS = ("detection", "fuzzing", "simulation", "intruder", "output")
 MARK_OPEN, MARK_CLOSE = "<<", ">>"
 NEWLINE_SHOWN = "↵"
 
@@ -130,6 +131,8 @@ def response_schema(task: ScorerTask) -> dict[str, Any]:
         props = {"activations": {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}}
     elif task.scorer == "intruder":
         props = {"intruder": {"type": "integer"}}
+    elif task.scorer == "output":
+        props = {"list": {"type": "integer"}}
     else:
         raise ValueError(f"unknown scorer {task.scorer!r}; known: {SCORER_TASKS}")
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
@@ -141,10 +144,10 @@ def render_request(task: ScorerTask, max_tokens: int | None = None, metadata: di
     env = _env()
     system = env.get_template("system.j2").render(task=task.scorer).strip()
     label = one_line(task.label)
-    if task.scorer == "simulation":
+    if task.scorer in ("simulation", "output"):  # token lists as JSON: windows, or candidate output lists
         windows = [[clean_token(t) for t in w] for w in task.windows]
-        prompt = env.get_template("simulation.j2").render(label=label, windows=windows)
-        budget = 64 + sum(3 * len(w) + 4 for w in task.windows)
+        prompt = env.get_template(f"{task.scorer}.j2").render(label=label, windows=windows)
+        budget = 64 + (sum(3 * len(w) + 4 for w in task.windows) if task.scorer == "simulation" else 8 * len(task.windows))
     else:
         marks = task.marks or [[] for _ in task.windows]
         texts = [render_text(w, m) for w, m in zip(task.windows, marks)]
@@ -165,7 +168,7 @@ def check_answer(task: ScorerTask, data: Any, raw_text: str = "") -> Any:
 
     detection / fuzzing: ``list[bool]`` (one per window); simulation:
     ``list[list[int]]`` (one value per token, clipped to 0..10); intruder: the
-    0-based index of the chosen window.
+    0-based index of the chosen window; output: the 0-based index of the chosen token list.
     """
     n = len(task.windows)
 
@@ -199,6 +202,11 @@ def check_answer(task: ScorerTask, data: Any, raw_text: str = "") -> Any:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or not 1 <= int(v) <= n:
             raise bad(f"'intruder' is {v!r}, expected an integer from 1 to {n}")
         return int(v) - 1
+    if task.scorer == "output":
+        v = data.get("list")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or not 1 <= int(v) <= n:
+            raise bad(f"'list' is {v!r}, expected an integer from 1 to {n}")
+        return int(v) - 1
     raise ValueError(f"unknown scorer {task.scorer!r}")
 
 
@@ -206,6 +214,7 @@ def check_answer(task: ScorerTask, data: Any, raw_text: str = "") -> Any:
 
 _EXAMPLE = re.compile(r"^Example (\d+): (.*)$")
 _WINDOW = re.compile(r"^Window (\d+) \((\d+) tokens\): (\[.*\])$")
+_LIST = re.compile(r"^List (\d+) \((\d+) tokens\): (\[.*\])$")
 
 
 def split_marked(text: str, tokenize: Callable[[str], list[str]]) -> tuple[list[str], list[int]]:
@@ -224,7 +233,7 @@ def parse_scorer_prompt(text: str, tokenize: Callable[[str], list[str]]) -> Scor
     """Read a prompt made by `render_request` back into a `ScorerTask` (None if it is not one).
 
     Plain-text examples are split into tokens with ``tokenize``; simulation windows
-    are JSON lists and need no tokenizer.
+    and output candidate lists are JSON lists and need no tokenizer.
     """
     lines = text.split("\n")
     if not lines or not lines[0].startswith("Task: "):
@@ -239,8 +248,8 @@ def parse_scorer_prompt(text: str, tokenize: Callable[[str], list[str]]) -> Scor
         if line.startswith("Label: ") and not label:
             label = line[len("Label: ") :]
             continue
-        if scorer == "simulation":
-            m = _WINDOW.match(line)
+        if scorer in ("simulation", "output"):
+            m = (_WINDOW if scorer == "simulation" else _LIST).match(line)
             if m:
                 windows.append(list(json.loads(m.group(3))))
             continue

@@ -2,7 +2,7 @@
 
 A scorer is a `Scorer` subclass with a ``name``. `register_scorer` adds one and
 refuses a name already taken; `scorer_class` finds one by name, and an unknown
-name is an error that lists the known ones. The four built-ins are registered at
+name is an error that lists the known ones. The five built-ins are registered at
 the bottom of this module, the one place that names them.
 
 >>> @register_scorer
@@ -22,6 +22,7 @@ from autointerp.scoring.base import Scorer
 from autointerp.scoring.detection import DetectionScorer
 from autointerp.scoring.fuzzing import FuzzingScorer
 from autointerp.scoring.intruder import IntruderScorer
+from autointerp.scoring.output import OutputScorer
 from autointerp.scoring.simulation import SimulationScorer
 
 _SCORERS: dict[str, type[Scorer]] = {}
@@ -74,7 +75,7 @@ def check_scorer_names(names: Iterable[str], argument: str = "scorers") -> tuple
     return out
 
 
-for _builtin in (DetectionScorer, FuzzingScorer, SimulationScorer, IntruderScorer):
+for _builtin in (DetectionScorer, FuzzingScorer, SimulationScorer, IntruderScorer, OutputScorer):
     register_scorer(_builtin)
 
 #: the built-in scorers, the default of ``score(..., scorers=...)``

@@ -7,6 +7,9 @@ and no key, so the demo and CI can score labels end to end; its numbers say how
 far plain token lookup gets, which is the bar a real explanation must clear.
 Never report them as an LLM judge's scores.
 
+For the output scorer it picks the candidate list that shares most tokens with
+those the label says the component promotes (`output_label_tokens`).
+
 `answer_task` is shared with the scripted judge of the calibration test
 (`autointerp.testing.synthetic.rule_judge_responder`), which applies the exact
 rule a planted label states instead of token matching.
@@ -71,6 +74,27 @@ def _intruder_guess(task: ScorerTask) -> int:
     return min(range(len(feats)), key=lambda i: (typical[i], i))
 
 
+#: words after which a label names the tokens a component promotes ("...; predicts ' cat'")
+_OUTPUT_WORDS = re.compile(r"\b(?:promotes|predicts|predicting|promoting|outputs)\b", re.IGNORECASE)
+
+
+def output_label_tokens(label: str) -> set[str]:
+    """The tokens a label says the component promotes: those named after "promotes" /
+    "predicts" / "outputs" where the label has such a clause, else every token it names."""
+    m = _OUTPUT_WORDS.search(label)
+    if m:
+        named = label_tokens(label[m.end() :])
+        if named:
+            return named
+    return label_tokens(label)
+
+
+def output_overlaps(label: str, lists: Sequence[Sequence[str]]) -> list[int]:
+    """How many tokens of each candidate list the label names as promoted (stripped, lower-cased)."""
+    names = output_label_tokens(label)
+    return [len({t.strip().lower() for t in w} & names) for w in lists]
+
+
 def answer_task(task: ScorerTask, predict: Predict) -> dict[str, Any]:
     """The JSON a judge that believes ``predict`` (tokens -> firing per token) would send."""
     if task.scorer == "detection":
@@ -85,6 +109,10 @@ def answer_task(task: ScorerTask, predict: Predict) -> dict[str, Any]:
         return {"activations": [[10 if f else 0 for f in predict(w)] for w in task.windows]}
     if task.scorer == "intruder":
         return {"intruder": _intruder_guess(task) + 1}
+    if task.scorer == "output":
+        # the list sharing most tokens with those the label names as promoted (ties: the first)
+        hits = output_overlaps(task.label, task.windows)
+        return {"list": max(range(len(hits)), key=lambda i: (hits[i], -i)) + 1}
     raise ValueError(f"unknown scorer {task.scorer!r}")
 
 

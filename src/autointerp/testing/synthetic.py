@@ -132,9 +132,21 @@ _RULE_PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Rule]]] = 
 ]
 
 
+#: how a planted label states the output side: ``'the token " cat"; promotes " dog", " bird"'``
+OUTPUT_CLAUSE = "; promotes "
+
+
+def output_text(tokens: Sequence[str]) -> str:
+    """The output clause of a planted label (`OUTPUT_CLAUSE` and the quoted tokens)."""
+    return OUTPUT_CLAUSE + ", ".join(_q(t) for t in tokens)
+
+
 def parse_rule(label: str) -> Rule | None:
-    """Read a rule back from its canonical text (`Rule.text`); None if the label is not one."""
+    """Read a rule back from its canonical text (`Rule.text`), an output clause
+    (`OUTPUT_CLAUSE`) after it ignored; None if the label is not one."""
     s = label.strip()
+    if OUTPUT_CLAUSE in s:
+        s = s[: s.index(OUTPUT_CLAUSE)].strip()
     for pattern, make in _RULE_PATTERNS:
         m = pattern.match(s)
         if m:
@@ -157,6 +169,14 @@ class SyntheticModel:
     ``cluster_prob`` makes firings cluster: a `TokenRule` token recurs two
     positions after itself with that probability, so one context window holds
     several firings of the component (runs of "cat _ cat _ cat").
+
+    ``outputs`` plants the output side: ``outputs[c]`` are the tokens component
+    ``c`` promotes. They reach a harvest two ways: as weights (`output_directions`
+    and `unembedding`, so the logit lens of ``c`` ranks them first; attach it with
+    `autointerp.run_harvest.attach_output_logits`), and as the model's next-token
+    probabilities (``batches(..., output_probs=True)``: where components fire,
+    half the mass goes to their promoted tokens). ``labels(outputs=True)`` states
+    them in the label (`OUTPUT_CLAUSE`).
     """
 
     vocab: list[str]
@@ -166,6 +186,7 @@ class SyntheticModel:
     seed: int = 0
     cluster_prob: float = 0.0
     subthreshold: float = 0.0
+    outputs: list[list[str]] | None = None
     _index: dict[str, int] = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -176,6 +197,13 @@ class SyntheticModel:
             for t in _rule_tokens(r):
                 if t not in self._index:
                     raise ValueError(f"rule {r.text()!r} names {t!r}, which is not in the vocabulary")
+        if self.outputs is not None:
+            if len(self.outputs) != len(self.rules):
+                raise ValueError(f"outputs has {len(self.outputs)} token lists, expected one per rule ({len(self.rules)})")
+            for c, toks in enumerate(self.outputs):
+                bad = [t for t in toks if t not in self._index]
+                if bad or not toks:
+                    raise ValueError(f"outputs[{c}] must be tokens of the vocabulary, got {list(toks)!r}")
 
     @classmethod
     def default(cls, seed: int = 0, plant_prob: float = 0.5, cluster_prob: float = 0.0, subthreshold: float = 0.0) -> SyntheticModel:
@@ -193,7 +221,14 @@ class SyntheticModel:
             AfterDelimiterRule(";", 2),
             AfterDelimiterRule(",", 3),
         ]
-        return cls(vocab=vocab, rules=rules, seed=seed, plant_prob=plant_prob, cluster_prob=cluster_prob, subthreshold=subthreshold)
+        # what each promotes: three tokens, disjoint between components and from the component's own rule
+        outputs = [
+            [" dog", " bird", " fish"], [" green", " old", " new"], [" walk", " fast", " slow"],
+            [" road", " moon", " small"], [" the", " a", " of"], [" and", " to", " in"], [" is", " it", " on"],
+            [" for", " with", " as"], [" at", " by", " from"], [" this", " that", " was"],
+        ]  # fmt: skip
+        return cls(vocab=vocab, rules=rules, seed=seed, plant_prob=plant_prob, cluster_prob=cluster_prob,
+                   subthreshold=subthreshold, outputs=outputs)  # fmt: skip
 
     @property
     def vocab_size(self) -> int:
@@ -212,9 +247,56 @@ class SyntheticModel:
     def keys(self) -> list[str]:
         return [ComponentSpace.make_key(self.layer, i) for i in range(len(self.rules))]
 
-    def labels(self) -> dict[str, str]:
-        """The true label (the rule's canonical text) of every component, by key."""
-        return {k: r.text() for k, r in zip(self.keys(), self.rules)}
+    def labels(self, outputs: bool = False) -> dict[str, str]:
+        """The true label (the rule's canonical text) of every component, by key; with
+        ``outputs``, followed by the tokens it promotes (`output_text`)."""
+        if outputs and self.outputs is None:
+            raise ValueError("labels(outputs=True) needs a model with planted outputs (SyntheticModel.outputs)")
+        if not outputs:
+            return {k: r.text() for k, r in zip(self.keys(), self.rules)}
+        assert self.outputs is not None
+        return {k: r.text() + output_text(o) for k, r, o in zip(self.keys(), self.rules, self.outputs)}
+
+    def _planted_outputs(self) -> list[list[str]]:
+        if self.outputs is None:
+            raise ValueError("this SyntheticModel has no planted outputs (SyntheticModel.outputs)")
+        return self.outputs
+
+    def output_directions(self) -> dict[str, Any]:
+        """What each component writes (the logit lens's input): component ``c`` writes the
+        unit vector ``e_c`` of a ``C + 8``-dimensional residual stream."""
+        from autointerp.logit_lens import OutputDirections
+
+        self._planted_outputs()
+        C = len(self.rules)
+        return {self.layer: OutputDirections(torch.eye(C, C + 8), name="synthetic output directions")}
+
+    def unembedding(self) -> Any:
+        """Token directions ``[V, C + 8]``: small seeded noise, plus 1.0, 0.9, 0.8, ... in dimension
+        ``c`` for the tokens component ``c`` promotes, so its logit lens ranks them first, in order."""
+        from autointerp.logit_lens import Unembedding
+
+        outputs = self._planted_outputs()
+        C = len(self.rules)
+        g = torch.Generator().manual_seed(self.seed + 7919)
+        w = 0.05 * torch.randn(self.vocab_size, C + 8, generator=g)
+        for c, toks in enumerate(outputs):
+            for j, t in enumerate(toks):
+                w[self._index[t], c] += 1.0 - 0.1 * j
+        return Unembedding(w, name="synthetic unembedding")
+
+    def output_probs(self, fires: torch.Tensor) -> torch.Tensor:
+        """``[B, S, V]`` next-token probabilities: uniform where no component fires; where some
+        fire, half the mass uniform and half spread over their promoted tokens."""
+        outputs = self._planted_outputs()
+        V = self.vocab_size
+        promoted = torch.zeros(len(self.rules), V)
+        for c, toks in enumerate(outputs):
+            promoted[c, [self._index[t] for t in toks]] = 1.0 / len(toks)
+        f = fires.float()
+        n = f.sum(-1, keepdim=True)
+        mix = (f @ promoted) / n.clamp(min=1)
+        return torch.where(n > 0, 0.5 / V + 0.5 * mix, torch.full_like(mix, 1.0 / V))
 
     def tokens(self, n_rows: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
         V = self.vocab_size
@@ -237,6 +319,12 @@ class SyntheticModel:
 
     def activations(self, tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``[B, S, C]``: where each rule holds on the full rows, ``0.5 + 0.5 u``; else ``subthreshold * u``."""
+        fires = self.fires(tokens)
+        u = torch.rand(*fires.shape, generator=generator)
+        return torch.where(fires, 0.5 + 0.5 * u, self.subthreshold * u)
+
+    def fires(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, S, C]`` bool: where each rule holds on the full rows."""
         B, S = tokens.shape
         fires = torch.zeros(B, S, len(self.rules), dtype=torch.bool)
         for c, r in enumerate(self.rules):
@@ -249,13 +337,13 @@ class SyntheticModel:
             else:
                 for b in range(B):
                     fires[b, :, c] = torch.tensor(r.fires([self.vocab[t] for t in tokens[b].tolist()]))
-        u = torch.rand(B, S, len(self.rules), generator=generator)
-        return torch.where(fires, 0.5 + 0.5 * u, self.subthreshold * u)
+        return fires
 
     def batches(
-        self, n_batches: int, batch_size: int = 32, seq_len: int = 64, seed: int | None = None
+        self, n_batches: int, batch_size: int = 32, seq_len: int = 64, seed: int | None = None, output_probs: bool = False
     ) -> Iterator[HarvestBatch]:
-        """``n_batches`` HarvestBatches with ``sequence_ids``, reproducible from ``seed``."""
+        """``n_batches`` HarvestBatches with ``sequence_ids``, reproducible from ``seed``; with
+        ``output_probs``, also the planted next-token probabilities (`output_probs`)."""
         g = torch.Generator().manual_seed(self.seed if seed is None else seed)
         for i in range(n_batches):
             tok = self.tokens(batch_size, seq_len, g)
@@ -263,6 +351,7 @@ class SyntheticModel:
             yield HarvestBatch(
                 tokens=tok,
                 activations={self.layer: acts},
+                output_probs=self.output_probs(self.fires(tok)) if output_probs else None,
                 sequence_ids=torch.arange(i * batch_size, (i + 1) * batch_size),
             )
 
@@ -301,7 +390,9 @@ def rule_judge_responder(
 
     Intruder prompts carry no label: given the planted ``rules`` (``model.rules``)
     the judge answers them from the truth too (`intruder_by_rules`); without them,
-    with the token-match baseline's guess.
+    with the token-match baseline's guess. Output prompts are answered from the
+    tokens the label says the component promotes (`output_by_label`: a planted
+    label made with ``labels(outputs=True)`` names exactly the planted ones).
 
     It reads the prompt text exactly as it crossed the wire (so the whole transport
     is tested) and returns the JSON the scorer asked for. ``tokenize`` splits the
@@ -317,10 +408,12 @@ def rule_judge_responder(
         task = parse_scorer_prompt(text, tok)
         if task is None:
             raise ValueError("the scripted judge got a prompt that is not a scorer prompt")
+        # ties are broken by the prompt itself, so a retried request gets the same answer
+        rng = random.Random(hashlib.sha256(text.encode()).digest())
         if task.scorer == "intruder" and rules:
-            # ties are broken by the prompt itself, so a retried request gets the same answer
-            rng = random.Random(hashlib.sha256(text.encode()).digest())
             return {"intruder": intruder_by_rules(task.windows, task.marks or [], rules, rng) + 1}
+        if task.scorer == "output":
+            return {"list": output_by_label(task.label, task.windows, rng) + 1}
         return answer_task(task, rule_for_label(task.label).fires)
 
     return respond
@@ -346,6 +439,17 @@ def scripted_labeller(labels: Mapping[str, str], *, confidence: str = "high") ->
         return {"reasoning": "scripted", "label": labels[m.group(1)], "confidence": confidence}
 
     return respond
+
+
+def output_by_label(label: str, lists: Sequence[Sequence[str]], rng: random.Random) -> int:
+    """The candidate list sharing most tokens with those the label says the component promotes
+    (`autointerp.scoring.token_match.output_label_tokens`); a tie is a guess among the tied lists,
+    so a label that names none of them lands at chance."""
+    from autointerp.scoring.token_match import output_overlaps
+
+    hits = output_overlaps(label, lists)
+    best = max(hits)
+    return rng.choice([i for i, h in enumerate(hits) if h == best])
 
 
 def intruder_by_rules(windows: Sequence[Sequence[str]], marks: Sequence[Sequence[int]], rules: Sequence[Rule], rng: random.Random) -> int:
