@@ -175,9 +175,9 @@ def test_scoring_config_refuses_negative_split_sizes(field):
 
 
 def test_score_exits_non_zero_when_every_trial_failed(workdir, capsys, monkeypatch):
-    # few examples shown, so that enough are held out for fuzzing trials
+    # few examples shown and none reserved for validation, so that enough are held out for fuzzing trials
     assert run_cli(["interpret", "test-run", "--out", str(workdir), "--backend", "offline", "--no_progress",
-                    "--n_explain", "2", "--n_top", "0"], capsys)[0] == 0
+                    "--n_explain", "2", "--n_top", "0", "--n_validate", "0"], capsys)[0] == 0
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-000000")
     with LLMServer(fault_for=lambda req: "400") as server:
         code, err = run_cli(["score", "test-run", "--out", str(workdir), "--backend", "anthropic", "--base_url",

@@ -202,6 +202,8 @@ class Interpreter:
         self.summary: RunSummary | None = None
         self.results_path: Path | None = None
         self.n_dead = 0
+        #: with refine / candidates: (stage name, RunSummary) of each stage of the last run
+        self.refine_stages: list[tuple[str, RunSummary]] = []
         self._section_cache: dict[tuple[str, str | None, str | None], tuple[jinja2.Template, str]] = {}
 
     def __repr__(self) -> str:

@@ -110,6 +110,57 @@ def _label_set(_: object, a: object, value: object) -> None:
     check_label_set(value)
 
 
+#: inside an interpretations folder: the refinement records (`autointerp.refine`)
+REFINE_DIR = "refine"
+
+
+@define(frozen=True)
+class RefineFolder:
+    """The files of the refinement of one label set: ``<interpretations>/refine/``.
+
+    ``labels.jsonl``: every labeller answer (one per component and round);
+    ``trials.jsonl``: the judge's answers on the validation set; ``rounds.jsonl``:
+    one record per component and round (the label, its validation scores, the
+    windows it got wrong, the round's cost). All append-only; a rerun resumes.
+    """
+
+    root: Path
+
+    @classmethod
+    def of(cls, interpretations: str | os.PathLike) -> RefineFolder:
+        """The refinement folder of an interpretations folder (whichever label set it holds)."""
+        return cls(Path(interpretations) / REFINE_DIR)
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels.jsonl"
+
+    @property
+    def label_failures(self) -> Path:
+        return self.root / "label_failures.jsonl"
+
+    @property
+    def label_batch_state(self) -> Path:
+        """The Message Batches state of the labeller's current stage (``--batch``)."""
+        return self.root / "labels.batch.json"
+
+    @property
+    def trials(self) -> Path:
+        return self.root / TRIALS_FILE
+
+    @property
+    def trial_failures(self) -> Path:
+        return self.root / "trial_failures.jsonl"
+
+    @property
+    def trial_batch_state(self) -> Path:
+        return self.root / "trials.batch.json"
+
+    @property
+    def rounds(self) -> Path:
+        return self.root / "rounds.jsonl"
+
+
 @define
 class RunPaths:
     """Every folder and file of one run, named once.
@@ -206,6 +257,11 @@ class RunPaths:
     @property
     def interpretation_summary(self) -> Path:
         return self.interpretations / SUMMARY_FILE
+
+    @property
+    def refinement(self) -> RefineFolder:
+        """The refinement records of ``interpret --refine`` (`RefineFolder`)."""
+        return RefineFolder.of(self.interpretations)
 
     @property
     def prompts(self) -> Path:

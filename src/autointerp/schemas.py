@@ -331,11 +331,68 @@ class EvidenceSplit:
 
 
 @define
+class Refinement:
+    """How a refined label was chosen (`autointerp.refine`), stored with the label.
+
+    ``rounds``: labels made (candidates and revisions); ``chosen_round`` /
+    ``chosen_kind``: which one was kept (``"candidate"`` or ``"revision"``);
+    ``validation_score``: its score on the validation set (the mean of the
+    validation scorers' headline metrics), ``first_validation_score`` that of
+    the first label; ``scores``: the chosen label's score per validation scorer;
+    ``cost_usd``: labeller and judge together, every round; ``stopped``: why no
+    further round was made.
+    """
+
+    rounds: int
+    chosen_round: int
+    chosen_kind: str
+    validation_score: float | None
+    first_validation_score: float | None
+    scores: dict[str, float] = field(factory=dict)
+    cost_usd: float = 0.0
+    stopped: str = ""
+
+
+@define
+class RefinementRound:
+    """One round of refinement of one component: one line of ``refine/rounds.jsonl``.
+
+    ``kind`` is ``"candidate"`` (a first label) or ``"revision"`` (a label revised
+    after seeing ``revised_from``'s mistakes). ``scores``: headline metric per
+    validation scorer, ``score`` their mean (None with ``reason`` when the
+    validation set cannot score it); ``wrong``: the validation windows the label
+    got wrong (``span``, ``miss`` / ``false_positive`` and the token offsets
+    ``missed`` / ``predicted``); ``usage`` / ``cost_usd``: the round's labeller
+    and judge calls.
+    """
+
+    component_key: str
+    round: int
+    kind: str
+    label: str
+    confidence: str = ""
+    reasoning: str = ""
+    score: float | None = None
+    scores: dict[str, float] = field(factory=dict)
+    wrong: list[dict[str, Any]] = field(factory=list)
+    n_windows: int = 0
+    revised_from: int | None = None
+    reason: str = ""
+    model: str = ""
+    judge_model: str = ""
+    usage: TokenUsage = field(factory=TokenUsage)
+    judge_usage: TokenUsage = field(factory=TokenUsage)
+    cost_usd: float = 0.0
+    created_at: str = ""
+
+
+@define
 class InterpretationResult:
     """An LLM's label for one component. One line of ``interpretations/results.jsonl``.
 
     ``evidence`` records what the label was made from (None in results files
-    written before it was recorded).
+    written before it was recorded); ``refinement`` how it was chosen when the
+    run refined (`Refinement`; None otherwise).
     """
 
     component_key: str
@@ -350,6 +407,7 @@ class InterpretationResult:
     created_at: str = ""
     elapsed_s: float = 0.0
     evidence: EvidenceSplit | None = None
+    refinement: Refinement | None = None
 
     def __repr__(self) -> str:
         return f"InterpretationResult({self.component_key!r}, {self.label!r}, {self.confidence})"

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
+
 from autointerp.cli.arguments import add_label_set, out_root, run_id
 from autointerp.interpret_options import DEFAULT_TEMPLATE, InterpretOptions
 from autointerp.llm.base import AuthenticationFailed, Backend, redact
@@ -55,6 +57,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--component", action="append", default=None, help="label only this component key (repeatable)")
     p.add_argument("--n_explain", type=int, default=10, help="random examples shown (the rest are held out)")
     p.add_argument("--n_top", type=int, default=5, help="max-activating examples shown")
+    p.add_argument("--n_validate", type=int, default=8,
+                   help="held-out examples (and as many pool windows) reserved for validation: never shown, never "
+                   "scored on by `autointerp score` (default 8; 0: none)")
+    p.add_argument("--refine", type=int, default=0, metavar="R",
+                   help="revise each label up to R times: score it on the validation set, show the labeller the windows "
+                   "it got wrong, keep the label with the best validation score (default 0)")
+    p.add_argument("--candidates", type=int, default=1, metavar="K",
+                   help="make K first labels and keep the best on the validation set (default 1)")
+    p.add_argument("--judge_backend", choices=["anthropic", "openai", "offline"], default=None,
+                   help="the judge that scores labels on the validation set with --refine/--candidates "
+                   "(default: the labeller's --backend, --model and --base_url)")
+    p.add_argument("--judge_model", default=None, help="the judge's model (default: the labeller's)")
     p.add_argument("--max_tokens", type=int, default=1024, help="output token limit per answer")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     p.add_argument("--max_retries", type=int, default=6, help="retries of rate limits, overload, 5xx, timeouts")
@@ -98,6 +112,9 @@ def _options(args: argparse.Namespace) -> InterpretOptions:
         section_templates=_sections(args.section),
         n_explain=args.n_explain,
         n_top=args.n_top,
+        n_validate=args.n_validate,
+        refine=args.refine,
+        candidates=args.candidates,
         max_tokens=args.max_tokens,
         batch=args.batch,
         poll_interval_s=args.poll_interval,
@@ -120,6 +137,20 @@ def _backend(args: argparse.Namespace) -> Backend:
                         api_key_env=args.api_key_env)
 
 
+def _judge(args: argparse.Namespace) -> Backend | None:
+    """The validation judge of --refine / --candidates: None (the labeller's own backend) unless
+    --judge_backend or --judge_model asks for another."""
+    if args.dry_run or (args.judge_backend is None and args.judge_model is None):
+        return None
+    from autointerp.llm.factory import make_backend
+
+    kind = args.judge_backend or args.backend
+    same = kind == args.backend
+    return make_backend(kind, args.judge_model or (args.model if same else None), role="judge",
+                        base_url=args.base_url if same else None, timeout_s=args.timeout,
+                        api_key_env=args.api_key_env if same else None, announce=lambda _note: None)
+
+
 def _load_harvest(paths: RunPaths) -> HarvestResult:
     from autointerp.harvest import load_harvest
 
@@ -140,6 +171,11 @@ def _tell(interp: Interpreter, results: list[InterpretationResult], paths: RunPa
         print(str(summary), file=sys.stderr)
         if interp.n_dead:
             print(f"{interp.n_dead} components never fired and were not sent", file=sys.stderr)
+    if interp.refine_stages:
+        from autointerp.refine import stage_table
+
+        print("refinement stages:\n" + stage_table(interp.refine_stages), file=sys.stderr)
+        print(f"refinement records: {paths.refinement.root}", file=sys.stderr)
     for r in results[:5]:
         print(f"{terminal_text(r.component_key, 80)}: {terminal_text(r.label)} ({terminal_text(r.confidence, 20)})")
     if len(results) > 5:
@@ -157,6 +193,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         # the key is checked first: a missing key stops here, before the harvest is read
         backend = _backend(args)
+        if options.refines and not args.dry_run:
+            from autointerp.llm.offline import OfflineBackend
+            from autointerp.refine import OFFLINE_REFUSED
+
+            if isinstance(backend, OfflineBackend):
+                print(f"autointerp interpret: --refine/--candidates: {OFFLINE_REFUSED}", file=sys.stderr)
+                return 2
+            options = attrs.evolve(options, judge=_judge(args))
         harvest = _load_harvest(paths)
         interp = Interpreter(backend, options)
         if args.dry_run:

@@ -73,6 +73,7 @@ def environment(search_path: Iterable[str | os.PathLike] = ()) -> jinja2.Environ
         env.filters["firing_summary"] = firing_summary
         env.filters["example_lines"] = _with_token_kind(example_lines)
         env.filters["token_rows"] = token_rows
+        env.filters["quote"] = lambda text: json.dumps(str(text), ensure_ascii=False)
         env.filters["partner_rows"] = partner_rows
         env.globals["one_in"] = one_in
         _ENVS[paths] = env

@@ -24,7 +24,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -118,6 +118,28 @@ class TokenSetRule(Rule):
         return [t.strip().lower() in self.tokens for t in tokens]
 
 
+@define(repr=False)
+class AnyTokenRule(Rule):
+    """Fires on any of several tokens (exact match): a rule a one-token label states only part of."""
+
+    tokens: tuple[str, ...]
+
+    def text(self) -> str:
+        return "any of the tokens " + ", ".join(_q(t) for t in sorted(self.tokens))
+
+    def fires(self, tokens: Sequence[str]) -> list[bool]:
+        wanted = set(self.tokens)
+        return [t in wanted for t in tokens]
+
+
+def label_for_tokens(tokens: Iterable[str]) -> str:
+    """The canonical label of a set of tokens: a `TokenRule` for one, an `AnyTokenRule` for more."""
+    toks = sorted(set(tokens))
+    if not toks:
+        raise ValueError("a label needs at least one token")
+    return TokenRule(toks[0]).text() if len(toks) == 1 else AnyTokenRule(tuple(toks)).text()
+
+
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
 _RULE_PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Rule]]] = [
     (
@@ -129,6 +151,10 @@ _RULE_PATTERNS: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Rule]]] = 
         lambda m: AfterDelimiterRule(delimiter=json.loads(f'"{m.group(2)}"'), k=int(m.group(1))),
     ),
     (re.compile(rf"^the token {_QUOTED}$"), lambda m: TokenRule(token=json.loads(f'"{m.group(1)}"'))),
+    (
+        re.compile(rf"^any of the tokens ({_QUOTED}(?:, {_QUOTED})*)$"),
+        lambda m: AnyTokenRule(tuple(json.loads(f'"{q}"') for q in re.findall(_QUOTED, m.group(1)))),
+    ),
 ]
 
 
@@ -229,6 +255,24 @@ class SyntheticModel:
         ]  # fmt: skip
         return cls(vocab=vocab, rules=rules, seed=seed, plant_prob=plant_prob, cluster_prob=cluster_prob,
                    subthreshold=subthreshold, outputs=outputs)  # fmt: skip
+
+    @classmethod
+    def partial(cls, seed: int = 0) -> SyntheticModel:
+        """Components that fire on any of two tokens (six of them) beside two that fire on one:
+        a labeller that names only the most frequent firing token is right about the last two
+        and states half of the rule of the others (the refinement calibration)."""
+        vocab = [" " + w for w in DEFAULT_WORDS] + list(DELIMITERS)
+        rules: list[Rule] = [
+            AnyTokenRule((" cat", " dog")),
+            AnyTokenRule((" red", " blue")),
+            AnyTokenRule((" house", " car")),
+            AnyTokenRule((" sun", " moon")),
+            AnyTokenRule((" fast", " slow")),
+            AnyTokenRule((" old", " new")),
+            TokenRule(" tree"),
+            TokenRule(" run"),
+        ]
+        return cls(vocab=vocab, rules=rules, seed=seed)
 
     @property
     def vocab_size(self) -> int:
@@ -334,6 +378,8 @@ class SyntheticModel:
                 fires[:, 1:, c] = (tokens[:, 1:] == self._index[r.token]) & (tokens[:, :-1] == self._index[r.prev])
             elif isinstance(r, AfterDelimiterRule):
                 fires[:, r.k :, c] = tokens[:, : S - r.k] == self._index[r.delimiter]
+            elif isinstance(r, AnyTokenRule):
+                fires[:, :, c] = torch.isin(tokens, torch.tensor([self._index[t] for t in r.tokens]))
             else:
                 for b in range(B):
                     fires[b, :, c] = torch.tensor(r.fires([self.vocab[t] for t in tokens[b].tolist()]))
@@ -366,6 +412,8 @@ def _rule_tokens(rule: Rule) -> list[str]:
         return [rule.prev, rule.token]
     if isinstance(rule, AfterDelimiterRule):
         return [rule.delimiter]
+    if isinstance(rule, AnyTokenRule):
+        return list(rule.tokens)
     return []
 
 
@@ -494,3 +542,98 @@ def _prompt_text(request: Any) -> str:
     if not parts and "prompt" in request:
         parts.append(str(request["prompt"]))
     return "\n".join(parts)
+
+
+# -- a scripted labeller that refines ---------------------------------------------------------
+
+_MARKED = re.compile(r"<<((?:[^<>\\]|\\.)*)>>")
+_UNESCAPE = {"n": "\n", "r": "\r", "t": "\t"}
+
+
+def marked_tokens(text: str) -> list[str]:
+    """The tokens marked ``<<like this>>`` in an interpretation prompt, with its escapes read back."""
+    return [re.sub(r"\\(.)", lambda m: _UNESCAPE.get(m.group(1), m.group(1)), t) for t in _MARKED.findall(text)]
+
+
+def _between(text: str, start: str, ends: Sequence[str]) -> str:
+    i = text.find(start)
+    if i < 0:
+        return ""
+    rest = text[i + len(start):]
+    cut = min([j for j in (rest.find(e) for e in ends) if j >= 0], default=len(rest))
+    return rest[:cut]
+
+
+def _label_tokens_of(label: str) -> set[str]:
+    rule = rule_for_label(label)
+    if isinstance(rule, TokenRule):
+        return {rule.token}
+    if isinstance(rule, AnyTokenRule):
+        return set(rule.tokens)
+    return set(getattr(rule, "tokens", ()))
+
+
+def _most_frequent(tokens: Sequence[str], exclude: set[str] = frozenset()) -> str | None:
+    counts: dict[str, int] = {}
+    for t in tokens:
+        if t not in exclude:
+            counts[t] = counts.get(t, 0) + 1
+    return max(sorted(counts), key=lambda t: counts[t]) if counts else None
+
+
+def refining_labeller_responder(
+    tokenize: Callable[[str], list[str]] | None = None, *, rules: Sequence[Rule] | None = None
+) -> Callable[[Any], dict]:
+    """A responder for `autointerp.testing.llm_server` that plays labeller and judge.
+
+    As the **labeller** its first label is deliberately incomplete: it names only
+    the most frequent marked (firing) token of the examples it is shown, so for
+    an `AnyTokenRule` it states one token of several. Asked for another candidate
+    (``prompts/refine.j2``, "Earlier candidate labels") it names the most frequent
+    marked token no earlier candidate named. Shown its mistakes (a revision
+    prompt) it revises as a careful labeller would: the tokens marked in the
+    misses join the label, tokens it was wrongly predicted at leave it. It reads
+    only the prompt text that crossed the wire, never the planted rules.
+
+    As the **judge** (scorer prompts) it is `rule_judge_responder`: it applies the
+    rule a label states.
+    """
+    judge = rule_judge_responder(tokenize, rules=rules)
+
+    def respond(request: Any) -> dict:
+        schema = getattr(request, "schema", None) or {}
+        if "confidence" not in (schema.get("properties") or {}):
+            return judge(request)
+        text = _prompt_text(request)
+        if "## Your label, tested on examples you have not seen" in text:
+            m = re.search(r'The label ("(?:[^"\\]|\\.)*") was given', text)
+            current = _label_tokens_of(json.loads(m.group(1))) if m else set()
+            misses = _between(text, "### Misses", ("### False positives", "Labels tried so far", "Revise the label"))
+            wrong = _between(text, "### False positives", ("Labels tried so far", "Revise the label"))
+            added = set(marked_tokens(misses))
+            removed = {t for line in wrong.splitlines() if "wrongly predicted at:" in line
+                       for t in _shown_tokens(line.split("wrongly predicted at:", 1)[1])}
+            tokens = (current | added) - removed or current
+            return {"reasoning": f"revised: added {sorted(added)}, removed {sorted(removed)}",
+                    "label": label_for_tokens(tokens), "confidence": "high"}
+        evidence = text.split("## Earlier candidate labels")[0]
+        earlier: set[str] = set()
+        if "## Earlier candidate labels" in text:
+            section = _between(text, "## Earlier candidate labels", ("Propose a different",))
+            for line in section.splitlines():
+                if line.startswith("- "):
+                    earlier |= _label_tokens_of(json.loads(line[2:]))
+        top = _most_frequent(marked_tokens(evidence), earlier) or _most_frequent(marked_tokens(evidence))
+        if top is None:
+            return {"reasoning": "no firing shown", "label": "no firing tokens shown", "confidence": "low"}
+        return {"reasoning": f"the most frequent firing token is {top!r}", "label": label_for_tokens([top]), "confidence": "medium"}
+
+    return respond
+
+
+def _shown_tokens(text: str) -> list[str]:
+    """Tokens as `autointerp.prompts.show_token` lists them (``' cat', ' dog'``)."""
+    out = []
+    for m in re.finditer(r"'((?:[^'\\]|\\.)*)'", text):
+        out.append(json.loads('"' + m.group(1).replace("\\'", "'") + '"'))
+    return out
