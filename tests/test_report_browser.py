@@ -285,3 +285,84 @@ def test_bidi_controls_in_tokens_and_labels_are_shown_as_escapes(page, bidi_repo
     page.wait_for_selector("#components tbody tr")
     row = page.locator("#components tbody tr[data-key='h.0.mlp:0'] td.label").inner_text()
     assert "⟨U+202E⟩exe.txt" in row and not any(c in row for c in BIDI_CHARS)
+
+
+# -- label set comparison page (issue 13 item 3) ---------------------------------------
+
+HOSTILE_LABEL = INJECT_IMG + " v2 \u202Eexe.txt " + INJECT_SCRIPT
+
+
+@pytest.fixture(scope="module")
+def compare_report(tmp_path_factory):
+    """The toy run with a second label set ``v2``: hostile labels, every detection score 0.2 lower."""
+    from autointerp.records import read_scores
+    from autointerp.schemas import InterpretationResult, ScoreResult
+    from autointerp.storage import append_jsonl
+
+    paths = make_run(tmp_path_factory.mktemp("runs"))
+    v2 = paths.with_label_set("v2")
+    for k, by_src in read_scores(paths)["detection"].items():
+        label = HOSTILE_LABEL if k == "h.0.mlp:4" else f"v2 label of {k}"
+        append_jsonl(v2.interpretation_results, InterpretationResult(k, label, "high", ""))
+        drop = 0.4 if k == "h.0.mlp:4" else 0.2
+        append_jsonl(v2.score_file("detection"), ScoreResult(k, "detection", "label", label, by_src["label"].score - drop))
+    return paths, write_report(paths)
+
+
+def test_comparison_page_shows_the_paired_difference_as_text(page, compare_report):
+    paths, index = compare_report
+    _open(page, index)
+    link = page.locator("#comparisons a")
+    assert link.inner_text() == "label set default vs v2"
+    link.click()
+    page.wait_for_selector("#comparison-table tbody tr")
+    row = page.locator("#comparison-table tbody tr[data-scorer='detection']")
+    cells = row.locator("td").all_text_contents()
+    assert cells[0] == "detection" and cells[4] == "+0.225" and cells[-1] == "A ahead", cells
+    assert cells[6] == "10 / 0 / 0" or cells[6].endswith(" / 0 / 0"), cells
+    lo, hi = (float(x.replace("−", "-")) for x in cells[5].strip("[]").split(", "))
+    from autointerp.compare import compare_label_sets
+
+    want = compare_label_sets(paths, "default", "v2")["detection"]  # the page shows what the library computes
+    assert (lo, hi) == (round(want.ci_low, 3), round(want.ci_high, 3)) and 0.2 <= lo < hi <= 0.4
+    assert "intruder: not compared (scored only in label set 'default')" in page.locator("#comparison").inner_text()
+    # the hostile label is text: nothing ran, no element was made from it, its override is shown as an escape
+    first = page.locator(".disagreements tbody tr").first
+    assert first.locator("td.key").inner_text() == "h.0.mlp:4"
+    shown = first.locator("td.label").nth(1).inner_text()
+    assert INJECT_IMG in shown and INJECT_SCRIPT in shown and "⟨U+202E⟩exe.txt" in shown
+    assert page.evaluate("window.__pwned") is None and page.locator("img").count() == 0 and page.dialogs == []
+    seen = page.evaluate("() => document.body.innerText + document.title")
+    assert not any(c in seen for c in BIDI_CHARS)
+    assert all(u.startswith("file://") for u in page.requests)
+    # a disagreement links to its component page
+    first.locator("td.key a").click()
+    page.wait_for_selector("#component .comp-label")
+    assert page.locator("h2.comp-label").inner_text() == labels_for_key("h.0.mlp:4")
+    page.goto(index.as_uri() + "#compare/7")
+    page.wait_for_selector("#comparison .error")
+    assert "No label set comparison number 7" in page.locator("#comparison .error").inner_text()
+
+
+def labels_for_key(key: str) -> str:
+    import report_fixture
+
+    return report_fixture.labels_for(report_fixture.make_harvest().keys())[key]
+
+
+def test_report_of_a_named_set_compares_it_back(compare_report, tmp_path):
+    paths, _ = compare_report
+    import json as _json
+
+    from autointerp.report.writer import write_report as wr
+
+    index = wr(paths, label_set="v2")
+    assert index == paths.with_label_set("v2").report / "index.html"
+    text = index.read_text()
+    manifest = _json.loads(text.split('id="autointerp-manifest">', 1)[1].split("</script>", 1)[0])
+    assert manifest["label_set"] == "v2"
+    [c] = manifest["comparisons"]
+    assert (c["set_a"], c["set_b"]) == ("v2", "default") and c["scorers"][0]["mean_diff"] == pytest.approx(-0.225)
+    assert "<img" not in text.split("<body>", 1)[0]  # the hostile label is escaped JSON in the head
+    assert _json.loads(wr(paths, label_set="v2", compare=[]).read_text().split('id="autointerp-manifest">', 1)[1]
+                       .split("</script>", 1)[0])["comparisons"] == []

@@ -298,6 +298,9 @@ def compare_scores(
             )
     out: list[ScorerComparison] = []
     skipped: dict[str, str] = {}
+    if scorers is None:
+        for name in sorted(set(scores_a) ^ set(scores_b)):
+            skipped[name] = f"scored only in label set {(set_a if name in scores_a else set_b)!r}"
     for name in names:
         if not (_judges_labels(scores_a, name) or _judges_labels(scores_b, name)):
             skipped[name] = "it judges the component, not its label, so it is the same for every label set"

@@ -34,7 +34,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="processes that render the evidence (default: up to 8 for runs of 5,000+ components, else 1)",
     )
+    p.add_argument("--compare", type=_set_list, default=None, metavar="NAME,...",
+                   help="label sets to compare this one with, each on a page of its own (default: every other label set "
+                   "of the run that has scores; 'none': no comparison)")
     p.set_defaults(func=run)
+
+
+def _set_list(text: str) -> list[str]:
+    from autointerp.cli.arguments import label_set
+
+    if text.strip() == "none":
+        return []
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated label set names (or 'none'), got {text!r}")
+    return [label_set(n) for n in names]
 
 
 #: runs this large are rendered by several processes unless --workers says otherwise
@@ -57,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     paths = RunPaths.of(args.run_id, args.out, label_set=args.label_set)
     workers = args.workers if args.workers is not None else default_workers(paths)
     t0 = time.perf_counter()
-    index = write_report(paths, token_style=args.token_style, title=args.title, workers=workers)
+    index = write_report(paths, token_style=args.token_style, title=args.title, workers=workers, compare=args.compare)
     print(f"wrote the report in {time.perf_counter() - t0:.1f}s; open this file in a browser:", file=sys.stderr)
     print(index.resolve())
     return 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from attrs import define
@@ -43,6 +43,8 @@ class ReportOptions:
     (see `autointerp.report.tokens`); ``extras_renderers`` maps an extras name
     to JS source (or an `ExtrasRenderer`) for this report only, on top of
     `register_extras_renderer`; ``workers`` > 1 renders chunks in that many processes.
+    ``comparisons``: `autointerp.compare.LabelSetComparison`s (or their ``to_dict()``)
+    of this label set with others, each shown on a page of its own.
     """
 
     title: str | None = None
@@ -51,6 +53,7 @@ class ReportOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_examples: int | None = None
     workers: int = 1
+    comparisons: Sequence[Any] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.token_style not in TOKEN_STYLES:
@@ -318,4 +321,6 @@ class ReportPages:
             "token_style": self.token_style,
             "summary": run_summary(self.data),
             "extras_renderers": sorted(self.extras_scripts),
+            "label_set": self.data.label_set,
+            "comparisons": [clean_json(c if isinstance(c, Mapping) else c.to_dict()) for c in self.options.comparisons],
         }

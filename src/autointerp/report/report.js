@@ -249,7 +249,10 @@
       facts.appendChild(el("dd", null, v));
     }
     fact("components", fmtInt(m.n_components) + " in " + m.layers.length + " layer" + (m.layers.length === 1 ? "" : "s"));
-    fact("labeled", fmtInt(m.n_labeled) + (m.n_failures ? " (" + fmtInt(m.n_failures) + " failed, see interpretations/failures.jsonl)" : ""));
+    var named = m.label_set && m.label_set !== "default";
+    if (named) fact("label set", m.label_set);
+    fact("labeled", fmtInt(m.n_labeled) + (m.n_failures ? " (" + fmtInt(m.n_failures) + " failed, see interpretations/" +
+      (named ? "sets/" + m.label_set + "/" : "") + "failures.jsonl)" : ""));
     if (sum.n_tokens != null) fact("tokens harvested", fmtInt(sum.n_tokens));
     if (sum.threshold != null) fact("firing threshold", "activation > " + fmt(sum.threshold, 4));
     // the readable parts of the free-form model / dataset descriptions; the rest as key: value
@@ -268,6 +271,20 @@
     if (sum.dataset && Object.keys(sum.dataset).length)
       fact("dataset", describe(sum.dataset, ["name", "description"], []));
     box.appendChild(facts);
+    if (m.comparisons && m.comparisons.length) {
+      var cl = el("ul", { class: "comparisons", id: "comparisons" });
+      m.comparisons.forEach(function (c, i) {
+        var li = el("li");
+        li.appendChild(el("a", { href: "#compare/" + i }, "label set " + c.set_a + " vs " + c.set_b));
+        var bits = (c.scorers || []).map(function (s) {
+          return s.scorer + " " + fmtSigned(s.mean_diff) + (s.excludes_zero ? "" : " (n.s.)");
+        });
+        if (bits.length) li.appendChild(el("span", { class: "muted" }, "  " + bits.join(" · ")));
+        cl.appendChild(li);
+      });
+      box.appendChild(el("h3", null, "Compared with other label sets"));
+      box.appendChild(cl);
+    }
     if (m.scorers.length) {
       var t = el("table", { class: "scoretable" });
       var hr = el("tr");
@@ -735,6 +752,81 @@
     });
   }
 
+  // ---------------------------------------------------------------- label set comparisons
+
+  function fmtSigned(x) {
+    if (x == null || !isFinite(x)) return "–";
+    return (x > 0 ? "+" : x < 0 ? "−" : "±") + Math.abs(x).toFixed(3);
+  }
+
+  /* One comparison of this report's label set (A) with another (B), shaped by autointerp.compare:
+   * every string in it (set names, component keys, labels) is run text and goes through el(). */
+  function showComparison(i) {
+    var c = (manifest.comparisons || [])[i];
+    clear(app);
+    var page = el("section", { id: "comparison", class: "comparison" });
+    app.appendChild(page);
+    var back = el("p");
+    back.appendChild(el("a", { href: "#" }, "← all components"));
+    page.appendChild(back);
+    if (!c) {
+      page.appendChild(el("p", { class: "error" }, "No label set comparison number " + i + " in this report."));
+      document.title = noBidi(manifest.title);
+      return;
+    }
+    page.appendChild(el("h2", null, "Label set " + c.set_a + " (A) vs " + c.set_b + " (B)"));
+    page.appendChild(el("p", { class: "muted" }, "Per scorer, over the components both sets labelled and scored: the mean of the paired " +
+      "difference A − B, with a " + Math.round(100 * c.level) + "% confidence interval by paired bootstrap (" + fmtInt(c.n_resamples) +
+      " resamples of the components, seed " + c.seed + "). Wins: A scores higher."));
+    var t = el("table", { class: "scoretable", id: "comparison-table" });
+    var hr = el("tr");
+    ["scorer", "n", "A", "B", "A − B", "95% CI", "wins / ties / losses", "verdict"].forEach(function (h) { hr.appendChild(el("th", null, h)); });
+    t.appendChild(el("thead")).appendChild(hr);
+    var tb = t.appendChild(el("tbody"));
+    (c.scorers || []).forEach(function (s) {
+      var tr = el("tr", { "data-scorer": s.scorer });
+      tr.appendChild(el("td", null, s.scorer));
+      tr.appendChild(el("td", { class: "num" }, fmtInt(s.n)));
+      tr.appendChild(el("td", { class: "num" }, fmt(s.mean_a)));
+      tr.appendChild(el("td", { class: "num" }, fmt(s.mean_b)));
+      tr.appendChild(el("td", { class: "num diff" }, fmtSigned(s.mean_diff)));
+      tr.appendChild(el("td", { class: "num ci" }, "[" + fmtSigned(s.ci_low) + ", " + fmtSigned(s.ci_high) + "]"));
+      tr.appendChild(el("td", { class: "num" }, s.wins + " / " + s.ties + " / " + s.losses));
+      var verdict = !s.n ? "no component scored in both" : !s.excludes_zero ? "no clear difference" : s.mean_diff > 0 ? "A ahead" : "B ahead";
+      tr.appendChild(el("td", { class: "verdict" }, verdict));
+      tb.appendChild(tr);
+    });
+    page.appendChild(t);
+    Object.keys(c.skipped || {}).forEach(function (name) {
+      page.appendChild(el("p", { class: "muted small" }, name + ": not compared (" + c.skipped[name] + ")"));
+    });
+    (c.scorers || []).forEach(function (s) {
+      if (!s.disagreements || !s.disagreements.length) return;
+      var sec = section(s.scorer + ": where the sets disagree most", "disagreements");
+      var dt = el("table", { class: "components" });
+      var h = el("tr");
+      ["component", "A − B", "A", "label A", "B", "label B"].forEach(function (x) { h.appendChild(el("th", null, x)); });
+      dt.appendChild(el("thead")).appendChild(h);
+      var body = dt.appendChild(el("tbody"));
+      s.disagreements.forEach(function (d) {
+        var tr = el("tr");
+        var kc = el("td", { class: "key" });
+        kc.appendChild(el("a", { href: componentHref(d.key), title: d.key }, shortKey(d.key, 48)));
+        tr.appendChild(kc);
+        tr.appendChild(el("td", { class: "num" }, fmtSigned(d.diff)));
+        tr.appendChild(el("td", { class: "num" }, fmt(d.score_a)));
+        tr.appendChild(el("td", { class: "label" }, d.label_a));
+        tr.appendChild(el("td", { class: "num" }, fmt(d.score_b)));
+        tr.appendChild(el("td", { class: "label" }, d.label_b));
+        body.appendChild(tr);
+      });
+      sec.appendChild(dt);
+      page.appendChild(sec);
+    });
+    document.title = noBidi("label set " + c.set_a + " vs " + c.set_b + " · " + manifest.title);
+    window.scrollTo(0, 0);
+  }
+
   // ---------------------------------------------------------------- routing and start
 
   function hashKey() {
@@ -744,6 +836,8 @@
   }
 
   function route() {
+    var m = /^#compare\/(\d+)$/.exec(location.hash);
+    if (m) return showComparison(Number(m[1]));
     var key = hashKey();
     if (key != null) showComponent(key);
     else showIndex();

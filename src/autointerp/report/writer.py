@@ -31,7 +31,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -50,7 +50,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 def write_report(
-    run: RunPaths | str | os.PathLike, out_dir: str | os.PathLike | None = None, *, label_set: str | None = None, **options: Any
+    run: RunPaths | str | os.PathLike, out_dir: str | os.PathLike | None = None, *, label_set: str | None = None,
+    compare: Sequence[str] | None = None, **options: Any,
 ) -> Path:
     """Write the static report of a run folder and return the path of its ``index.html``.
 
@@ -62,6 +63,10 @@ def write_report(
     `ReportOptions`: ``title``, ``token_style``, ``extras_renderers``,
     ``chunk_size``, ``max_examples``, ``workers``. For a run held in memory
     (a `HarvestResult` and its results), use `write_report_from_data`.
+
+    ``compare``: the other label sets this set is compared with, each on a
+    comparison page (`autointerp.compare`); None: every other label set of the run
+    that has scores, when this one has scores too; ``[]``: none.
     """
     if not isinstance(run, (RunPaths, str, os.PathLike)):
         raise TypeError(
@@ -70,7 +75,25 @@ def write_report(
         )
     paths = RunPaths.at(run, label_set=label_set)
     data = RunData.from_run(paths)
+    if "comparisons" not in options:
+        options["comparisons"] = label_set_comparisons(paths, compare, has_scores=bool(data.scores))
     return write_report_from_data(data, paths.report if out_dir is None else out_dir, **options)
+
+
+def label_set_comparisons(paths: RunPaths, others: Sequence[str] | None, *, has_scores: bool) -> list[Any]:
+    """This set compared with each of ``others`` (None: every other scored set of the run)."""
+    from autointerp.compare import compare_label_sets
+    from autointerp.paths import check_label_set
+    from autointerp.records import read_scores
+
+    if others is None:
+        if not has_scores:
+            return []
+        others = [s for s in paths.label_sets() if s != paths.label_set and read_scores(paths.with_label_set(s))]
+    elif isinstance(others, str):
+        raise ValueError(f"compare must be a list of label set names, got {others!r}")
+    names = [check_label_set(n, "compare") for n in others]
+    return [compare_label_sets(paths, paths.label_set, n) for n in names]
 
 
 def write_report_from_data(data: RunData, out_dir: str | os.PathLike, **options: Any) -> Path:
