@@ -43,7 +43,7 @@ WANDB_PREFIX = "wandb:"
 #: as spd's own harvest (HarvestConfig.ci_threshold): a component fires wherever its CI is not ~0
 SPD_THRESHOLD = 1e-6
 SPD_INSTALL = (
-    "SPD runs need the `spd` package, which is not on PyPI. Install it from GitHub:\n"
+    "SPD runs need the `spd` package, which is not on PyPI (and needs Python 3.13). Install it from GitHub:\n"
     "  pip install 'spd @ git+https://github.com/goodfire-ai/spd.git'\n"
     "(or clone it and `pip install -e .` in the clone)"
 )
