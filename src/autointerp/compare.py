@@ -45,7 +45,7 @@ __all__ = [
     "compare_label_sets", "compare_scores",
 ]
 
-#: bootstrap resamples of the components (the CI's percentiles move by about 0.002 between seeds at n = 10)
+#: bootstrap resamples of the components (docs/scoring.md; cost in docs/benchmarks.md)
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0
 DEFAULT_LEVEL = 0.95
