@@ -289,7 +289,8 @@ def write_run_folder(folder: Path, config: dict[str, Any], steps=(10, 20)) -> Pa
 
 
 class StandInFile:
-    """The part of ``wandb.apis.public.File`` used: ``name`` and ``download(root, replace, exist_ok)``."""
+    """The part of ``wandb.apis.public.File`` used: ``name`` and ``download(root, replace, exist_ok, api)``
+    (the signature of wandb 0.23 and 0.31), which returns the downloaded file opened."""
 
     def __init__(self, src: Path, name: str):
         self.name, self.src = name, src
@@ -301,7 +302,7 @@ class StandInFile:
         if replace or not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(self.src, dest)
-        return dest
+        return open(dest)  # as wandb: the downloaded file, opened for reading
 
 
 class StandInApi:

@@ -141,7 +141,9 @@ def download_spd_run(wandb_path: str, cache_dir: str | Path | None = None, api: 
 
     def fill(tmp: Path) -> None:
         for name in ("final_config.yaml", max(ckpts)[1]):
-            files[name].download(root=str(tmp), replace=True)
+            handle = files[name].download(root=str(tmp), replace=True)  # wandb returns the file, opened
+            if callable(getattr(handle, "close", None)):
+                handle.close()
 
     replace_dir_atomically(dest, fill)
     return dest
