@@ -254,13 +254,15 @@ class FiringBatch:
     Positions are flattened: ``p = b * S + s``, ``P = B * S``.
 
     acts: ``[P, N]`` float32 activations of all components (layers concatenated).
-    fires: ``[P, N]`` bool, activation > threshold at a valid (unmasked) position.
+    fires: ``[P, N]`` bool, activation > its component's threshold at a valid (unmasked) position.
     valid: ``[P]`` bool, positions that count (the mask, flattened).
     firing_pos / firing_comp / firing_act: the sparse list of firings, ``[F]`` each,
         sorted by position then component.
     tokens: ``[P]`` int64; output_probs: ``[P, V]`` or None.
     sequence_ids: ``[B]`` int64 global row ids; seq_len: S.
     n_valid: number of valid positions in the batch (a Python int).
+    thresholds: ``[N]`` float32, each component's threshold when layers have different
+        ones (``fires`` is ``acts > thresholds``); None when one threshold applies to all.
     """
 
     batch: HarvestBatch
@@ -277,6 +279,7 @@ class FiringBatch:
     seq_len: int
     n_valid: int
     vocab_size: int | None
+    thresholds: Tensor | None = None
 
     @property
     def n_positions(self) -> int:
@@ -295,7 +298,7 @@ class FiringBatch:
         cls,
         batch: HarvestBatch,
         space: ComponentSpace,
-        threshold: float,
+        threshold: float | Tensor,
         sequence_ids: Tensor,
         vocab_size: int | None,
     ) -> FiringBatch:
@@ -305,7 +308,16 @@ class FiringBatch:
         # one layer: a view, not a copy (accumulators never write into acts)
         acts = (layers[0] if len(layers) == 1 else torch.cat(layers, dim=1)).float()
         valid = batch.mask.reshape(P) if batch.mask is not None else torch.ones(P, dtype=torch.bool, device=acts.device)
-        fires = acts > threshold
+        per_comp = None
+        if isinstance(threshold, Tensor):
+            # float32, so a layer's threshold decides exactly as the same number given as a scalar
+            per_comp = threshold.to(device=acts.device, dtype=torch.float32)
+            if per_comp.shape != (acts.shape[1],):
+                raise ValueError(f"threshold has shape {tuple(per_comp.shape)}, expected ({acts.shape[1]},): "
+                                 "one value per component")
+            fires = acts > per_comp[None, :]
+        else:
+            fires = acts > threshold
         if batch.mask is not None:
             fires &= valid[:, None]
         pos, comp = fires.nonzero(as_tuple=True)
@@ -327,4 +339,5 @@ class FiringBatch:
             seq_len=S,
             n_valid=int(valid.sum()) if batch.mask is not None else P,
             vocab_size=vocab_size if vocab_size is not None else (probs.shape[-1] if probs is not None else None),
+            thresholds=per_comp,
         )

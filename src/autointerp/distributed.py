@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from attrs import frozen
 
-from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
+from autointerp.accumulators.base import Accumulator, TensorAccumulator
 from autointerp.batch import ComponentSpace, HarvestBatch
 from autointerp.harvest_checkpoint import accumulator_from_spec, accumulator_spec
 from autointerp.schemas import LayerSpec
@@ -209,7 +209,7 @@ def _bind_empty(loop: HarvestLoop, header: Mapping[str, Any]) -> None:
     space = ComponentSpace([LayerSpec(n, w) for n, w in header["space"]])
     loop.device = loop.device or torch.device("cpu")
     loop.space, loop.vocab_size = space, header["vocab_size"]
-    loop.ctx = HarvestContext(space, loop.vocab_size, loop.device, loop.seed, loop.threshold, loop.decode)
+    loop.ctx = loop._context(space, loop.vocab_size, loop.device)
     for acc in loop.accumulators:
         acc.bind(loop.ctx)
 

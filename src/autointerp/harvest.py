@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from torch import Tensor
 from attrs import define
 from attrs import fields as attrs_fields
 
@@ -41,6 +41,7 @@ from autointerp.harvest_store import ComponentSummary, HarvestStore, StoreWriter
 from autointerp.paths import HARVEST_COMPONENTS, HARVEST_CONFIG
 from autointerp.records import read_components, read_harvest_config, read_shared_json
 from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
+from autointerp.thresholds import base_threshold, check_threshold, resolve_thresholds
 from autointerp.storage import (
     atomic_write_with,
     recover_dir,
@@ -152,7 +153,9 @@ class HarvestLoop:
     >>> result = loop.run(batches)          # any iterable of HarvestBatch
     >>> result["h.0.mlp.c_fc:12"]           # ComponentData
 
-    A component fires where its activation is strictly greater than ``threshold``.
+    A component fires where its activation is strictly greater than ``threshold``: one
+    number, or ``{layer: number}`` with an optional ``"default"`` entry for the layers it
+    does not name (`autointerp.thresholds`; a layer with no value is refused at the first batch).
     ``vocab_size`` is needed by token statistics when batches carry no
     ``output_probs``. ``decode`` (token id -> str) puts readable tokens into the
     results. ``model`` and ``dataset`` are free-form descriptions recorded in
@@ -164,7 +167,7 @@ class HarvestLoop:
         self,
         accumulators: Sequence[Accumulator],
         *,
-        threshold: float = 0.0,
+        threshold: float | Mapping[str, float] = 0.0,
         seed: int = 0,
         device: str | torch.device | None = None,
         vocab_size: int | None = None,
@@ -191,15 +194,10 @@ class HarvestLoop:
             if not a.name:
                 raise ValueError(f"{type(a).__name__} has no `name`: set a class attribute name = '...'")
         self.accumulators: list[Accumulator] = accs
-        try:
-            finite = not isinstance(threshold, bool) and math.isfinite(float(threshold))
-        except (TypeError, ValueError):
-            finite = False
-        if not finite:
-            # NaN fires nowhere and inf everywhere or nowhere: the whole pass would be wasted,
-            # and a checkpoint holding it could never be resumed (NaN != NaN)
-            raise ValueError(f"HarvestLoop threshold must be a finite number, got {threshold!r}")
-        self.threshold = float(threshold)
+        #: what the caller gave: a float, or ``{layer: float}`` (see `autointerp.thresholds`)
+        self.threshold: float | dict[str, float] = check_threshold(threshold, "HarvestLoop threshold")
+        #: ``{layer: threshold}`` for every layer once the first batch names them (a mapping was given)
+        self.layer_thresholds: dict[str, float] | None = None
         self.seed = int(seed)
         self.device = torch.device(device) if device is not None else None
         self.vocab_size = vocab_size
@@ -238,11 +236,32 @@ class HarvestLoop:
                 raise ValueError(
                     f"{type(a).__name__} needs output_probs [B, S, V] in every HarvestBatch, but the first batch has none"
                 )
-        ctx = HarvestContext(space, vocab, device, self.seed, self.threshold, self.decode)
+        ctx = self._context(space, vocab, device)
         self.check_memory(ctx, batch_bytes=_batch_bytes(batch))
         self.space, self.ctx, self.vocab_size = space, ctx, vocab
         for a in self.accumulators:
             a.bind(ctx)
+
+    def _context(self, space: ComponentSpace, vocab: int | None, device: torch.device) -> HarvestContext:
+        """The context of this loop's accumulators; resolves a per-layer threshold against ``space``."""
+        per_layer = None
+        if isinstance(self.threshold, dict):
+            per_layer = resolve_thresholds(self.threshold, space.layer_names)
+        self.layer_thresholds = per_layer
+        base = min(per_layer.values()) if per_layer else float(self.threshold)
+        ctx = HarvestContext(space, vocab, device, self.seed, base, self.decode, per_layer)
+        # one [N] tensor for every batch, only when the layers differ
+        self._firing_threshold: float | Tensor = base if ctx.uniform_threshold else \
+            ctx.component_thresholds(torch.float32)
+        return ctx
+
+    def threshold_for(self, layer: str) -> float:
+        """The threshold the components of ``layer`` fire above (known for every layer after the first batch)."""
+        if self.layer_thresholds is not None:
+            return self.layer_thresholds[layer]
+        if isinstance(self.threshold, dict):
+            return resolve_thresholds(self.threshold, [layer])[layer]
+        return self.threshold
 
     def memory_table(self, ctx: HarvestContext) -> list[tuple[str, int]]:
         return [(type(a).__name__, int(a.state_bytes(ctx))) for a in self.accumulators]
@@ -328,7 +347,10 @@ class HarvestLoop:
         seq_ids = batch.sequence_ids
         if seq_ids is None:
             seq_ids = torch.arange(self.n_rows, self.n_rows + B, device=batch.tokens.device)
-        fb = FiringBatch.from_batch(batch, self.space, self.threshold, seq_ids, self.vocab_size)
+        thr = self._firing_threshold
+        if isinstance(thr, Tensor) and thr.device != batch.tokens.device:
+            thr = self._firing_threshold = thr.to(batch.tokens.device)
+        fb = FiringBatch.from_batch(batch, self.space, thr, seq_ids, self.vocab_size)
         for a in self.accumulators:
             a.update(fb)
         self.n_batches += 1
@@ -476,8 +498,12 @@ class HarvestLoop:
             return self
         if self.space is not None and other.space != self.space:
             raise ValueError(f"cannot merge harvests of different component spaces: {other.space} vs {self.space}")
+        if other.threshold != self.threshold:
+            raise ValueError(f"cannot merge harvests made with different thresholds: {other.threshold!r} "
+                             f"into {self.threshold!r}")
         if self.space is None:
             self.space, self.ctx, self.vocab_size = other.space, other.ctx, other.vocab_size
+            self.layer_thresholds, self._firing_threshold = other.layer_thresholds, other._firing_threshold
             self.device = self.device or other.device
         for mine, theirs in zip(self.accumulators, other.accumulators):
             mine.merge(theirs)
@@ -520,7 +546,7 @@ class HarvestLoop:
         self.device = device
         self.vocab_size = state["vocab_size"]
         self.space = space
-        self.ctx = HarvestContext(space, self.vocab_size, device, self.seed, self.threshold, self.decode)
+        self.ctx = self._context(space, self.vocab_size, device)
         for a, s in zip(self.accumulators, state["accumulators"]):
             a.bind(self.ctx)
             a.load_state_dict(s["state"])
@@ -582,7 +608,8 @@ class HarvestLoop:
     def config(self) -> HarvestConfig:
         return HarvestConfig(
             layers=list(self.space.layers) if self.space else [],
-            threshold=self.threshold,
+            threshold=self.ctx.threshold if self.ctx is not None else base_threshold(self.threshold),
+            layer_thresholds=dict(self.layer_thresholds) if self.layer_thresholds is not None else None,
             seed=self.seed,
             vocab_size=self.vocab_size,
             n_batches=self.n_batches,

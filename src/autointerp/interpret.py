@@ -51,6 +51,7 @@ from autointerp.llm.factory import make_backend
 from autointerp.llm.runner import Job, JobRunner, RunSummary, run_coroutine_sync
 from autointerp.paths import RESULTS_FILE, RunPaths, label_set_folder
 from autointerp.prompts import environment, load_template, render_blocks, sources_hash, template_source
+from autointerp.thresholds import is_uniform
 from autointerp.records import read_interpretations, read_labels
 from autointerp.schemas import ComponentData, EvidenceSplit, InterpretationResult
 from autointerp.storage import atomic_write_text
@@ -296,7 +297,7 @@ class Interpreter:
                 value=values[name] if name in values else comp.extras[name],
                 component=comp,
                 labels=labels,
-                threshold=harvest.config.threshold,
+                threshold=harvest.config.threshold_for(comp.layer),
                 token_kind=harvest.config.tokenizer_kind,
                 n_tokens=opts.n_tokens,
                 n_partners=opts.n_partners,
@@ -328,7 +329,9 @@ class Interpreter:
             "dataset_name": dataset.get("name") or "",
             "dataset_description": dataset.get("description") or "",
             "n_tokens": cfg.n_tokens,
-            "threshold": cfg.threshold,
+            # this component's threshold (its layer's); the system block lists every layer's when they differ
+            "threshold": cfg.threshold_for(comp.layer),
+            "layer_thresholds": None if is_uniform(cfg.layer_thresholds) else dict(cfg.layer_thresholds or {}),
             "token_kind": cfg.tokenizer_kind,
             "firing_count": comp.firing_count,
             "firing_rate": comp.firing_rate,

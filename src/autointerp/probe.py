@@ -32,6 +32,7 @@ import torch
 from attrs import define, evolve, field
 
 from autointerp.data import check_vocab, token_batches
+from autointerp.thresholds import format_threshold
 
 #: thresholds whose firing density is counted exactly (before the data-driven ones)
 CANDIDATE_THRESHOLDS = (0.0, 1e-6, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -178,10 +179,11 @@ def format_probe(layers: Sequence[LayerProbe]) -> str:
         lines.append("  density    " + "  ".join(f"{b:>7}" for _, b in cells))
         lines.append(f"  suggested  {p.suggested:g} (density {_pct(p.density_at(p.suggested))}, "
                      f"target {_pct(p.target_density)})")
-    arg = ",".join(f"{p.name}={p.suggested:g}" for p in layers)
     lines.append("")
-    lines.append(f"suggested: --threshold {arg}" if len({p.suggested for p in layers}) > 1
-                 else f"suggested: --threshold {layers[0].suggested:g}" if layers else "")
+    if layers:  # one value when every layer suggests the same; else layer=value,... (autointerp.thresholds)
+        spec = {p.name: p.suggested for p in layers}
+        lines.append("suggested: --threshold " + format_threshold(spec if len(set(spec.values())) > 1
+                                                                   else layers[0].suggested))
     return "\n".join(lines)
 
 

@@ -28,7 +28,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +67,7 @@ from autointerp.logit_lens import harvest_fn_logit_lens
 from autointerp.paths import RunPaths, run_id_for
 from autointerp.schemas import LogitLens
 from autointerp.storage import RunLock, atomic_write_text, from_dict, to_dict
+from autointerp.thresholds import check_threshold
 
 # --------------------------------------------------------------------------- options
 
@@ -82,7 +82,9 @@ class HarvestOptions:
     n_batches: int | None = None
     batch_size: int = 32
     context_length: int | None = None
-    threshold: float | None = None
+    #: one value, or ``{layer: value}`` with an optional ``"default"`` entry (`autointerp.thresholds`);
+    #: None: the target's default (demo 1.0, SPD 1e-6, others 0)
+    threshold: float | dict[str, float] | None = None
     examples_per_component: int = 40
     top_examples_per_component: int = 20
     context_tokens_per_side: int = 10
@@ -164,7 +166,7 @@ def with_target_defaults(opts: HarvestOptions, target: Target) -> HarvestOptions
     fill = {k: v for k, v in target.option_defaults().items() if unset(k, getattr(opts, k))}
     opts = evolve(opts, **fill)
     return evolve(opts, context_length=opts.context_length or DEFAULT_CONTEXT_LENGTH,
-                  threshold=0.0 if opts.threshold is None else float(opts.threshold))
+                  threshold=0.0 if opts.threshold is None else check_threshold(opts.threshold, "--threshold"))
 
 
 # --------------------------------------------------------------------------- accumulators
@@ -209,7 +211,7 @@ class PreparedHarvest:
     total_batches: int | None
     rank_batches: int | None
     context_length: int
-    threshold: float
+    threshold: float | dict[str, float]
     device: torch.device
 
     @property
@@ -236,9 +238,8 @@ def _check_values(opts: HarvestOptions) -> None:
     def bad(name: str, expected: str, value: Any) -> ValueError:
         return ValueError(f"--{name} must be {expected}, got {value!r}")
 
-    t = opts.threshold
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
-        raise bad("threshold", "a finite number (a component fires where its activation is > it)", t)
+    if opts.threshold is not None:
+        check_threshold(opts.threshold, "--threshold")
     for name, minimum, optional in (("context_length", 1, True), ("checkpoint_every", 0, True),
                                     ("examples_per_component", 0, False), ("top_examples_per_component", 0, False),
                                     ("context_tokens_per_side", 0, False), ("shuffle_buffer", 0, False)):

@@ -262,10 +262,23 @@ class HarvestConfig:
     autointerp_version: str = ""
     #: how recorded tokens join into text (`autointerp.token_text`); None: shown as recorded (older harvests)
     tokenizer_kind: str | None = None
+    #: ``{layer: threshold}`` for every layer when the harvest was given one per layer
+    #: (``--threshold layer=value,...``); None: ``threshold`` applies to every layer
+    layer_thresholds: dict[str, float] | None = None
 
     @property
     def n_components(self) -> int:
         return sum(layer.width for layer in self.layers)
+
+    def threshold_for(self, layer: str) -> float:
+        """The threshold a component of ``layer`` fires above (``threshold`` where no per-layer table)."""
+        if self.layer_thresholds is None:
+            return self.threshold
+        try:
+            return self.layer_thresholds[layer]
+        except KeyError:
+            raise KeyError(f"layer {layer!r} has no threshold in this harvest; its layers are "
+                           f"{list(self.layer_thresholds)}") from None
 
 
 @define

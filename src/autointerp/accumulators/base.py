@@ -48,12 +48,37 @@ class HarvestContext:
     vocab_size: int | None
     device: torch.device = field(converter=torch.device)
     seed: int
+    #: the threshold of every layer; with ``layer_thresholds``, the lowest of them (use `threshold_for`)
     threshold: float
     decode: Callable[[int], str] | None = None
+    #: ``{layer: threshold}`` when layers fire above different thresholds; None: ``threshold`` everywhere
+    layer_thresholds: Mapping[str, float] | None = None
 
     @property
     def n_components(self) -> int:
         return self.space.n_components
+
+    @property
+    def uniform_threshold(self) -> bool:
+        """True when every component fires above the same ``threshold``."""
+        return self.layer_thresholds is None or len(set(self.layer_thresholds.values())) <= 1
+
+    def threshold_for(self, layer: str) -> float:
+        """The threshold the components of ``layer`` fire above."""
+        if self.layer_thresholds is None:
+            return self.threshold
+        return self.layer_thresholds[layer]
+
+    def component_thresholds(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
+        """``[N]``: each component's threshold (its layer's), in ``dtype`` on ``device`` (default: the context's).
+
+        In float32 it is the threshold a `FiringBatch` compares float32 activations with;
+        in float64 the one a reader compares a stored value with.
+        """
+        dev = self.device if device is None else torch.device(device)
+        values = [self.threshold_for(layer.name) for layer in self.space.layers]
+        widths = torch.tensor([layer.width for layer in self.space.layers], dtype=torch.int64)
+        return torch.tensor(values, dtype=torch.float64).repeat_interleave(widths).to(dtype).to(dev)
 
     def token_str(self, token_id: int) -> str | None:
         return None if self.decode is None or token_id < 0 else self.decode(token_id)

@@ -13,7 +13,9 @@ the tens, causal importances in (0, 1], GELU neurons near 0): with the defaults
 (4 bins an octave, 20 octaves) each bin is 19% wide from ``lo`` to ``lo * 2**20``.
 ``lo`` is the threshold when it is positive, else ``min_value`` (default 1e-3);
 firings at or below ``lo`` (tiny or, with a negative threshold, negative
-activations) land in the first bin.
+activations) land in the first bin. With a threshold per layer, each layer's
+bins start at its own threshold (`ComponentBins`); every layer has the same
+number of bins.
 
 State: ``counts [N, n_bins]`` int64 (sum) and the largest firing of each
 component (max, the open top bin's upper edge): with the defaults
@@ -80,6 +82,60 @@ class LogBins:
         return torch.searchsorted(e.to(act.device), act.double(), right=False)
 
 
+class ComponentBins:
+    """The `LogBins` of each layer's components: one layout when every layer has the same ``lo``.
+
+    Bins start at the layer's threshold (when positive), so with per-layer thresholds
+    the edges differ by layer; the number of bins is the same for all.
+    """
+
+    def __init__(self, ctx: HarvestContext, bins_per_octave: int, n_octaves: int, min_value: float | None):
+        self.spans: list[tuple[int, int, LogBins, float]] = []  # (first flat, end flat, layout, threshold)
+        for layer in ctx.space.layers:
+            start = ctx.space.layer_offset(layer.name)
+            thr = ctx.threshold_for(layer.name)
+            bins = LogBins.for_threshold(thr, bins_per_octave, n_octaves, min_value)
+            self.spans.append((start, start + layer.width, bins, thr))
+        self.single = len({b for _, _, b, _ in self.spans}) <= 1
+        first = self.spans[0][2] if self.spans else LogBins.for_threshold(ctx.threshold, bins_per_octave, n_octaves,
+                                                                          min_value)
+        self.n_bins = first.n_bins
+        self._first = first
+        self._edges = [b.edges.to(ctx.device) for _, _, b, _ in self.spans] or [first.edges.to(ctx.device)]
+
+    def to(self, device: torch.device | str) -> ComponentBins:
+        self._edges = [e.to(device) for e in self._edges]
+        return self
+
+    def bin_of(self, comp: Tensor, act: Tensor) -> Tensor:
+        """The bin of each firing ``act`` of component ``comp`` (flat indices), by its layer's edges."""
+        if self.single:
+            return self._first.bin_of(act, self._edges[0])
+        out = torch.empty(act.shape, dtype=torch.int64, device=act.device)
+        for (lo, hi, bins, _), edges in zip(self.spans, self._edges):
+            m = (comp >= lo) & (comp < hi)
+            if bool(m.any()):
+                out[m] = bins.bin_of(act[m], edges)
+        return out
+
+    def _span(self, flat: int) -> tuple[int, int, LogBins, float]:
+        for span in self.spans:
+            if span[0] <= flat < span[1]:
+                return span
+        raise IndexError(f"flat index {flat} is in no layer")
+
+    def edges_of(self, flat: int) -> list[float]:
+        """The float64 edges of component ``flat``'s layer, as a list."""
+        return self._span(flat)[2].edges.tolist()
+
+    def threshold_of(self, flat: int) -> float:
+        return self._span(flat)[3]
+
+    def layer_edges(self) -> list[tuple[int, int, list[float], float]]:
+        """``(first flat, end flat, edges, threshold)`` per layer, edges as lists (for a finalize loop)."""
+        return [(lo, hi, b.edges.tolist(), thr) for lo, hi, b, thr in self.spans]
+
+
 def _check_layout(bins_per_octave: int, n_octaves: int, min_value: float | None) -> None:
     if bins_per_octave < 1:
         raise ValueError(f"bins_per_octave must be at least 1, got {bins_per_octave}")
@@ -109,15 +165,16 @@ class ActivationHistogramAcc(TensorAccumulator):
     def config(self) -> dict[str, Any]:
         return {"bins_per_octave": self.bins_per_octave, "n_octaves": self.n_octaves, "min_value": self.min_value}
 
-    def layout(self, ctx: HarvestContext) -> LogBins:
-        return LogBins.for_threshold(ctx.threshold, self.bins_per_octave, self.n_octaves, self.min_value)
+    def layout(self, ctx: HarvestContext) -> ComponentBins:
+        """The bins of each layer (they start at the layer's threshold)."""
+        return ComponentBins(ctx, self.bins_per_octave, self.n_octaves, self.min_value)
 
     def state_bytes(self, ctx: HarvestContext) -> int:
         return ctx.n_components * (self.layout(ctx).n_bins * 8 + 4)
 
     def setup(self, ctx: HarvestContext) -> None:
-        N, nb = ctx.n_components, self.layout(ctx).n_bins
-        self._edges = self.layout(ctx).edges.to(ctx.device)
+        self._bins = self.layout(ctx)
+        N, nb = ctx.n_components, self._bins.n_bins
         self.add_state("counts", torch.zeros((N, nb), dtype=torch.int64))
         self.add_state("act_max", torch.full((N,), -torch.inf, dtype=torch.float32), reduce="max")
 
@@ -127,20 +184,20 @@ class ActivationHistogramAcc(TensorAccumulator):
         ctx = self._require_bound()
         comp, act = batch.firing_comp, batch.firing_act
         nb = self.counts.shape[1]
-        b = self.layout(ctx).bin_of(act, self._edges)
+        b = self._bins.bin_of(comp, act)
         self.counts.view(-1).index_add_(0, comp * nb + b, torch.ones_like(b))
         self.act_max.scatter_reduce_(0, comp, act.float(), reduce="amax")
 
     def to(self, device: torch.device | str) -> ActivationHistogramAcc:
-        if hasattr(self, "_edges"):
-            self._edges = self._edges.to(device)
+        if hasattr(self, "_bins"):
+            self._bins.to(device)
         super().to(device)
         return self
 
     def finalize(self) -> Mapping[int, Any]:
         ctx = self._require_bound()
         counts = self.counts.cpu()
-        edges = self.layout(ctx).edges.tolist()
+        layers = self._bins.layer_edges()
         hi_seen = self.act_max.cpu().double().tolist()
         nonzero = counts > 0
         any_ = nonzero.any(1).tolist()
@@ -153,9 +210,10 @@ class ActivationHistogramAcc(TensorAccumulator):
                 out[i] = None
                 continue
             a, b = first[i], last[i]
+            edges, thr = next((e, t) for lo, hi, e, t in layers if lo <= i < hi)
             # bin j spans (edges[j-1], edges[j]]; bin 0 starts at the threshold (every firing is above
             # it) and the open top bin ends at the largest firing seen
-            lower = [edges[j - 1] if j > 0 else ctx.threshold for j in range(a, b + 1)]
+            lower = [edges[j - 1] if j > 0 else thr for j in range(a, b + 1)]
             upper = edges[b] if b < len(edges) else hi_seen[i]
             out[i] = ActivationHistogram(edges=lower + [upper], counts=rows[i][a : b + 1])
         return out

@@ -33,7 +33,7 @@ from attrs import evolve
 from torch import Tensor
 
 from autointerp.accumulators.base import HarvestContext
-from autointerp.accumulators.histogram import LogBins, _check_layout
+from autointerp.accumulators.histogram import ComponentBins, _check_layout
 from autointerp.accumulators.sampling import EMPTY_KEY, KeyedSampler, firing_hash
 from autointerp.batch import ComponentSpace, FiringBatch
 from autointerp.schemas import LayerSpec, QuantileExamples
@@ -94,26 +94,28 @@ class QuantileExampleAcc(KeyedSampler):
         return {"n_quantiles": self.n_quantiles, **super().config(), "bins_per_octave": self.bins_per_octave,
                 "n_octaves": self.n_octaves, "min_value": self.min_value}
 
-    def layout(self, ctx: HarvestContext) -> LogBins:
-        return LogBins.for_threshold(ctx.threshold, self.bins_per_octave, self.n_octaves, self.min_value)
+    def layout(self, ctx: HarvestContext) -> ComponentBins:
+        """The bins of each layer (they start at the layer's threshold)."""
+        return ComponentBins(ctx, self.bins_per_octave, self.n_octaves, self.min_value)
 
     def _rows_ctx(self, ctx: HarvestContext, n_rows: int) -> HarvestContext:
-        """The context of a sampler with ``n_rows`` rows (same device, seed, threshold, decoder)."""
-        return evolve(ctx, space=ComponentSpace([LayerSpec("rows", n_rows)]))
+        """The context of a sampler with ``n_rows`` rows (same device, seed, decoder; its rows'
+        thresholds are set apart, in ``row_thresholds``)."""
+        return evolve(ctx, space=ComponentSpace([LayerSpec("rows", n_rows)]), layer_thresholds=None)
 
     def state_bytes(self, ctx: HarvestContext) -> int:
         nb = self.layout(ctx).n_bins
         return super().state_bytes(self._rows_ctx(ctx, ctx.n_components * nb)) + ctx.n_components * nb * 8
 
     def setup(self, ctx: HarvestContext) -> None:
-        bins = self.layout(ctx)
-        self._n_bins, self._edges = bins.n_bins, bins.edges.to(ctx.device)
+        bins = self._bins = self.layout(ctx)
+        self._n_bins = bins.n_bins
         super().setup(self._rows_ctx(ctx, ctx.n_components * bins.n_bins))
         self.add_state("bin_count", torch.zeros((ctx.n_components, bins.n_bins), dtype=torch.int64))
 
     def to(self, device: torch.device | str) -> QuantileExampleAcc:
-        if hasattr(self, "_edges"):
-            self._edges = self._edges.to(device)
+        if hasattr(self, "_bins"):
+            self._bins.to(device)
         super().to(device)
         return self
 
@@ -127,7 +129,7 @@ class QuantileExampleAcc(KeyedSampler):
             return
         ctx = self._require_bound()
         nb = self._n_bins
-        b = self.layout(ctx).bin_of(batch.firing_act, self._edges)
+        b = self._bins.bin_of(batch.firing_comp, batch.firing_act)
         row = batch.firing_comp * nb + b
         self.bin_count.view(-1).index_add_(0, row, torch.ones_like(row))
         super().update(evolve(batch, firing_comp=row, acts=_RowActs(batch.acts, nb)))
@@ -151,6 +153,7 @@ class QuantileExampleAcc(KeyedSampler):
         # the chosen slots as a sampler of N * q rows, so its finalize builds the examples
         chosen = KeyedSampler(k=k, context_tokens=self.context_tokens)
         chosen.bind(self._rows_ctx(ctx, N * q))
+        chosen.row_thresholds = ctx.component_thresholds(torch.float64, "cpu").repeat_interleave(q)
         chosen.key = sel_key.reshape(N * q, k)
         chosen.sequence = self.sequence.cpu().view(-1)[flat].view(N * q, k)
         chosen.position = self.position.cpu().view(-1)[flat].view(N * q, k)
@@ -161,11 +164,12 @@ class QuantileExampleAcc(KeyedSampler):
 
     def _groups(self, ctx: HarvestContext, counts: Tensor, group: Tensor, examples: Mapping[int, Any]) -> dict[int, list[QuantileExamples]]:
         q = self.n_quantiles
-        edges = self.layout(ctx).edges.tolist()
+        layers = self._bins.layer_edges()
         rows, groups = counts.tolist(), group.tolist()
         out: dict[int, list[QuantileExamples]] = {}
         for i in range(ctx.n_components):
             total = sum(rows[i])
+            edges, thr = next((e, t) for lo, hi, e, t in layers if lo <= i < hi)
             spans: dict[int, list[int]] = {}  # quantile -> [first bin, last bin, firings]
             for j, c in enumerate(rows[i]):
                 if c:
@@ -176,7 +180,7 @@ class QuantileExampleAcc(KeyedSampler):
             for g, (a, b, n) in sorted(spans.items()):
                 found.append(QuantileExamples(
                     lower_share=below / total, upper_share=(below + n) / total,
-                    lower=edges[a - 1] if a > 0 else ctx.threshold,
+                    lower=edges[a - 1] if a > 0 else thr,
                     upper=edges[b] if b < len(edges) else None,
                     count=n, examples=examples[i * q + g],
                 ))

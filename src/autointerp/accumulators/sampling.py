@@ -92,7 +92,7 @@ def round_significant(x: Tensor, digits: int = 7) -> Tensor:
     return torch.where(x == 0, x, rounded)
 
 
-def round_keeping_firing(x: Tensor, fires: Tensor, threshold: float, digits: int = 7) -> Tensor:
+def round_keeping_firing(x: Tensor, fires: Tensor, threshold: float | Tensor, digits: int = 7) -> Tensor:
     """`round_significant`, except that no value crosses ``threshold``: ``out > threshold == fires``.
 
     ``fires`` is the harvest's own decision, made on the float32 value before any
@@ -104,6 +104,7 @@ def round_keeping_firing(x: Tensor, fires: Tensor, threshold: float, digits: int
     away. Where even that is on the wrong side -- only at the threshold's own
     float32, whose widening can exceed a float64 threshold such as 0.1 -- the value
     becomes the threshold itself (not firing) or the next double above it (firing).
+    ``threshold`` may be a tensor broadcast against ``x`` (each value's own, e.g. its layer's).
 
     >>> t = torch.tensor([1.0000001192092896, 1.0])
     >>> round_keeping_firing(t, t > 1.0, 1.0).tolist()
@@ -121,7 +122,9 @@ def round_keeping_firing(x: Tensor, fires: Tensor, threshold: float, digits: int
         directed = torch.where(fires, torch.ceil(scaled), torch.floor(scaled)) * down / up
         out = torch.where(wrong, directed, out)
         wrong = (out > threshold) != fires
-        thr = torch.tensor(float(threshold), dtype=torch.float64)
+        thr = torch.as_tensor(threshold, dtype=torch.float64, device=x.device)
+        if isinstance(threshold, Tensor):
+            thr = thr.expand_as(x)
         above = torch.nextafter(thr, torch.tensor(float("inf"), dtype=torch.float64))
         out = torch.where(wrong & fires, above, torch.where(wrong, thr, out))
     return out
@@ -132,6 +135,9 @@ class KeyedSampler(TensorAccumulator):
 
     Subclasses define ``keys(batch, pos, comp, act)``.
     """
+
+    #: each row's threshold (float64 ``[rows]``) when rows are not the context's components
+    row_thresholds: Tensor | None = None
 
     def __init__(self, k: int = 20, context_tokens: int = 10):
         if k < 1:
@@ -237,8 +243,12 @@ class KeyedSampler(TensorAccumulator):
         seq, pos = self.sequence.cpu().tolist(), self.position.cpu().tolist()
         acts = self.acts.cpu()
         # the harvest's decision, redone on the unrounded float32 exactly as FiringBatch makes it
-        fires = (acts > ctx.threshold) & (tokens != PAD_TOKEN)
-        tok, act = tokens.tolist(), round_keeping_firing(acts, fires, ctx.threshold).tolist()
+        # (each row's own threshold: its component's layer's)
+        thr64 = self.row_thresholds if self.row_thresholds is not None else \
+            ctx.component_thresholds(torch.float64, "cpu")
+        thr64 = thr64.cpu().double()[:, None, None]
+        fires = (acts > thr64.float()) & (tokens != PAD_TOKEN)
+        tok, act = tokens.tolist(), round_keeping_firing(acts, fires, thr64).tolist()
         names: dict[int, str] | None = None
         if ctx.decode is not None:  # decode each distinct token once
             names = {t: ctx.token_str(t) or "" for t in torch.unique(tokens[filled]).tolist()}

@@ -216,6 +216,9 @@ class RandomWindowAcc(TensorAccumulator):
             "format": SHARED_FORMAT,
             "window_len": L,
             "threshold": ctx.threshold,
+            **({} if ctx.uniform_threshold else {"layer_thresholds": [
+                [layer.name, ctx.space.layer_offset(layer.name), layer.width, ctx.threshold_for(layer.name)]
+                for layer in ctx.space.layers]}),
             "seed": ctx.seed,
             "windows": windows,
             "firings": {
@@ -225,7 +228,9 @@ class RandomWindowAcc(TensorAccumulator):
                 # 6 significant digits (float32 values printed in full would double the file),
                 # never rounded onto the threshold: every stored firing reads as one
                 "activation": round_keeping_firing(
-                    f_act[order], torch.ones(len(order), dtype=torch.bool), ctx.threshold, digits=6
+                    f_act[order], torch.ones(len(order), dtype=torch.bool),
+                    ctx.threshold if ctx.uniform_threshold else
+                    ctx.component_thresholds(torch.float64, "cpu")[f_comp[order].long()], digits=6
                 ).tolist(),
             },
             "token_strings": token_strings,

@@ -70,3 +70,13 @@ def add_label_set(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"the label set to {what} (default: {DEFAULT_LABEL_SET!r}, interpretations/results.jsonl; "
         "a named set lives in interpretations/sets/NAME/ with its own scores in scores/sets/NAME/)",
     )
+
+
+def threshold(text: str) -> float | dict[str, float]:
+    """``--threshold``: one number, or ``layer=value,...`` with an optional ``default=value`` (`autointerp.thresholds`)."""
+    from autointerp.thresholds import parse_threshold
+
+    try:
+        return parse_threshold(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--threshold: ").removeprefix("--threshold ")) from None

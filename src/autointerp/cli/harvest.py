@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from autointerp.cli.arguments import out_root
+from autointerp.cli.arguments import threshold as threshold_arg
 from autointerp.harvest import HarvestResult
 from autointerp.run_harvest import HarvestOptions, run_harvest, summarize
 from autointerp.terminal import terminal_text
@@ -86,8 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tokens per sequence (default: the target's own: demo 128, SPD the run's max_seq_len, "
                    "hf min(512, model's))")
     g = p.add_argument_group("statistics")
-    g.add_argument("--threshold", type=float, default=None,
-                   help="a component fires where its activation is > this (default: demo 1.0, SPD 1e-6 as spd's own harvest, others 0)")
+    g.add_argument("--threshold", type=threshold_arg, default=None, metavar="VALUE|LAYER=VALUE,...",
+                   help="a component fires where its activation is > this: one value for every layer, or one per "
+                   "layer as layer=value,... (default=value for the layers not named; `autointerp probe` prints "
+                   "one to paste). Default: demo 1.0, SPD 1e-6 as spd's own harvest, others 0")
     g.add_argument("--examples_per_component", type=int, default=40,
                    help="uniformly sampled activation examples kept per component (default: 40; part is held out "
                    "for scoring)")

@@ -396,7 +396,7 @@ def harvest_html(result: Any, *, max_rows: int = 20) -> str:
         )
     head = (
         f'<div><b>HarvestResult</b> <span class="ai-muted">{len(result):,} components in {len(cfg.layers)} layers · '
-        f"{cfg.n_tokens:,} tokens · threshold {_fmt(cfg.threshold)}</span></div>"
+        f"{cfg.n_tokens:,} tokens · threshold {_thresholds(cfg)}</span></div>"
     )
     comp_table = (
         f"<h4>Most frequent components (top {len(top)})</h4><table><tr><th>component</th><th>firings</th><th>rate</th>"
@@ -470,3 +470,11 @@ def run_html(data: Any, *, max_rows: int = 30) -> str:
 
 def _score_of(data: Any, scorer: str, key: str) -> float | None:
     return score_value(headline(data.scores.get(scorer, {}).get(key, {})))
+
+
+def _thresholds(cfg: Any) -> str:
+    """The harvest's threshold, or each layer's when they differ (escaped)."""
+    per = getattr(cfg, "layer_thresholds", None)
+    if per and len(set(per.values())) > 1:
+        return "; ".join(f"{escape(layer)} {_fmt(v)}" for layer, v in per.items())
+    return _fmt(cfg.threshold)

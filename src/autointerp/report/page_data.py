@@ -273,6 +273,9 @@ def run_summary(run: RunData) -> dict[str, Any]:
         "n_tokens": cfg.get("n_tokens"),
         "n_batches": cfg.get("n_batches"),
         "threshold": cfg.get("threshold"),
+        # {layer: threshold} when the layers fire above different ones (else null: `threshold` for all)
+        "layer_thresholds": (clean_json(lt) if isinstance(lt := cfg.get("layer_thresholds"), Mapping)
+                             and len(set(lt.values())) > 1 else None),
         "vocab_size": cfg.get("vocab_size"),
         "created_at": cfg.get("created_at"),
         "autointerp_version": cfg.get("autointerp_version"),

@@ -254,7 +254,11 @@
     fact("labeled", fmtInt(m.n_labeled) + (m.n_failures ? " (" + fmtInt(m.n_failures) + " failed, see interpretations/" +
       (named ? "sets/" + m.label_set + "/" : "") + "failures.jsonl)" : ""));
     if (sum.n_tokens != null) fact("tokens harvested", fmtInt(sum.n_tokens));
-    if (sum.threshold != null) fact("firing threshold", "activation > " + fmt(sum.threshold, 4));
+    if (sum.layer_thresholds) {
+      fact("firing threshold", Object.keys(sum.layer_thresholds).map(function (l) {
+        return l + ": activation > " + fmt(sum.layer_thresholds[l], 4);
+      }).join("; "));
+    } else if (sum.threshold != null) fact("firing threshold", "activation > " + fmt(sum.threshold, 4));
     // the readable parts of the free-form model / dataset descriptions; the rest as key: value
     function describe(d, main, skip) {
       var parts = [];

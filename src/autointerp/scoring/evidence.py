@@ -117,6 +117,8 @@ class WindowPool:
             raise ValueError(f"not a window pool (format {shared.get('format')!r}); expected the output of RandomWindowAcc")
         self.window_len = int(shared["window_len"])
         self.threshold = float(shared.get("threshold", 0.0))
+        #: (first flat index, end, threshold) per layer when layers have their own thresholds
+        self._layer_thresholds = [(int(o), int(o) + int(w), float(t)) for _, o, w, t in shared.get("layer_thresholds") or []]
         self.windows: list[dict[str, Any]] = list(shared["windows"])
         self._strings = {int(k): v for k, v in (shared.get("token_strings") or {}).items()}
         self._decode = decode
@@ -149,9 +151,16 @@ class WindowPool:
     def windows_firing(self, component: int) -> set[int]:
         return set(self._by_comp.get(component, {}))
 
+    def threshold_of(self, component: int) -> float:
+        """The threshold component ``component`` (a flat index) fires above: its layer's."""
+        for lo, hi, t in self._layer_thresholds:
+            if lo <= component < hi:
+                return t
+        return self.threshold
+
     def activations(self, window: int, component: int) -> list[float]:
         """The component's activation at every token of the window (0 where it does not fire, or a negative threshold)."""
-        acts = [silent_value(self.threshold)] * len(self.windows[window]["token_ids"])
+        acts = [silent_value(self.threshold_of(component))] * len(self.windows[window]["token_ids"])
         for o, a in self._by_comp.get(component, {}).get(window, []):
             acts[o] = a
         return acts
@@ -161,7 +170,7 @@ class WindowPool:
         ids = list(w["token_ids"])
         return EvidenceWindow(
             [self.token_str(t) for t in ids], ids, self.activations(window, component), "pool", window,
-            int(w["sequence_index"]), int(w["start"]), self.threshold,
+            int(w["sequence_index"]), int(w["start"]), self.threshold_of(component),
         )  # fmt: skip
 
 

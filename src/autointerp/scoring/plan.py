@@ -133,7 +133,7 @@ class EvidenceCache:
             split = ExampleSplit(explain=list(c.examples), explain_top=list(c.top_examples))
         return build_evidence(
             c, pool, flat_index=self._harvest.space.flat_index(c.layer, c.index),
-            threshold=float(self._harvest.config.threshold), seed=self._seed, split=split,
+            threshold=float(self._harvest.config.threshold_for(c.layer)), seed=self._seed, split=split,
         )  # fmt: skip
 
     def full(self, c: ComponentData) -> ComponentEvidence:
