@@ -219,6 +219,11 @@ def test_scoring_evidence_and_prompts_use_the_components_layer(result):
         ev = cache.full(result[key])
         assert ev.threshold == thr
         assert all(w.threshold == thr for w in ev.positives + ev.negatives + ev.randoms)
+    from autointerp.evidence_sets import EvidenceSets
+
+    sets = EvidenceSets(result, n_explain=4, n_top=2, n_validate=2)
+    for key, thr in (("h.0.mlp:1", 0.25), ("h.1.attn:out:2", 0.625)):
+        assert sets.validation(result[key]).threshold == thr
     it = Interpreter(OfflineBackend(), progress=False)
     parts = it.render(result["h.1.attn:out:2"], result)
     assert "h.0.mlp: 0.25;" in parts["system"] and "h.1.attn:out: 0.625." in parts["system"]

@@ -45,7 +45,7 @@ class EvidenceSets:
         self.n_explain, self.n_top, self.n_validate = n_explain, n_top, n_validate
         pool_data = harvest.shared.get("window_pool") if harvest.shared else None
         self.pool = WindowPool.from_shared(pool_data) if pool_data else None
-        self.threshold = float(harvest.config.threshold)
+        self.threshold = float(harvest.config.threshold)  # the lowest; a component's is its layer's (threshold_for)
         self.seed = int(harvest.config.seed)
 
     def validation(self, comp: ComponentData) -> ComponentEvidence:
@@ -53,7 +53,7 @@ class EvidenceSets:
         split = split_examples(comp, self.n_explain, self.n_top, self.n_validate)
         return validation_evidence(
             comp, self.pool, split, flat_index=self.harvest.space.flat_index(comp.layer, comp.index),
-            threshold=self.threshold, seed=self.seed,
+            threshold=float(self.harvest.config.threshold_for(comp.layer)), seed=self.seed,
         )  # fmt: skip
 
     def of(self, comp: ComponentData) -> tuple[EvidenceSplit, ComponentEvidence]:

@@ -358,7 +358,7 @@ class Refiner:
     def _feedback(self, comp: ComponentData, rnd: int, kind: str) -> tuple[dict[str, Any], int | None]:
         """The variables of ``refine.j2`` for round ``rnd`` of ``comp``, and the round it revises."""
         p = self.progress[comp.key]
-        base = {"component_key": comp.key, "threshold": self.harvest.config.threshold,
+        base = {"component_key": comp.key, "threshold": self.harvest.config.threshold_for(comp.layer),
                 "token_kind": self.harvest.config.tokenizer_kind}  # fmt: skip
         if kind == "candidate":
             earlier = [{"label": p.labels[j]["label"], "score": None} for j in range(rnd)]
