@@ -54,7 +54,7 @@ from autointerp.prompts import environment, load_template, render_blocks, source
 from autointerp.thresholds import is_uniform
 from autointerp.records import read_interpretations, read_labels
 from autointerp.schemas import ComponentData, EvidenceSplit, InterpretationResult
-from autointerp.storage import atomic_write_text
+from autointerp.storage import atomic_write_text, completed_keys
 
 __all__ = [
     "DEFAULT_EXCLUDED_SECTIONS",
@@ -145,6 +145,23 @@ def labelled_record_key(record: Mapping[str, Any]) -> str:
     if not isinstance(label, str) or not label.strip():
         raise KeyError("label")  # the runners count only records they can name
     return str(record["component_key"])
+
+
+#: the section of the second pass (`autointerp.neighbours`), and the mark its records carry
+NEIGHBOURS = "neighbours"
+NEIGHBOURS_TAG = " + sections/neighbours.j2"
+
+
+def neighbours_job_key(key: str) -> str:
+    return f"neighbours|{key}"
+
+
+def neighbours_record_key(record: Mapping[str, Any]) -> str:
+    """The second-pass job a results line settles: a labelled line whose ``template_name``
+    carries `NEIGHBOURS_TAG` (first-pass lines settle no second-pass job)."""
+    if not str(record.get("template_name", "")).endswith(NEIGHBOURS_TAG):
+        raise KeyError("template_name")
+    return neighbours_job_key(labelled_record_key(record))
 
 
 @define
@@ -268,8 +285,12 @@ class Interpreter:
         srcs.append(json.dumps(INTERPRETATION_SCHEMA, sort_keys=True))
         return sources_hash(srcs)
 
-    def _sections(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str]) -> list[dict[str, str]]:
-        """Each shown accumulator output rendered by its section template (empty ones dropped)."""
+    def _sections(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str],
+                  neighbours: Any = None) -> list[dict[str, str]]:
+        """Each shown accumulator output rendered by its section template (empty ones dropped).
+        ``neighbours`` (the second pass: a `autointerp.neighbours.NeighbourContext`) replaces
+        the co-firing section with the ``neighbours`` section, which lists the partners with
+        their labels, and the weight-space neighbours."""
         opts = self.options
         split = split_examples(comp, opts.n_explain, opts.n_top)
         # a random example that is also among the strongest is shown once, with the strongest
@@ -290,7 +311,11 @@ class Interpreter:
             "correlations": comp.correlations,
         }
         sections = []
-        for name in self.section_names(harvest, comp):
+        names = self.section_names(harvest, comp)
+        if neighbours is not None:
+            names = [n for n in names if n != "correlations"] + ([NEIGHBOURS] if neighbours else [])
+            values[NEIGHBOURS] = neighbours
+        for name in names:
             tmpl, _ = self._section(name, harvest)
             text = tmpl.render(
                 name=name,
@@ -306,7 +331,8 @@ class Interpreter:
                 sections.append({"name": name, "text": text})
         return sections
 
-    def variables_for(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def variables_for(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None,
+                      neighbours: Any = None) -> dict[str, Any]:
         """Everything the main template sees for one component (sections already rendered)."""
         cfg = harvest.config
         model = cfg.model or {}
@@ -338,18 +364,20 @@ class Interpreter:
             "mean_activation": comp.mean_activation,
             "max_activation": comp.max_activation,
             "early_positions": EARLY_POSITIONS,
-            "sections": self._sections(comp, harvest, labels),
+            "sections": self._sections(comp, harvest, labels, neighbours),
             "labels": labels,
             # the system block explains only the evidence this harvest has (the same for every component)
             "harvested": self.harvested_sections(harvest),
         }
 
-    def render(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None) -> dict[str, str]:
-        """``{"system": ..., "prompt": ...}`` for one component."""
-        return render_blocks(self.template, self.variables_for(comp, harvest, labels))
+    def render(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None,
+               neighbours: Any = None) -> dict[str, str]:
+        """``{"system": ..., "prompt": ...}`` for one component (``neighbours``: the second pass's context)."""
+        return render_blocks(self.template, self.variables_for(comp, harvest, labels, neighbours))
 
-    def request_for(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None) -> LLMRequest:
-        parts = self.render(comp, harvest, labels)
+    def request_for(self, comp: ComponentData, harvest: HarvestResult, labels: Mapping[str, str] | None = None,
+                    neighbours: Any = None) -> LLMRequest:
+        parts = self.render(comp, harvest, labels, neighbours)
         return LLMRequest(
             prompt=parts["prompt"],
             system=parts["system"],
@@ -425,16 +453,16 @@ class Interpreter:
             return (out if label_set is None else out.with_label_set(label_set)).interpretations
         return Path(out) if label_set is None else label_set_folder(out, label_set)
 
-    def _runner(self, opts: InterpretOptions, results_path: Path) -> Any:
+    def _runner(self, opts: InterpretOptions, results_path: Path, record_key: Callable[[Mapping[str, Any]], str] = labelled_record_key,
+                desc: str = "interpret") -> Any:
         """The live `JobRunner`, or the Message Batches runner for ``batch=True``."""
         if opts.batch:
             from autointerp.llm.batches import BatchRunner
 
             return BatchRunner(self.backend, results_path, poll_interval_s=opts.poll_interval_s,
                                max_cost_usd=opts.max_cost_usd, prices=opts.prices, progress=opts.progress,
-                               record_key=labelled_record_key)
-        return JobRunner(self.backend, results_path, desc="interpret", record_key=labelled_record_key,
-                         **opts.runner_options())
+                               record_key=record_key)
+        return JobRunner(self.backend, results_path, desc=desc, record_key=record_key, **opts.runner_options())
 
     async def arun(
         self,
@@ -453,6 +481,10 @@ class Interpreter:
         """
         opts = self.options.for_run(options, **changes)
         folder = self._out_dir(out, opts.label_set)
+        if opts.neighbours:
+            if opts.refines:
+                raise ValueError("interpret options neighbours and refine are separate passes: run the neighbour pass, then refine")
+            return await self._neighbour_pass(harvest, folder, opts)
         if opts.refines:
             from autointerp.refine import Refiner
 
@@ -468,6 +500,46 @@ class Interpreter:
         self.summary.total += already
         found = read_interpretations(results_path, keys=wanted, order=[c.key for c in harvest.components])
         return list(found.values())
+
+    async def _neighbour_pass(self, harvest: HarvestResult, folder: Path, opts: InterpretOptions) -> list[InterpretationResult]:
+        """The second pass (``neighbours=True``): every selected component again, its prompt
+        showing its neighbours' current labels; appended to the same results file, so its
+        label wins (the last labelled line), and resumed by its own record key."""
+        from autointerp.neighbours import WEIGHT_NEIGHBOURS, neighbour_context
+
+        results_path = self.results_path = folder / RESULTS_FILE
+        labels = read_labels(results_path)
+        if not labels:
+            raise ValueError(
+                f"interpret option neighbours is a second pass over a first pass's labels, but {results_path} "
+                "holds none: run `autointerp interpret` (without --neighbours) first"
+            )
+        done = completed_keys(results_path, neighbours_record_key)
+        selected = self._selected(harvest, opts)
+        pending = [c for c in selected if neighbours_job_key(c.key) not in done]
+        if opts.limit is not None:
+            pending = pending[: opts.limit]
+        weight_table = harvest.shared.get(WEIGHT_NEIGHBOURS)
+        if not weight_table and not any(c.correlations for c in pending[:100]):
+            log.warning("the harvest has neither co-firing statistics (CorrelationAcc) nor weight-space neighbours: "
+                        "the neighbour pass has no neighbours to show")
+        thash = sources_hash([self.template_hash(harvest), self._section(NEIGHBOURS, harvest)[1]])
+        sets = self.evidence_sets(harvest, opts)
+        name = self.template_name + NEIGHBOURS_TAG
+
+        def gen() -> Iterator[Job]:
+            for comp in pending:
+                ctx = neighbour_context(comp, labels, n=opts.n_neighbours, weight_table=weight_table)
+                parse = _ParseAnswer(comp.key, name, thash, labels, sets.record(comp))
+                yield Job(neighbours_job_key(comp.key), self.request_for(comp, harvest, labels, ctx), parse)
+
+        runner = self._runner(opts, results_path, neighbours_record_key, "interpret --neighbours")
+        self.summary = await runner.run(gen(), total=len(pending))
+        wanted = [c.key for c in selected]
+        already = len(done.intersection(neighbours_job_key(k) for k in wanted))
+        self.summary.skipped += already
+        self.summary.total += already
+        return list(read_interpretations(results_path, keys=wanted, order=[c.key for c in harvest.components]).values())
 
     def run(
         self,

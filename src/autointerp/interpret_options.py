@@ -152,6 +152,12 @@ class InterpretOptions:
     first labels, the best on validation kept; ``judge``: the backend that
     scores on the validation set (None: the labeller's backend).
 
+    Neighbour context (`autointerp.neighbours`): ``neighbours`` makes this run the
+    second pass: every selected component is labelled again with the current
+    labels of its ``n_neighbours`` strongest co-firing partners and nearest
+    weight-space neighbours (``prompts/sections/neighbours.j2``); it needs labels
+    from a first pass, and its label wins.
+
     Sending: ``batch`` (the Message Batches API, polled every ``poll_interval_s``)
     or live through the `JobRunner` with ``max_concurrent``, ``request_timeout_s``,
     ``max_retries``, ``max_invalid_retries``, ``backoff_initial_s``,
@@ -177,6 +183,8 @@ class InterpretOptions:
     refine: int = field(default=0, validator=_whole(0))
     candidates: int = field(default=1, validator=_whole(1))
     judge: Any = field(default=None, validator=_judge)
+    neighbours: bool = field(default=False, validator=_flag)
+    n_neighbours: int = field(default=5, validator=_whole(1))
 
     batch: bool = field(default=False, validator=_flag)
     poll_interval_s: float = field(default=30.0, validator=_seconds(positive=True))

@@ -461,7 +461,10 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
         return wp
     result = prep.loop.finalize()
     if opts.output_logits:
+        from autointerp.neighbours import attach_weight_neighbours
+
         attach_output_logits(result, prep.target.harvest_fn, k=opts.output_logits_k, decode=prep.loop.decode, log=log)
+        attach_weight_neighbours(result, prep.target.harvest_fn, log=log)  # the same weights: cosine of output directions
     if in_memory:
         with harvest_lock(paths):  # rank 0 swaps in harvest/, as a one-process run or merge does
             result.save(paths.harvest)

@@ -73,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     p.add_argument("--max_retries", type=int, default=6, help="retries of rate limits, overload, 5xx, timeouts")
     p.add_argument("--backoff", type=float, default=1.0, help="initial backoff in seconds (doubles, with jitter)")
+    p.add_argument("--neighbours", action="store_true",
+                   help="second pass: label every selected component again with the current labels of its strongest "
+                   "co-firing partners and weight-space neighbours in the prompt (needs a first pass; its label wins)")
+    p.add_argument("--n_neighbours", type=int, default=5, help="with --neighbours: partners and weight-space neighbours shown, each (default 5)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
@@ -125,6 +129,8 @@ def _options(args: argparse.Namespace) -> InterpretOptions:
         max_cost_usd=args.max_cost_usd,
         prices=_prices(args.price),
         progress=not args.no_progress,
+        neighbours=args.neighbours,
+        n_neighbours=args.n_neighbours,
     )
 
 

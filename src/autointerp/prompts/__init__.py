@@ -75,6 +75,7 @@ def environment(search_path: Iterable[str | os.PathLike] = ()) -> jinja2.Environ
         env.filters["token_rows"] = token_rows
         env.filters["quote"] = lambda text: json.dumps(str(text), ensure_ascii=False)
         env.filters["partner_rows"] = partner_rows
+        env.filters["quoted"] = lambda s: json.dumps(str(s), ensure_ascii=False)  # a label on one line, quotes escaped
         env.globals["one_in"] = one_in
         _ENVS[paths] = env
     return env
