@@ -394,3 +394,101 @@ def test_every_file_and_folder_of_a_run_follows_the_umask(tmp_path, umask):
     for part in ("harvest", "interpretations", "scores", "report", "export", "checkpoints"):
         assert (run / part).is_dir()
     assert seen["file"] >= 15
+
+
+# -- the converter's fast path ------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from autointerp import schemas  # noqa: E402
+from autointerp.storage import make_converter, schema_problem  # noqa: E402
+
+
+def _rich_component() -> dict:
+    """A record with every kind of field the schema has (lists of scalars and classes, optionals, dicts)."""
+    ex = schemas.ActivationExample([5, 6, 7], [0.0, 1.5, 0.25], 1, 3, 40, ["a", " b", "<0xE2>"])
+    stat = schemas.TokenStat(6, 3.0, 0.5, 0.25, 1.2, " b", 0.0, 0.1)
+    partner = schemas.CorrelatedComponent("l:1", 4, 0.5, 0.4, 0.9, 0, None)
+    comp = schemas.ComponentData(
+        "l:0", "l", 0, 9, 0.01, 0.7, 1.5, examples=[ex, ex], top_examples=[ex],
+        input_tokens=schemas.TokenStats([stat], [stat], []), output_tokens=None,
+        correlations=schemas.ComponentCorrelations([partner], [], [partner], []),
+        output_logits=schemas.LogitLens([schemas.LogitToken(1, 2.5, "x")], [], "W_U"),
+        histogram=schemas.ActivationHistogram([0.0, 1.0, 2.0], [4, 5]),
+        quantile_examples=[schemas.QuantileExamples(0.0, 0.5, 0.0, 1.0, 4, [ex]),
+                           schemas.QuantileExamples(0.5, 1.0, 1.0, None, 5, [])],
+        early_firing_share=0.5, fires_early=True, extras={"mine": {"a": [1, None]}},
+    )
+    return json.loads(json.dumps(to_dict(comp)))
+
+
+def _paths(value, prefix=()):
+    """Every place in a JSON value: (path to it, the value there)."""
+    yield prefix, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*prefix, i))
+
+
+_RICH = _rich_component()
+_PLACES = [p for p, _ in _paths(_RICH) if p]
+_json_leaf = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+              | st.text(max_size=3))
+_json = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+                     max_leaves=4)
+
+
+def _mutated(rec: dict, changes: list) -> dict:
+    rec = json.loads(json.dumps(rec))
+    for place, kind, value in changes:
+        parent = rec
+        try:
+            for step in place[:-1]:
+                parent = parent[step]
+            if kind == "delete" and isinstance(parent, dict):
+                parent.pop(place[-1], None)
+            elif kind == "delete" and isinstance(parent, list) and place[-1] < len(parent):
+                del parent[place[-1]]
+            else:
+                parent[place[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed the place
+    return rec
+
+
+_FAST, _CHECKED = make_converter(), make_converter(fast=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PLACES), st.sampled_from(["set", "delete"]), _json), max_size=3))
+def test_the_fast_path_gives_what_the_checked_path_gives(changes):
+    """The generated fast structurer never decides alone: on any record (damaged anywhere: a wrong type,
+    a missing field, a huge int for a float) it returns exactly the checked converter's value, types
+    included, or the same error."""
+    rec = _mutated(_RICH, changes)
+    try:
+        want = _CHECKED.structure(rec, ComponentData)
+    except Exception as e:  # noqa: BLE001
+        with pytest.raises(type(e)) as got:
+            _FAST.structure(rec, ComponentData)
+        assert schema_problem(got.value) == schema_problem(e)
+        return
+    got = _FAST.structure(rec, ComponentData)
+    assert got == want
+    assert to_dict(got) == to_dict(want) and json.dumps(to_dict(got)) == json.dumps(to_dict(want))  # float stays float
+
+
+def test_the_fast_path_covers_the_harvest_schema():
+    """Every class of a component record gets a fast structurer (none falls back to cattrs for the whole class)."""
+    from autointerp.storage import _fast_structurer
+
+    cache: dict = {}
+    assert _fast_structurer(ComponentData, _FAST, cache) is not None
+    assert {c.__name__ for c, fn in cache.items() if fn is not None} >= {
+        "ComponentData", "ActivationExample", "TokenStats", "TokenStat", "ComponentCorrelations",
+        "CorrelatedComponent", "LogitLens", "LogitToken", "ActivationHistogram", "QuantileExamples"}
+    assert _FAST.structure(_RICH, ComponentData) == _CHECKED.structure(_RICH, ComponentData)
