@@ -168,16 +168,18 @@ def token_string(tokenizer: Any, token_id: int, kind: str | None) -> str:
 def _join_bytes(texts: list[str | None]) -> list[str]:
     """Runs of byte tokens (``"<0xE2><0x80>"``) decoded together; the character lands on the
     token that completes it, the ones before show ``""``, and stray bytes show ``"�"``."""
+    texts = [t or "" for t in texts]
+    if "<0x" not in "".join(texts):
+        return texts  # no byte token (the usual window): nothing to join
     out: list[str] = []
     decoder = None
     for i, t in enumerate(texts):
-        t = t or ""
-        if _BYTES.fullmatch(t):
+        if t.startswith("<0x") and _BYTES.fullmatch(t):
             if decoder is None:
                 decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             out.append(decoder.decode(bytes(int(h, 16) for h in _ONE_BYTE.findall(t))))
-            nxt = texts[i + 1] if i + 1 < len(texts) else None
-            if not (nxt and _BYTES.fullmatch(nxt)):
+            nxt = texts[i + 1] if i + 1 < len(texts) else ""
+            if not (nxt.startswith("<0x") and _BYTES.fullmatch(nxt)):
                 out[-1] += decoder.decode(b"", final=True)
                 decoder = None
         else:
@@ -211,14 +213,22 @@ def segments(tokens: Sequence[str | None], kind: str | None) -> list[tuple[str, 
                 spaced = spaced[1:]
             out.append((spaced, i))
         return out
+    texts = _token_texts(tokens, kind)
+    return list(zip(texts, range(len(texts))))
+
+
+def _token_texts(tokens: Sequence[str | None], kind: str) -> list[str]:
+    """The byte-level and metaspace texts: one per token, no separators."""
     texts = _join_bytes(list(tokens))
     if kind == "metaspace" and texts and texts[0].startswith(" "):
         texts[0] = texts[0][1:]
-    return [(t, i) for i, t in enumerate(texts)]
+    return texts
 
 
 def token_texts(tokens: Sequence[str | None], kind: str | None) -> list[str]:
     """One display string per token (a separator joins the token after it); joined, the window's text."""
+    if kind in ("byte_level", "metaspace"):  # one segment per token, no separators
+        return _token_texts(tokens, kind)
     out = ["" for _ in tokens]
     pending = ""
     for text, i in segments(tokens, kind):

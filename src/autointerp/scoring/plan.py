@@ -15,11 +15,12 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from attrs import define, field
 
 from autointerp.harvest import HarvestResult
+from autointerp.harvest_store import ComponentSummary
 from autointerp.heldout import ExampleSplit, missing_spans, split_examples, split_recorded
 from autointerp.llm.runner import Job
 from autointerp.schemas import ComponentData, EvidenceSplit, LayerSpec, ScoreResult
@@ -151,20 +152,24 @@ class EvidenceCache:
 
 
 class FiringRateNeighbors:
-    """The harvest's firing components sorted by log firing rate, to find those near a component."""
+    """The harvest's firing components sorted by log firing rate, to find those near a component.
 
-    def __init__(self, components: Sequence[ComponentData]):
-        self._fired = sorted((c for c in components if c.firing_count > 0), key=lambda c: _log_rate(c))
-        self._rates = [_log_rate(c) for c in self._fired]
+    Sorted from the harvest's index rows (`HarvestResult.summaries`), so a lazy harvest
+    parses only the neighbours asked for, not every component."""
+
+    def __init__(self, harvest: HarvestResult):
+        self._harvest = harvest
+        self._fired = sorted((s for s in harvest.summaries() if s.firing_count > 0), key=_log_rate)
+        self._rates = [_log_rate(s) for s in self._fired]
 
     def around(self, target: ComponentData, n: int, make: Callable[[ComponentData], ComponentEvidence]) -> dict[str, ComponentEvidence]:
         """Evidence of the ``2n`` components nearest in log firing rate (the target excluded)."""
         i = bisect.bisect_left(self._rates, _log_rate(target))
         lo, hi = max(0, i - 2 * n - 1), min(len(self._fired), i + 2 * n + 1)
-        return {c.key: make(c) for c in self._fired[lo:hi] if c.key != target.key}
+        return {s.key: make(self._harvest[s.key]) for s in self._fired[lo:hi] if s.key != target.key}
 
 
-def _log_rate(c: ComponentData) -> float:
+def _log_rate(c: ComponentData | ComponentSummary) -> float:
     return math.log(max(c.firing_rate, 1e-12))
 
 
@@ -250,8 +255,8 @@ class _Planner:
         self.labels, self.opts, self.done, self.model, self.no_labels = labels, opts, done, model, no_labels
         self.comps = [harvest[k] for k in keys]
         self.evidence = EvidenceCache(harvest, opts.config, opts.seed, records)
-        self.all_components = harvest.components
-        self.neighbors = FiringRateNeighbors(self.all_components)
+        self.harvest = harvest
+        self.neighbors = FiringRateNeighbors(harvest)
         self.context_makers: dict[str, Callable[[ComponentData], object] | None] = {}
         self.shuffled: dict[str, str] = {}
         self.token_lookup: dict[str, str] = {}
@@ -312,7 +317,9 @@ class _Planner:
         """What ``sc.trials`` gets as ``context`` for ``c``: from the scorer's own `Scorer.context_maker`
         (built once per run), else the firing-rate neighbours it asks for."""
         if name not in self.context_makers:
-            self.context_makers[name] = sc.context_maker(self.all_components)
+            # every component is parsed only for a scorer that builds its own context from them
+            own = type(sc).context_maker is not Scorer.context_maker
+            self.context_makers[name] = sc.context_maker(self.harvest.components) if own else None
         make = self.context_makers[name]
         if make is not None:
             return make(c)
