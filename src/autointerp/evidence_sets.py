@@ -51,10 +51,12 @@ class EvidenceSets:
     def validation(self, comp: ComponentData) -> ComponentEvidence:
         """The validation windows of ``comp`` with its true activations (empty when ``n_validate`` is 0)."""
         split = split_examples(comp, self.n_explain, self.n_top, self.n_validate)
-        return validation_evidence(
+        ev = validation_evidence(
             comp, self.pool, split, flat_index=self.harvest.space.flat_index(comp.layer, comp.index),
             threshold=float(self.harvest.config.threshold_for(comp.layer)), seed=self.seed,
         )  # fmt: skip
+        ev.token_kind = self.harvest.config.tokenizer_kind
+        return ev
 
     def of(self, comp: ComponentData) -> tuple[EvidenceSplit, ComponentEvidence]:
         """The record stored with the label (explain and validate windows), and the validation evidence."""

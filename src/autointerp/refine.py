@@ -54,7 +54,7 @@ from autointerp.paths import RESULTS_FILE, RefineFolder
 from autointerp.prompts import load_template, sources_hash, template_source
 from autointerp.records import read_interpretations, read_labels
 from autointerp.schemas import ComponentData, InterpretationResult, Refinement, RefinementRound, TokenUsage
-from autointerp.scoring.base import InsufficientEvidence, Scorer, trial_record_key
+from autointerp.scoring.base import InsufficientEvidence, Scorer, trial_record_key, with_token_kind
 from autointerp.scoring.detection import DetectionConfig, DetectionScorer
 from autointerp.scoring.evidence import ComponentEvidence, EvidenceWindow
 from autointerp.scoring.simulation import SimulationConfig, SimulationScorer
@@ -405,7 +405,7 @@ class Refiner:
                 skipped: dict[str, str] = {}
                 for name, sc in self.scorers.items():
                     try:
-                        trials = sc.trials(ev, label, label_source=VALIDATION_SOURCE, seed=seed)
+                        trials = with_token_kind(sc.trials(ev, label, label_source=VALIDATION_SOURCE, seed=seed), ev)
                     except InsufficientEvidence as e:
                         skipped[name] = str(e)
                         continue

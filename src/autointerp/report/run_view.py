@@ -33,12 +33,14 @@ class LabeledComponent:
     """One component with everything known about it: evidence, label and scores.
 
     ``scores`` maps scorer -> label source (``"label"``, ``"shuffled"``,
-    ``"token_lookup"``) -> `ScoreResult`.
+    ``"token_lookup"``) -> `ScoreResult`. ``token_kind`` is the harvest's tokenizer kind,
+    so its examples read as the text they came from (`autointerp.token_text`).
     """
 
     component: ComponentData
     interpretation: InterpretationResult | None = None
     scores: dict[str, dict[str, ScoreResult]] = field(factory=dict)
+    token_kind: str | None = None
 
     @property
     def key(self) -> str:
@@ -103,7 +105,8 @@ class RunView:
         if isinstance(key, int):
             key = self.data.components[key]["key"]
         comp = self.component(key)
-        return LabeledComponent(comp, self.data.interpretations.get(key), self.data.component_scores(key))
+        return LabeledComponent(comp, self.data.interpretations.get(key), self.data.component_scores(key),
+                                token_kind=(self.data.config or {}).get("tokenizer_kind"))
 
     def __iter__(self) -> Iterator[LabeledComponent]:
         for k in self.keys():

@@ -84,6 +84,15 @@ class Trial:
         return Job(self.key, request, parse)
 
 
+def with_token_kind(trials: list[Trial], ev: ComponentEvidence) -> list[Trial]:
+    """``trials`` with the evidence's tokenizer kind on each task (where the scorer set none), so the
+    judge reads the windows as text (`autointerp.scoring.prompts.render_text`)."""
+    for t in trials:
+        if t.task.token_kind is None:
+            t.task.token_kind = ev.token_kind
+    return trials
+
+
 def trial_record_key(record: dict[str, Any]) -> str:
     return str(record["key"])
 
@@ -201,7 +210,7 @@ class Scorer:
         `JobRunner` writing to a temporary folder; `autointerp.scoring.score` is the
         batch path with resume."""
         try:
-            trials = self.trials(ev, label, label_source=label_source, seed=seed, context=context)
+            trials = with_token_kind(self.trials(ev, label, label_source=label_source, seed=seed, context=context), ev)
         except InsufficientEvidence as e:
             return self.skipped(ev.key, label_source, label, str(e))
         with tempfile.TemporaryDirectory(prefix="autointerp-score-") as tmp:

@@ -187,6 +187,8 @@ class ComponentEvidence:
     randoms: list[EvidenceWindow] = field(factory=list)
     shown: list[tuple[int, int]] = field(factory=list)
     firing_count: int = 0
+    #: the harvest's tokenizer kind: how the windows' tokens read as text in the judge's prompts
+    token_kind: str | None = None
 
     def held_out_note(self) -> str:
         """Why positives may be few: how often it fired and how many examples the explainer saw."""

@@ -24,7 +24,7 @@ from autointerp.harvest_store import ComponentSummary
 from autointerp.heldout import ExampleSplit, missing_spans, split_examples, split_recorded
 from autointerp.llm.runner import Job
 from autointerp.schemas import ComponentData, EvidenceSplit, LayerSpec, ScoreResult
-from autointerp.scoring.base import InsufficientEvidence, Scorer
+from autointerp.scoring.base import InsufficientEvidence, Scorer, with_token_kind
 from autointerp.scoring.baselines import NO_LABEL, shuffled_labels, token_lookup_labels
 from autointerp.scoring.evidence import ComponentEvidence, WindowPool, build_evidence
 from autointerp.scoring.options import ScoreOptions, ScoringConfig
@@ -132,10 +132,12 @@ class EvidenceCache:
         split = self.held_out(c).split
         if split is None:  # nothing can be shown as held out (the caller records the skip)
             split = ExampleSplit(explain=list(c.examples), explain_top=list(c.top_examples))
-        return build_evidence(
+        ev = build_evidence(
             c, pool, flat_index=self._harvest.space.flat_index(c.layer, c.index),
             threshold=float(self._harvest.config.threshold_for(c.layer)), seed=self._seed, split=split,
         )  # fmt: skip
+        ev.token_kind = self._harvest.config.tokenizer_kind
+        return ev
 
     def full(self, c: ComponentData) -> ComponentEvidence:
         if c.key not in self._full:
@@ -305,7 +307,7 @@ class _Planner:
         ev = self.evidence.full(c)
         ctx = self.context(name, sc, c)
         try:
-            trials = sc.trials(ev, label, label_source=src, seed=self.opts.seed, context=ctx)
+            trials = with_token_kind(sc.trials(ev, label, label_source=src, seed=self.opts.seed, context=ctx), ev)
         except InsufficientEvidence as e:
             self.skip(name, sc, c.key, src, label, str(e))
             return

@@ -8,6 +8,13 @@ fuzzing and intruder, which tokens are marked.
 scorer, so backends cache it); `check_answer` validates the judge's JSON and
 raises `InvalidResponse` (retried by the runner) when it does not fit the task.
 
+Windows hold the tokens as the harvest recorded them; with the harvest's
+``token_kind`` (`autointerp.token_text`) they are shown as the text they came
+from: WordPiece ``##`` pieces joined to their word and words spaced,
+SentencePiece ``▁`` as spaces, split UTF-8 bytes as their character. A mark
+wraps only its token's text (a space between WordPiece words stays outside), and
+a simulation window keeps one list entry per token.
+
 Dataset text is untrusted: newlines become ``↵`` so that one example is one line,
 the ``<<``/``>>`` mark delimiters inside tokens are replaced by look-alikes, and
 simulation windows and output lists are JSON string lists. `parse_scorer_prompt`
@@ -28,6 +35,7 @@ import jinja2
 from attrs import asdict, define, field
 
 from autointerp.llm.base import InvalidResponse, LLMRequest
+from autointerp.token_text import segments, token_texts
 
 SCORER_TASKS = ("detection", "fuzzing", "simulation", "intruder", "output")
 MARK_OPEN, MARK_CLOSE = "<<", ">>"
@@ -38,19 +46,27 @@ _PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "scoring"
 
 @define
 class ScorerTask:
-    """One trial's question. ``marks[i]`` lists the marked positions of ``windows[i]``."""
+    """One trial's question. ``marks[i]`` lists the marked positions of ``windows[i]``.
+
+    ``token_kind`` is the harvest's tokenizer kind: how the recorded tokens read as text
+    (None: each token shown as recorded, glued).
+    """
 
     scorer: str
     label: str
     windows: list[list[str]]
     marks: list[list[int]] | None = None
+    token_kind: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["token_kind"] is None:  # absent, so a task of an older harvest keeps its trial key
+            del d["token_kind"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ScorerTask:
-        return cls(d["scorer"], d["label"], [list(w) for w in d["windows"]], d.get("marks"))
+        return cls(d["scorer"], d["label"], [list(w) for w in d["windows"]], d.get("marks"), d.get("token_kind"))
 
 
 @define
@@ -89,10 +105,34 @@ def text_token(token: str) -> str:
     return clean_token(token).replace("\\", "\\\\").replace("<", "\\<").replace(">", "\\>")
 
 
-def render_text(tokens: Sequence[str], marks: Sequence[int] | None = None) -> str:
-    """Tokens joined into one line, marked ones wrapped ``<<like this>>`` (see `text_token`)."""
+def render_text(tokens: Sequence[str], marks: Sequence[int] | None = None, kind: str | None = None) -> str:
+    """Tokens joined into one line, marked ones wrapped ``<<like this>>`` (see `text_token`).
+
+    With a tokenizer ``kind`` the tokens are joined by its rules (`autointerp.token_text.segments`):
+    a separator is never inside a mark, and a marked token that shows no text (the first
+    bytes of a split character) passes its mark to the token that shows the character.
+    """
     marked = set(marks or ())
-    return "".join(f"{MARK_OPEN}{text_token(t)}{MARK_CLOSE}" if i in marked else text_token(t) for i, t in enumerate(tokens))
+    if kind is None:
+        return "".join(f"{MARK_OPEN}{text_token(t)}{MARK_CLOSE}" if i in marked else text_token(t)
+                       for i, t in enumerate(tokens))
+    parts, carry = [], False
+    for text, i in segments(list(tokens), kind):
+        t = text_token(text)
+        if i is None:
+            parts.append(t)
+            continue
+        on = carry or i in marked
+        carry = on and not text
+        parts.append(f"{MARK_OPEN}{t}{MARK_CLOSE}" if on and text else t)
+    return "".join(parts)
+
+
+def window_tokens(tokens: Sequence[str], kind: str | None = None) -> list[str]:
+    """One shown string per token (a simulation window's JSON list): each token's text by the
+    rules of ``kind``, a separator joined to the token after it, line breaks as ``↵``."""
+    texts = list(tokens) if kind is None else token_texts(list(tokens), kind)
+    return [clean_token(t) for t in texts]
 
 
 def _marked_parts(text: str) -> list[tuple[str, bool]]:
@@ -145,12 +185,14 @@ def render_request(task: ScorerTask, max_tokens: int | None = None, metadata: di
     system = env.get_template("system.j2").render(task=task.scorer).strip()
     label = one_line(task.label)
     if task.scorer in ("simulation", "output"):  # token lists as JSON: windows, or candidate output lists
-        windows = [[clean_token(t) for t in w] for w in task.windows]
+        # a candidate output list holds separate vocabulary tokens, not a window of text
+        kind = task.token_kind if task.scorer == "simulation" else None
+        windows = [window_tokens(w, kind) for w in task.windows]
         prompt = env.get_template(f"{task.scorer}.j2").render(label=label, windows=windows)
         budget = 64 + (sum(3 * len(w) + 4 for w in task.windows) if task.scorer == "simulation" else 8 * len(task.windows))
     else:
         marks = task.marks or [[] for _ in task.windows]
-        texts = [render_text(w, m) for w, m in zip(task.windows, marks)]
+        texts = [render_text(w, m, task.token_kind) for w, m in zip(task.windows, marks)]
         prompt = env.get_template(f"{task.scorer}.j2").render(label=label, texts=texts)
         budget = 64 + 8 * len(task.windows)
     return LLMRequest(

@@ -25,6 +25,7 @@ from typing import Any
 from autointerp.llm.base import LLMRequest, LLMResponse
 from autointerp.schemas import TokenUsage
 from autointerp.scoring.prompts import ScorerTask, parse_scorer_prompt
+from autointerp.token_text import token_texts
 
 TOKEN_MATCH_MODEL = "token-match-baseline"
 
@@ -134,6 +135,9 @@ class TokenMatchBackend:
         task = ScorerTask.from_dict(raw) if raw else parse_scorer_prompt(request.prompt, self.tokenize)
         if task is None:
             raise ValueError("the token-match baseline only answers scorer prompts")
+        if task.token_kind is not None:  # match the tokens as they read (WordPiece '##ing' is 'ing')
+            task = ScorerTask(task.scorer, task.label, [token_texts(w, task.token_kind) for w in task.windows],
+                              task.marks, task.token_kind)
         data = answer_task(task, token_match_predict(task.label))
         import json
 
