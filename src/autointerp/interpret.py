@@ -85,6 +85,8 @@ INTERPRETATION_SCHEMA: dict[str, Any] = {
 #: built-in sections, in prompt order; extras (custom accumulators) follow, by name
 BUILTIN_SECTIONS = ("top_examples", "examples", "quantile_examples", "histogram", "input_tokens",
                     "output_tokens", "output_logits", "correlations")
+#: the template hash looks at the sections of this many components (the first, by position)
+TEMPLATE_PEEK = 50
 #: renders an output that has no template of its own
 GENERIC_SECTION = "sections/_generic.j2"
 #: included by the section templates, so part of the template hash
@@ -277,8 +279,8 @@ class Interpreter:
     def template_hash(self, harvest: HarvestResult) -> str:
         """Hash of the main template, every section template this harvest uses and the schema."""
         names: set[str] = set()
-        for comp in harvest.components[:50]:
-            names.update(self.section_names(harvest, comp))
+        for i in range(min(TEMPLATE_PEEK, len(harvest))):  # read by position: a lazy harvest parses only these
+            names.update(self.section_names(harvest, harvest[i]))
         srcs = [template_source(self.env, self.options.prompt_template)]
         srcs += [self._section(n, harvest)[1] for n in sorted(names)]
         srcs += [template_source(self.env, n) for n in SECTION_HELPERS]
@@ -389,13 +391,22 @@ class Interpreter:
 
     # -- jobs ------------------------------------------------------------------------
 
-    def _selected(self, harvest: HarvestResult, opts: InterpretOptions) -> list[ComponentData]:
-        comps = list(harvest.components) if opts.keys is None else [harvest[k] for k in opts.keys]
+    def _selected(self, harvest: HarvestResult, opts: InterpretOptions) -> list[str]:
+        """The keys of the components this run is about, from the harvest's index (no evidence parsed)."""
+        if opts.keys is None:
+            rows = harvest.summaries()
+        else:
+            wanted = set(opts.keys)
+            by_key = {r.key: r for r in harvest.summaries() if r.key in wanted}
+            missing = [k for k in opts.keys if k not in by_key]
+            if missing:
+                harvest[missing[0]]  # raises the harvest's KeyError (the key, the keys' form, the layers)
+            rows = [by_key[k] for k in opts.keys]
         if opts.skip_dead:
-            live = [c for c in comps if c.firing_count > 0]
-            self.n_dead = len(comps) - len(live)
-            comps = live
-        return comps
+            live = [r for r in rows if r.firing_count > 0]
+            self.n_dead = len(rows) - len(live)
+            rows = live
+        return [r.key for r in rows]
 
     def jobs(
         self,
@@ -405,8 +416,8 @@ class Interpreter:
         done: set[str] | None = None,
         labels: dict[str, str] | None = None,
         **changes: Any,
-    ) -> tuple[list[ComponentData], Iterator[Job]]:
-        """The components to label (pending, at most ``limit``) and a lazy iterator of their jobs.
+    ) -> tuple[list[str], Iterator[Job]]:
+        """The keys of the components to label (pending, at most ``limit``) and a lazy iterator of their jobs.
 
         ``options`` / ``changes``: this run's `InterpretOptions` (see `run`);
         ``done``: keys already labelled; ``labels``: known labels, filled in as
@@ -416,14 +427,15 @@ class Interpreter:
         opts = self.options.for_run(options, **changes)
         done = done or set()
         labels = labels if labels is not None else {}
-        pending = [c for c in self._selected(harvest, opts) if c.key not in done]
+        pending = [k for k in self._selected(harvest, opts) if k not in done]
         if opts.limit is not None:
             pending = pending[: opts.limit]
         thash = self.template_hash(harvest)
         sets = self.evidence_sets(harvest, opts)
 
         def gen() -> Iterator[Job]:
-            for comp in pending:
+            for key in pending:
+                comp = harvest[key]  # read when the runner asks for its job: one component at a time
                 shown = sets.record(comp)
                 parse = _ParseAnswer(comp.key, self.template_name, thash, labels, shown)
                 yield Job(comp.key, self.request_for(comp, harvest, labels), parse)
@@ -494,11 +506,11 @@ class Interpreter:
         done = set(labels)
         pending, jobs = self.jobs(harvest, options=opts, done=done, labels=labels)
         self.summary = await self._runner(opts, results_path).run(jobs, total=len(pending))
-        wanted = [c.key for c in self._selected(harvest, opts)]
+        wanted = self._selected(harvest, opts)
         already = len(done.intersection(wanted))
         self.summary.skipped += already
         self.summary.total += already
-        found = read_interpretations(results_path, keys=wanted, order=[c.key for c in harvest.components])
+        found = read_interpretations(results_path, keys=wanted, order=harvest.keys())
         return list(found.values())
 
     async def _neighbour_pass(self, harvest: HarvestResult, folder: Path, opts: InterpretOptions) -> list[InterpretationResult]:
@@ -516,11 +528,11 @@ class Interpreter:
             )
         done = completed_keys(results_path, neighbours_record_key)
         selected = self._selected(harvest, opts)
-        pending = [c for c in selected if neighbours_job_key(c.key) not in done]
+        pending = [k for k in selected if neighbours_job_key(k) not in done]
         if opts.limit is not None:
             pending = pending[: opts.limit]
         weight_table = harvest.shared.get(WEIGHT_NEIGHBOURS)
-        if not weight_table and not any(c.correlations for c in pending[:100]):
+        if not weight_table and not any(harvest[k].correlations for k in pending[:100]):
             log.warning("the harvest has neither co-firing statistics (CorrelationAcc) nor weight-space neighbours: "
                         "the neighbour pass has no neighbours to show")
         thash = sources_hash([self.template_hash(harvest), self._section(NEIGHBOURS, harvest)[1]])
@@ -528,18 +540,19 @@ class Interpreter:
         name = self.template_name + NEIGHBOURS_TAG
 
         def gen() -> Iterator[Job]:
-            for comp in pending:
+            for key in pending:
+                comp = harvest[key]  # one component at a time
                 ctx = neighbour_context(comp, labels, n=opts.n_neighbours, weight_table=weight_table)
                 parse = _ParseAnswer(comp.key, name, thash, labels, sets.record(comp))
                 yield Job(neighbours_job_key(comp.key), self.request_for(comp, harvest, labels, ctx), parse)
 
         runner = self._runner(opts, results_path, neighbours_record_key, "interpret --neighbours")
         self.summary = await runner.run(gen(), total=len(pending))
-        wanted = [c.key for c in selected]
+        wanted = selected
         already = len(done.intersection(neighbours_job_key(k) for k in wanted))
         self.summary.skipped += already
         self.summary.total += already
-        return list(read_interpretations(results_path, keys=wanted, order=[c.key for c in harvest.components]).values())
+        return list(read_interpretations(results_path, keys=wanted, order=harvest.keys()).values())
 
     def run(
         self,
@@ -567,11 +580,12 @@ class Interpreter:
             folder = (out_dir if opts.label_set is None else out_dir.with_label_set(opts.label_set)).prompts
         else:
             folder = Path(out_dir)
-        comps = self._selected(harvest, opts)
+        keys = self._selected(harvest, opts)
         if opts.limit is not None:
-            comps = comps[: opts.limit]
+            keys = keys[: opts.limit]
         written = []
-        for comp in comps:
+        for key in keys:
+            comp = harvest[key]
             req = self.request_for(comp, harvest)
             text = (
                 f"### system (cached; {len(req.system)} characters)\n{req.system}\n"
@@ -646,7 +660,7 @@ def demo_stage(run: Any) -> None:
     backend = make_backend("auto", role="label", announce=run.log)
     keys = None
     if not isinstance(backend, _offline_type()):
-        fired = [c.key for c in harvest if c.firing_count > 0]
+        fired = [r.key for r in harvest.summaries() if r.firing_count > 0]
         keys = sorted(random.Random(run.seed).sample(fired, min(DEMO_CLAUDE_LIMIT, len(fired))))
         run.log(f"interpret: labelling {len(keys)} random components with Claude ({backend.model})")
     interp = Interpreter(backend, progress=run.progress)

@@ -379,11 +379,12 @@ def harvest_html(result: Any, *, max_rows: int = 20) -> str:
     """A `HarvestResult` as a compact table: per-layer counts, then the most frequent components."""
     cfg = result.config
     by_layer: dict[str, list[float]] = {layer.name: [] for layer in cfg.layers}
-    for c in result.components:
-        by_layer.setdefault(c.layer, []).append(c.firing_rate)
+    # index rows only (a lazy harvest parses no evidence for them); the shown components are read one by one
+    for r in result.summaries():
+        by_layer.setdefault(r.layer, []).append(r.firing_rate)
     style = getattr(cfg, "tokenizer_kind", None) or detect_token_style(
-        t for c in result.components[:200] for ex in c.examples[:3] for t in (ex.tokens or []))
-    top = sorted(result.components, key=lambda c: -c.firing_rate)[:max_rows]
+        t for i in range(min(200, len(result))) for ex in result[i].examples[:3] for t in (ex.tokens or []))
+    top = [result[r.key] for r in result.summaries(order="firing_rate", limit=max_rows)]
     rows = []
     for c in top:
         first = c.input_tokens.top_recall[0] if c.input_tokens and c.input_tokens.top_recall else None
@@ -431,19 +432,17 @@ def _mean_scores_table(data: Any) -> str:
 def _component_rows(data: Any, max_rows: int) -> tuple[list[str], int]:
     """The first ``max_rows`` components as table rows, and how many components there are."""
     rows = []
-    n = 0
-    for c in data.iter_components():
-        n += 1
-        if n > max_rows:
-            continue
-        key = c["key"]
+    summaries = data.summaries()  # index rows: nothing parsed for the components not shown
+    n = len(summaries)
+    for c in summaries[:max_rows]:
+        key = c.key
         interp = data.interpretations.get(key)
         label = escape(interp.label) if interp else '<span class="ai-muted">–</span>'
         conf = escape(interp.confidence) if interp else ""
         sc = "".join(f"<td class=ai-num>{_fmt(_score_of(data, s, key))}</td>" for s in data.scorers)
         rows.append(
             f"<tr><td class=ai-key>{escape(key)}</td><td>{label}</td><td>{conf}</td>"
-            f"<td class=ai-num>{_fmt(c.get('firing_rate'))}</td>{sc}</tr>"
+            f"<td class=ai-num>{_fmt(c.firing_rate)}</td>{sc}</tr>"
         )
     return rows, n
 
@@ -451,8 +450,8 @@ def _component_rows(data: Any, max_rows: int) -> tuple[list[str], int]:
 def run_html(data: Any, *, max_rows: int = 30) -> str:
     """A run (`RunData`): summary, mean scores against baselines, and the first components with labels."""
     by_layer: dict[str, list[float]] = {}
-    for c in data.iter_components():
-        by_layer.setdefault(c.get("layer", ""), []).append(float(c.get("firing_rate") or 0.0))
+    for r in data.summaries():
+        by_layer.setdefault(r.layer, []).append(r.firing_rate)
     rows, n = _component_rows(data, max_rows)
     more = n - max_rows
     head = (

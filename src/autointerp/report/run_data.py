@@ -32,7 +32,7 @@ from autointerp.records import (
     read_interpretations,
     read_scores,
 )
-from autointerp.schemas import HarvestConfig, InterpretationResult, ScoreResult
+from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, ScoreResult
 from autointerp.storage import from_dict, recover_dir, to_dict
 
 __all__ = ["RunData", "Scores"]
@@ -69,6 +69,8 @@ class RunData:
         self.name = name
         #: which label set of the run the labels and scores are
         self.label_set = label_set
+        self._store: Any = None
+        self._by_key: dict[str, int] | None = None
 
     @classmethod
     def from_run(cls, run: RunPaths | str | os.PathLike, *, label_set: str | None = None) -> RunData:
@@ -131,7 +133,23 @@ class RunData:
             yield from self._components
         else:
             assert self.components_path is not None
-            yield from iter_component_records(self.components_path, from_dict(self.config, HarvestConfig))
+            # keys, order and count are checked on every line; the schema of each line only where the
+            # harvest's index does not vouch for it (see `schema_checked`)
+            yield from iter_component_records(self.components_path, from_dict(self.config, HarvestConfig),
+                                              check_schema=not self.schema_checked)
+
+    @property
+    def schema_checked(self) -> bool:
+        """True when every component line is known to fit the schema without structuring it again.
+
+        For a run in memory, the dicts came from `ComponentData` objects. From disk, it
+        is the harvest's index (`autointerp.harvest_store`): it is written only by a save
+        (from `ComponentData` objects) or by one strict scan of the file (which
+        structures every line), and it is tied to the file's size and modification
+        time, so an edited ``components.jsonl`` is scanned strictly again when the
+        index is opened. Opening it here is that check for a run without one.
+        """
+        return self._components is not None or self.store() is not None
 
     def iter_component_lines(self) -> Iterator[bytes]:
         """The raw JSON line of every component (read from disk), for workers that parse them
@@ -140,6 +158,42 @@ class RunData:
             raise ValueError("iter_component_lines needs a run read from disk (components_path is None)")
         # keys, order and count are checked here; each line's schema by the worker that parses it
         yield from iter_component_lines(self.components_path, from_dict(self.config, HarvestConfig))
+
+    def store(self) -> Any:
+        """The harvest folder's index (`autointerp.harvest_store.HarvestStore`) for a run read from disk,
+        opened on first use (built by one checked scan where it is missing); None for a run in memory."""
+        if not self.streams_from_disk:
+            return None
+        if self._store is None:
+            from autointerp.harvest_store import HarvestStore
+
+            assert self.components_path is not None
+            self._store = HarvestStore(self.components_path.parent, from_dict(self.config, HarvestConfig))
+        return self._store
+
+    def summaries(self) -> list[Any]:
+        """Every component's index row (`ComponentSummary`: key, layer, index, firing count/rate, mean/max
+        activation) in order; from the harvest's index when read from disk, so no evidence is parsed."""
+        store = self.store()
+        if store is not None:
+            return store.summaries()
+        from autointerp.harvest_store import ComponentSummary
+
+        return [ComponentSummary(c["key"], c.get("layer", ""), c.get("index", 0), int(c.get("firing_count", 0)),
+                                 float(c.get("firing_rate", 0.0)), float(c.get("mean_activation", 0.0)),
+                                 float(c.get("max_activation", 0.0))) for c in self.components]
+
+    def component(self, key: str) -> ComponentData:
+        """One component by key (read through the index from disk: nothing else is parsed); KeyError if absent."""
+        store = self.store()
+        if store is not None:
+            pos = store.position(key)
+            if pos is None:
+                raise KeyError(key)
+            return store.get(pos)
+        if self._by_key is None:
+            self._by_key = {c["key"]: i for i, c in enumerate(self.components)}
+        return from_dict(self.components[self._by_key[key]], ComponentData)
 
     @property
     def components(self) -> list[dict[str, Any]]:

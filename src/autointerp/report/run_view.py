@@ -25,7 +25,6 @@ from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import headline, score_value
 from autointerp.report.writer import write_report_from_data
 from autointerp.schemas import ComponentData, InterpretationResult, ScoreResult
-from autointerp.storage import from_dict
 
 
 @define
@@ -79,31 +78,33 @@ class RunView:
     def __init__(self, data: RunData, paths: RunPaths | None = None):
         self.data = data
         self.paths = paths
-        self._index = {c["key"]: i for i, c in enumerate(data.components)}
+        # the keys come from the harvest's index (a run on disk): no component is parsed until shown
+        self._keys = [r.key for r in data.summaries()]
+        self._index = {k: i for i, k in enumerate(self._keys)}
         self._cache: dict[str, ComponentData] = {}
 
     def __len__(self) -> int:
-        return len(self.data.components)
+        return len(self._keys)
 
     def __contains__(self, key: object) -> bool:
         return key in self._index
 
     def keys(self) -> list[str]:
-        return [c["key"] for c in self.data.components]
+        return list(self._keys)
 
     def component(self, key: str) -> ComponentData:
         if key not in self._cache:
-            try:
-                rec = self.data.components[self._index[key]]
-            except KeyError:
-                some = ", ".join(self.keys()[:3])
+            if key not in self._index:
+                some = ", ".join(self._keys[:3])
                 raise KeyError(f"no component {key!r} in this run; keys look like {some}") from None
-            self._cache[key] = from_dict(rec, ComponentData)
+            if len(self._cache) >= 256:  # the components last shown, not the whole run
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = self.data.component(key)
         return self._cache[key]
 
     def __getitem__(self, key: str | int) -> LabeledComponent:
         if isinstance(key, int):
-            key = self.data.components[key]["key"]
+            key = self._keys[key]
         comp = self.component(key)
         return LabeledComponent(comp, self.data.interpretations.get(key), self.data.component_scores(key),
                                 token_kind=(self.data.config or {}).get("tokenizer_kind"))

@@ -15,12 +15,13 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from attrs import define, field
 
 from autointerp.harvest import HarvestResult
-from autointerp.harvest_store import ComponentSummary
 from autointerp.heldout import ExampleSplit, missing_spans, split_examples, split_recorded
 from autointerp.llm.runner import Job
 from autointerp.schemas import ComponentData, EvidenceSplit, LayerSpec, ScoreResult
@@ -110,26 +111,55 @@ class ScoringPlan:
         return [results[s] for s in sorted(results, key=lambda s: (self.names.index(s[0]), rank.get(s[1], 0), s[2]))]
 
 
-class EvidenceCache:
-    """Held-out evidence per component, built once: with pool negatives for a scored
-    component, positives only for an intruder candidate."""
+#: components an `EvidenceCache` keeps parsed at once (a scoring run reads one component at a time)
+CACHE_COMPONENTS = 256
 
-    def __init__(self, harvest: HarvestResult, config: ScoringConfig, seed: int, records: Mapping[str, EvidenceSplit | None] | None = None):
+
+class EvidenceCache:
+    """Held-out evidence per component: with pool negatives for a scored component,
+    positives only for an intruder candidate.
+
+    Components are read from the harvest by key when first needed (a lazy harvest
+    parses only those) and kept, with their split and evidence, for the last
+    `CACHE_COMPONENTS` keys used; one parsed object per key is used for its split and
+    its evidence alike. Evidence is a pure function of the component, the split and
+    the seed, so one built again after eviction is the same.
+    """
+
+    def __init__(self, harvest: HarvestResult, config: ScoringConfig, seed: int, records: Mapping[str, EvidenceSplit | None] | None = None,
+                 max_components: int = CACHE_COMPONENTS):
         self._harvest, self._config, self._seed = harvest, config, seed
         self._records = dict(records or {})
         pool_data = harvest.shared.get("window_pool")
         self._pool = WindowPool.from_shared(pool_data) if pool_data else None
-        self._held_out: dict[str, HeldOut] = {}
-        self._full: dict[str, ComponentEvidence] = {}
-        self._positives: dict[str, ComponentEvidence] = {}
+        self._max = max(1, int(max_components))
+        # key -> {"comp": ComponentData, "held_out": HeldOut, "full": ..., "positives": ...}, least recently used first
+        self._entries: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
-    def held_out(self, c: ComponentData) -> HeldOut:
-        if c.key not in self._held_out:
-            self._held_out[c.key] = held_out(c, self._records.get(c.key), self._config)
-        return self._held_out[c.key]
+    def _entry(self, key: str) -> dict[str, Any]:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = {"comp": self._harvest[key]}
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return entry
 
-    def _build(self, c: ComponentData, pool: WindowPool | None) -> ComponentEvidence:
-        split = self.held_out(c).split
+    def component(self, key: str) -> ComponentData:
+        """The component ``key`` (read from the harvest once while it stays cached)."""
+        return self._entry(key)["comp"]
+
+    def held_out(self, c: ComponentData | str) -> HeldOut:
+        entry = self._entry(c if isinstance(c, str) else c.key)
+        if "held_out" not in entry:
+            comp = entry["comp"]
+            entry["held_out"] = held_out(comp, self._records.get(comp.key), self._config)
+        return entry["held_out"]
+
+    def _build(self, entry: dict[str, Any], pool: WindowPool | None) -> ComponentEvidence:
+        c = entry["comp"]
+        split = self.held_out(c.key).split
         if split is None:  # nothing can be shown as held out (the caller records the skip)
             split = ExampleSplit(explain=list(c.examples), explain_top=list(c.top_examples))
         ev = build_evidence(
@@ -139,40 +169,44 @@ class EvidenceCache:
         ev.token_kind = self._harvest.config.tokenizer_kind
         return ev
 
-    def full(self, c: ComponentData) -> ComponentEvidence:
-        if c.key not in self._full:
-            self._full[c.key] = self._build(c, self._pool)
-        return self._full[c.key]
+    def full(self, c: ComponentData | str) -> ComponentEvidence:
+        entry = self._entry(c if isinstance(c, str) else c.key)
+        if "full" not in entry:
+            entry["full"] = self._build(entry, self._pool)
+        return entry["full"]
 
-    def positives_only(self, c: ComponentData) -> ComponentEvidence:
+    def positives_only(self, c: ComponentData | str) -> ComponentEvidence:
         """An intruder candidate needs only its held-out activating windows."""
-        if c.key in self._full:
-            return self._full[c.key]
-        if c.key not in self._positives:
-            self._positives[c.key] = self._build(c, None)
-        return self._positives[c.key]
+        entry = self._entry(c if isinstance(c, str) else c.key)
+        if "full" in entry:
+            return entry["full"]
+        if "positives" not in entry:
+            entry["positives"] = self._build(entry, None)
+        return entry["positives"]
 
 
 class FiringRateNeighbors:
     """The harvest's firing components sorted by log firing rate, to find those near a component.
 
-    Sorted from the harvest's index rows (`HarvestResult.summaries`), so a lazy harvest
-    parses only the neighbours asked for, not every component."""
+    Built from index rows (`HarvestResult.summaries`: key, firing count and rate),
+    so no component's evidence is parsed to find its neighbours.
+    """
 
-    def __init__(self, harvest: HarvestResult):
-        self._harvest = harvest
-        self._fired = sorted((s for s in harvest.summaries() if s.firing_count > 0), key=_log_rate)
-        self._rates = [_log_rate(s) for s in self._fired]
+    def __init__(self, rows: Iterable[Any]):
+        # a stable sort: components with the same rate keep their harvest order
+        fired = sorted(((_log_rate(r.firing_rate), r.key) for r in rows if r.firing_count > 0), key=lambda t: t[0])
+        self._rates = [rate for rate, _ in fired]
+        self._keys = [key for _, key in fired]
 
-    def around(self, target: ComponentData, n: int, make: Callable[[ComponentData], ComponentEvidence]) -> dict[str, ComponentEvidence]:
-        """Evidence of the ``2n`` components nearest in log firing rate (the target excluded)."""
-        i = bisect.bisect_left(self._rates, _log_rate(target))
-        lo, hi = max(0, i - 2 * n - 1), min(len(self._fired), i + 2 * n + 1)
-        return {s.key: make(self._harvest[s.key]) for s in self._fired[lo:hi] if s.key != target.key}
+    def around(self, target: ComponentData, n: int, make: Callable[[str], ComponentEvidence]) -> dict[str, ComponentEvidence]:
+        """Evidence of the ``2n`` components nearest in log firing rate (the target excluded); ``make(key)`` builds one."""
+        i = bisect.bisect_left(self._rates, _log_rate(target.firing_rate))
+        lo, hi = max(0, i - 2 * n - 1), min(len(self._keys), i + 2 * n + 1)
+        return {k: make(k) for k in self._keys[lo:hi] if k != target.key}
 
 
-def _log_rate(c: ComponentData | ComponentSummary) -> float:
-    return math.log(max(c.firing_rate, 1e-12))
+def _log_rate(firing_rate: float) -> float:
+    return math.log(max(firing_rate, 1e-12))
 
 
 def check_subset(
@@ -255,26 +289,33 @@ class _Planner:
 
     def __init__(self, harvest, labels, opts: ScoreOptions, done, model: str, keys: list[str], no_labels: bool, records=None):
         self.labels, self.opts, self.done, self.model, self.no_labels = labels, opts, done, model, no_labels
-        self.comps = [harvest[k] for k in keys]
+        self.keys = keys
         self.evidence = EvidenceCache(harvest, opts.config, opts.seed, records)
         self.harvest = harvest
-        self.neighbors = FiringRateNeighbors(harvest)
+        self.neighbors = FiringRateNeighbors(harvest.summaries())
         self.context_makers: dict[str, Callable[[ComponentData], object] | None] = {}
         self.shuffled: dict[str, str] = {}
         self.token_lookup: dict[str, str] = {}
         if opts.baselines and not no_labels:
             real = {k: labels[k] for k in keys if k in labels}
             self.shuffled = shuffled_labels(real, opts.seed)
-            shown = {c.key: self.evidence.held_out(c).split for c in self.comps if c.key in labels}
-            self.token_lookup = token_lookup_labels([c for c in self.comps if c.key in labels], splits=shown)
         self.out = ScoringPlan(opts.scorers, keys)
 
     def plan(self) -> ScoringPlan:
-        for name in self.opts.scorers:
-            sc = self.opts.config.scorer(name)
-            for c in self.comps:
+        """Component by component (each read once, while it is planned), every scorer for each."""
+        scorers = [(name, self.opts.config.scorer(name)) for name in self.opts.scorers]
+        for key in self.keys:
+            c = self.evidence.component(key)
+            for name, sc in scorers:
                 self.component(name, sc, c)
         return self.out
+
+    def _token_lookup(self, c: ComponentData) -> str:
+        """The token-lookup label of ``c``, from what its explainer saw (made once)."""
+        if c.key not in self.token_lookup:
+            split = self.evidence.held_out(c).split
+            self.token_lookup.update(token_lookup_labels([c], splits={c.key: split}))
+        return self.token_lookup[c.key]
 
     def component(self, name: str, sc: Scorer, c: ComponentData) -> None:
         if self.no_labels or c.key not in self.labels:
@@ -285,7 +326,7 @@ class _Planner:
         else:
             todo = [("label", self.labels[c.key])]
             if self.opts.baselines:
-                todo += [("shuffled", self.shuffled.get(c.key)), ("token_lookup", self.token_lookup[c.key])]
+                todo += [("shuffled", self.shuffled.get(c.key)), ("token_lookup", self._token_lookup(c))]
         for src, label in todo:
             if label is None:
                 self.skip(name, sc, c.key, src, "", NO_SHUFFLE)
