@@ -338,3 +338,30 @@ def test_notebook_views_show_bidi_controls_as_escapes():
                            tokens=[" report\u202efdp.exe", "."], firing_offset=1)
     shown = example_html(ex, style="plain")
     assert "\u202e" not in shown and "⟨U+202E⟩" in shown
+
+
+def test_a_worker_checks_each_line_it_parses(tmp_path):
+    """`report --workers` sends raw lines to the workers; each is parsed and, unless the harvest's
+    index vouches for the file, structured as a ComponentData there: damage is a CorruptRunFile."""
+    from autointerp.report.page_data import ChunkShaper
+    from autointerp.storage import CorruptRunFile, to_dict
+
+    comp = make_harvest()[0]
+    good = json.dumps(to_dict(comp)).encode() + b"\n"
+    bad = json.dumps({**to_dict(comp), "firing_count": "many"}).encode() + b"\n"
+    data = RunData({"layers": []}, [])
+    checking = ChunkShaper(data, "plain", None, check_schema=True, source=str(tmp_path / "components.jsonl"))
+    details, rows = checking.shape([good])
+    assert details[0]["key"] == comp.key and rows[0][0] == comp.key
+    with pytest.raises(CorruptRunFile, match=rf"components.jsonl: the record of '{re.escape(comp.key)}' breaks the schema"):
+        checking.shape([good, bad])
+    with pytest.raises(CorruptRunFile, match="a line that is not JSON"):
+        checking.shape([good[:-20] + b"\n"])
+    # without the check (the index vouches), the same line is shaped as it is
+    assert ChunkShaper(data, "plain", None).shape([bad])[0][0]["firing_count"] == "many"
+
+
+def test_a_run_on_disk_is_schema_checked_by_its_index(run):
+    data = RunData.from_run(run)
+    assert data.schema_checked and data.store() is not None
+    assert RunData.from_objects(make_harvest()).schema_checked

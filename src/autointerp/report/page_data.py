@@ -26,7 +26,9 @@ from autointerp.report.numbers import clean_json, f4, num
 from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import LABEL_SOURCES
 from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text, style_for
-from autointerp.schemas import ScoreResult
+from autointerp.records import HARVEST_FIX
+from autointerp.schemas import ComponentData, ScoreResult
+from autointerp.storage import CorruptRunFile, from_dict, schema_problem
 
 #: components per lazily loaded data file
 DEFAULT_CHUNK_SIZE = 64
@@ -228,26 +230,47 @@ def index_row(c: Mapping[str, Any]) -> IndexRow:
 
 @define
 class ChunkShaper:
-    """Shapes a chunk of components; small enough to send to each worker process."""
+    """Shapes a chunk of components; small enough to send to each worker process.
+
+    Raw JSON lines (what a worker gets) are parsed here, and with ``check_schema``
+    each is structured as a `ComponentData` first, in the worker: a line that is not
+    JSON or breaks the schema is a `CorruptRunFile` naming ``source`` and the component.
+    """
 
     data: RunData  # labels and scores; components reach it separately
     style: str
     max_examples: int | None
+    check_schema: bool = False
+    source: str = "components.jsonl"
 
     def shape(self, items: list[Any]) -> tuple[list[dict[str, Any]], list[IndexRow]]:
         """Component dicts (or their raw JSON lines) -> (their page details, their index rows)."""
-        comps = [c for c in (_parse(item) for item in items) if c is not None]
+        comps = [_parse(item, self.check_schema, self.source) for item in items]
         details = [component_detail(c, self.data, self.style, self.max_examples) for c in comps]
         return details, [index_row(c) for c in comps]
 
 
-def _parse(item: Any) -> dict[str, Any] | None:
+def _parse(item: Any, check_schema: bool = False, source: str = "components.jsonl") -> dict[str, Any]:
+    """A component dict from a dict or a raw line; lines are checked (JSON, and the schema if asked)."""
     if not isinstance(item, (bytes, str)):
         return item
+    expected = "one ComponentData JSON object per line"
     try:
-        return json.loads(item)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None  # a torn line, as RunData.iter_components skips it
+        rec = json.loads(item)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        # the parent passed only lines that start with the expected key: this one is damaged further on
+        raise CorruptRunFile(source, None, f"a line that is not JSON ({e})", expected, HARVEST_FIX) from None
+    if not isinstance(rec, dict):
+        raise CorruptRunFile(source, None, "a JSON value that is not an object", expected, HARVEST_FIX)
+    if check_schema:
+        try:
+            from_dict(rec, ComponentData)
+        except CorruptRunFile:
+            raise
+        except Exception as e:  # noqa: BLE001 - cattrs' errors, reported as the records reader does
+            raise CorruptRunFile(source, None, f"the record of {rec.get('key')!r} breaks the schema "
+                                               f"({schema_problem(e)})", expected, HARVEST_FIX) from None
+    return rec
 
 
 # -- the run as a whole ----------------------------------------------------------------
@@ -299,7 +322,8 @@ class ReportPages:
                                                         data.config.get("tokenizer_kind"))
         self.title = options.title or (f"autointerp — {data.name}" if data.name else "autointerp report")
         self.extras_scripts = EXTRAS_RENDERERS.scripts(options.extras_renderers)
-        self.shaper = ChunkShaper(data.without_components(), self.token_style, options.max_examples)
+        self.shaper = ChunkShaper(data.without_components(), self.token_style, options.max_examples,
+                                  check_schema=not data.schema_checked, source=str(data.components_path or ""))
         self.index = LayerIndex(data)
 
     def components(self) -> Iterator[dict[str, Any]]:

@@ -106,24 +106,40 @@ def display_tokens(tokens: list[str], style: str = "auto") -> list[str]:
         raise ValueError(f"token_style must be one of {TOKEN_STYLES}, got {style!r}")
     if style in _KINDS:
         return token_texts(tokens, style)
-    texts = [_whole_text(t, style) for t in tokens]
+    # a report shows millions of tokens from a vocabulary of thousands: one dict look-up each
+    whole = _WHOLE.get(style)
+    if whole is None or len(whole) > _WHOLE_MAX:
+        whole = _WHOLE[style] = {}
+    try:
+        texts = [whole[t] for t in tokens]
+    except KeyError:
+        for t in tokens:
+            if t not in whole:
+                whole[t] = _whole_text(t, style)
+        texts = [whole[t] for t in tokens]
     if None in texts:
         # Only runs of tokens that are not whole characters on their own need joining: a
         # token that is valid UTF-8 alone starts with a lead or ASCII byte, so it can
         # neither complete the run before it nor be continued by the run after it.
         i, n = 0, len(tokens)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         while i < n:
             if texts[i] is not None:
                 i += 1
                 continue
             j = i
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            decoder.reset()
             while j < n and texts[j] is None:
                 texts[j] = decoder.decode(token_bytes(tokens[j], style))
                 j += 1
             texts[j - 1] += decoder.decode(b"", final=True)  # bytes left incomplete at the run's end
             i = j
     return texts  # type: ignore[return-value]
+
+
+#: per style, token -> its whole text (None: not whole UTF-8 alone); emptied past _WHOLE_MAX tokens
+_WHOLE: dict[str, dict[str, str | None]] = {}
+_WHOLE_MAX = 1 << 18
 
 
 @lru_cache(maxsize=1 << 17)
