@@ -199,15 +199,16 @@ class Refiner:
         with RunLock(out_dir, what=f"the interpretations in {out_dir}"):
             self.labels = read_labels(results_path)
             done = set(self.labels)
-            selected = self.interp._selected(harvest, self.opts)
-            pending = [c for c in selected if c.key not in done]
+            selected = self.interp._selected(harvest, self.opts)  # keys, from the harvest's index
+            pending_keys = [k for k in selected if k not in done]
             if self.opts.limit is not None:
-                pending = pending[: self.opts.limit]
+                pending_keys = pending_keys[: self.opts.limit]
+            pending = [harvest[k] for k in pending_keys]
             self.progress = self._load(pending)
             await self._stages(pending)
             finished = self._finish(pending, results_path)
         s = self.total
-        s.total = len(pending) + len(done.intersection(c.key for c in selected))
+        s.total = len(pending) + len(done.intersection(selected))
         s.skipped = s.total - len(pending)
         s.completed = finished
         s.not_started = len(pending) - finished
@@ -215,7 +216,7 @@ class Refiner:
         s.wall_time_s = time.monotonic() - t0
         self.interp.summary = s
         self.interp.refine_stages = self.stages
-        found = read_interpretations(results_path, keys=[c.key for c in selected], order=[c.key for c in harvest.components])
+        found = read_interpretations(results_path, keys=selected, order=harvest.keys())
         return list(found.values())
 
     def _load(self, comps: Sequence[ComponentData]) -> dict[str, _Progress]:
