@@ -416,3 +416,43 @@ def test_an_accumulator_with_only_finalize_still_streams(tmp_path):
     got = loop.save(tmp_path / "h", block_size=2)
     assert [c.extras["activation_histogram"] for c in got] == [c.extras["activation_histogram"] for c in expected]
     assert not hasattr(loop.accumulators[-1], "_finalized_all")  # released after the last block
+
+
+def _blockwise_cases():
+    from autointerp.accumulators import ActivationHistogramAcc as LogHistogramAcc
+    from autointerp.accumulators import QuantileExampleAcc
+
+    return {
+        "reservoir": lambda: ReservoirAcc(k=3, context_tokens=2),
+        "top_activations": lambda: TopActivationAcc(k=2, context_tokens=1),
+        "input_tokens_dense": lambda: InputTokenAcc(top_k=4, mode="dense"),
+        "input_tokens_bounded": lambda: InputTokenAcc(top_k=4, mode="bounded", summary_k=3),
+        "output_probs_dense": lambda: OutputProbAcc(top_k=4, mode="dense"),
+        "output_probs_bounded": lambda: OutputProbAcc(top_k=4, mode="bounded", summary_k=3),
+        "correlation_dense": lambda: CorrelationAcc(top_k=4, mode="dense"),
+        "correlation_bounded": lambda: CorrelationAcc(top_k=4, mode="bounded", summary_k=3),
+        "histogram": lambda: LogHistogramAcc(bins_per_octave=2, n_octaves=6),
+        "quantile_examples": lambda: QuantileExampleAcc(n_quantiles=3, k=2, context_tokens=2),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_blockwise_cases()))
+def test_each_accumulator_finalizes_blockwise_to_the_same_bytes(tmp_path, case, monkeypatch):
+    """Every built-in accumulator builds a block of outputs from that block's rows (its own
+    `finalize_block`, never the whole `finalize`), and the streamed components.jsonl is byte for
+    byte the one finalize().save writes; two layers at different thresholds, block sizes that cut
+    a layer and one that is not a divisor of N."""
+    make = _blockwise_cases()[case]
+    stream = make_stream(3, 3, V=V, widths={"a": 5, "b": 6})
+    loop = HarvestLoop([make()], progress=False, seed=7, threshold={"a": 0.0, "b": 0.2})
+    for b in stream:
+        loop.update(b)
+    loop.finalize().save(tmp_path / "whole")
+    want = (tmp_path / "whole" / "components.jsonl").read_bytes()
+    acc = loop.accumulators[-1]
+    assert type(acc).finalize_block is not Accumulator.finalize_block
+    monkeypatch.setattr(type(acc), "finalize", lambda self: pytest.fail("the streaming save ran finalize()"))
+    for block in (1, 4, 11):
+        loop.save(tmp_path / f"b{block}", block_size=block)
+        assert (tmp_path / f"b{block}" / "components.jsonl").read_bytes() == want, f"block_size={block}"
+    assert not any(k.startswith("_finalize") for k in vars(acc))  # released after the last block

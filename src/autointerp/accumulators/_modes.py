@@ -164,6 +164,17 @@ class TableModeStates(TableModes):
             self._merge_pending_into(self.hh_ids, self.hh_counts, self.hh_error)
             self._pending.clear()
 
+    def _block_summary(self) -> tuple[Any, Any, Any]:
+        """`_summary`, merged once for all the blocks of one finalize (dropped by `finalize_done`)."""
+        cached = self.__dict__.get("_finalize_summary")
+        if cached is None:
+            cached = self._finalize_summary = self._summary()
+        return cached
+
+    def finalize_done(self) -> None:
+        self.__dict__.pop("_finalize_summary", None)
+        super().finalize_done()  # type: ignore[misc]
+
     def _summary(self) -> tuple[Any, Any, Any]:
         """(ids, counts, error) with the pending pairs merged in, leaving the state as it is."""
         if not self._pending_list():

@@ -140,15 +140,23 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
                              lambda a, b, fires=fires: fires[:, a:b].float().contiguous())
 
     def finalize(self) -> Mapping[int, Any]:
+        try:
+            return self.finalize_block(0, self._require_bound().n_components)
+        finally:
+            self.finalize_done()
+
+    def finalize_block(self, lo: int, hi: int) -> Mapping[int, Any]:
+        """The partners of components ``lo <= i < hi``: those rows of the co-firing table ranked alone."""
         ctx = self._require_bound()
         self._flush()
         common = {"min_count": 1, "bottom_pmi": True, "min_support": self.min_support}
         if self.bounded:
-            ranked = rank_summary(*self._summary(), self.count, self.count,
+            ids, counts, error = self._block_summary()
+            ranked = rank_summary(ids[lo:hi], counts[lo:hi], error[lo:hi], self.count[lo:hi], self.count,
                                   float(self.n_tokens), self.top_k, **common)
         else:
-            ranked = rank_columns(self.cofire, self.count, self.count, float(self.n_tokens), self.top_k,
-                                  exclude_diagonal_from=0, **common)
+            ranked = rank_columns(self.cofire[lo:hi], self.count[lo:hi], self.count, float(self.n_tokens), self.top_k,
+                                  exclude_diagonal_from=lo, **common)
         # rank_columns' precision is joint / col_total = P(this | partner), recall = P(partner | this)
         rows = {m: rows_of(r) for m, r in ranked.items()}
         key = ctx.space.key
@@ -158,12 +166,12 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
                     for c, j, p, r, pmi, low, err in entries]
 
         return {
-            i: ComponentCorrelations(
-                top_precision=partners(rows["precision"][i]),
-                top_recall=partners(rows["recall"][i]),
-                top_pmi=partners(rows["pmi"][i]),
-                bottom_pmi=partners(rows["bottom_pmi"][i]),
+            lo + r: ComponentCorrelations(
+                top_precision=partners(rows["precision"][r]),
+                top_recall=partners(rows["recall"][r]),
+                top_pmi=partners(rows["pmi"][r]),
+                bottom_pmi=partners(rows["bottom_pmi"][r]),
             )
-            for i in range(ctx.n_components)
+            for r in range(hi - lo)
         }
 

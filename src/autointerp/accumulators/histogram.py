@@ -195,25 +195,30 @@ class ActivationHistogramAcc(TensorAccumulator):
         return self
 
     def finalize(self) -> Mapping[int, Any]:
-        ctx = self._require_bound()
-        counts = self.counts.cpu()
+        return self.finalize_block(0, self._require_bound().n_components)
+
+    def finalize_block(self, first: int, end: int) -> Mapping[int, Any]:
+        """The histograms of components ``first <= i < end``, from those rows alone."""
+        self._require_bound()
+        counts = self.counts[first:end].cpu()
         layers = self._bins.layer_edges()
-        hi_seen = self.act_max.cpu().double().tolist()
+        hi_seen = self.act_max[first:end].cpu().double().tolist()
         nonzero = counts > 0
         any_ = nonzero.any(1).tolist()
-        first = nonzero.int().argmax(1).tolist()
+        low = nonzero.int().argmax(1).tolist()
         last = (nonzero.shape[1] - 1 - nonzero.flip(1).int().argmax(1)).tolist()
         rows = counts.tolist()
         out: dict[int, Any] = {}
-        for i in range(ctx.n_components):
-            if not any_[i]:
+        for r in range(end - first):
+            i = first + r
+            if not any_[r]:
                 out[i] = None
                 continue
-            a, b = first[i], last[i]
+            a, b = low[r], last[r]
             edges, thr = next((e, t) for lo, hi, e, t in layers if lo <= i < hi)
             # bin j spans (edges[j-1], edges[j]]; bin 0 starts at the threshold (every firing is above
             # it) and the open top bin ends at the largest firing seen
             lower = [edges[j - 1] if j > 0 else thr for j in range(a, b + 1)]
-            upper = edges[b] if b < len(edges) else hi_seen[i]
-            out[i] = ActivationHistogram(edges=lower + [upper], counts=rows[i][a : b + 1])
+            upper = edges[b] if b < len(edges) else hi_seen[r]
+            out[i] = ActivationHistogram(edges=lower + [upper], counts=rows[r][a : b + 1])
         return out

@@ -87,12 +87,20 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
         self.n_tokens += batch.n_valid
 
     def finalize(self) -> Mapping[int, Any]:
+        try:
+            return self.finalize_block(0, self._require_bound().n_components)
+        finally:
+            self.finalize_done()
+
+    def finalize_block(self, lo: int, hi: int) -> Mapping[int, Any]:
+        """The token lists of components ``lo <= i < hi``: those rows of the table ranked alone."""
         ctx = self._require_bound()
         common = {"min_count": max(self.min_count, 1), "min_support": self.min_support}
         if self.bounded:
-            ranked = rank_summary(*self._summary(), self.comp_count, self.token_count,
+            ids, counts, error = self._block_summary()
+            ranked = rank_summary(ids[lo:hi], counts[lo:hi], error[lo:hi], self.comp_count[lo:hi], self.token_count,
                                   float(self.n_tokens), self.top_k, **common)
         else:
-            ranked = rank_columns(self.joint, self.comp_count, self.token_count, float(self.n_tokens), self.top_k,
-                                  **common)
-        return dict(enumerate(token_stats_per_row(ranked, ctx)))
+            ranked = rank_columns(self.joint[lo:hi], self.comp_count[lo:hi], self.token_count, float(self.n_tokens),
+                                  self.top_k, **common)
+        return dict(zip(range(lo, hi), token_stats_per_row(ranked, ctx)))

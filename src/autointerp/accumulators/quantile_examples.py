@@ -139,11 +139,16 @@ class QuantileExampleAcc(KeyedSampler):
         self.bin_count += theirs["bin_count"]
 
     def finalize(self) -> Mapping[int, Any]:
+        return self.finalize_block(0, self._require_bound().n_components)
+
+    def finalize_block(self, lo: int, hi: int) -> Mapping[int, Any]:
+        """The quantile examples of components ``lo <= i < hi``, from those components' rows alone."""
         ctx = self._require_bound()
-        N, nb, k, q, W = ctx.n_components, self._n_bins, self.k, self.n_quantiles, self.window
-        counts = self.bin_count.cpu()
+        N, nb, k, q, W = hi - lo, self._n_bins, self.k, self.n_quantiles, self.window
+        counts = self.bin_count[lo:hi].cpu()
         group = quantile_groups(counts, q)  # [N, nb]
-        key = self.key.cpu().view(N, nb * k)
+        rows = slice(lo * nb, hi * nb)  # the sampler's rows of these components
+        key = self.key[rows].cpu().reshape(N, nb * k)
         slot_group = group.repeat_interleave(k, dim=1)  # [N, nb * k]
         # per (component, quantile): the k smallest keys over the slots of its bins
         masked = torch.where(slot_group[:, None, :] == torch.arange(q)[None, :, None], key[:, None, :],
@@ -153,27 +158,30 @@ class QuantileExampleAcc(KeyedSampler):
         # the chosen slots as a sampler of N * q rows, so its finalize builds the examples
         chosen = KeyedSampler(k=k, context_tokens=self.context_tokens)
         chosen.bind(self._rows_ctx(ctx, N * q))
-        chosen.row_thresholds = ctx.component_thresholds(torch.float64, "cpu").repeat_interleave(q)
+        chosen.row_thresholds = ctx.component_thresholds(torch.float64, "cpu")[lo:hi].repeat_interleave(q)
         chosen.key = sel_key.reshape(N * q, k)
-        chosen.sequence = self.sequence.cpu().view(-1)[flat].view(N * q, k)
-        chosen.position = self.position.cpu().view(-1)[flat].view(N * q, k)
-        chosen.tokens = self.tokens.cpu().view(-1, W)[flat].view(N * q, k, W)
-        chosen.acts = self.acts.cpu().view(-1, W)[flat].view(N * q, k, W)
+        chosen.sequence = self.sequence[rows].cpu().reshape(-1)[flat].view(N * q, k)
+        chosen.position = self.position[rows].cpu().reshape(-1)[flat].view(N * q, k)
+        chosen.tokens = self.tokens[rows].cpu().reshape(-1, W)[flat].view(N * q, k, W)
+        chosen.acts = self.acts[rows].cpu().reshape(-1, W)[flat].view(N * q, k, W)
         examples = chosen.finalize()
-        return self._groups(ctx, counts, group, examples)
+        return self._groups(lo, hi, counts, group, examples)
 
-    def _groups(self, ctx: HarvestContext, counts: Tensor, group: Tensor, examples: Mapping[int, Any]) -> dict[int, list[QuantileExamples]]:
+    def _groups(self, first: int, end: int, counts: Tensor, group: Tensor,
+                examples: Mapping[int, Any]) -> dict[int, list[QuantileExamples]]:
+        """Components ``first <= i < end`` (rows of ``counts``/``group`` from 0; ``examples`` by row * q + quantile)."""
         q = self.n_quantiles
         layers = self._bins.layer_edges()
         rows, groups = counts.tolist(), group.tolist()
         out: dict[int, list[QuantileExamples]] = {}
-        for i in range(ctx.n_components):
-            total = sum(rows[i])
+        for r in range(end - first):
+            i = first + r
+            total = sum(rows[r])
             edges, thr = next((e, t) for lo, hi, e, t in layers if lo <= i < hi)
             spans: dict[int, list[int]] = {}  # quantile -> [first bin, last bin, firings]
-            for j, c in enumerate(rows[i]):
+            for j, c in enumerate(rows[r]):
                 if c:
-                    span = spans.setdefault(groups[i][j], [j, j, 0])
+                    span = spans.setdefault(groups[r][j], [j, j, 0])
                     span[1], span[2] = j, span[2] + c
             found: list[QuantileExamples] = []
             below = 0
@@ -182,7 +190,7 @@ class QuantileExampleAcc(KeyedSampler):
                     lower_share=below / total, upper_share=(below + n) / total,
                     lower=edges[a - 1] if a > 0 else thr,
                     upper=edges[b] if b < len(edges) else None,
-                    count=n, examples=examples[i * q + g],
+                    count=n, examples=examples[r * q + g],
                 ))
                 below += n
             out[i] = found

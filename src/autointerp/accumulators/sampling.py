@@ -231,8 +231,12 @@ class KeyedSampler(TensorAccumulator):
         self._merge_rows(rows, theirs["key"], theirs["sequence"], theirs["position"], theirs["tokens"], theirs["acts"])
 
     def finalize(self) -> Mapping[int, Any]:
+        return self.finalize_block(0, self._require_bound().n_components)
+
+    def finalize_block(self, lo: int, hi: int) -> Mapping[int, Any]:
+        """The examples of rows ``lo <= i < hi``, built from those rows of the state alone."""
         ctx = self._require_bound()
-        key, tokens = self.key.cpu(), self.tokens.cpu()
+        key, tokens = self.key[lo:hi].cpu(), self.tokens[lo:hi].cpu()
         filled = key != EMPTY_KEY
         n_filled = filled.sum(1).tolist()
         c, W = self.context_tokens, self.window
@@ -240,13 +244,13 @@ class KeyedSampler(TensorAccumulator):
         pad = (tokens == PAD_TOKEN).int()
         lead = pad[..., :c].cumprod(-1).sum(-1).tolist()
         trail = pad[..., c + 1 :].flip(-1).cumprod(-1).sum(-1).tolist()
-        seq, pos = self.sequence.cpu().tolist(), self.position.cpu().tolist()
-        acts = self.acts.cpu()
+        seq, pos = self.sequence[lo:hi].cpu().tolist(), self.position[lo:hi].cpu().tolist()
+        acts = self.acts[lo:hi].cpu()
         # the harvest's decision, redone on the unrounded float32 exactly as FiringBatch makes it
         # (each row's own threshold: its component's layer's)
         thr64 = self.row_thresholds if self.row_thresholds is not None else \
             ctx.component_thresholds(torch.float64, "cpu")
-        thr64 = thr64.cpu().double()[:, None, None]
+        thr64 = thr64[lo:hi].cpu().double()[:, None, None]
         fires = (acts > thr64.float()) & (tokens != PAD_TOKEN)
         tok, act = tokens.tolist(), round_keeping_firing(acts, fires, thr64).tolist()
         names: dict[int, str] | None = None
@@ -254,20 +258,20 @@ class KeyedSampler(TensorAccumulator):
             names = {t: ctx.token_str(t) or "" for t in torch.unique(tokens[filled]).tolist()}
             names[PAD_TOKEN] = ""
         out: dict[int, list[ActivationExample]] = {}
-        for i in range(ctx.n_components):
+        for i in range(hi - lo):
             examples = []
             for j in range(n_filled[i]):
-                lo, hi = lead[i][j], W - trail[i][j]
-                ids = tok[i][j][lo:hi]
+                a, b = lead[i][j], W - trail[i][j]
+                ids = tok[i][j][a:b]
                 examples.append(
                     ActivationExample(
                         token_ids=ids,
-                        activations=act[i][j][lo:hi],
-                        firing_offset=c - lo,
+                        activations=act[i][j][a:b],
+                        firing_offset=c - a,
                         sequence_index=seq[i][j],
                         position=pos[i][j],
                         tokens=[names[x] for x in ids] if names is not None else None,
                     )
                 )
-            out[i] = examples
+            out[lo + i] = examples
         return out
