@@ -3,7 +3,9 @@
 A synthetic SAE-like stream: Zipf tokens (V = 8,192), 4 layers, about 48 active
 latents per position per layer, 512 tokens a batch, the six default accumulators
 (mode="auto" under ``--budget``). Each N runs in its own process (so peak RSS is its
-own) for a few batches; ratios are against the smallest N.
+own) for a few batches; ratios are against the smallest N. The finalize + save peak is
+the process's peak RSS during ``loop.save(block_size=...)`` above its RSS just before
+(the kernel's high-water mark, reset before the save).
 
     python benchmarks/harvest_n_scale.py                         # N = 2k, 4k, 8k, 16k
     python benchmarks/harvest_n_scale.py --sizes 65536 --budget 4GiB
@@ -52,9 +54,11 @@ def one(n: int, a: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - t)
     state = sum(x for _, x in loop.memory_table(loop.ctx))
     with tempfile.TemporaryDirectory() as d:
+        before = _reset_peak()
         t = time.perf_counter()
-        loop.save(f"{d}/h")
+        loop.save(f"{d}/h", block_size=a.block_size)
         save_s = time.perf_counter() - t
+        save_peak = _status("VmHWM") - before
         t = time.perf_counter()
         h = load_harvest(f"{d}/h")
         h[n // 2]
@@ -62,7 +66,23 @@ def one(n: int, a: argparse.Namespace) -> dict:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     steady = sorted(times[1:])[len(times[1:]) // 2] if len(times) > 1 else times[0]
     return {"N": n, "update_ms": 1000 * steady, "finalize_save_s": save_s, "load_one_ms": 1000 * load_s,
-            "state_bytes": state, "peak_rss": rss, "modes": loop.memory_plan["modes"]}
+            "state_bytes": state, "peak_rss": rss, "save_peak": save_peak, "modes": loop.memory_plan["modes"]}
+
+
+def _status(field: str) -> int:
+    """A VmRSS/VmHWM figure of this process, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> int:
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS and return that RSS."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status("VmRSS")
 
 
 def main() -> None:
@@ -72,6 +92,7 @@ def main() -> None:
     p.add_argument("--active", type=int, default=48)
     p.add_argument("--batches", type=int, default=4)
     p.add_argument("--budget", default=None, help="memory_budget, e.g. 4GiB (default: 90%% of free memory)")
+    p.add_argument("--block_size", type=int, default=1024, help="components finalized and written at a time")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
@@ -80,7 +101,7 @@ def main() -> None:
     rows = []
     for n in a.sizes:
         cmd = [sys.executable, __file__, "--one", str(n), "--vocab", str(a.vocab), "--active", str(a.active),
-               "--batches", str(a.batches)] + (["--budget", a.budget] if a.budget else [])
+               "--batches", str(a.batches), "--block_size", str(a.block_size)] + (["--budget", a.budget] if a.budget else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"N={n}: failed\n{out.stderr[-2000:]}")
@@ -89,7 +110,8 @@ def main() -> None:
         r, r0 = rows[-1], rows[0]
         print(f"N={n:>6}  update {r['update_ms']:8.1f} ms ({r['update_ms'] / r0['update_ms']:.2f}x)  "
               f"finalize+save {r['finalize_save_s']:7.2f} s ({r['finalize_save_s'] / r0['finalize_save_s']:.2f}x)  "
-              f"open+one {r['load_one_ms']:6.1f} ms  state {r['state_bytes'] / 2**20:8.1f} MiB  "
+              f"({1000 * r['finalize_save_s'] / r['N']:.2f} ms/component, peak {r['save_peak'] / 2**20:.1f} MiB above "
+              f"its start)  open+one {r['load_one_ms']:6.1f} ms  state {r['state_bytes'] / 2**20:8.1f} MiB  "
               f"peak RSS {r['peak_rss'] / 2**20:8.1f} MiB  modes {r['modes']}", flush=True)
 
 

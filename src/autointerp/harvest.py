@@ -675,12 +675,15 @@ class HarvestLoop:
 
     @torch.no_grad()
     def save(self, directory: str | Path, *, block_size: int = FINALIZE_BLOCK,
-             transform: Callable[[ComponentData], None] | None = None) -> HarvestResult:
+             transform: Callable[[ComponentData], None] | None = None,
+             shared: Mapping[str, Any] | None = None) -> HarvestResult:
         """Finalize straight to a harvest folder, a block at a time, and return it lazily (`load_harvest`).
 
         The same folder as ``finalize().save(directory)``, without holding every
-        component: peak memory is a block of outputs (where accumulators build them
-        blockwise). ``transform`` may change each component before it is written.
+        component: peak memory is a block of outputs (the built-in accumulators
+        build them blockwise). ``transform`` may change each component before it is
+        written; ``shared`` adds outputs for the whole harvest (``shared/<name>.json``)
+        beside the accumulators' own.
         """
         def components() -> Iterator[ComponentData]:
             for comp in self.iter_components(block_size):
@@ -690,7 +693,7 @@ class HarvestLoop:
 
         if self.space is None:
             raise ValueError("the harvest saw no batches: the dataset was empty (or n_batches=0)")
-        write_harvest(directory, self.config(), components(), self.finalize_shared())
+        write_harvest(directory, self.config(), components(), {**self.finalize_shared(), **(shared or {})})
         return load_harvest(directory)
 
 

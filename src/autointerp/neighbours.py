@@ -105,17 +105,26 @@ def attach_weight_neighbours(result: Any, fn: object, *, k: int = DEFAULT_K, log
     """Store the weight-space neighbours of a harvest's components in ``result.shared`` (saved
     as ``harvest/shared/weight_neighbours.json``) when ``fn`` exposes its output directions
     (``output_directions()``, as for the logit lens); returns how many components got some."""
+    data = weight_neighbours_of(fn, {layer.name: layer.width for layer in result.config.layers}, k=k, log=log)
+    if data is None:
+        return 0
+    result.shared[WEIGHT_NEIGHBOURS] = data
+    return len(data["neighbours"])
+
+
+def weight_neighbours_of(fn: object, widths: Mapping[str, int], *, k: int = DEFAULT_K,
+                         log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """What `attach_weight_neighbours` stores, or None where ``fn`` gives no output directions
+    or no layer got neighbours (for a streaming save, which takes it as a shared output)."""
     get_d = getattr(fn, "output_directions", None)
     if not callable(get_d):
-        return 0
-    widths = {layer.name: layer.width for layer in result.config.layers}
+        return None
     with torch.no_grad():
         data = weight_neighbours(get_d(), widths, k=k)
     if not data["neighbours"]:
-        return 0
-    result.shared[WEIGHT_NEIGHBOURS] = data
+        return None
     log(f"autointerp: weight-space neighbours (cosine of output directions, top {k}) for {len(data['neighbours']):,} components")
-    return len(data["neighbours"])
+    return data
 
 
 @define

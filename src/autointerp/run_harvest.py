@@ -65,7 +65,7 @@ from autointerp.harvest import HarvestLoop, HarvestResult, HarvestTimings, devic
 from autointerp.harvest_checkpoint import read_checkpoint
 from autointerp.logit_lens import harvest_fn_logit_lens
 from autointerp.paths import RunPaths, run_id_for
-from autointerp.schemas import LogitLens
+from autointerp.schemas import ComponentData, LogitLens
 from autointerp.storage import RunLock, atomic_write_text, from_dict, to_dict
 from autointerp.thresholds import check_threshold
 
@@ -459,18 +459,25 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
         log(f"worker {opts.rank} of {opts.world_size} done: {prep.loop.n_batches} batches -> {wp}\n"
             f"when every worker is done: autointerp merge {paths.run_id}" + (f" --out {opts.out}" if opts.out else ""))
         return wp
-    result = prep.loop.finalize()
+    # finalize streams into the folder a block of components at a time (peak memory: a block of
+    # outputs, not the whole harvest); the result reads the saved folder lazily
+    transform, shared = None, {}
     if opts.output_logits:
-        from autointerp.neighbours import attach_weight_neighbours
+        from autointerp.neighbours import WEIGHT_NEIGHBOURS, weight_neighbours_of
 
-        attach_output_logits(result, prep.target.harvest_fn, k=opts.output_logits_k, decode=prep.loop.decode, log=log)
-        attach_weight_neighbours(result, prep.target.harvest_fn, log=log)  # the same weights: cosine of output directions
+        transform = output_logits_transform(prep, log)
+        assert prep.loop.space is not None
+        widths = {layer.name: layer.width for layer in prep.loop.space.layers}
+        # the same weights: cosine of output directions
+        neighbours = weight_neighbours_of(prep.target.harvest_fn, widths, log=log)
+        if neighbours is not None:
+            shared[WEIGHT_NEIGHBOURS] = neighbours
     if in_memory:
         with harvest_lock(paths):  # rank 0 swaps in harvest/, as a one-process run or merge does
-            result.save(paths.harvest)
+            result = prep.loop.save(paths.harvest, transform=transform, shared=shared)
         distributed.barrier()
     else:
-        result.save(paths.harvest)
+        result = prep.loop.save(paths.harvest, transform=transform, shared=shared)
     if not opts.keep_checkpoints:
         remove_checkpoint(ckpt)
     tok_s = timings.tokens / max(timings.total, 1e-9)
@@ -493,6 +500,20 @@ def attach_output_logits(result: HarvestResult, fn: Any, *, k: int = 10, decode:
         comp.output_logits = lenses.get(comp.key)
     log(f"autointerp: {notice}")
     return len(lenses)
+
+
+def output_logits_transform(prep: PreparedHarvest, log: Callable[[str], None]) -> Callable[[ComponentData], None]:
+    """What `HarvestLoop.save` applies to each component: its logit lens (`attach_output_logits`, streamed)."""
+    assert prep.loop.space is not None
+    widths = {layer.name: layer.width for layer in prep.loop.space.layers}
+    lenses, notice = harvest_fn_logit_lens(prep.target.harvest_fn, widths, k=prep.opts.output_logits_k,
+                                           decode=prep.loop.decode)
+    log(f"autointerp: {notice}")
+
+    def attach(comp: ComponentData) -> None:
+        comp.output_logits = lenses.get(comp.key)
+
+    return attach
 
 
 #: the logit lens of a job array, written by worker 0 beside the worker states and read by merge
