@@ -97,7 +97,10 @@ def _rank_chunk(j: Tensor, cols: Tensor, ct: Tensor, rc: Tensor, err: Tensor, n_
     out = {}
     for m in wanted:
         score = torch.where(ok, keys[m], torch.full_like(pmi, -math.inf))
-        top, at = score.topk(k_eff, dim=1)
+        # a stable sort, so equal scores keep the entries' order: the lower column first (callers
+        # hand the entries in column order), the same in the dense and the bounded mode
+        top, at = score.sort(dim=1, descending=True, stable=True)
+        top, at = top[:, :k_eff], at[:, :k_eff]
         valid = top > -math.inf
         safe = at.clamp_min(0)
         idx = torch.where(valid, cols.gather(1, safe), torch.full_like(at, -1))
@@ -148,20 +151,39 @@ def rank_columns(
     out: dict[str, list[RankedColumns]] = {m: [] for m in wanted}
     chunk = max(1, FINALIZE_CHUNK_ELEMENTS // max(M, 1))
     zero = torch.zeros((), dtype=torch.float64, device=joint.device)
+    ct_all = col_total.double()
     for start in range(0, n, chunk):
-        j = joint[start : start + chunk].double()
-        rows = torch.arange(start, start + j.shape[0], device=j.device)
-        ok = j >= min_count
+        block = joint[start : start + chunk]
+        ok = block >= min_count
         if exclude_diagonal_from is not None:
-            diag = rows + exclude_diagonal_from
+            rows = torch.arange(block.shape[0], device=block.device)
+            diag = rows + start + exclude_diagonal_from
             in_range = diag < M
-            ok[torch.arange(j.shape[0], device=j.device)[in_range], diag[in_range]] = False
-        cols = torch.arange(M, device=j.device).expand(j.shape[0], M)
-        ct = col_total.double()[None, :].expand(j.shape[0], M)
-        for m, r in _rank_chunk(j, cols, ct, row_count[start : start + chunk], zero, n_total, k_eff, ok,
+            ok[rows[in_range], diag[in_range]] = False
+        # only the pairs that occurred are ranked: gather them, in column order, into rows as wide as
+        # the fullest row of the chunk (the table is mostly zeros; every metric is per pair)
+        cols, j = _compact(block, ok, k_eff)
+        valid = cols >= 0
+        ct = ct_all[cols.clamp_min(0)]
+        for m, r in _rank_chunk(j, cols, ct, row_count[start : start + chunk], zero, n_total, k_eff, valid,
                                 wanted, min_support).items():
             out[m].append(r)
     return _concat(out, k_eff)
+
+
+def _compact(block: Tensor, ok: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """The ``ok`` entries of each row of ``block [n, M]``: their columns ``[n, w]`` (-1 past a row's
+    last) and values in float64, in column order; ``w`` is the most any row has, at least ``width``."""
+    n = block.shape[0]
+    per_row = ok.sum(1)
+    w = max(int(per_row.max()) if n else 0, width)
+    r, c = ok.nonzero(as_tuple=True)  # row-major: each row's columns ascending
+    slot = torch.arange(r.shape[0], device=block.device) - (per_row.cumsum(0) - per_row)[r]
+    cols = torch.full((n, w), -1, dtype=torch.int64, device=block.device)
+    cols[r, slot] = c
+    j = torch.zeros((n, w), dtype=torch.float64, device=block.device)
+    j[r, slot] = block[r, c].double()
+    return cols, j
 
 
 def rank_summary(
@@ -189,8 +211,9 @@ def rank_summary(
     chunk = max(1, FINALIZE_CHUNK_ELEMENTS // max(s, 1))
     ct_all = col_total.double()
     for start in range(0, n, chunk):
-        cols = ids[start : start + chunk].long()
-        j = counts[start : start + chunk].double()
+        # each row's counters in column order (empty ones first), so ties rank as in `rank_columns`
+        cols, order = ids[start : start + chunk].long().sort(dim=1, stable=True)
+        j = counts[start : start + chunk].double().gather(1, order)
         ok = (cols >= 0) & (j >= min_count)
         ct = ct_all[cols.clamp_min(0)]
         err = error[start : start + chunk].double()[:, None]
