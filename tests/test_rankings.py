@@ -8,6 +8,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autointerp import CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc
 from autointerp.accumulators.associations import wilson_bounds
@@ -118,3 +120,23 @@ def test_the_token_lookup_label_of_a_planted_stream_names_the_rule_token():
         loop.update(b)
     comp = loop.finalize()["synth:0"]
     assert token_lookup_label(comp, n=1) == "fires on ' cat'"
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 40), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_stable_topk_is_the_stable_sort_head_with_ties_and_empty_entries(n, w, k, seed):
+    """`_stable_topk` (topk, then only the boundary candidates sorted) equals a whole stable descending
+    sort's first k, positions included, on rows full of ties and -inf (entries that cannot be ranked)."""
+    import math
+
+    from autointerp.accumulators.associations import _stable_topk
+
+    k = min(k, w)
+    g = torch.Generator().manual_seed(seed)
+    score = torch.randint(0, 3, (n, w), generator=g).double()
+    score[torch.rand(n, w, generator=g) < 0.3] = -math.inf
+    want_v, want_i = score.sort(dim=1, descending=True, stable=True)
+    got_v, got_i = _stable_topk(score, k)
+    assert torch.equal(got_v, want_v[:, :k])
+    finite = want_v[:, :k] > -math.inf  # an -inf entry is never reported: its position does not matter
+    assert torch.equal(got_i[finite], want_i[:, :k][finite])

@@ -38,7 +38,7 @@ from attrs import define
 from torch import Tensor
 
 #: rows processed at once in finalize, to bound the temporaries to chunk * M
-FINALIZE_CHUNK_ELEMENTS = 1 << 24
+FINALIZE_CHUNK_ELEMENTS = 1 << 22
 #: z of the two-sided 95% interval behind the Wilson bounds
 WILSON_Z = 1.959963984540054
 #: PMI ranks pairs with at least this joint count (or probability mass) first
@@ -97,10 +97,9 @@ def _rank_chunk(j: Tensor, cols: Tensor, ct: Tensor, rc: Tensor, err: Tensor, n_
     out = {}
     for m in wanted:
         score = torch.where(ok, keys[m], torch.full_like(pmi, -math.inf))
-        # a stable sort, so equal scores keep the entries' order: the lower column first (callers
-        # hand the entries in column order), the same in the dense and the bounded mode
-        top, at = score.sort(dim=1, descending=True, stable=True)
-        top, at = top[:, :k_eff], at[:, :k_eff]
+        # equal scores keep the entries' order: the lower column first (callers hand the entries
+        # in column order), the same in the dense and the bounded mode
+        top, at = _stable_topk(score, k_eff)
         valid = top > -math.inf
         safe = at.clamp_min(0)
         idx = torch.where(valid, cols.gather(1, safe), torch.full_like(at, -1))
@@ -114,6 +113,21 @@ def _rank_chunk(j: Tensor, cols: Tensor, ct: Tensor, rc: Tensor, err: Tensor, n_
             error=err.expand_as(j).gather(1, safe).cpu(),
         )
     return out
+
+
+def _stable_topk(score: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Each row's ``k`` largest scores and their positions, highest first, ties in position order
+    (what a stable descending sort's first ``k`` are), without sorting whole rows: `topk` finds
+    the k-th score, and only the entries at or above it (the ties at the boundary included) are sorted."""
+    n, w = score.shape
+    if w <= 4 * k or n == 0:
+        top, at = score.sort(dim=1, descending=True, stable=True)
+        return top[:, :k], at[:, :k]
+    kth = score.topk(k, dim=1).values[:, -1:]
+    cand = (score >= kth) & (score > -math.inf)
+    slots, vals = _compact(score, cand, k, -math.inf)
+    top, order = vals.sort(dim=1, descending=True, stable=True)
+    return top[:, :k], slots.gather(1, order[:, :k]).clamp_min(0)
 
 
 _FIELDS = ("index", "joint", "precision", "recall", "pmi", "precision_lower", "error")
@@ -162,7 +176,8 @@ def rank_columns(
             ok[rows[in_range], diag[in_range]] = False
         # only the pairs that occurred are ranked: gather them, in column order, into rows as wide as
         # the fullest row of the chunk (the table is mostly zeros; every metric is per pair)
-        cols, j = _compact(block, ok, k_eff)
+        cols, j = _compact(block, ok, k_eff, 0)
+        j = j.double()
         valid = cols >= 0
         ct = ct_all[cols.clamp_min(0)]
         for m, r in _rank_chunk(j, cols, ct, row_count[start : start + chunk], zero, n_total, k_eff, valid,
@@ -171,19 +186,19 @@ def rank_columns(
     return _concat(out, k_eff)
 
 
-def _compact(block: Tensor, ok: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """The ``ok`` entries of each row of ``block [n, M]``: their columns ``[n, w]`` (-1 past a row's
-    last) and values in float64, in column order; ``w`` is the most any row has, at least ``width``."""
-    n = block.shape[0]
+def _compact(values: Tensor, ok: Tensor, width: int, fill: float) -> tuple[Tensor, Tensor]:
+    """The ``ok`` entries of each row of ``values [n, M]``: their columns ``[n, w]`` (-1 past a row's
+    last) and values (``fill`` there), in column order; ``w`` is the most any row has, at least ``width``."""
+    n = values.shape[0]
     per_row = ok.sum(1)
     w = max(int(per_row.max()) if n else 0, width)
     r, c = ok.nonzero(as_tuple=True)  # row-major: each row's columns ascending
-    slot = torch.arange(r.shape[0], device=block.device) - (per_row.cumsum(0) - per_row)[r]
-    cols = torch.full((n, w), -1, dtype=torch.int64, device=block.device)
+    slot = torch.arange(r.shape[0], device=values.device) - (per_row.cumsum(0) - per_row)[r]
+    cols = torch.full((n, w), -1, dtype=torch.int64, device=values.device)
     cols[r, slot] = c
-    j = torch.zeros((n, w), dtype=torch.float64, device=block.device)
-    j[r, slot] = block[r, c].double()
-    return cols, j
+    out = torch.full((n, w), fill, dtype=values.dtype, device=values.device)
+    out[r, slot] = values[r, c]
+    return cols, out
 
 
 def rank_summary(
