@@ -612,21 +612,21 @@ def iter_jsonl(path: str | os.PathLike, expected: str = "one JSON object per lin
     path = Path(path)
     if not path.exists():
         return
+    # read a line at a time (a harvest's components.jsonl can be gigabytes): only the text after
+    # the last newline lacks one, so that is the one line that may be torn
     with open(path, "rb") as f:
-        lines = f.read().split(b"\n")
-    last = len(lines)  # the text after the last newline ("" when the file ends with one)
-    for line_no, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if line_no == last:
-                continue  # torn: never reported as written, so nothing is lost
-            raise CorruptRunFile(path, line_no, f"not JSON ({e})", expected) from None
-        if not isinstance(rec, dict):
-            raise CorruptRunFile(path, line_no, f"a JSON {_json_kind(rec)}, not an object", expected)
-        yield line_no, rec
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                if not raw.endswith(b"\n"):
+                    continue  # torn: never reported as written, so nothing is lost
+                raise CorruptRunFile(path, line_no, f"not JSON ({e})", expected) from None
+            if not isinstance(rec, dict):
+                raise CorruptRunFile(path, line_no, f"a JSON {_json_kind(rec)}, not an object", expected)
+            yield line_no, rec
 
 
 def _json_kind(value: Any) -> str:
