@@ -693,7 +693,8 @@ class HarvestLoop:
 
         if self.space is None:
             raise ValueError("the harvest saw no batches: the dataset was empty (or n_batches=0)")
-        write_harvest(directory, self.config(), components(), {**self.finalize_shared(), **(shared or {})})
+        # the shared outputs are built after the last block (the window pool's lists are large)
+        write_harvest(directory, self.config(), components(), lambda: {**self.finalize_shared(), **(shared or {})})
         return load_harvest(directory)
 
 
@@ -846,10 +847,11 @@ def _names(space: ComponentSpace, lo: int, hi: int) -> Iterator[tuple[str, int]]
 
 
 def write_harvest(directory: str | Path, config: HarvestConfig, components: Iterator[ComponentData],
-                  shared: Mapping[str, Any]) -> None:
+                  shared: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> None:
     """Write a harvest folder (``config.json``, ``components.jsonl`` + index, ``shared/``) as one atomic swap.
 
-    Components are encoded and written one at a time, so the writer holds one line.
+    Components are encoded and written one at a time, so the writer holds one line;
+    ``shared`` may be a function, called once the components are written.
     """
     def fill(tmp: Path) -> None:
         writer = StoreWriter(tmp)
@@ -861,9 +863,10 @@ def write_harvest(directory: str | Path, config: HarvestConfig, components: Iter
             writer.abort()
             raise
         writer.close()
-        if shared:
+        outputs = shared() if callable(shared) else shared
+        if outputs:
             (tmp / "shared").mkdir()
-            for name, value in shared.items():
+            for name, value in outputs.items():
                 (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
         (tmp / HARVEST_CONFIG).write_text(json.dumps(to_dict(config), indent=2, allow_nan=False), encoding="utf-8")
 
