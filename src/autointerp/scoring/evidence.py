@@ -35,6 +35,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
 from attrs import define, field
 
 from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, ExampleSplit, SpanIndex, example_span, split_examples
@@ -123,9 +124,30 @@ class WindowPool:
         self._strings = {int(k): v for k, v in (shared.get("token_strings") or {}).items()}
         self._decode = decode
         f = shared["firings"]
+        self._f_window, self._f_offset, self._f_act = f["window"], f["offset"], f["activation"]
+        # the firings grouped by component once, in tensors; a component's {window: [(offset, act)]}
+        # is built when first asked for (a scoring run asks for a few of the pool's components)
+        comp = torch.as_tensor(f["component"], dtype=torch.int64)
+        order = torch.argsort(comp, stable=True)  # each component's firings keep the file's order
+        uniq, counts = torch.unique_consecutive(comp[order], return_counts=True)
+        starts = counts.cumsum(0) - counts
+        self._spans = dict(zip(uniq.tolist(), zip(starts.tolist(), counts.tolist())))
+        self._order = order.tolist()
+        self._n_firings = int(comp.numel())
         self._by_comp: dict[int, dict[int, list[tuple[int, float]]]] = {}
-        for w, o, c, a in zip(f["window"], f["offset"], f["component"], f["activation"]):
-            self._by_comp.setdefault(int(c), {}).setdefault(int(w), []).append((int(o), float(a)))
+
+    def _of(self, component: int) -> dict[int, list[tuple[int, float]]]:
+        """``{window: [(offset, activation), ...]}`` of one component (empty if it never fires in the pool)."""
+        got = self._by_comp.get(component)
+        if got is None:
+            got = {}
+            span = self._spans.get(component)
+            if span is not None:
+                start, n = span
+                for i in self._order[start : start + n]:
+                    got.setdefault(int(self._f_window[i]), []).append((int(self._f_offset[i]), float(self._f_act[i])))
+            self._by_comp[component] = got
+        return got
 
     @classmethod
     def from_shared(cls, shared: Mapping[str, Any], decode: Callable[[int], str] | None = None) -> WindowPool:
@@ -135,8 +157,7 @@ class WindowPool:
         return len(self.windows)
 
     def __repr__(self) -> str:
-        n_f = sum(len(v) for d in self._by_comp.values() for v in d.values())
-        return f"WindowPool({len(self)} windows of up to {self.window_len} tokens, {n_f} firings)"
+        return f"WindowPool({len(self)} windows of up to {self.window_len} tokens, {self._n_firings} firings)"
 
     def token_str(self, t: int) -> str:
         if t in self._strings:
@@ -146,10 +167,10 @@ class WindowPool:
         return f"<{t}>"
 
     def firing_offsets(self, window: int, component: int) -> list[int]:
-        return [o for o, _ in self._by_comp.get(component, {}).get(window, [])]
+        return [o for o, _ in self._of(component).get(window, [])]
 
     def windows_firing(self, component: int) -> set[int]:
-        return set(self._by_comp.get(component, {}))
+        return set(self._of(component))
 
     def threshold_of(self, component: int) -> float:
         """The threshold component ``component`` (a flat index) fires above: its layer's."""
@@ -161,7 +182,7 @@ class WindowPool:
     def activations(self, window: int, component: int) -> list[float]:
         """The component's activation at every token of the window (0 where it does not fire, or a negative threshold)."""
         acts = [silent_value(self.threshold_of(component))] * len(self.windows[window]["token_ids"])
-        for o, a in self._by_comp.get(component, {}).get(window, []):
+        for o, a in self._of(component).get(window, []):
             acts[o] = a
         return acts
 
