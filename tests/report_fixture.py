@@ -152,3 +152,77 @@ def make_run(root: Path, run_id: str = "toy") -> RunPaths:
     with open(paths.score_file("detection"), "a") as f:
         f.write('{"component_key": "h.0.mlp:2", "scor')
     return paths
+
+
+# -- a refined run: the label history the report and notebook show (issue 13) -------------
+
+#: a revised label and reasoning that try to inject HTML and reorder text
+HOSTILE_REVISION = "revised " + INJECT_IMG + " \u202Eexe.txt " + INJECT_SCRIPT
+HOSTILE_NEIGHBOUR = "second pass " + INJECT_SCRIPT + " \u2067isolated\u2069"
+REFINE_MODEL = "claude-haiku-4-5-20251001"
+
+
+def make_refined_run(root: Path, run_id: str = "refined"):
+    """A planted-truth harvest refined for real (``refine=1``, through the Anthropic SDK and the local
+    LLM server) on three components, then a neighbour pass over one of them.
+
+    The labeller is `refining_labeller_responder`: an incomplete first label, revised from the misses it is
+    shown. For the first component its revision is `HOSTILE_REVISION` (which validates worse, so round 0 is
+    kept); for the neighbour pass the labeller answers `HOSTILE_NEIGHBOUR`. Returns
+    ``(paths, keys, hostile_key, neighbour_key, revision_prompts)``, the last ``{key: prompt}``.
+    """
+    from autointerp.accumulators import InputTokenAcc, ReservoirAcc, TopActivationAcc
+    from autointerp.accumulators.window_pool import RandomWindowAcc
+    from autointerp.interpret import Interpreter
+    from autointerp.llm.anthropic import AnthropicBackend
+    from autointerp.testing.llm_server import LLMServer
+    from autointerp.testing.synthetic import AnyTokenRule, SyntheticModel, refining_labeller_responder
+
+    model = SyntheticModel.partial(seed=2)
+    loop = HarvestLoop(
+        [ReservoirAcc(k=30, context_tokens=8), TopActivationAcc(k=8, context_tokens=8), InputTokenAcc(),
+         RandomWindowAcc(n_windows=160, window_len=24)],
+        vocab_size=model.vocab_size, decode=model.decode, seed=2, progress=False,
+    )  # fmt: skip
+    harvest = loop.run(model.batches(4, 32, 48))
+    paths = RunPaths.of(run_id, root)
+    harvest.save(paths.harvest)
+    keys = [k for k, r in zip(model.keys(), model.rules) if isinstance(r, AnyTokenRule)][:3]
+    hostile_key, neighbour_key = keys[0], keys[1]
+    base = refining_labeller_responder(rules=model.rules)
+
+    def labeller(request):
+        out = base(request)
+        if (isinstance(out, dict) and "## Your label, tested on examples you have not seen" in request.prompt
+                and f"# Component {hostile_key}\n" in request.prompt):
+            out = {**out, "label": HOSTILE_REVISION, "reasoning": "because " + INJECT_IMG}
+        return out
+
+    fast = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "max_invalid_retries": 4}
+    with LLMServer(labeller) as server:
+        backend = AnthropicBackend(REFINE_MODEL, base_url=server.url, api_key="test-key")
+        Interpreter(backend, progress=False, refine=1, keys=keys, **fast).run(harvest, paths)
+        prompts = {k: r.prompt for r in server.requests for k in keys
+                   if "## Your label, tested on" in r.prompt and f"# Component {k}\n" in r.prompt}
+    with LLMServer(lambda r: {"reasoning": "the neighbours say so", "label": HOSTILE_NEIGHBOUR, "confidence": "low"}) as server:
+        backend = AnthropicBackend(REFINE_MODEL, base_url=server.url, api_key="test-key")
+        Interpreter(backend, progress=False, neighbours=True, keys=[neighbour_key], **fast).run(harvest, paths)
+    return paths, keys, hostile_key, neighbour_key, prompts
+
+
+def make_threshold_output_run(root: Path, run_id: str = "per-layer"):
+    """The toy harvest (GPT-2 spelled tokens, no tokenizer kind) with a threshold per layer, labelled and
+    scored by the output scorer through the token-match judge (`TokenMatchBackend`)."""
+    from autointerp.scoring import OutputConfig, ScoringConfig, TokenMatchBackend, score_run
+
+    loop = HarvestLoop([ReservoirAcc(k=6, context_tokens=4), OutputProbAcc(top_k=8)],
+                       threshold={"h.0.mlp": 0.0, "h.1.mlp": 0.75}, seed=0, decode=decode, progress=False)
+    harvest = loop.run(_batches())
+    paths = RunPaths.of(run_id, root)
+    harvest.save(paths.harvest)
+    for k in harvest.keys():
+        append_jsonl(paths.interpretation_results, InterpretationResult(k, f"predicts the tokens of {k}", "medium", ""))
+    # a 16-token vocabulary: candidate lists may overlap, or no component has three distinct ones
+    config = ScoringConfig(output=OutputConfig(n_tokens=4, n_candidates=3, n_trials=2, max_overlap=1.0, min_tokens=2))
+    score_run(paths, backend=TokenMatchBackend(), scorers=["output"], config=config)
+    return paths

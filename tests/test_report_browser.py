@@ -366,3 +366,144 @@ def test_report_of_a_named_set_compares_it_back(compare_report, tmp_path):
     assert "<img" not in text.split("<body>", 1)[0]  # the hostile label is escaped JSON in the head
     assert _json.loads(wr(paths, label_set="v2", compare=[]).read_text().split('id="autointerp-manifest">', 1)[1]
                        .split("</script>", 1)[0])["comparisons"] == []
+
+
+# -- the label's history: refinement rounds and the neighbour pass (issue 13) --------------
+
+
+def js_fmt3(x: float) -> str:
+    """What report.js's fmt(x, 3) prints for a number from 1e-3 to 1e4."""
+    v = float(f"{x:.3g}")
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
+@pytest.fixture(scope="module")
+def refined_report(tmp_path_factory):
+    from report_fixture import make_refined_run
+
+    paths, keys, hostile, neighbour, _ = make_refined_run(tmp_path_factory.mktemp("runs"))
+    return paths, keys, hostile, neighbour, write_report(paths)
+
+
+def _no_harm(page):
+    assert page.evaluate("window.__pwned") is None and page.locator("img").count() == 0 and page.dialogs == []
+    assert page.locator("#app script").count() == 0
+    seen = page.evaluate("() => document.body.innerText + [...document.querySelectorAll('[title]')].map(e => e.title).join('\\n')")
+    assert not any(c in seen for c in BIDI_CHARS), [hex(ord(c)) for c in seen if c in BIDI_CHARS]
+    assert not page.errors and all(u.startswith("file://") for u in page.requests)
+
+
+def test_refinement_rounds_show_scores_the_kept_one_and_what_each_was_shown(page, refined_report):
+    from urllib.parse import quote
+
+    from report_fixture import HOSTILE_REVISION
+
+    from autointerp.records import read_refinement
+
+    paths, keys, hostile, _, index = refined_report
+    hist = read_refinement(paths)[hostile]
+    first, revision = hist.rounds
+    _open(page, index, "#c/" + quote(hostile))
+    page.wait_for_selector("#refinement-rounds tbody tr")
+    rows = page.locator("#refinement-rounds tbody tr")
+    assert rows.count() == 2
+    # the hostile revision validated worse: round 0 is kept
+    assert revision.score < first.score
+    assert page.locator("#refinement-rounds tr.kept").get_attribute("data-round") == "0"
+    c0, c1 = (rows.nth(i).locator("td").all_text_contents() for i in (0, 1))
+    assert c0[:4] == ["0", "candidate · kept", first.label, js_fmt3(first.score)], c0
+    assert c1[1] == "revision" and c1[3] == js_fmt3(revision.score), c1
+    assert c1[2] == HOSTILE_REVISION.replace("\u202E", "⟨U+202E⟩"), c1  # text, with its override shown
+    m0 = sum(e["miss"] for e in first.wrong)
+    f0 = sum(e["false_positive"] for e in first.wrong)
+    assert c0[-2].startswith(f"{m0} miss") and f"{f0} false positive" in c0[-2] and f"in {first.n_windows} windows" in c0[-2]
+    assert c1[-1] == f"round 0's {m0} {'miss' if m0 == 1 else 'misses'}, {f0} false positive{'' if f0 == 1 else 's'}", c1
+    # the windows it was shown are built only when asked for
+    det = page.locator("details.shown-windows[data-round='1']")
+    shown = hist.shown[1]
+    assert f"{len(shown['misses'])} of {m0} misses" in det.locator("summary").inner_text()
+    assert page.locator(".shown-window").count() == 0
+    det.locator("summary").click()
+    expect(page.locator(".shown-window")).to_have_count(len(shown["misses"]) + len(shown["false_positives"]))
+    # each window's outlined tokens are the ones the labeller was told it missed
+    for i, w in enumerate(shown["misses"]):
+        line = page.locator(".shown-misses .shown-window").nth(i)
+        marked = line.locator(".tok.marked").all_text_contents()
+        assert marked == [w["tokens"][j].replace(" ", "·") for j in w["marked"]], (marked, w)
+        assert "".join(line.locator(".tok").all_text_contents()).replace("·", " ") == "".join(w["tokens"])
+    assert "because " + INJECT_IMG in page.locator("#refinement-rounds td.label").nth(1).get_attribute("title")
+    _no_harm(page)
+
+
+def test_a_neighbour_pass_label_shows_what_the_first_pass_said(page, refined_report):
+    from urllib.parse import quote
+
+    from report_fixture import HOSTILE_NEIGHBOUR
+
+    from autointerp.records import read_first_pass
+
+    paths, _, _, neighbour, index = refined_report
+    first = read_first_pass(paths)[neighbour]
+    _open(page, index, "#c/" + quote(neighbour))
+    page.wait_for_selector("#component .comp-label")
+    want = HOSTILE_NEIGHBOUR.replace("\u2067", "⟨U+2067⟩").replace("\u2069", "⟨U+2069⟩")
+    assert page.locator("h2.comp-label").inner_text() == want
+    assert "Second pass" in page.locator(".passes").inner_text()
+    assert page.locator("q.first-pass").inner_text() == first.label
+    # the first pass was the refined label: its rounds are still shown, the kept one marked
+    kept = page.locator("#refinement-rounds tr.kept")
+    assert kept.get_attribute("data-round") == str(first.refinement.chosen_round)
+    assert kept.locator("td.label").inner_text() == first.label
+    _no_harm(page)
+
+
+# -- per-layer thresholds and the output scorer's trials --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def threshold_output_report(tmp_path_factory):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from report_fixture import make_threshold_output_run
+
+    # scored in a thread of its own: under playwright's running event loop, run_coroutine_sync would score
+    # in another thread, where the lazily loaded harvest's SQLite index (opened here) cannot be used
+    with ThreadPoolExecutor(1) as pool:
+        paths = pool.submit(make_threshold_output_run, tmp_path_factory.mktemp("runs")).result()
+    return paths, write_report(paths)
+
+
+def test_the_firing_threshold_line_names_each_layers_threshold(page, threshold_output_report):
+    _, index = threshold_output_report
+    _open(page, index)
+    facts = page.locator(".facts")
+    terms = facts.locator("dt").all_text_contents()
+    line = facts.locator("dd").nth(terms.index("firing threshold")).inner_text()
+    assert line == "h.0.mlp: activation > 0; h.1.mlp: activation > 0.75", line
+    assert not page.errors
+
+
+def test_output_trials_show_the_candidate_lists_as_text(page, threshold_output_report):
+    from autointerp.records import read_scores
+    from autointerp.report.tokens import single_token_text
+
+    paths, index = threshold_output_report
+    key = "h.0.mlp:2"
+    res = read_scores(paths)["output"][key]["label"]
+    _open(page, index, "#c/" + key.replace(":", "%3A"))
+    page.wait_for_selector(".output-trial")
+    trials = page.locator(".output-trial")
+    assert trials.count() == len(res.details["trials"]) == 2
+    for ti, (t, lists) in enumerate(zip(res.details["trials"], res.details["windows"])):
+        items = trials.nth(ti).locator("li.candidate")
+        assert items.count() == len(lists)
+        assert items.nth(t["truth"]).get_attribute("class").split()[:2] == ["candidate", "truth"]
+        assert "picked" in items.nth(t["answer"]).get_attribute("class")
+        for li, ref in enumerate(lists):
+            shown = items.nth(li).locator("code.cand-tok").all_text_contents()
+            visible = [single_token_text(tok, "gpt2").replace(" ", "·").replace("\n", "↵") for tok in ref["tokens"]]
+            assert shown == visible, (shown, visible)
+    text = page.locator(".panel.output-trials").inner_text()
+    assert not any(c in text for c in "ĠÃÐÑ"), text  # GPT-2's byte letters never show
+    assert INJECT_IMG.replace(" ", "·") in text  # a hostile vocabulary token is a token, shown as text
+    _no_harm(page)

@@ -52,7 +52,7 @@ from autointerp.llm.runner import Job, JobRunner, RunSummary, run_coroutine_sync
 from autointerp.paths import RESULTS_FILE, RunPaths, label_set_folder
 from autointerp.prompts import environment, load_template, render_blocks, sources_hash, template_source
 from autointerp.thresholds import is_uniform
-from autointerp.records import read_interpretations, read_labels
+from autointerp.records import NEIGHBOURS_TAG, read_interpretations, read_labels
 from autointerp.schemas import ComponentData, EvidenceSplit, InterpretationResult
 from autointerp.storage import atomic_write_text, completed_keys
 
@@ -151,7 +151,7 @@ def labelled_record_key(record: Mapping[str, Any]) -> str:
 
 #: the section of the second pass (`autointerp.neighbours`), and the mark its records carry
 NEIGHBOURS = "neighbours"
-NEIGHBOURS_TAG = " + sections/neighbours.j2"
+# NEIGHBOURS_TAG (imported above) is named in autointerp.records, which tells the two passes apart when reading
 
 
 def neighbours_job_key(key: str) -> str:

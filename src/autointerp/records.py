@@ -29,14 +29,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from autointerp.paths import RESULTS_FILE, RunPaths, ScoresFolder
-from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, ScoreResult
+from attrs import define, field
+
+from autointerp.paths import RESULTS_FILE, RefineFolder, RunPaths, ScoresFolder
+from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, RefinementRound, ScoreResult
 from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, structure_line
 
 __all__ = [
     "CorruptRunFile", "Scores", "count_failures", "failed_keys", "group_scores", "iter_component_lines", "iter_component_records",
     "iter_records", "read_components", "read_harvest_config", "read_harvest_config_dict",
-    "read_interpretations", "read_labels", "read_records", "read_score_file", "read_scores", "read_shared_json",
+    "read_first_pass", "read_interpretations", "read_labels", "read_records", "read_refinement", "read_score_file",
+    "read_scores", "read_shared_json", "NEIGHBOURS_TAG", "RefinementHistory",
 ]
 
 T = TypeVar("T")
@@ -234,6 +237,78 @@ def read_interpretations(
         rank = {k: i for i, k in enumerate(order)}
         return dict(sorted(by_key.items(), key=lambda kv: rank.get(kv[0], len(rank))))
     return by_key
+
+
+#: the mark a neighbour-pass record (``interpret --neighbours``) carries at the end of its ``template_name``
+NEIGHBOURS_TAG = " + sections/neighbours.j2"
+
+
+def is_neighbour_pass(result: InterpretationResult) -> bool:
+    """True for a label made by the neighbour pass (its ``template_name`` ends with `NEIGHBOURS_TAG`)."""
+    return result.template_name.endswith(NEIGHBOURS_TAG)
+
+
+def read_first_pass(source: RunPaths | str | os.PathLike) -> dict[str, InterpretationResult]:
+    """``{component_key: result}`` of the first pass, for the components whose winning label came from
+    the neighbour pass: the last labelled record before the winner that is not a neighbour-pass record
+    (what the first pass said; the winner is what the second pass said). Other components are absent."""
+    first: dict[str, InterpretationResult] = {}
+    winner: dict[str, InterpretationResult] = {}
+    for r in read_records(_results_file(source), InterpretationResult):
+        if not r.label.strip():
+            continue
+        winner[r.component_key] = r
+        if not is_neighbour_pass(r):
+            first[r.component_key] = r
+    return {k: first[k] for k, w in winner.items() if is_neighbour_pass(w) and k in first}
+
+
+@define
+class RefinementHistory:
+    """Every round of one component's refinement (`autointerp.refine`), read back for display.
+
+    ``rounds``: one `RefinementRound` per round, in round order (the last record of a round
+    wins); ``shown``: per revision round, what its prompt showed the labeller (the windows
+    of the label it revised: ``misses`` and ``false_positives``, each a dict with ``tokens``,
+    ``activations``, ``marked`` offsets, ``sequence_index``, ``start``; and the totals
+    ``n_misses`` / ``n_false_positives`` before the prompt's cut). A round recorded before
+    the labels carried what they were shown has no entry.
+    """
+
+    rounds: list[RefinementRound] = field(factory=list)
+    shown: dict[int, dict[str, Any]] = field(factory=dict)
+
+    def best(self) -> RefinementRound | None:
+        """The round refinement keeps: the best validation score, the earliest on ties (round 0
+        when none could be scored)."""
+        scored = [r for r in self.rounds if r.score is not None]
+        if not scored:
+            return self.rounds[0] if self.rounds else None
+        return max(scored, key=lambda r: (r.score, -r.round))
+
+
+def read_refinement(source: RunPaths | RefineFolder | str | os.PathLike,
+                    keys: Iterable[str] | None = None) -> dict[str, RefinementHistory]:
+    """``{component_key: RefinementHistory}`` from a label set's ``refine/`` folder (a `RunPaths`, a
+    `RefineFolder`, or an interpretations folder); ``keys`` keeps only those. No folder: ``{}``."""
+    if isinstance(source, RunPaths):
+        folder = source.refinement
+    elif isinstance(source, RefineFolder):
+        folder = source
+    else:
+        folder = RefineFolder.of(source)
+    wanted = set(keys) if keys is not None else None
+    rounds: dict[str, dict[int, RefinementRound]] = {}
+    for r in read_records(folder.rounds, RefinementRound):
+        if wanted is None or r.component_key in wanted:
+            rounds.setdefault(r.component_key, {})[r.round] = r
+    out = {k: RefinementHistory([by[i] for i in sorted(by)]) for k, by in rounds.items()}
+    for _, rec in iter_records(folder.labels, "one labeller answer (a JSON object) per line"):
+        hist = out.get(rec.get("component_key"))  # type: ignore[arg-type]
+        shown = rec.get("shown")
+        if hist is not None and isinstance(shown, dict) and str(rec.get("label", "")).strip():
+            hist.shown[int(rec.get("round", 0))] = shown
+    return out
 
 
 def read_labels(source: RunPaths | str | os.PathLike) -> dict[str, str]:

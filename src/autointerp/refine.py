@@ -334,10 +334,12 @@ class Refiner:
     def _label_job(self, comp: ComponentData, rnd: int, kind: str) -> Job:
         parts = self.interp.render(comp, self.harvest, self.labels)
         prompt = parts["prompt"]
-        revised_from = None
+        revised_from, shown = None, None
         if rnd > 0:
             variables, revised_from = self._feedback(comp, rnd, kind)
             prompt = prompt.rstrip("\n") + "\n\n" + self.template.render(**variables).strip() + "\n"
+            if variables["mode"] == "revision":
+                shown = _shown(variables)
         request = LLMRequest(prompt=prompt, system=parts["system"], schema=_schema(), schema_name="interpretation",
                              max_tokens=self.opts.max_tokens, metadata={"component": comp, "key": comp.key, "round": rnd})
         key = f"{comp.key}|{rnd}"
@@ -349,7 +351,7 @@ class Refiner:
                 raise InvalidResponse("the answer has an empty label", resp.raw_text, resp.usage)
             return {
                 "key": key, "component_key": comp.key, "round": rnd, "kind": kind, "revised_from": revised_from,
-                "label": label, "confidence": str(d.get("confidence", "")), "reasoning": str(d.get("reasoning", "")),
+                **({"shown": shown} if shown is not None else {}), "label": label, "confidence": str(d.get("confidence", "")), "reasoning": str(d.get("reasoning", "")),
                 "raw_response": resp.raw_text, "model": resp.model, "usage": to_dict(resp.usage),
                 "elapsed_s": round(resp.elapsed_s, 3), "created_at": _now(),
             }  # fmt: skip
@@ -373,13 +375,16 @@ class Refiner:
             if w is None:
                 continue
             if e["miss"] and len(misses) < MAX_SHOWN:
-                missed = e["missed"] or w.firing_positions
-                misses.append({"window": w, "missed": _unique(w.tokens[i] for i in missed if i < len(w))})
+                missed = [i for i in (e["missed"] or w.firing_positions) if i < len(w)]
+                misses.append({"window": w, "missed": _unique(w.tokens[i] for i in missed), "offsets": missed})
             if e["false_positive"] and len(false_positives) < MAX_SHOWN:
-                false_positives.append({"window": w, "predicted": _unique(w.tokens[i] for i in e["predicted"] if i < len(w))})
+                predicted = [i for i in e["predicted"] if i < len(w)]
+                false_positives.append({"window": w, "predicted": _unique(w.tokens[i] for i in predicted), "offsets": predicted})
         earlier = [{"label": r.label, "score": r.score} for _, r in sorted(p.rounds.items())]
         variables = {**base, "mode": "revision", "label": best.label, "score": best.score, "scores": best.scores,
                      "n_windows": best.n_windows, "misses": misses, "false_positives": false_positives,
+                     "revised_from": best.round, "n_misses": sum(bool(e["miss"]) for e in best.wrong),
+                     "n_false_positives": sum(bool(e["false_positive"]) for e in best.wrong),
                      "earlier": earlier if len(earlier) > 1 else []}  # fmt: skip
         return variables, best.round
 
@@ -493,6 +498,23 @@ class _Validation:
 
     def all_windows(self) -> list[EvidenceWindow]:
         return self.ev.positives + self.ev.negatives + self.ev.randoms
+
+
+def _shown(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """What a revision prompt showed the labeller, recorded with its answer (the report shows it):
+    the round it revised, the totals of its mistakes and the windows shown (at most `MAX_SHOWN` of
+    each): tokens, activations, the marked offsets (missed / wrongly predicted), where."""
+
+    def window(item: Mapping[str, Any]) -> dict[str, Any]:
+        w: EvidenceWindow = item["window"]
+        return {"tokens": list(w.tokens), "activations": [float("%.4g" % a) for a in w.activations],
+                "marked": list(item["offsets"]), "sequence_index": w.sequence_index, "start": w.start,
+                "threshold": w.threshold}  # fmt: skip
+
+    return {"revised_from": variables["revised_from"], "n_misses": variables["n_misses"],
+            "n_false_positives": variables["n_false_positives"],
+            "misses": [window(m) for m in variables["misses"]],
+            "false_positives": [window(f) for f in variables["false_positives"]]}  # fmt: skip
 
 
 def _unique(items: Iterable[str]) -> list[str]:

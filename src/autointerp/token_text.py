@@ -244,3 +244,27 @@ def token_texts(tokens: Sequence[str | None], kind: str | None) -> list[str]:
 
 def window_text(tokens: Sequence[str | None], kind: str | None) -> str:
     return "".join(t for t, _ in segments(tokens, kind))
+
+
+def vocab_token_text(token: str | None, kind: str | None) -> str:
+    """One vocabulary token on its own (a list of promoted tokens) as the text it adds after a text.
+
+    ``"wordpiece"``: ``"##ing"`` continues the word before it (``"ing"``), any other
+    piece starts a new word after a space (``" the"``; ``.`` ``,`` ``?`` ``!`` attach
+    with none, as the decoder's clean-up does). ``"byte_level"`` / ``"metaspace"``:
+    the recorded string already is the token's text with its leading space; a byte
+    token that is not a whole character stays ``<0x..>``. None: as recorded.
+
+    >>> [vocab_token_text(t, "wordpiece") for t in ["the", "##ing", "."]]
+    [' the', 'ing', '.']
+    """
+    check_kind(kind)
+    token = token or ""
+    if kind != "wordpiece":
+        return token
+    return "".join(t for t, i in segments(["", token], kind)[1:])
+
+
+def vocab_token_texts(tokens: Sequence[str | None], kind: str | None) -> list[str]:
+    """`vocab_token_text` of each token of a list (separate tokens, not a window of text)."""
+    return [vocab_token_text(t, kind) for t in tokens]

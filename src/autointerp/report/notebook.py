@@ -27,6 +27,7 @@ from autointerp.report.extras import EXTRAS_RENDERERS
 from autointerp.report.score_sources import LABEL_SOURCES, headline, score_value
 from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
 from autointerp.report.tokens import escape_html as escape  # bidi controls shown, not obeyed
+from autointerp.token_text import TOKENIZER_KINDS, vocab_token_text
 
 _STYLE = """<style>
 .ai-view{font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1d232b;max-width:1100px}
@@ -41,6 +42,8 @@ _STYLE = """<style>
 .ai-view .ai-ex{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;line-height:1.9;white-space:pre-wrap;overflow-wrap:anywhere;border-bottom:1px dotted #e3e6ea}
 .ai-view .ai-tok{border-radius:2px}
 .ai-view .ai-fire{outline:2px solid #7a2e00;font-weight:700}
+.ai-view .ai-marked{outline:2px dashed #7a2e00;font-weight:700}
+.ai-view details summary{cursor:pointer;color:#1f5fb4}
 .ai-view .ai-ws{opacity:.45}
 .ai-view .ai-flex{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}
 </style>"""
@@ -281,6 +284,122 @@ def _interp_block(interp: Any) -> str:
     return f'<div class="ai-label">{escape(str(_get(interp, "label", "")))}</div><div class="ai-muted">{meta}</div>{reason_html}'
 
 
+def _passes_block(interp: Any, first_pass: Any) -> str:
+    """The neighbour pass's label against the first pass's (``interpret --neighbours``): ``first_pass``
+    is given only where the label came from the neighbour pass (`autointerp.records.read_first_pass`)."""
+    if interp is None or first_pass is None:
+        return ""
+    text = ("Second pass, with its neighbours' labels (interpret --neighbours). The first pass said: "
+            f'<q class="ai-first">{escape(str(_get(first_pass, "label", "")))}</q>')
+    if _get(first_pass, "confidence"):
+        text += f' <span class="ai-muted">(confidence: {escape(str(_get(first_pass, "confidence")))})</span>'
+    return f'<div class="ai-passes">{text}</div>'
+
+
+def _plural(n: Any, one: str, many: str) -> str:
+    return f"{_fmt(n)} {one if n == 1 else many}"
+
+
+def _counts(rnd: Any) -> tuple[int, int]:
+    wrong = _get(rnd, "wrong") or []
+    return sum(bool(_get(e, "miss")) for e in wrong), sum(bool(_get(e, "false_positive")) for e in wrong)
+
+
+def _shown_window_html(w: Any, style: str, what: str) -> str:
+    """A window a revision prompt showed: shaded tokens, the marked ones outlined (dashed)."""
+    tokens = list(_get(w, "tokens") or [])
+    acts = list(_get(w, "activations") or [])
+    marked = set(_get(w, "marked") or [])
+    scale = max((abs(a) for a in acts if a is not None and math.isfinite(a)), default=0.0)
+    parts = []
+    for i, text in enumerate(display_tokens(tokens, style) if tokens else []):
+        a = acts[i] if i < len(acts) else 0.0
+        cls = "ai-tok ai-marked" if i in marked else "ai-tok"
+        title = f"activation {_fmt(a, 4)}" + (f" ({what})" if i in marked else "")
+        parts.append(f'<span class="{cls}"{_shade(a, scale)} title="{escape(title)}">{_visible(text) if text else "&#8203;"}</span>')
+    return f'<div class="ai-ex">{"".join(parts)}</div>'
+
+
+def _refinement_block(history: Any, interp: Any, first_pass: Any, style: str, limit: int = 8) -> str:
+    """A component's refinement rounds (`autointerp.records.RefinementHistory`): label, validation
+    score, mistakes, the kept one, and per revision what it was shown (windows in a ``<details>``)."""
+    rounds = list(_get(history, "rounds") or []) if history is not None else []
+    if not rounds:
+        return ""
+    ref = next((_get(r, "refinement") for r in (interp, first_pass) if r is not None and _get(r, "refinement") is not None), None)
+    kept = _get(ref, "chosen_round") if ref is not None else None
+    by_round = {_get(r, "round"): r for r in rounds}
+    shown_all = _get(history, "shown") or {}
+    names = sorted({n for r in rounds for n in (_get(r, "scores") or {})})
+    head = "".join(f"<th>{escape(h)}</th>" for h in ["round", "", "label", "validation", *names, "its mistakes", "it was shown"])
+    rows, details = [], []
+    for r in rounds:
+        rnd, kind = _get(r, "round"), str(_get(r, "kind", ""))
+        m, f = _counts(r)
+        score = _get(r, "score")
+        shown = shown_all.get(rnd)
+        revised = _get(r, "revised_from")
+        if isinstance(shown, Mapping):
+            tot_m, tot_f, revised = shown.get("n_misses"), shown.get("n_false_positives"), shown.get("revised_from", revised)
+        elif kind == "revision" and revised in by_round:
+            tot_m, tot_f = _counts(by_round[revised])
+        else:
+            tot_m = tot_f = None
+        shown_cell = (f"round {_fmt(revised)}'s {_plural(tot_m, 'miss', 'misses')}, {_plural(tot_f, 'false positive', 'false positives')}"
+                      if tot_m is not None else "–")
+        cells = [f"<td class=ai-num>{_fmt(rnd)}</td>", f"<td>{escape(kind)}{' · kept' if rnd == kept else ''}</td>",
+                 f'<td title="{escape(str(_get(r, "reasoning", "")))}">{escape(str(_get(r, "label", "")))}</td>',
+                 f"<td class=ai-num>{'not scored' if score is None else _fmt(score)}</td>",
+                 *(f"<td class=ai-num>{_fmt((_get(r, 'scores') or {}).get(n))}</td>" for n in names),
+                 f"<td>{'–' if score is None else _plural(m, 'miss', 'misses') + ', ' + _plural(f, 'false positive', 'false positives')}</td>",
+                 f"<td>{shown_cell}</td>"]  # fmt: skip
+        style_attr = ' style="background:#eef7f0;font-weight:600"' if rnd == kept else ""
+        rows.append(f'<tr class="ai-round" data-round="{escape(str(rnd))}"{style_attr}>{"".join(cells)}</tr>')
+        if isinstance(shown, Mapping) and (shown.get("misses") or shown.get("false_positives")):
+            body = []
+            for name, title, what in (("misses", "Misses (missed firings outlined)", "missed firing"),
+                                      ("false_positives", "False positives (wrongly predicted tokens outlined)", "wrongly predicted")):
+                ws = list(shown.get(name) or [])[:limit]
+                if ws:
+                    body.append(f"<div class=ai-muted>{escape(title)} ({len(ws)})</div>" + "".join(_shown_window_html(w, style, what) for w in ws))
+            details.append(f'<details class="ai-shown" data-round="{escape(str(rnd))}"><summary>round {_fmt(rnd)} was shown round '
+                           f"{_fmt(revised)}'s mistakes</summary>{''.join(body)}</details>")
+    if ref is not None:
+        note = (f"kept round {_fmt(kept)} ({_fmt(_get(ref, 'validation_score'))}; the first label "
+                f"{_fmt(_get(ref, 'first_validation_score'))}) · stopped: {escape(str(_get(ref, 'stopped', '')))}")
+    else:
+        note = "not finished: no refined label yet"
+    return (f"<h4>Refinement on the validation set</h4><div class=ai-muted>{note}</div>"
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>{''.join(details)}")
+
+
+def _output_trials_block(scores: Mapping[str, Mapping[str, Any]] | None, style: str) -> str:
+    """The output scorer's candidate lists (its label's trials), each token as the text it adds."""
+    r = headline((scores or {}).get("output") or {})
+    if r is None or _get(r, "skipped"):
+        return ""
+    details = _get(r, "details") or {}
+    trials, windows = details.get("trials"), details.get("windows")
+    if not isinstance(trials, list) or not isinstance(windows, list) or len(trials) != len(windows):
+        return ""
+    kind = style if style in TOKENIZER_KINDS else None
+    out = []
+    for ti, (t, lists) in enumerate(zip(trials, windows)):
+        items = []
+        for li, ref in enumerate(lists):
+            ids = list(_get(ref, "token_ids") or [])
+            toks = _get(ref, "tokens")
+            toks = list(toks) if isinstance(toks, list) and len(toks) == len(ids) else [None] * len(ids)
+            texts = [f"⟨{i}⟩" if tok is None else vocab_token_text(tok, kind) if kind else single_token_text(tok, style)
+                     for tok, i in zip(toks, ids)]
+            note = ("this component's" if li == t.get("truth") else f"from {_get(ref, 'component_key')}") + (
+                " · the judge's pick" if li == t.get("answer") else "")
+            chips = " ".join(f"<code>{_visible(x)}</code>" for x in texts)
+            items.append(f'<li class="ai-cand">{chips} <span class="ai-muted">← {escape(note)}</span></li>')
+        out.append(f"<div>trial {ti + 1}</div><ol>{''.join(items)}</ol>")
+    return "<h4>Output scorer: the candidate lists</h4>" + "".join(out)
+
+
 def _component_style(comp: Any) -> str:
     def tokens():
         for field in ("top_examples", "examples"):
@@ -305,11 +424,15 @@ def component_html(
     *,
     max_examples: int = 8,
     token_kind: str | None = None,
+    refinement: Any = None,
+    first_pass: Any = None,
 ) -> str:
     """A `ComponentData` (with its label and scores, when known) as one HTML block.
 
     ``token_kind`` is the harvest's ``tokenizer_kind``: examples then read as the text
-    by that tokenizer's rules; without it the token style is guessed.
+    by that tokenizer's rules; without it the token style is guessed. ``refinement``: the
+    component's `autointerp.records.RefinementHistory` (``interpret --refine``);
+    ``first_pass``: the first pass's result where the label came from the neighbour pass.
     """
     style = token_kind or _component_style(comp)
     examples = list(_get(comp, "examples") or [])
@@ -334,7 +457,10 @@ def component_html(
         head,
         _position_flag(comp),
         _interp_block(interpretation),
+        _passes_block(interpretation, first_pass),
         _scores_block(scores),
+        _refinement_block(refinement, interpretation, first_pass, style, max_examples),
+        _output_trials_block(scores, style),
         _examples_block("Top-activating examples", top, scale, style, max_examples),
         _examples_block("Random examples", examples, scale, style, max_examples),
         _histogram_block(_get(comp, "histogram")),
@@ -357,7 +483,8 @@ def interpretation_html(result: Any) -> str:
 
 def labeled_component_html(lc: Any) -> str:
     """A `LabeledComponent`: the component view with its label and scores on top."""
-    return component_html(lc.component, lc.interpretation, lc.scores, token_kind=getattr(lc, "token_kind", None))
+    return component_html(lc.component, lc.interpretation, lc.scores, token_kind=getattr(lc, "token_kind", None),
+                          refinement=getattr(lc, "refinement", None), first_pass=getattr(lc, "first_pass", None))
 
 
 def _layer_rows(layers: Sequence[tuple[str, list[float]]]) -> str:

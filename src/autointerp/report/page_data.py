@@ -24,9 +24,10 @@ from autointerp.report.extras import EXTRAS_RENDERERS, ExtrasRenderer
 from autointerp.report.layer_index import IndexRow, LayerIndex
 from autointerp.report.numbers import clean_json, f4, num
 from autointerp.report.run_data import RunData
-from autointerp.report.score_sources import LABEL_SOURCES
+from autointerp.report.score_sources import LABEL_SOURCES, headline as headline_result
 from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text, style_for
-from autointerp.records import HARVEST_FIX
+from autointerp.records import HARVEST_FIX, is_neighbour_pass
+from autointerp.token_text import TOKENIZER_KINDS, vocab_token_text
 from autointerp.schemas import ComponentData, ScoreResult
 from autointerp.storage import CorruptRunFile, from_dict, schema_problem
 
@@ -187,7 +188,98 @@ def _interp_view(interp: Any) -> dict[str, Any] | None:
         "model": interp.model,
         "template": interp.template_name,
         "created_at": interp.created_at,
+        # the label of the neighbour pass (interpret --neighbours): "first_pass" says what the first said
+        "neighbour_pass": is_neighbour_pass(interp),
     }
+
+
+def vocab_token_view(token: str | None, token_id: Any, style: str) -> str:
+    """One vocabulary token on its own (an output candidate list) as the text it adds: by the
+    harvest's tokenizer kind (`autointerp.token_text.vocab_token_text`), else by the token style."""
+    if token is None:
+        return f"⟨{token_id}⟩"
+    if style in TOKENIZER_KINDS:
+        return vocab_token_text(token, style)
+    return single_token_text(token, style)
+
+
+def output_trials_view(result: ScoreResult | None, style: str) -> list[dict[str, Any]] | None:
+    """The output scorer's trials of a label (`autointerp.scoring.output`): per trial the candidate
+    lists as text (``{"key", "t"}``), the component's own (``truth``) and the judge's pick (``answer``);
+    None when there are none to show (skipped, or scored before the trials were recorded)."""
+    if result is None or result.skipped:
+        return None
+    details = result.details or {}
+    trials, windows = details.get("trials"), details.get("windows")
+    if not isinstance(trials, list) or not isinstance(windows, list) or len(trials) != len(windows):
+        return None
+    out = []
+    for t, lists in zip(trials, windows):
+        shown = []
+        for ref in lists:
+            ids = list(ref.get("token_ids") or [])
+            toks = ref.get("tokens")
+            toks = list(toks) if isinstance(toks, list) and len(toks) == len(ids) else [None] * len(ids)
+            shown.append({"key": ref.get("component_key"), "t": [vocab_token_view(tok, i, style) for tok, i in zip(toks, ids)]})
+        out.append({"truth": t.get("truth"), "answer": t.get("answer"), "lists": shown})
+    return out
+
+
+def _window_view(w: Mapping[str, Any], style: str) -> dict[str, Any]:
+    """A validation window a revision prompt showed: display tokens, activations, marked offsets, where."""
+    tokens = list(w.get("tokens") or [])
+    return {"t": display_tokens(tokens, style) if tokens else [], "a": [num(a) for a in w.get("activations") or []],
+            "m": list(w.get("marked") or []), "s": w.get("sequence_index"), "p": w.get("start")}
+
+
+def _mistake_counts(rnd: Any) -> tuple[int, int]:
+    wrong = rnd.wrong or []
+    return sum(bool(e.get("miss")) for e in wrong), sum(bool(e.get("false_positive")) for e in wrong)
+
+
+def refinement_view(history: Any, interp: Any, first_pass: Any, style: str,
+                    max_examples: int | None = None) -> dict[str, Any] | None:
+    """A component's refinement (`autointerp.records.RefinementHistory`) as the page shows it.
+
+    Per round: its label, validation scores and mistakes, whether it was kept, and for a
+    revision what it was shown (the round it revised, the totals of that label's misses and
+    false positives, and the windows: ``shown.misses`` / ``shown.false_positives``, null
+    where the record predates them). ``finished``: the label set holds the refined label.
+    """
+    if history is None or not history.rounds:
+        return None
+    result = next((r for r in (interp, first_pass) if r is not None and r.refinement is not None), None)
+    ref = result.refinement if result is not None else None
+    kept = ref.chosen_round if ref is not None else None
+    by_round = {r.round: r for r in history.rounds}
+    rounds = []
+    for r in history.rounds:
+        misses, fps = _mistake_counts(r)
+        view: dict[str, Any] = {
+            "round": r.round, "kind": r.kind, "label": r.label, "confidence": r.confidence, "reasoning": r.reasoning,
+            "score": num(r.score), "scores": {k: num(v) for k, v in (r.scores or {}).items()},
+            "n_windows": r.n_windows, "misses": misses, "false_positives": fps, "reason": r.reason,
+            "revised_from": r.revised_from, "kept": r.round == kept, "cost_usd": num(r.cost_usd, 6), "shown": None,
+        }  # fmt: skip
+        shown = history.shown.get(r.round)
+        if isinstance(shown, Mapping):
+            view["shown"] = {
+                "revised_from": shown.get("revised_from", r.revised_from),
+                "n_misses": shown.get("n_misses"), "n_false_positives": shown.get("n_false_positives"),
+                "misses": [_window_view(w, style) for w in (shown.get("misses") or [])[:max_examples]],
+                "false_positives": [_window_view(w, style) for w in (shown.get("false_positives") or [])[:max_examples]],
+            }  # fmt: skip
+        elif r.kind == "revision" and r.revised_from in by_round:
+            m, f = _mistake_counts(by_round[r.revised_from])  # the totals are known; the windows were not recorded
+            view["shown"] = {"revised_from": r.revised_from, "n_misses": m, "n_false_positives": f,
+                             "misses": None, "false_positives": None}
+        rounds.append(view)
+    return {
+        "rounds": rounds, "kept": kept, "finished": ref is not None, "stopped": ref.stopped if ref is not None else "",
+        "first_score": num(ref.first_validation_score) if ref is not None else None,
+        "kept_score": num(ref.validation_score) if ref is not None else None,
+        "cost_usd": num(ref.cost_usd, 6) if ref is not None else None,
+    }  # fmt: skip
 
 
 def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_examples: int | None) -> dict[str, Any]:
@@ -196,6 +288,7 @@ def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_example
     scores = {
         scorer: {src: _score_cell(r) for src, r in by_src.items()} for scorer, by_src in run.component_scores(key).items()
     }
+    interp, first = run.interpretations.get(key), run.first_pass.get(key)
     ex = (c.get("examples") or [])[:max_examples]
     top = (c.get("top_examples") or [])[:max_examples]
     return {
@@ -208,8 +301,11 @@ def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_example
         "max_activation": num(c.get("max_activation", 0.0)),
         "early_firing_share": num(c.get("early_firing_share", 0.0)),
         "fires_early": bool(c.get("fires_early", False)),
-        "interp": _interp_view(run.interpretations.get(key)),
+        "interp": _interp_view(interp),
+        "first_pass": _interp_view(first),
+        "refinement": refinement_view(run.refinement.get(key), interp, first, style, max_examples),
         "scores": scores,
+        "output_trials": output_trials_view(headline_result(run.scores.get("output", {}).get(key) or {}), style),
         "examples": [example_view(e, style) for e in ex],
         "top_examples": [example_view(e, style) for e in top],
         "histogram": clean_json(c.get("histogram")) if c.get("histogram") else None,

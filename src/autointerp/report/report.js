@@ -680,6 +680,129 @@
     return out;
   }
 
+  /* A window a revision prompt showed the labeller: tokens shaded by activation, the marked
+   * ones (missed firings, or where a firing was wrongly predicted) outlined. */
+  function shownWindowNode(w, n, what) {
+    var line = el("div", { class: "example shown-window", "data-seq": w.s, "data-pos": w.p });
+    line.appendChild(el("span", { class: "exmeta", title: "sequence " + w.s + ", from position " + w.p }, "#" + n));
+    var text = el("span", { class: "tokens" });
+    var scale = 0;
+    (w.a || []).forEach(function (a) { if (a != null && Math.abs(a) > scale) scale = Math.abs(a); });
+    var marked = {};
+    (w.m || []).forEach(function (i) { marked[i] = true; });
+    for (var i = 0; i < w.t.length; i++) {
+      var tok = w.t[i], a = (w.a || [])[i];
+      var span = el("span", { class: marked[i] ? "tok marked" : "tok", style: shade(a, scale) });
+      span.setAttribute("title", "activation " + fmt(a, 4) + (marked[i] ? " (" + what + ")" : "") + "\n" + noBidi(JSON.stringify(tok)));
+      if (tok === "") span.className += " partial";
+      else appendVisible(span, tok);
+      text.appendChild(span);
+    }
+    line.appendChild(text);
+    return line;
+  }
+
+  function shownWindows(box, shown) {
+    [["misses", "Misses: the component fires here, but the reader of the label did not predict it (missed firings outlined)", "missed firing"],
+     ["false_positives", "False positives: the reader predicted a firing here, but the component does not fire (the tokens it picked outlined)", "wrongly predicted"]
+    ].forEach(function (k) {
+      var list = shown[k[0]] || [];
+      if (!list.length) return;
+      var sec = el("div", { class: "shown-" + k[0].replace("_", "-") });
+      sec.appendChild(el("h4", null, k[1] + " (" + list.length + ")"));
+      list.forEach(function (w, i) { sec.appendChild(shownWindowNode(w, i + 1, k[2])); });
+      box.appendChild(sec);
+    });
+  }
+
+  function plural(n, one, many) { return fmtInt(n) + " " + (n === 1 ? one : many); }
+
+  /* The refinement of this label (interpret --refine): every round, its validation score, the kept
+   * one, and what each revision was shown; the windows are built when their <details> is opened. */
+  function refinementSection(ref) {
+    var s = section("Refinement on the validation set", "refinement");
+    var kept = ref.rounds.filter(function (r) { return r.kept; })[0];
+    s.appendChild(el("p", { class: "muted small" }, "Each label was scored on the validation set: held-out windows the labeller never saw " +
+      "and the scores above never use (score: the mean of detection's balanced accuracy and simulation's F1). " +
+      (ref.finished ? (kept ? "Kept round " + kept.round + " (" + fmt(ref.kept_score, 3) + "; the first label " + fmt(ref.first_score, 3) + "). " : "") +
+        (ref.stopped ? "Stopped: " + ref.stopped + "." : "") : "Not finished: no refined label yet; the next `autointerp interpret --refine` resumes it.")));
+    var names = [];
+    ref.rounds.forEach(function (r) { Object.keys(r.scores || {}).forEach(function (n) { if (names.indexOf(n) < 0) names.push(n); }); });
+    names.sort();
+    var t = el("table", { class: "scoretable refine-rounds", id: "refinement-rounds" });
+    var hr = el("tr");
+    ["round", "", "label", "validation"].concat(names).concat(["its mistakes", "it was shown"]).forEach(function (h) { hr.appendChild(el("th", null, h)); });
+    t.appendChild(el("thead")).appendChild(hr);
+    var tb = t.appendChild(el("tbody"));
+    ref.rounds.forEach(function (r) {
+      var tr = el("tr", { "data-round": r.round, class: r.kept ? "kept" : null });
+      tr.appendChild(el("td", { class: "num" }, String(r.round)));
+      tr.appendChild(el("td", { class: "kind" }, r.kind + (r.kept ? " · kept" : "")));
+      tr.appendChild(el("td", { class: "label", title: r.reasoning || null }, r.label));
+      tr.appendChild(el("td", { class: "num", title: r.reason || null }, r.score == null ? "not scored" : fmt(r.score, 3)));
+      names.forEach(function (n) { tr.appendChild(el("td", { class: "num" }, fmt((r.scores || {})[n], 3))); });
+      tr.appendChild(el("td", { class: "num mistakes" }, r.score == null ? "–" :
+        plural(r.misses, "miss", "misses") + ", " + plural(r.false_positives, "false positive", "false positives") +
+        " in " + fmtInt(r.n_windows) + " windows"));
+      var sh = r.shown;
+      tr.appendChild(el("td", { class: "shown" }, sh ? "round " + sh.revised_from + "'s " + plural(sh.n_misses, "miss", "misses") + ", " +
+        plural(sh.n_false_positives, "false positive", "false positives") : r.kind === "candidate" && r.round > 0 ? "the earlier candidates" : "–"));
+      tb.appendChild(tr);
+    });
+    s.appendChild(t);
+    ref.rounds.forEach(function (r) {
+      var sh = r.shown;
+      if (!sh) return;
+      var det = el("details", { class: "shown-windows", "data-round": r.round });
+      var shownN = (sh.misses || []).length + (sh.false_positives || []).length;
+      det.appendChild(el("summary", null, "Round " + r.round + " was shown round " + sh.revised_from + "'s mistakes: " +
+        (sh.misses == null ? "the windows were not recorded (refined before autointerp recorded them)" :
+          fmtInt((sh.misses || []).length) + " of " + plural(sh.n_misses, "miss", "misses") + " and " + fmtInt((sh.false_positives || []).length) +
+          " of " + plural(sh.n_false_positives, "false positive", "false positives"))));
+      if (sh.misses != null && shownN) {
+        det.addEventListener("toggle", function () {
+          if (!det.open || det.getAttribute("data-built")) return;
+          det.setAttribute("data-built", "1");
+          var box = det.appendChild(el("div", { class: "shown-body" }));
+          shownWindows(box, sh);
+        });
+      }
+      s.appendChild(det);
+    });
+    return s;
+  }
+
+  /* The output scorer's trials: the candidate lists of promoted tokens as the judge read them. */
+  function outputTrialsSection(trials) {
+    var s = section("Output scorer: the candidate lists", "output-trials");
+    s.appendChild(el("p", { class: "muted small" }, "Each trial showed the judge the label and these lists of promoted tokens, " +
+      "one of them this component's, the others other components'; it picked one. Tokens as they read after a text (· is a space)."));
+    trials.forEach(function (tr, ti) {
+      var box = el("div", { class: "output-trial", "data-trial": ti });
+      box.appendChild(el("h4", null, "Trial " + (ti + 1) + ": " + (tr.answer === tr.truth ? "the judge picked this component's list" : "the judge picked list " + (tr.answer + 1))));
+      var ol = el("ol", { class: "candidate-lists" });
+      (tr.lists || []).forEach(function (l, li) {
+        var cls = "candidate" + (li === tr.truth ? " truth" : "") + (li === tr.answer ? " picked" : "");
+        var item = el("li", { class: cls, "data-key": l.key });
+        (l.t || []).forEach(function (tok) {
+          var code = el("code", { class: "cand-tok" });
+          appendVisible(code, tok);
+          item.appendChild(code);
+          item.appendChild(document.createTextNode(" "));
+        });
+        var notes = [];
+        if (li === tr.truth) notes.push("this component's");
+        else if (l.key) notes.push("from " + l.key);
+        if (li === tr.answer) notes.push("the judge's pick");
+        item.appendChild(el("span", { class: "muted small cand-note" }, "← " + notes.join(" · ")));
+        ol.appendChild(item);
+      });
+      box.appendChild(ol);
+      s.appendChild(box);
+    });
+    return s;
+  }
+
   function showComponent(key) {
     var row = byKey.get(key);
     clear(app);
@@ -715,6 +838,15 @@
         if (d.interp.model) meta.appendChild(el("span", { class: "muted small" }, " labeled by " + d.interp.model + (d.interp.template ? " with " + d.interp.template : "")));
         head.appendChild(meta);
         if (d.interp.reasoning) head.appendChild(el("p", { class: "reasoning" }, d.interp.reasoning));
+        if (d.first_pass) {
+          var passes = el("p", { class: "passes" });
+          passes.appendChild(el("span", { class: "muted" }, "Second pass, with its neighbours' labels (interpret --neighbours). The first pass said: "));
+          passes.appendChild(el("q", { class: "first-pass" }, d.first_pass.label));
+          if (d.first_pass.confidence) passes.appendChild(el("span", { class: "muted small" }, " (confidence: " + d.first_pass.confidence + ")"));
+          head.appendChild(passes);
+        } else if (d.interp.neighbour_pass) {
+          head.appendChild(el("p", { class: "passes muted" }, "Second pass, with its neighbours' labels (interpret --neighbours)."));
+        }
       } else {
         head.appendChild(el("h2", { class: "comp-label muted" }, "(not labeled)"));
       }
@@ -728,6 +860,8 @@
       grid.appendChild(scoresSection(d));
       grid.appendChild(rateSection(d, row));
       page.appendChild(grid);
+      if (d.refinement) page.appendChild(refinementSection(d.refinement));
+      if (d.output_trials && d.output_trials.length) page.appendChild(outputTrialsSection(d.output_trials));
 
       var scale = Math.abs(d.max_activation || 0);
       (d.top_examples || []).concat(d.examples || []).forEach(function (ex) {

@@ -28,8 +28,10 @@ from autointerp.records import (
     group_scores,
     iter_component_lines,
     iter_component_records,
+    read_first_pass,
     read_harvest_config_dict,
     read_interpretations,
+    read_refinement,
     read_scores,
 )
 from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, ScoreResult
@@ -57,6 +59,8 @@ class RunData:
         name: str = "",
         components_path: str | os.PathLike | None = None,
         label_set: str = DEFAULT_LABEL_SET,
+        refinement: Mapping[str, Any] | None = None,
+        first_pass: Mapping[str, InterpretationResult] | None = None,
     ):
         if components is None and components_path is None:
             raise ValueError("RunData needs components (a list of dicts) or components_path; got neither")
@@ -69,6 +73,10 @@ class RunData:
         self.name = name
         #: which label set of the run the labels and scores are
         self.label_set = label_set
+        #: per refined component its `autointerp.records.RefinementHistory` (``interpret --refine``)
+        self.refinement = dict(refinement or {})
+        #: per component whose label came from the neighbour pass, the first pass's result
+        self.first_pass = dict(first_pass or {})
         self._store: Any = None
         self._by_key: dict[str, int] | None = None
 
@@ -94,6 +102,8 @@ class RunData:
             name=paths.run_id if paths.is_default_set else f"{paths.run_id} [{paths.label_set}]",
             components_path=paths.harvest_components,
             label_set=paths.label_set,
+            refinement=read_refinement(paths),
+            first_pass=read_first_pass(paths),
         )
 
     @classmethod
@@ -116,7 +126,8 @@ class RunData:
 
     def without_components(self) -> RunData:
         """The labels and scores only (what a worker process needs: components reach it separately)."""
-        return RunData(self.config, [], self.interpretations, self.scores, self.n_failures, self.name, label_set=self.label_set)
+        return RunData(self.config, [], self.interpretations, self.scores, self.n_failures, self.name, label_set=self.label_set,
+                       refinement=self.refinement, first_pass=self.first_pass)
 
     @property
     def streams_from_disk(self) -> bool:

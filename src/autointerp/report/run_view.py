@@ -20,6 +20,7 @@ from typing import Any
 from attrs import define, field
 
 from autointerp.paths import RunPaths
+from autointerp.records import RefinementHistory
 from autointerp.report.notebook import labeled_component_html, run_html
 from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import headline, score_value
@@ -34,12 +35,17 @@ class LabeledComponent:
     ``scores`` maps scorer -> label source (``"label"``, ``"shuffled"``,
     ``"token_lookup"``) -> `ScoreResult`. ``token_kind`` is the harvest's tokenizer kind,
     so its examples read as the text they came from (`autointerp.token_text`).
+    Its view shows the label's history too: the refinement rounds and the first pass's label.
     """
 
     component: ComponentData
     interpretation: InterpretationResult | None = None
     scores: dict[str, dict[str, ScoreResult]] = field(factory=dict)
     token_kind: str | None = None
+    #: its refinement rounds (``interpret --refine``): `autointerp.records.RefinementHistory`, or None
+    refinement: RefinementHistory | None = None
+    #: where the label came from the neighbour pass (``interpret --neighbours``): the first pass's result
+    first_pass: InterpretationResult | None = None
 
     @property
     def key(self) -> str:
@@ -107,7 +113,8 @@ class RunView:
             key = self._keys[key]
         comp = self.component(key)
         return LabeledComponent(comp, self.data.interpretations.get(key), self.data.component_scores(key),
-                                token_kind=(self.data.config or {}).get("tokenizer_kind"))
+                                token_kind=(self.data.config or {}).get("tokenizer_kind"),
+                                refinement=self.data.refinement.get(key), first_pass=self.data.first_pass.get(key))
 
     def __iter__(self) -> Iterator[LabeledComponent]:
         for k in self.keys():

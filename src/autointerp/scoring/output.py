@@ -97,7 +97,10 @@ class OutputList:
         return len(set(self.token_ids) & set(other.token_ids)) / n if n else 1.0
 
     def ref(self) -> dict[str, Any]:
-        return {"component_key": self.key, "source": self.source, "token_ids": list(self.token_ids)}
+        """The list as a trial records it (``tokens`` as the harvest recorded them, for the report; not
+        part of the trial's key)."""
+        return {"component_key": self.key, "source": self.source, "token_ids": list(self.token_ids),
+                "tokens": list(self.tokens)}
 
 
 def _shown(token: str | None, token_id: int) -> str:
@@ -244,6 +247,15 @@ class OutputScorer(Scorer):
             task = ScorerTask(self.name, label, [list(ol.tokens) for ol in lists])
             out.append(Trial(self.name, ev.key, label_source, i, task, {"list": pos}, [ol.ref() for ol in lists]))
         return out
+
+    def result(self, component_key: str, label_source: str, label: str, records: Sequence[dict[str, Any]]) -> ScoreResult:
+        """The base result, with each trial's true list and the judge's pick in ``details["trials"]``
+        (``{"truth": i, "answer": j}``, 0-based, trial ``t``'s lists being ``details["windows"][t]``;
+        the report shows them)."""
+        res = super().result(component_key, label_source, label, records)
+        res.details["trials"] = [{"truth": int(r["truth"]["list"]), "answer": int(r["answer"])}
+                                 for r in sorted(records, key=lambda r: r["trial"])]
+        return res
 
     def metrics(self, records: Sequence[dict[str, Any]]) -> tuple[float, dict[str, float]]:
         hits = [int(r["answer"]) == int(r["truth"]["list"]) for r in records]

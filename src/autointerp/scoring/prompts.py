@@ -13,7 +13,12 @@ Windows hold the tokens as the harvest recorded them; with the harvest's
 from: WordPiece ``##`` pieces joined to their word and words spaced,
 SentencePiece ``▁`` as spaces, split UTF-8 bytes as their character. A mark
 wraps only its token's text (a space between WordPiece words stays outside), and
-a simulation window keeps one list entry per token.
+a simulation window keeps one list entry per token. An output candidate list holds
+separate vocabulary tokens, each shown as the text it would add after a text
+(`autointerp.token_text.vocab_token_text`: a WordPiece ``##ing`` is ``"ing"``, a
+word-starting piece ``" the"``). The system prompt says how token boundaries read
+for the harvest's kind, in the words of the labeller's prompt (``interpret.j2``).
+A task without a kind (an older harvest) keeps its trial key: the kind is not in it.
 
 Dataset text is untrusted: newlines become ``↵`` so that one example is one line,
 the ``<<``/``>>`` mark delimiters inside tokens are replaced by look-alikes, and
@@ -35,7 +40,7 @@ import jinja2
 from attrs import asdict, define, field
 
 from autointerp.llm.base import InvalidResponse, LLMRequest
-from autointerp.token_text import segments, token_texts
+from autointerp.token_text import segments, token_texts, vocab_token_texts
 
 SCORER_TASKS = ("detection", "fuzzing", "simulation", "intruder", "output")
 MARK_OPEN, MARK_CLOSE = "<<", ">>"
@@ -182,12 +187,13 @@ def render_request(task: ScorerTask, max_tokens: int | None = None, metadata: di
     """The `LLMRequest` of a task. ``metadata["task"]`` carries the task itself, so an
     offline backend can answer without reading text."""
     env = _env()
-    system = env.get_template("system.j2").render(task=task.scorer).strip()
+    system = env.get_template("system.j2").render(task=task.scorer, token_kind=task.token_kind).strip()
     label = one_line(task.label)
     if task.scorer in ("simulation", "output"):  # token lists as JSON: windows, or candidate output lists
-        # a candidate output list holds separate vocabulary tokens, not a window of text
-        kind = task.token_kind if task.scorer == "simulation" else None
-        windows = [window_tokens(w, kind) for w in task.windows]
+        if task.scorer == "simulation":
+            windows = [window_tokens(w, task.token_kind) for w in task.windows]
+        else:  # a candidate output list holds separate vocabulary tokens, each shown as the text it adds
+            windows = [[clean_token(t) for t in vocab_token_texts(w, task.token_kind)] for w in task.windows]
         prompt = env.get_template(f"{task.scorer}.j2").render(label=label, windows=windows)
         budget = 64 + (sum(3 * len(w) + 4 for w in task.windows) if task.scorer == "simulation" else 8 * len(task.windows))
     else:
