@@ -118,7 +118,8 @@ REFINE_DIR = "refine"
 class RefineFolder:
     """The files of the refinement of one label set: ``<interpretations>/refine/``.
 
-    ``labels.jsonl``: every labeller answer (one per component and round);
+    ``labels.jsonl``: every labeller answer (one per component and round; a revision's
+    with the windows it was shown);
     ``trials.jsonl``: the judge's answers on the validation set; ``rounds.jsonl``:
     one record per component and round (the label, its validation scores, the
     windows it got wrong, the round's cost). All append-only; a rerun resumes.

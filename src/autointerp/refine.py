@@ -24,7 +24,8 @@ interpret RUN --refine R --candidates K``) labels each component in rounds:
 
 Every step is an append-only record in the interpretations folder's ``refine/``
 (`autointerp.paths.RefineFolder`): the labeller's answers (``labels.jsonl``, one
-per component and round), the judge's trials (``trials.jsonl``) and one
+per component and round; a revision's carries ``shown``, what its prompt showed,
+for the report), the judge's trials (``trials.jsonl``) and one
 `RefinementRound` per component and round (``rounds.jsonl``, with the round's
 cost). The work runs stage by stage over all pending components (every
 component's round k together), so a kill at any moment resumes at the stage it
