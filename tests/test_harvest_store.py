@@ -144,3 +144,22 @@ def test_iterating_streams_in_bounded_memory(tmp_path):
     assert n == 4000
     # the whole harvest as objects is several times the file; streaming holds a few lines
     assert peak < size / 20, f"iteration peaked at {peak} bytes for a {size}-byte file"
+
+
+def test_a_dropped_lazy_harvest_closes_its_files(tmp_path):
+    """A lazy harvest nobody closes (the usual case) leaks no file handle: no ResourceWarning when it is collected."""
+    import gc
+    import warnings
+
+    make_result().save(tmp_path / "h")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        h = load_harvest(tmp_path / "h")
+        assert h[h.keys()[1]].index == 1
+        del h
+        gc.collect()
+        h = load_harvest(tmp_path / "h")
+        h._store.close()  # closed by hand, then collected: closed once
+        del h
+        gc.collect()
+    assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []

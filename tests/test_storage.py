@@ -144,6 +144,7 @@ def test_run_lock_refuses_a_second_process(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     # a killed holder releases the lock with its file descriptors: no stale lock
     with RunLock(tmp_path, "the run"):
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
@@ -225,6 +226,7 @@ def test_recover_dir_leaves_a_live_writers_fill_alone(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     assert {p.name: p.read_text() for p in target.iterdir()} == {"config.json": "new", "components.jsonl": "new"}
     assert sorted(p.name for p in target.parent.iterdir()) == ["harvest"]
 
@@ -235,6 +237,7 @@ def test_recover_dir_clears_what_a_killed_writer_left(tmp_path):
     proc = _slow_swap(target, tmp_path / "go", "die")
     assert proc.stdout.readline().strip() == "filling"
     assert proc.wait(timeout=30) == -9
+    proc.stdout.close()
     assert len(list(target.parent.glob(".harvest.new-*"))) == 1  # and its swap lock file, no longer held
     recover_dir(target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["harvest"]
@@ -254,6 +257,7 @@ def test_two_swaps_of_one_folder_take_turns(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     assert {p.name: p.read_text() for p in target.iterdir()} == {"config.json": "mine"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "harvest"]
 

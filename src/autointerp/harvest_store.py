@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,9 @@ class HarvestStore:
     """Random access to one harvest folder's components; opening it parses nothing.
 
     Holds an SQLite connection to the index and reads component lines from the
-    JSONL on demand. Safe to use from one thread at a time.
+    JSONL on demand. Safe to use from one thread at a time. Both are closed by
+    `close`, or when the store is collected (a lazy `HarvestResult` is rarely
+    closed by hand), so an open harvest never leaks a file handle.
     """
 
     def __init__(self, folder: str | os.PathLike, config: HarvestConfig):
@@ -145,6 +148,7 @@ class HarvestStore:
         self._db = self._open_index()
         self._n = config.n_components  # the index was checked to hold exactly these
         self._file = open(self.jsonl, "rb")
+        self._closer = weakref.finalize(self, _close_both, self._file, self._db)
 
     # -- opening ------------------------------------------------------------------------
 
@@ -275,8 +279,12 @@ class HarvestStore:
         return self._db.execute("SELECT COUNT(*) FROM components WHERE firing_count > 0").fetchone()[0]
 
     def close(self) -> None:
-        self._file.close()
-        self._db.close()
+        self._closer()
+
+
+def _close_both(file: Any, db: sqlite3.Connection) -> None:
+    file.close()
+    db.close()
 
 
 def _order(order: str) -> str:
