@@ -52,10 +52,11 @@ def test_layers_of_one_residual_stream_are_pooled():
     other = torch.tensor([[1.0, 0.0, 0.0]])
     dirs = {"a": OutputDirections(a), "b": OutputDirections(b), "c": OutputDirections(other), "d": OutputDirections(a)}
     out = weight_neighbours(dirs, {"a": 2, "b": 2, "c": 1, "d": 3, "e": 4}, k=1)
-    assert out["neighbours"]["a:0"][0][0] == "b:0" and out["neighbours"]["b:1"][0][0] == "a:0"
-    assert out["neighbours"]["b:0"][0][0] == "a:0" and out["neighbours"]["b:0"][0][1] == pytest.approx(0.9 / (0.82**0.5), abs=1e-5)
-    assert out["neighbours"]["c:0"] == []  # alone in its 3-d space
-    assert set(out["skipped"]) == {"d", "e"} and "3 components" in out["skipped"]["d"]
+    assert out.get("a:0")[0][0] == "b:0" and out.get("b:1")[0][0] == "a:0"
+    assert out.get("b:0")[0][0] == "a:0" and out.get("b:0")[0][1] == pytest.approx(0.9 / (0.82**0.5), abs=1e-5)
+    assert out.get("c:0") == []  # alone in its 3-d space
+    assert out.get("d:1") == [] and out.get("e:9") == [] and out.get("nope") == []
+    assert set(out.skipped) == {"d", "e"} and "3 components" in out.skipped["d"] and len(out) == 4
 
 
 # -- the second pass ----------------------------------------------------------------------------
@@ -145,3 +146,67 @@ def test_the_command_line_runs_the_second_pass(harvest, tmp_path, monkeypatch, c
     assert json.loads(run.interpretation_results.read_text().splitlines()[-1])["template_name"].endswith("neighbours.j2")
     assert main(["interpret", "nbcli", "--out", str(tmp_path), "--neighbours", "--n_neighbours", "0"]) == 2
     assert "n_neighbours" in capsys.readouterr().err
+
+
+# -- the stored table -----------------------------------------------------------------------------
+
+
+def test_the_table_is_brute_force_top_k_across_pooled_layers():
+    g = torch.Generator().manual_seed(5)
+    a, b, c = torch.randn(7, 4, generator=g), torch.randn(5, 4, generator=g), torch.randn(3, 6, generator=g)
+    table = weight_neighbours({"a": OutputDirections(a), "b": OutputDirections(b), "c": OutputDirections(c)},
+                              {"a": 7, "b": 5, "c": 3}, k=4)
+    for rows, keys in ((torch.cat([a, b]), [f"a:{i}" for i in range(7)] + [f"b:{i}" for i in range(5)]),
+                       (c, [f"c:{i}" for i in range(3)])):
+        xn = rows / rows.norm(dim=1, keepdim=True)
+        full = xn @ xn.T
+        full.fill_diagonal_(-float("inf"))
+        for r, key in enumerate(keys):
+            got = table.get(key)
+            want = full[r].sort(descending=True).values[: min(4, len(keys) - 1)]
+            assert len(got) == len(want)
+            assert [cos for _, cos in got] == pytest.approx(want.tolist(), abs=1e-6)
+            assert all(full[r, keys.index(other)].item() == pytest.approx(cos, abs=1e-6) for other, cos in got)
+
+
+def test_a_saved_harvest_reads_the_table_a_row_at_a_time(harvest, tmp_path):
+    from autointerp.harvest import load_harvest
+    from autointerp.harvest_store import SharedRows
+    from autointerp.neighbours import WeightNeighbours, weight_table
+
+    _, result = harvest
+    table = weight_table(result)
+    result.save(tmp_path / "h")
+    shared = tmp_path / "h" / "shared"
+    assert (shared / "weight_neighbours.rows").stat().st_size == 10 * 3 * 8
+    meta = json.loads((shared / "weight_neighbours.json").read_text())
+    assert meta["format"] == "autointerp.weight_neighbours/2" and meta["k"] == 3 and "neighbours" not in meta
+    lazy = load_harvest(tmp_path / "h")
+    assert isinstance(lazy.shared[WEIGHT_NEIGHBOURS], SharedRows)  # opened, not read
+    loaded = weight_table(lazy)
+    assert loaded == table and all(loaded.get(k) == table.get(k) for k in result.keys())
+    assert loaded.get("synth:4")[0][0] == "synth:0"
+    lazy.save(tmp_path / "copy")  # a lazy harvest saved elsewhere takes its rows along
+    assert weight_table(load_harvest(tmp_path / "copy")) == table
+    lazy.save(tmp_path / "h")  # ... and saved over its own folder
+    assert weight_table(load_harvest(tmp_path / "h")) == table
+    # a harvest of format 1 (one JSON document) reads the same
+    v1 = {"format": "autointerp.weight_neighbours/1", "k": 3, "skipped": {},
+          "neighbours": {k: [[o, c] for o, c in table.get(k)] for k in result.keys()}}
+    old = WeightNeighbours.of(v1, [(layer.name, layer.width) for layer in result.config.layers])
+    assert all(old.get(k) == table.get(k) for k in result.keys()) and old == table
+
+
+def test_a_damaged_rows_file_is_named(harvest, tmp_path):
+    from autointerp.harvest import load_harvest
+    from autointerp.storage import CorruptRunFile
+
+    _, result = harvest
+    result.save(tmp_path / "h")
+    rows = tmp_path / "h" / "shared" / "weight_neighbours.rows"
+    rows.write_bytes(rows.read_bytes()[:-5])
+    with pytest.raises(CorruptRunFile, match=r"weight_neighbours\.rows: the rows file is 235 bytes; expected 240 bytes"):
+        load_harvest(tmp_path / "h").shared
+    rows.unlink()
+    with pytest.raises(CorruptRunFile, match="the rows file is missing"):
+        load_harvest(tmp_path / "h").shared

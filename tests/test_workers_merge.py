@@ -65,3 +65,44 @@ def test_workers_of_one_run_lock_only_their_own_rank(tmp_path):
         with pytest.raises(RuntimeError, match="another process is writing the harvest of run locked"):
             merge_workers("locked", out=str(tmp_path), log=None)
     assert len(merge_workers("locked", out=str(tmp_path), log=None)) == 2 * 512
+
+
+def test_a_merged_job_array_stores_the_shared_outputs_of_one_process(tmp_path):
+    """The weight outputs (logit lens per component, weight-space neighbours in shared/) of a merged
+    job array are those of a one-process harvest: shared/ byte for byte, every lens equal."""
+    from autointerp.neighbours import weight_table
+
+    single = run_harvest(HarvestOptions(out=str(tmp_path), run_id="one", **COMMON), log=None)
+    for rank in range(2):
+        run_harvest(HarvestOptions(out=str(tmp_path), run_id="arr", rank=rank, world_size=2, **COMMON), log=None)
+    merged = merge_workers("arr", out=str(tmp_path), log=None)
+    a, b = tmp_path / "one" / "harvest" / "shared", tmp_path / "arr" / "harvest" / "shared"
+    names = sorted(p.name for p in a.iterdir())
+    assert "weight_neighbours.json" in names and "weight_neighbours.rows" in names and "window_pool.json" in names
+    assert names == sorted(p.name for p in b.iterdir())
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ta, tb = weight_table(single), weight_table(merged)
+    assert ta is not None and ta == tb and len(ta) == 2 * 512
+    assert ta.get("blocks.1.mlp.act:3") == tb.get("blocks.1.mlp.act:3") and len(ta.get("blocks.1.mlp.act:3")) == 8
+    n_lens = 0
+    for x, y in zip(single, merged):
+        assert x.output_logits == y.output_logits
+        n_lens += x.output_logits is not None
+    assert n_lens == 2 * 512
+
+
+def test_a_worker_writes_its_weight_outputs_before_its_state(tmp_path, monkeypatch):
+    """Killed between the two, worker 0 leaves no state file, so merge never runs without its outputs."""
+    import autointerp.run_harvest as rh
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(rh.HarvestLoop, "save_checkpoint", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_harvest(HarvestOptions(out=str(tmp_path), run_id="k", rank=0, world_size=2, checkpoint_every=0,
+                                   **{k: v for k, v in COMMON.items() if k != "checkpoint_every"}), log=None)
+    workers = tmp_path / "k" / "workers"
+    assert not list(workers.glob("rank*.pt"))
+    assert (workers / "output-logits.json").exists() and (workers / "shared" / "weight_neighbours.rows").exists()

@@ -37,7 +37,7 @@ from autointerp.harvest_checkpoint import (
     settings_difference,
     write_checkpoint,
 )
-from autointerp.harvest_store import ComponentSummary, HarvestStore, StoreWriter, filter_summaries
+from autointerp.harvest_store import ROWS_KEY, ComponentSummary, HarvestStore, SharedRows, StoreWriter, filter_summaries
 from autointerp.paths import HARVEST_COMPONENTS, HARVEST_CONFIG
 from autointerp.records import read_components, read_harvest_config, read_shared_json
 from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
@@ -740,7 +740,7 @@ class HarvestResult:
     @property
     def shared(self) -> dict[str, Any]:
         if self._shared is None:
-            self._shared = _read_shared(self._store.folder)
+            self._shared = read_shared(self._store.folder)
         return self._shared
 
     @shared.setter
@@ -867,17 +867,24 @@ def write_harvest(directory: str | Path, config: HarvestConfig, components: Iter
         if outputs:
             (tmp / "shared").mkdir()
             for name, value in outputs.items():
-                (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
+                write_shared = getattr(value, "write_shared", None)
+                if callable(write_shared):  # a table read a row at a time (`SharedRows`): its JSON and its rows
+                    write_shared(tmp / "shared", name)
+                else:
+                    (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
         (tmp / HARVEST_CONFIG).write_text(json.dumps(to_dict(config), indent=2, allow_nan=False), encoding="utf-8")
 
     replace_dir_atomically(Path(directory), fill)
 
 
-def _read_shared(directory: Path) -> dict[str, Any]:
+def read_shared(directory: Path, folder: str = "shared") -> dict[str, Any]:
+    """The shared outputs saved in ``directory/folder`` (``<name>.json``, with ``<name>.rows`` for a `SharedRows`)."""
     shared = {}
-    if (directory / "shared").is_dir():
-        for p in sorted((directory / "shared").glob("*.json")):
-            shared[p.stem] = read_shared_json(p)
+    if (directory / folder).is_dir():
+        for p in sorted((directory / folder).glob("*.json")):
+            value = read_shared_json(p)
+            # a table with its rows beside it is opened, not read: a row is read when asked for
+            shared[p.stem] = SharedRows.open(p, value) if isinstance(value, dict) and ROWS_KEY in value else value
     return shared
 
 
@@ -907,5 +914,5 @@ def load_harvest(directory: str | Path, *, lazy: bool = True) -> HarvestResult:
     # one reader per file kind (records.py): a damaged file is a CorruptRunFile naming file and line
     config = read_harvest_config(cfg_path)
     if not lazy:
-        return HarvestResult(config, read_components(comp_path, config), _read_shared(directory))
+        return HarvestResult(config, read_components(comp_path, config), read_shared(directory))
     return HarvestResult(config, store=HarvestStore(directory, config))

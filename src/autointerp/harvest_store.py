@@ -325,3 +325,104 @@ def _line_spans(path: Path) -> Iterator[tuple[int, int]]:
     with open(path, "rb") as f:
         for offset, raw in _lines(f):
             yield offset, len(raw)
+
+
+# --------------------------------------------------------------------------- shared outputs read a row at a time
+
+#: the entry of a shared output's JSON saying that its rows lie in a binary file beside it (`SharedRows`)
+ROWS_KEY = "autointerp.rows"
+
+
+class SharedRows:
+    """A shared output too big to read whole: fixed-width binary rows, one per component position.
+
+    On disk it is two files of ``harvest/shared/``: ``<name>.json``, the metadata
+    (whatever the producer puts there, plus ``ROWS_KEY: {"file", "n", "row_bytes"}``),
+    and ``<name>.rows``, ``n`` rows of ``row_bytes`` bytes. Both are written inside the
+    harvest folder's atomic swap (`autointerp.harvest.write_harvest` calls
+    `write_shared`), so they are complete or absent together; opening one checks
+    that the rows file is there and has exactly ``n * row_bytes`` bytes. A row is one
+    seek and one read, so a reader of one component never loads the table.
+
+    Built in memory (``data``) by the producer, or opened on a saved folder (``path``).
+    """
+
+    def __init__(self, meta: dict[str, Any], *, data: bytes | None = None, path: Path | None = None):
+        if (data is None) == (path is None):
+            raise TypeError("SharedRows takes its rows as bytes or as the path of a rows file, one of them")
+        info = meta.get(ROWS_KEY)
+        if not isinstance(info, dict) or not all(isinstance(info.get(k), int) and info[k] >= 0 for k in ("n", "row_bytes")):
+            raise ValueError(f"SharedRows metadata needs {ROWS_KEY}: {{'n': int, 'row_bytes': int}}, got {info!r}")
+        self.meta = meta
+        self.n: int = info["n"]
+        self.row_bytes: int = info["row_bytes"]
+        self._data = data
+        self.path = path
+        self._file: Any = None
+        if data is not None and len(data) != self.n * self.row_bytes:
+            raise ValueError(f"SharedRows: {len(data)} bytes for {self.n} rows of {self.row_bytes} bytes")
+
+    @classmethod
+    def build(cls, meta: dict[str, Any], data: bytes, n: int, row_bytes: int) -> SharedRows:
+        return cls({**meta, ROWS_KEY: {"n": n, "row_bytes": row_bytes}}, data=data)
+
+    @classmethod
+    def open(cls, json_path: Path, meta: dict[str, Any]) -> SharedRows:
+        """The rows beside ``json_path`` (``<name>.rows``), checked for presence and size."""
+        from autointerp.records import HARVEST_FIX
+        from autointerp.storage import CorruptRunFile
+
+        path = json_path.with_suffix(".rows")
+        info = meta.get(ROWS_KEY)
+        ok = isinstance(info, dict) and all(isinstance(info.get(k), int) and info[k] >= 0 for k in ("n", "row_bytes"))
+        if not ok:
+            raise CorruptRunFile(json_path, None, f"{ROWS_KEY} is {info!r}",
+                                 f"{ROWS_KEY}: {{\"n\": rows, \"row_bytes\": bytes a row}}", HARVEST_FIX)
+        want = info["n"] * info["row_bytes"]
+        size = path.stat().st_size if path.exists() else None
+        if size != want:
+            found = "missing" if size is None else f"{size:,} bytes"
+            raise CorruptRunFile(path, None, f"the rows file is {found}",
+                                 f"{want:,} bytes ({info['n']:,} rows of {info['row_bytes']} bytes, as {json_path.name} says)",
+                                 HARVEST_FIX)
+        return cls(meta, path=path)
+
+    def row(self, i: int) -> bytes:
+        """Row ``i`` (0 <= i < n) as bytes."""
+        if not 0 <= i < self.n:
+            raise IndexError(f"row {i} is out of range (the table has {self.n} rows)")
+        lo = i * self.row_bytes
+        if self._data is not None:
+            return self._data[lo : lo + self.row_bytes]
+        if self._file is None:
+            self._file = open(self.path, "rb")  # type: ignore[arg-type]
+        self._file.seek(lo)
+        return self._file.read(self.row_bytes)
+
+    def data(self) -> bytes:
+        """Every row (reads the whole file)."""
+        if self._data is not None:
+            return self._data
+        return self.path.read_bytes()  # type: ignore[union-attr]
+
+    def write_shared(self, folder: Path, name: str) -> None:
+        """Write ``<name>.rows`` then ``<name>.json`` into ``folder`` (a folder being built for a swap)."""
+        import shutil
+
+        rows = folder / f"{name}.rows"
+        if self._data is not None:
+            rows.write_bytes(self._data)
+        else:
+            shutil.copyfile(self.path, rows)  # type: ignore[arg-type]
+        (folder / f"{name}.json").write_text(json.dumps(self.meta, allow_nan=False), encoding="utf-8")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SharedRows) and self.meta == other.meta and self.data() == other.data()
+
+    def __repr__(self) -> str:
+        return f"SharedRows({self.meta.get('format', '?')}: {self.n:,} rows of {self.row_bytes} bytes)"

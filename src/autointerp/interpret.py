@@ -517,7 +517,7 @@ class Interpreter:
         """The second pass (``neighbours=True``): every selected component again, its prompt
         showing its neighbours' current labels; appended to the same results file, so its
         label wins (the last labelled line), and resumed by its own record key."""
-        from autointerp.neighbours import WEIGHT_NEIGHBOURS, neighbour_context
+        from autointerp.neighbours import neighbour_context, weight_table as weight_table_of
 
         results_path = self.results_path = folder / RESULTS_FILE
         labels = read_labels(results_path)
@@ -531,7 +531,7 @@ class Interpreter:
         pending = [k for k in selected if neighbours_job_key(k) not in done]
         if opts.limit is not None:
             pending = pending[: opts.limit]
-        weight_table = harvest.shared.get(WEIGHT_NEIGHBOURS)
+        weight_table = weight_table_of(harvest)
         if not weight_table and not any(harvest[k].correlations for k in pending[:100]):
             log.warning("the harvest has neither co-firing statistics (CorrelationAcc) nor weight-space neighbours: "
                         "the neighbour pass has no neighbours to show")

@@ -61,12 +61,12 @@ from autointerp.data import (
     rank_batch_count,
     token_batches,
 )
-from autointerp.harvest import HarvestLoop, HarvestResult, HarvestTimings, device_sync
+from autointerp.harvest import HarvestLoop, HarvestResult, HarvestTimings, device_sync, read_shared
 from autointerp.harvest_checkpoint import read_checkpoint
 from autointerp.logit_lens import harvest_fn_logit_lens
 from autointerp.paths import RunPaths, run_id_for
 from autointerp.schemas import ComponentData, LogitLens
-from autointerp.storage import RunLock, atomic_write_text, from_dict, to_dict
+from autointerp.storage import RunLock, atomic_write_text, from_dict, recover_dir, replace_dir_atomically, to_dict
 from autointerp.thresholds import check_threshold
 
 # --------------------------------------------------------------------------- options
@@ -451,11 +451,13 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
         return paths.harvest
     if opts.world_size > 1 and not in_memory:
         wp = worker_path(paths, opts.rank, opts.world_size)
+        if opts.rank == 0 and opts.output_logits:
+            # from weights, the same on every worker: one writes them, before its state file, so
+            # that merge finds them whenever it finds every worker's state
+            save_worker_weight_outputs(prep, log)
         prep.loop.save_checkpoint(wp, settings=prep.settings, done=True, token_strings=True)
         if not opts.keep_checkpoints:  # the worker file holds the same state
             remove_checkpoint(ckpt)
-        if opts.rank == 0 and opts.output_logits:  # from weights, the same on every worker: one writes it
-            save_worker_output_logits(prep, log)
         log(f"worker {opts.rank} of {opts.world_size} done: {prep.loop.n_batches} batches -> {wp}\n"
             f"when every worker is done: autointerp merge {paths.run_id}" + (f" --out {opts.out}" if opts.out else ""))
         return wp
@@ -463,15 +465,8 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
     # outputs, not the whole harvest); the result reads the saved folder lazily
     transform, shared = None, {}
     if opts.output_logits:
-        from autointerp.neighbours import WEIGHT_NEIGHBOURS, weight_neighbours_of
-
-        transform = output_logits_transform(prep, log)
-        assert prep.loop.space is not None
-        widths = {layer.name: layer.width for layer in prep.loop.space.layers}
-        # the same weights: cosine of output directions
-        neighbours = weight_neighbours_of(prep.target.harvest_fn, widths, log=log)
-        if neighbours is not None:
-            shared[WEIGHT_NEIGHBOURS] = neighbours
+        lenses, shared = weight_outputs(prep, log)
+        transform = _lens_transform(lenses)
     if in_memory:
         with harvest_lock(paths):  # rank 0 swaps in harvest/, as a one-process run or merge does
             result = prep.loop.save(paths.harvest, transform=transform, shared=shared)
@@ -502,14 +497,26 @@ def attach_output_logits(result: HarvestResult, fn: Any, *, k: int = 10, decode:
     return len(lenses)
 
 
-def output_logits_transform(prep: PreparedHarvest, log: Callable[[str], None]) -> Callable[[ComponentData], None]:
-    """What `HarvestLoop.save` applies to each component: its logit lens (`attach_output_logits`, streamed)."""
+def weight_outputs(prep: PreparedHarvest, log: Callable[[str], None]) -> tuple[dict[str, LogitLens], dict[str, Any]]:
+    """What a harvest takes from the weights after the pass: each component's logit lens
+    (`autointerp.logit_lens`) and the shared outputs (the weight-space neighbours,
+    `autointerp.neighbours`). Computed by a one-process harvest before its save, and by a
+    job array's worker 0 for ``merge`` (`save_worker_weight_outputs`)."""
+    from autointerp.neighbours import WEIGHT_NEIGHBOURS, weight_neighbours_of
+
     assert prep.loop.space is not None
     widths = {layer.name: layer.width for layer in prep.loop.space.layers}
     lenses, notice = harvest_fn_logit_lens(prep.target.harvest_fn, widths, k=prep.opts.output_logits_k,
                                            decode=prep.loop.decode)
     log(f"autointerp: {notice}")
+    shared: dict[str, Any] = {}
+    neighbours = weight_neighbours_of(prep.target.harvest_fn, widths, log=log)  # the same weights
+    if neighbours is not None:
+        shared[WEIGHT_NEIGHBOURS] = neighbours
+    return lenses, shared
 
+
+def _lens_transform(lenses: dict[str, LogitLens]) -> Callable[[ComponentData], None]:
     def attach(comp: ComponentData) -> None:
         comp.output_logits = lenses.get(comp.key)
 
@@ -518,16 +525,24 @@ def output_logits_transform(prep: PreparedHarvest, log: Callable[[str], None]) -
 
 #: the logit lens of a job array, written by worker 0 beside the worker states and read by merge
 WORKER_OUTPUT_LOGITS = "output-logits.json"
+#: the shared outputs from weights (``<name>.json`` and any ``<name>.rows``) of a job array, by worker 0
+WORKER_SHARED = "shared"
 
 
-def save_worker_output_logits(prep: PreparedHarvest, log: Callable[[str], None]) -> None:
-    assert prep.loop.space is not None
-    widths = {layer.name: layer.width for layer in prep.loop.space.layers}
-    lenses, notice = harvest_fn_logit_lens(prep.target.harvest_fn, widths, k=prep.opts.output_logits_k,
-                                           decode=prep.loop.decode)
-    log(f"autointerp: {notice}")
-    atomic_write_text(prep.paths.root / "workers" / WORKER_OUTPUT_LOGITS,
+def save_worker_weight_outputs(prep: PreparedHarvest, log: Callable[[str], None]) -> None:
+    """Worker 0 of a job array: the logit lens (``workers/output-logits.json``) and the shared
+    outputs from weights (``workers/shared/``, swapped in whole), for ``merge`` to store as a
+    one-process harvest does."""
+    lenses, shared = weight_outputs(prep, log)
+    workers = prep.paths.root / "workers"
+    atomic_write_text(workers / WORKER_OUTPUT_LOGITS,
                       json.dumps({k: to_dict(v) for k, v in lenses.items()}, allow_nan=False))
+
+    def fill(tmp: Path) -> None:
+        for name, value in shared.items():
+            value.write_shared(tmp, name)
+
+    replace_dir_atomically(workers / WORKER_SHARED, fill)
 
 
 def merge_workers(run: str | Path, *, out: str | None = None, world_size: int | None = None,
@@ -579,14 +594,16 @@ def _merge_locked(root: Path, world_size: int | None, log: Callable[[str], None]
         del state, part
         log(f"merged {p.name}")
     assert loop is not None and first is not None
-    result = loop.finalize()
-    lens_file = root / "workers" / WORKER_OUTPUT_LOGITS
+    transform = None
+    lens_file = wdir / WORKER_OUTPUT_LOGITS
     if lens_file.exists():
         lenses = json.loads(lens_file.read_text(encoding="utf-8"))
-        for comp in result.components:
-            comp.output_logits = from_dict(lenses[comp.key], LogitLens) if comp.key in lenses else None
+        transform = _lens_transform({k: from_dict(v, LogitLens) for k, v in lenses.items()})
+    recover_dir(wdir / WORKER_SHARED)
+    shared = read_shared(wdir, WORKER_SHARED)  # worker 0's weight-space neighbours, as a one-process harvest stores them
     harvest_dir = root / "harvest"
-    result.save(harvest_dir)
+    # streamed into the folder a block of components at a time, as a one-process harvest saves
+    result = loop.save(harvest_dir, transform=transform, shared=shared)
     log(f"merged {world_size} workers: {result.config.n_tokens:,} tokens, {len(result)} components -> {harvest_dir}")
     return result
 
