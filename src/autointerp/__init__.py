@@ -5,70 +5,40 @@ component with an LLM (`Interpreter`), score the labels on held-out data
 (`score`), and show the result (`write_report`).
 """
 
-from autointerp.accumulators import (
-    Accumulator,
-    CorrelationAcc,
-    FiringStatsAcc,
-    HarvestContext,
-    InputTokenAcc,
-    OutputProbAcc,
-    RandomWindowAcc,
-    ReservoirAcc,
-    TensorAccumulator,
-    TopActivationAcc,
-)
-from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch
-from autointerp.harvest import HarvestLoop, HarvestResult, load_harvest
-from autointerp.heldout import split_examples
-from autointerp.paths import RunPaths
-from autointerp.schemas import (
-    ActivationExample,
-    ComponentCorrelations,
-    ComponentData,
-    CorrelatedComponent,
-    HarvestConfig,
-    InterpretationResult,
-    LayerSpec,
-    ScoreResult,
-    TokenStat,
-    TokenStats,
-    TokenUsage,
-)
-
-__all__ = [
-    "Accumulator",
-    "ActivationExample",
-    "ComponentCorrelations",
-    "ComponentData",
-    "ComponentSpace",
-    "CorrelatedComponent",
-    "CorrelationAcc",
-    "FiringBatch",
-    "FiringStatsAcc",
-    "HarvestBatch",
-    "HarvestConfig",
-    "HarvestContext",
-    "HarvestLoop",
-    "HarvestResult",
-    "InputTokenAcc",
-    "InterpretationResult",
-    "LayerSpec",
-    "OutputProbAcc",
-    "RandomWindowAcc",
-    "RunPaths",
-    "ScoreResult",
-    "ReservoirAcc",
-    "TensorAccumulator",
-    "TokenStat",
-    "TokenStats",
-    "TokenUsage",
-    "TopActivationAcc",
-    "load_harvest",
-    "split_examples",
-]
-
-#: names imported on first use: the interpret/score/report halves load SDKs and templates
+#: every public name, imported on first use (``autointerp.HarvestLoop``, ``from autointerp import
+#: Interpreter``): importing the package imports nothing heavy, so ``autointerp --help`` starts
+#: without torch, numpy or the SDKs (tests/test_cli_startup.py)
 _LAZY = {
+        # the data model and the harvest
+        "Accumulator": "autointerp.accumulators",
+        "CorrelationAcc": "autointerp.accumulators",
+        "FiringStatsAcc": "autointerp.accumulators",
+        "HarvestContext": "autointerp.accumulators",
+        "InputTokenAcc": "autointerp.accumulators",
+        "OutputProbAcc": "autointerp.accumulators",
+        "RandomWindowAcc": "autointerp.accumulators",
+        "ReservoirAcc": "autointerp.accumulators",
+        "TensorAccumulator": "autointerp.accumulators",
+        "TopActivationAcc": "autointerp.accumulators",
+        "ComponentSpace": "autointerp.batch",
+        "FiringBatch": "autointerp.batch",
+        "HarvestBatch": "autointerp.batch",
+        "HarvestLoop": "autointerp.harvest",
+        "HarvestResult": "autointerp.harvest",
+        "load_harvest": "autointerp.harvest",
+        "split_examples": "autointerp.heldout",
+        "RunPaths": "autointerp.paths",
+        "ActivationExample": "autointerp.schemas",
+        "ComponentCorrelations": "autointerp.schemas",
+        "ComponentData": "autointerp.schemas",
+        "CorrelatedComponent": "autointerp.schemas",
+        "HarvestConfig": "autointerp.schemas",
+        "InterpretationResult": "autointerp.schemas",
+        "LayerSpec": "autointerp.schemas",
+        "ScoreResult": "autointerp.schemas",
+        "TokenStat": "autointerp.schemas",
+        "TokenStats": "autointerp.schemas",
+        "TokenUsage": "autointerp.schemas",
         # interpret
         "Interpreter": "autointerp.interpret",
         "interpret_run": "autointerp.interpret",
@@ -101,12 +71,18 @@ _LAZY = {
         "HookHarvestFn": "autointerp.adapters.hooks",
         "run_demo": "autointerp.demo",
 }
-__all__ += sorted(_LAZY)
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
     raise AttributeError(f"module 'autointerp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

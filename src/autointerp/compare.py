@@ -32,13 +32,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from attrs import define, field
 
 from autointerp.paths import RunPaths, check_label_set
 from autointerp.records import Scores, read_scores
+
+if TYPE_CHECKING:  # numpy loads when a comparison runs: `autointerp --help` reads this module's defaults
+    import numpy as np
 
 __all__ = [
     "DEFAULT_RESAMPLES", "Disagreement", "LabelSetComparison", "ScorerComparison", "bootstrap_mean_ci",
@@ -68,6 +70,8 @@ def bootstrap_mean_ci(
     and ``(1 + level) / 2`` quantiles of those means. One value: ``(v, v)``; none:
     ``(nan, nan)``.
     """
+    import numpy as np
+
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"values must be a flat list of numbers, got an array of shape {x.shape}")
@@ -279,6 +283,8 @@ def compare_scores(
 ) -> LabelSetComparison:
     """`compare_label_sets` on scores already read (``{scorer: {key: {label source: ScoreResult}}}``).
     The labels shown are those the score lines record (what was scored)."""
+    import numpy as np
+
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
         raise ValueError(f"top must be a whole number >= 0 (components shown per scorer), got {top!r}")
     both = [s for s in sorted(scores_a) if s in scores_b]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from autointerp.cli.arguments import out_root, whole
-from autointerp.demo import run_demo
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from autointerp.demo import run_demo
+
     run_demo(out=args.out, n_batches=args.n_batches, batch_size=args.batch_size, seed=args.seed,
              device=args.device, progress=args.progress)
     return 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from typing import TYPE_CHECKING
 
 from autointerp.cli.arguments import out_root
 from autointerp.cli.arguments import threshold as threshold_arg
-from autointerp.harvest import HarvestResult
-from autointerp.run_harvest import HarvestOptions, run_harvest, summarize
 from autointerp.terminal import terminal_text
+
+if TYPE_CHECKING:  # the harvest (torch) loads when the command runs, not for --help
+    from autointerp.run_harvest import HarvestOptions
 
 EPILOG = textwrap.dedent(
     """\
@@ -145,11 +147,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> HarvestOptions:
+    from autointerp.run_harvest import HarvestOptions
+
     names = HarvestOptions.__attrs_attrs__  # type: ignore[attr-defined]
     return HarvestOptions(**{a.name: getattr(args, a.name) for a in names if hasattr(args, a.name)})
 
 
 def main(args: argparse.Namespace) -> int:
+    from autointerp.harvest import HarvestResult
+    from autointerp.run_harvest import run_harvest, summarize
+
     opts = options_from_args(args)
     try:
         result = run_harvest(opts)

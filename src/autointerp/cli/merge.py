@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from autointerp.cli.arguments import out_root, whole
-from autointerp.run_harvest import merge_workers
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,5 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from autointerp.run_harvest import merge_workers
+
     merge_workers(args.run, out=args.out, world_size=args.world_size)
     return 0
