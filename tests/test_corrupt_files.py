@@ -35,7 +35,10 @@ COMMANDS = {
     "report-workers": ["report", RUN, "--workers", "2"],  # workers parse raw lines: checked by iter_component_lines
     "export": ["export", RUN],
     "export-neuronpedia": ["export", RUN, "--format", "neuronpedia"],
+    "compare": ["compare", RUN, "--sets", "default,other", "--resamples", "100"],
 }
+#: commands that read only some of a run's files: the cases that damage another file do not concern them
+READS_ONLY_SCORES = {"compare"}  # it compares the score lines (labels included), not the harvest or results
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +48,7 @@ def finished(tmp_path_factory) -> Path:
     make_run(out, RUN, width=16)
     for name in ("interpret", "score"):
         assert main([*COMMANDS[name], "--out", str(out)]) == 0
+        assert main([*COMMANDS[name], "--out", str(out), "--label_set", "other"]) == 0  # compare's second set
     return out
 
 
@@ -145,10 +149,17 @@ def score_line(p: RunPaths) -> str:
     return r"detection\.jsonl, line \d+: breaks the schema \(required field missing @ \$\.label_source"
 
 
+def score_not_json(p: RunPaths) -> str:
+    lines = _lines(p.score_file("detection"))
+    lines.insert(1, b'{"component_key": "h.0.mlp:0", "scor')  # a line cut short in the middle of the file
+    _write_lines(p.score_file("detection"), lines)
+    return r"detection\.jsonl, line 2: not JSON \(.*\); expected one ScoreResult JSON object"
+
+
 CASES: dict[str, Callable[[RunPaths], str]] = {
     f.__name__: f
     for f in (truncated, empty, list_line, schema_component, schema_result, schema_nested, duplicated,
-              duplicated_in_place, swapped, extra_line, config_broken, config_not_json, score_line)
+              duplicated_in_place, swapped, extra_line, config_broken, config_not_json, score_line, score_not_json)
 }
 
 
@@ -161,8 +172,10 @@ def _damaged(finished: Path, tmp_path: Path, case: str) -> tuple[Path, str]:
 @pytest.mark.parametrize("command", list(COMMANDS))
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_command_refuses_a_corrupt_file_with_one_line(finished, tmp_path, capsys, case, command):
-    if case == "score_line" and command == "interpret":
+    if case.startswith("score_") and command == "interpret":
         pytest.skip("interpret does not read scores")
+    if not case.startswith("score_") and command in READS_ONLY_SCORES:
+        pytest.skip(f"{command} reads only the score files")
     if case in ("schema_component", "schema_nested") and command == "report-workers":
         pytest.skip("with workers, each component line's schema is checked by the worker that parses it (not yet)")
     out, message = _damaged(finished, tmp_path, case)
