@@ -243,3 +243,18 @@ def test_the_report_shows_it_beside_the_others(tmp_path):
     assert m["scorers"] == ["detection", "output"]
     means = m["score_means"]["output"]
     assert means["label"] == {"mean": 1.0, "n": 10} and set(means) == {"label", "shuffled", "token_lookup"}
+
+
+def test_a_lazy_harvest_is_streamed_for_the_distractors_not_held(tmp_path):
+    """The distractor lists are built by one pass over a lazy harvest: it stays lazy (``.components``
+    would hold every component), and the scores are those of the harvest held in memory."""
+    from autointerp.harvest import load_harvest
+
+    model, harvest = synthetic_output_harvest(seed=1, source="weights")
+    harvest.save(tmp_path / "h")
+    lazy = load_harvest(tmp_path / "h")
+    labels = model.labels(outputs=True)
+    got = score(lazy, labels, backend=TokenMatchBackend(), scorers=["output"], baselines=False)
+    assert lazy.lazy
+    want = score(harvest, labels, backend=TokenMatchBackend(), scorers=["output"], baselines=False)
+    assert got.scores("output") == want.scores("output") and len(got.scores("output")) == 10

@@ -11,10 +11,12 @@ Two kinds of neighbour, each with its statistics:
   the directions the logit lens uses, `autointerp.logit_lens.OutputDirections`),
   across every layer that writes into the same residual stream.
 
-`cosine_topk` finds the weight-space neighbours in bounded blocks: rows of the
-``[N, N]`` cosine table are computed ``block_elements // N`` at a time and cut
-to their top ``k`` at once, so memory is ``O(block_elements + N k)``, never
-``N x N`` (10^5 components: 40 GB dense; here 256 MiB a block). `autointerp
+`cosine_topk` finds the weight-space neighbours in bounded tiles: the ``[N, N]``
+cosine table is computed a ``B x B`` tile at a time (``2 B^2 = block_elements``),
+only on and above the diagonal (the table is symmetric), each tile cut to its
+rows' and columns' top ``k`` and merged into running top-k lists, so memory is
+``O(block_elements + N k)``, never ``N x N`` (10^5 components: 40 GB dense; here
+256 MiB a tile). `autointerp
 harvest` stores them after the pass as a `WeightNeighbours` table (``harvest/shared/
 weight_neighbours.json`` and ``.rows``, read a row at a time; `attach_weight_neighbours`,
 the same moment as the logit lens; a job array's worker 0 writes them for ``autointerp merge``).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,29 +57,51 @@ def cosine_topk(directions: Tensor, k: int = DEFAULT_K, *, block_elements: int =
     """``(indices [N, k'], cosines [N, k'])``: each row's ``k' = min(k, N - 1)`` most similar
     other rows by cosine, best first; a zero row has cosine 0 with everything.
 
-    The ``[N, N]`` table is never held: ``max(1, block_elements // N)`` rows at a time,
-    in float32 whatever the input's dtype.
+    The ``[N, N]`` table is never held: it is computed in square tiles of ``B x B``
+    (``B = isqrt(block_elements / 2)``, at most N: a tile and its transposed copy fit in
+    ``block_elements``), in float32 whatever the input's dtype.
+    The table is symmetric, so only the tiles on and above the diagonal are computed
+    (half the matmul work, which is nearly all of the time): tile ``(I, J)`` gives
+    rows ``I`` their candidates among columns ``J`` and, transposed, rows ``J`` theirs
+    among ``I``; each row keeps a running top ``k'``, merged with each tile's own top
+    ``k'``. Memory: a tile and its top-k, plus ``N k'`` running entries.
     """
     if directions.dim() != 2:
         raise ValueError(f"directions must be 2-D [N, d], got shape {tuple(directions.shape)}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if block_elements < 1:
+        raise ValueError(f"block_elements must be at least 1, got {block_elements}")
     N = directions.shape[0]
     k = min(k, N - 1)
     if k < 1:
         return torch.empty(N, 0, dtype=torch.long), torch.empty(N, 0)
     x = directions.detach().float()
     x = x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    rows = max(1, block_elements // max(N, 1))
-    idx = torch.empty(N, k, dtype=torch.long)
-    val = torch.empty(N, k)
-    for i in range(0, N, rows):
-        block = x[i : i + rows] @ x.T  # [rows, N]
-        r = torch.arange(block.shape[0], device=block.device)
-        block[r, r + i] = -float("inf")  # never its own neighbour
-        top = block.topk(k, dim=1)
-        idx[i : i + rows], val[i : i + rows] = top.indices.cpu(), top.values.cpu()
-    return idx, val
+    B = max(1, min(N, math.isqrt(max(1, block_elements // 2))))  # a tile and its transposed copy
+    val = torch.full((N, k), -float("inf"), device=x.device)
+    idx = torch.full((N, k), -1, dtype=torch.long, device=x.device)
+
+    def merge(lo: int, hi: int, tile: Tensor, col0: int) -> None:
+        # rows lo:hi take the tile's top candidates (columns col0 + j) into their running top k
+        top = tile.topk(min(k, tile.shape[1]), dim=1)
+        v = torch.cat([val[lo:hi], top.values], dim=1)
+        i = torch.cat([idx[lo:hi], top.indices + col0], dim=1)
+        best = v.topk(k, dim=1)
+        val[lo:hi], idx[lo:hi] = best.values, i.gather(1, best.indices)
+
+    for a in range(0, N, B):
+        a_hi = min(a + B, N)
+        for b in range(a, N, B):
+            b_hi = min(b + B, N)
+            tile = x[a:a_hi] @ x[b:b_hi].T  # [rows of a, rows of b]
+            if a == b:
+                tile.fill_diagonal_(-float("inf"))  # never its own neighbour
+            merge(a, a_hi, tile, b)
+            if a != b:
+                # top-k along the columns of a transposed view is ~10x slower than a copy's rows
+                merge(b, b_hi, tile.T.contiguous(), a)
+    return idx.cpu(), val.cpu()
 
 
 class WeightNeighbours:

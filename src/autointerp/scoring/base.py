@@ -141,7 +141,8 @@ class Scorer:
         return 0
 
     def context_maker(self, components: Sequence[ComponentData]) -> Callable[[ComponentData], Any] | None:
-        """Called once per scoring run with every component of the harvest: a function giving
+        """Called once per scoring run with the harvest (a sequence of its components: index,
+        ``len``, iterate; a lazy harvest reads them as it goes, so iterate once): a function giving
         `trials` its ``context`` for one component, or None (the default: ``context`` is then
         the firing-rate neighbours `context_neighbors` asks for, or None). A scorer that needs
         more of the harvest than held-out windows (output: other components' promoted tokens)
