@@ -124,7 +124,7 @@ def test_dry_run_and_offline_cli(tmp_path):
     rc, out, err = finish(cli(["test-run", "--out", str(tmp_path), "--backend", "offline", "--no_progress"]))
     assert rc == 0 and "done: 10" in err and "fires on" in out
     summary = json.loads((paths.interpretation_summary).read_text())
-    assert summary["completed"] == 10
+    assert summary["last_run"]["completed"] == 10
 
 
 def test_a_bad_option_is_a_clear_error_before_anything(tmp_path):

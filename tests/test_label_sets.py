@@ -105,7 +105,7 @@ def test_sets_are_labelled_scored_reported_and_exported_apart(tmp_path, key_env,
         assert interpret(tmp_path, s_good) == 0
         assert interpret(tmp_path, s_bad, "--label_set", "wrong") == 0
         summary = json.loads(paths.with_label_set("wrong").interpretation_summary.read_text())  # its own cost file
-        assert summary["completed"] == 10 and summary["cost_usd"] > 0
+        assert summary["last_run"]["completed"] == 10 and summary["cost_usd"] > 0
         n_good, n_bad = len(s_good.requests), len(s_bad.requests)
         assert n_good == n_bad == 10
         # resume, per set: nothing is asked twice

@@ -49,12 +49,12 @@ from autointerp.layer_roles import layer_role
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
 from autointerp.llm.factory import make_backend
 from autointerp.llm.runner import Job, JobRunner, RunSummary, run_coroutine_sync
-from autointerp.paths import RESULTS_FILE, RunPaths, label_set_folder
+from autointerp.paths import COSTS_FILE, RESULTS_FILE, SUMMARY_FILE, RunPaths, label_set_folder
 from autointerp.prompts import environment, load_template, render_blocks, sources_hash, template_source
 from autointerp.thresholds import is_uniform
-from autointerp.records import NEIGHBOURS_TAG, read_interpretations, read_labels
-from autointerp.schemas import ComponentData, EvidenceSplit, InterpretationResult
-from autointerp.storage import atomic_write_text, completed_keys
+from autointerp.records import NEIGHBOURS_TAG, read_costs, read_interpretations, read_labels
+from autointerp.schemas import ComponentData, CostEntry, EvidenceSplit, InterpretationResult, TokenUsage
+from autointerp.storage import append_jsonl, atomic_write_text, completed_keys, to_dict
 
 __all__ = [
     "DEFAULT_EXCLUDED_SECTIONS",
@@ -468,13 +468,15 @@ class Interpreter:
     def _runner(self, opts: InterpretOptions, results_path: Path, record_key: Callable[[Mapping[str, Any]], str] = labelled_record_key,
                 desc: str = "interpret") -> Any:
         """The live `JobRunner`, or the Message Batches runner for ``batch=True``."""
+        costs = results_path.parent / COSTS_FILE  # every billed answer of the label set, whatever the pass
         if opts.batch:
             from autointerp.llm.batches import BatchRunner
 
             return BatchRunner(self.backend, results_path, poll_interval_s=opts.poll_interval_s,
                                max_cost_usd=opts.max_cost_usd, prices=opts.prices, progress=opts.progress,
-                               record_key=record_key)
-        return JobRunner(self.backend, results_path, desc=desc, record_key=record_key, **opts.runner_options())
+                               record_key=record_key, desc=desc, cost_log=costs)
+        return JobRunner(self.backend, results_path, desc=desc, record_key=record_key, cost_log=costs,
+                         **opts.runner_options())
 
     async def arun(
         self,
@@ -493,14 +495,24 @@ class Interpreter:
         """
         opts = self.options.for_run(options, **changes)
         folder = self._out_dir(out, opts.label_set)
-        if opts.neighbours:
+        if opts.neighbours and opts.refines:
+            raise ValueError("interpret options neighbours and refine are separate passes: run the neighbour pass, then refine")
+        self.summary = None
+        adopt_old_summary(folder)
+        try:
+            if opts.neighbours:
+                return await self._neighbour_pass(harvest, folder, opts)
             if opts.refines:
-                raise ValueError("interpret options neighbours and refine are separate passes: run the neighbour pass, then refine")
-            return await self._neighbour_pass(harvest, folder, opts)
-        if opts.refines:
-            from autointerp.refine import Refiner
+                from autointerp.refine import Refiner
 
-            return await Refiner(self, opts).run(harvest, folder)
+                return await Refiner(self, opts).run(harvest, folder)
+            return await self._first_pass(harvest, folder, opts)
+        finally:
+            if self.summary is not None:
+                write_summary(folder, self.summary)
+
+    async def _first_pass(self, harvest: HarvestResult, folder: Path, opts: InterpretOptions) -> list[InterpretationResult]:
+        """The labels of the pending components (the plain pass)."""
         results_path = self.results_path = folder / RESULTS_FILE
         labels = read_labels(results_path)
         done = set(labels)
@@ -596,6 +608,51 @@ class Interpreter:
             atomic_write_text(path, text)
             written.append(path)
         return written
+
+
+def label_set_summary(folder: str | os.PathLike, last_run: RunSummary | None = None) -> dict[str, Any]:
+    """What ``<interpretations>/summary.json`` holds: the label set's cost so far, from its
+    append-only cost log (every pass and every run, resumes and killed runs included),
+    by stage, and ``last_run``, the `RunSummary` of the run that wrote it."""
+    totals = read_costs(Path(folder) / COSTS_FILE)
+    out = to_dict(totals)
+    out["last_run"] = None if last_run is None else to_dict(last_run)
+    return out
+
+
+def write_summary(folder: str | os.PathLike, last_run: RunSummary | None) -> Path:
+    """Write `label_set_summary` to ``<folder>/summary.json`` (atomically: complete or absent)."""
+    path = Path(folder) / SUMMARY_FILE
+    atomic_write_text(path, json.dumps(label_set_summary(folder, last_run), indent=1))
+    return path
+
+
+#: the stage of the cost-log line that carries a summary.json written before the cost log existed
+BEFORE_COST_LOG = "before costs.jsonl"
+
+
+def adopt_old_summary(folder: str | os.PathLike) -> None:
+    """A label set labelled before the cost log (its summary.json is one run's `RunSummary`, no
+    ``costs.jsonl``): that run's cost becomes the log's first line, so it is not lost at the next
+    summary. Nothing else was recorded of earlier runs: their cost is unknown."""
+    folder = Path(folder)
+    summary, costs = folder / SUMMARY_FILE, folder / COSTS_FILE
+    if costs.exists() or not summary.is_file():
+        return
+    try:
+        old = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # rewritten from the log at the end of this run
+    if not isinstance(old, dict) or "last_run" in old or not isinstance(old.get("usage"), dict):
+        return
+    try:
+        usage = TokenUsage(**{k: int(v) for k, v in old["usage"].items()})
+        cost = float(old.get("cost_usd", 0.0))
+    except (TypeError, ValueError):
+        return
+    if usage != TokenUsage() or cost:
+        append_jsonl(costs, CostEntry(stage=BEFORE_COST_LOG, key="", model=str(old.get("model", "")), usage=usage,
+                                      cost_usd=cost, priced=bool(old.get("cost_known", True)), created_at=_now()))
 
 
 def load_interpretations(

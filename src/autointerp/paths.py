@@ -28,6 +28,8 @@ HARVEST_STORE = "components.sqlite"
 RESULTS_FILE = "results.jsonl"
 FAILURES_FILE = "failures.jsonl"
 SUMMARY_FILE = "summary.json"
+#: a label set's cost log: one `autointerp.schemas.CostEntry` per billed answer (summary.json is made from it)
+COSTS_FILE = "costs.jsonl"
 #: inside a scores folder: the judge's raw answers live in a subfolder, so ``scores/*.jsonl`` holds only ScoreResults
 TRIALS_DIR = "trials"
 TRIALS_FILE = "trials.jsonl"
@@ -258,6 +260,10 @@ class RunPaths:
     @property
     def interpretation_summary(self) -> Path:
         return self.interpretations / SUMMARY_FILE
+
+    @property
+    def interpretation_costs(self) -> Path:
+        return self.interpretations / COSTS_FILE
 
     @property
     def refinement(self) -> RefineFolder:

@@ -31,8 +31,16 @@ from typing import Any, TypeVar
 
 from attrs import define, field
 
-from autointerp.paths import RESULTS_FILE, RefineFolder, RunPaths, ScoresFolder
-from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, RefinementRound, ScoreResult
+from autointerp.paths import COSTS_FILE, RESULTS_FILE, RefineFolder, RunPaths, ScoresFolder
+from autointerp.schemas import (
+    ComponentData,
+    CostEntry,
+    HarvestConfig,
+    InterpretationResult,
+    RefinementRound,
+    ScoreResult,
+    TokenUsage,
+)
 from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, structure_line
 
 __all__ = [
@@ -314,6 +322,44 @@ def read_refinement(source: RunPaths | RefineFolder | str | os.PathLike,
 def read_labels(source: RunPaths | str | os.PathLike) -> dict[str, str]:
     """``{component_key: label}`` by the same rule as `read_interpretations`."""
     return {k: r.label for k, r in read_interpretations(source).items()}
+
+
+@define
+class CostTotals:
+    """What a label set's billed answers cost, from its ``costs.jsonl`` (`read_costs`):
+    in all and per stage (``"interpret"``, ``"interpret --neighbours"``, refinement stages)."""
+
+    cost_usd: float = 0.0
+    cost_known: bool = True
+    billed_answers: int = 0
+    usage: TokenUsage = field(factory=TokenUsage)
+    by_stage: dict[str, dict[str, Any]] = field(factory=dict)
+
+    def add(self, e: CostEntry) -> None:
+        self.cost_usd += e.cost_usd
+        self.cost_known = self.cost_known and e.priced
+        self.billed_answers += 1
+        self.usage = self.usage + e.usage
+        st = self.by_stage.setdefault(e.stage, {"cost_usd": 0.0, "cost_known": True, "billed_answers": 0, "usage": TokenUsage()})
+        st["cost_usd"] += e.cost_usd
+        st["cost_known"] = st["cost_known"] and e.priced
+        st["billed_answers"] += 1
+        st["usage"] = st["usage"] + e.usage
+
+
+def read_costs(source: RunPaths | str | os.PathLike) -> CostTotals:
+    """The totals of a label set's cost log (a `RunPaths`, its interpretations folder or the
+    ``costs.jsonl``); no log: zero. Every line counts: each was one billed answer."""
+    if isinstance(source, RunPaths):
+        path = source.interpretation_costs
+    else:
+        path = Path(source)
+        if path.is_dir() or path.suffix != ".jsonl":
+            path = path / COSTS_FILE
+    totals = CostTotals()
+    for e in read_records(path, CostEntry):
+        totals.add(e)
+    return totals
 
 
 def failed_keys(path: str | os.PathLike) -> set[str]:

@@ -51,7 +51,7 @@ from attrs import define, field
 from autointerp.evidence_sets import EvidenceSets
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
 from autointerp.llm.runner import Job, JobRunner, PriceTable, RunSummary
-from autointerp.paths import RESULTS_FILE, RefineFolder
+from autointerp.paths import COSTS_FILE, RESULTS_FILE, RefineFolder
 from autointerp.prompts import load_template, sources_hash, template_source
 from autointerp.records import read_interpretations, read_labels
 from autointerp.schemas import ComponentData, InterpretationResult, Refinement, RefinementRound, TokenUsage
@@ -192,6 +192,7 @@ class Refiner:
         out_dir = Path(out_dir)
         results_path = self.interp.results_path = out_dir / RESULTS_FILE
         self.folder = RefineFolder.of(out_dir)
+        self.cost_log = out_dir / COSTS_FILE  # the label set's cost log: every stage's billed answers
         self.harvest = harvest
         self.sets = EvidenceSets(harvest, self.interp.options.n_explain, self.interp.options.n_top, self.opts.n_validate)
         self._validation: dict[str, ComponentEvidence] = {}
@@ -295,9 +296,11 @@ class Refiner:
 
             return BatchRunner(backend, results, failures_path=failures, state_path=state,
                                poll_interval_s=self.opts.poll_interval_s, max_cost_usd=remaining, prices=self.prices,
-                               progress=self.opts.progress, record_key=record_key, lock=False)
+                               progress=self.opts.progress, record_key=record_key, lock=False, desc=desc,
+                               cost_log=self.cost_log)
         kw = {**self.opts.runner_options(), "max_cost_usd": remaining, "prices": self.prices}
-        return JobRunner(backend, results, failures_path=failures, record_key=record_key, lock=False, desc=desc, **kw)
+        return JobRunner(backend, results, failures_path=failures, record_key=record_key, lock=False, desc=desc,
+                         cost_log=self.cost_log, **kw)
 
     async def _run_stage(self, name: str, runner: Any, jobs: list[Job]) -> None:
         if not jobs or self.stop:

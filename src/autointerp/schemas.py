@@ -400,6 +400,27 @@ class RefinementRound:
 
 
 @define
+class CostEntry:
+    """One billed answer: one line of a label set's ``interpretations/costs.jsonl``.
+
+    Written by the runner as each answer is billed (an invalid answer that is
+    asked again is billed too), by every pass that spends on the label set: the
+    labels (``stage`` ``"interpret"``), the neighbour pass and each refinement
+    stage. The file is append-only, so the label set's cost survives resumes and
+    kills; ``summary.json`` is computed from it. ``priced`` is False when no
+    price was known for ``model`` (``cost_usd`` is then 0).
+    """
+
+    stage: str
+    key: str
+    model: str
+    usage: TokenUsage = field(factory=TokenUsage)
+    cost_usd: float = 0.0
+    priced: bool = True
+    created_at: str = ""
+
+
+@define
 class InterpretationResult:
     """An LLM's label for one component. One line of ``interpretations/results.jsonl``.
 

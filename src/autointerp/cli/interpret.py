@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,12 +167,9 @@ def _load_harvest(paths: RunPaths) -> HarvestResult:
 
 
 def _tell(interp: Interpreter, results: list[InterpretationResult], paths: RunPaths) -> None:
-    """Save the summary and say what happened: a few labels on stdout, the rest on stderr."""
-    from autointerp.storage import atomic_write_text, to_dict
-
+    """Say what happened (the run wrote summary.json): a few labels on stdout, the rest on stderr."""
     summary = interp.summary
     if summary is not None:
-        atomic_write_text(paths.interpretation_summary, json.dumps(to_dict(summary), indent=1))
         print(str(summary), file=sys.stderr)
         if interp.n_dead:
             print(f"{interp.n_dead} components never fired and were not sent", file=sys.stderr)

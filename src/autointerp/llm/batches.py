@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.llm.base import AuthenticationFailed, InvalidResponse, LLMResponse, redact
-from autointerp.llm.runner import Job, PriceTable, RunSummary, default_record_key
+from autointerp.llm.runner import CostLog, Job, PriceTable, RunSummary, default_record_key
 from autointerp.schemas import TokenUsage
 from autointerp.storage import JsonlAppender, RunLock, atomic_write_text, completed_keys
 
@@ -78,6 +78,7 @@ class BatchRunner:
         progress: bool = True,
         sdk_max_retries: int = 5,
         desc: str = "batch",
+        cost_log: str | os.PathLike | None = None,
     ):
         if not hasattr(backend, "build_params") or not hasattr(backend, "parse_message"):
             raise ValueError(
@@ -96,6 +97,9 @@ class BatchRunner:
         self.progress = progress
         self.sdk_max_retries = sdk_max_retries
         self.desc = desc
+        #: where each billed answer is logged (`CostLog`, stage ``desc``); None: nowhere
+        self.cost_log = Path(cost_log) if cost_log is not None else None
+        self._costs: CostLog | None = None
 
     def completed_keys(self) -> set[str]:
         return completed_keys(self.results_path, self.record_key)
@@ -226,6 +230,7 @@ class BatchRunner:
     ) -> None:
         writer = JsonlAppender(self.results_path)
         failures = JsonlAppender(self.failures_path)
+        self._costs = CostLog(self.cost_log, self.desc) if self.cost_log is not None else None
         custom_ids: dict[str, str] = state["custom_ids"]
         try:
             results = await client.messages.batches.results(state["batch_id"])
@@ -252,6 +257,9 @@ class BatchRunner:
         finally:
             writer.close()
             failures.close()
+            costs, self._costs = self._costs, None
+            if costs is not None:
+                costs.close()
 
     def _outcome(self, r: Any, job: Job, summary: RunSummary) -> tuple[Any, str]:
         """One batch item's record to store, or why there is none (a non-empty reason); bills its usage."""
@@ -265,17 +273,22 @@ class BatchRunner:
         try:
             resp: LLMResponse = self.backend.parse_message(r.message, job.request)
             usage = resp.usage
-            summary.usage = summary.usage + usage
-            summary.cost_usd += self.prices.cost(model, usage, BATCH_DISCOUNT)
+            self._bill(job, usage, summary)
             return job.parse(resp), ""
         except InvalidResponse as e:
             if e.usage is not None and usage == TokenUsage():
-                summary.usage = summary.usage + e.usage
-                summary.cost_usd += self.prices.cost(model, e.usage, BATCH_DISCOUNT)
+                self._bill(job, e.usage, summary)
             raw = (e.raw_text or "")[:500]
             return None, f"invalid answer: {e}" + (f"; raw: {raw}" if raw else "")
         except Exception as e:  # noqa: BLE001 - one bad item never aborts the run
             return None, f"{type(e).__name__}: {e}"
+
+    def _bill(self, job: Job, usage: TokenUsage, summary: RunSummary) -> None:
+        cost = self.prices.cost(self.backend.model, usage, BATCH_DISCOUNT)
+        summary.usage = summary.usage + usage
+        summary.cost_usd += cost
+        if self._costs is not None:
+            self._costs.bill(job.key, self.backend.model, usage, cost, summary.cost_known)
 
     async def _record_failure(
         self, failures: JsonlAppender, key: str, reason: str, kind: str, state: dict[str, Any], summary: RunSummary

@@ -79,7 +79,7 @@ from autointerp.llm.base import (
     TransientError,
     redact,
 )
-from autointerp.schemas import TokenUsage
+from autointerp.schemas import CostEntry, TokenUsage
 from autointerp.storage import JsonlAppender, RunLock, completed_keys
 
 log = logging.getLogger("autointerp.llm")
@@ -218,6 +218,41 @@ def default_record_key(record: Mapping[str, Any]) -> str:
     return str(record["component_key"])
 
 
+class CostLog:
+    """The append-only cost log of a label set (``interpretations/costs.jsonl``): one
+    `CostEntry` line per billed answer, written as it is billed (group-committed like
+    the results), so what a label set cost survives resumes and kills.
+
+    ``stage`` names the pass (``"interpret"``, ``"interpret --neighbours"``, a
+    refinement stage). An answer that billed no tokens (the offline labeller) is not
+    written. A failed write is raised by `close`.
+    """
+
+    def __init__(self, path: str | os.PathLike, stage: str):
+        self.stage = stage
+        self._out = JsonlAppender(path)
+        self._error: BaseException | None = None
+
+    def bill(self, key: str, model: str, usage: TokenUsage, cost_usd: float, priced: bool) -> Any:
+        """Queue the line of one billed answer; returns the future that is done once it is on disk (None: no line)."""
+        if usage == TokenUsage():
+            return None
+        entry = CostEntry(stage=self.stage, key=key, model=model, usage=usage, cost_usd=round(cost_usd, 10),
+                          priced=priced, created_at=_now())
+        fut = self._out.submit(entry)
+        fut.add_done_callback(self._written)
+        return fut
+
+    def _written(self, fut: Any) -> None:
+        if not fut.cancelled() and fut.exception() is not None and self._error is None:
+            self._error = fut.exception()
+
+    def close(self) -> None:
+        self._out.close()  # writes what is queued, then stops
+        if self._error is not None:
+            raise OSError(f"could not append to the cost log {self._out.path}: {self._error}") from self._error
+
+
 # --------------------------------------------------------------------------------------
 # the runner
 
@@ -254,6 +289,7 @@ class JobRunner:
         progress: bool = True,
         desc: str = "llm",
         rng: random.Random | None = None,
+        cost_log: str | os.PathLike | None = None,
     ):
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent must be at least 1, got {max_concurrent}")
@@ -275,6 +311,8 @@ class JobRunner:
         self.progress = progress
         self.desc = desc
         self.rng = rng or random.Random()
+        #: where each billed answer is logged (`CostLog`, stage ``desc``); None: nowhere
+        self.cost_log = Path(cost_log) if cost_log is not None else None
         self._pause_until = 0.0
 
     # -- what is done ----------------------------------------------------------------
@@ -353,6 +391,8 @@ class _Tries:
     attempts: int = 0
     transient: int = 0
     invalid: int = 0
+    #: the cost-log line of the last billed answer (a future); the record waits for it
+    cost_line: Any = None
 
 
 class _Run:
@@ -382,6 +422,7 @@ class _Run:
         self.done: set[str] = set()
         self.writer: JsonlAppender | None = None
         self.failures: JsonlAppender | None = None
+        self.costs: CostLog | None = None
         self.bar: Any = None
 
     # -- start and end ---------------------------------------------------------------
@@ -420,6 +461,8 @@ class _Run:
         self.done = self.r.completed_keys()
         self.writer = JsonlAppender(self.r.results_path)
         self.failures = JsonlAppender(self.r.failures_path)
+        if self.r.cost_log is not None:
+            self.costs = CostLog(self.r.cost_log, self.r.desc)
         if self.r.progress:
             from tqdm.auto import tqdm
 
@@ -436,6 +479,11 @@ class _Run:
                 pass
         self.writer.close()
         self.failures.close()
+        if self.costs is not None:
+            try:
+                self.costs.close()
+            except OSError as e:
+                self.write_error = self.write_error or e
 
     def _summarise(self) -> RunSummary:
         if self.write_error is not None:
@@ -508,7 +556,7 @@ class _Run:
             if tries.attempts > 1:
                 self.summary.retries += 1
             try:
-                record = await self._request(job)
+                record = await self._request(job, tries)
             except AuthenticationFailed:
                 raise
             except Exception as e:  # noqa: BLE001 - one bad job never aborts the run
@@ -518,15 +566,15 @@ class _Run:
             await self._store(job, record, tries)
             return
 
-    async def _request(self, job: Job) -> Any:
+    async def _request(self, job: Job, tries: _Tries) -> Any:
         """One request, billed, and its answer parsed into the record to store."""
         t_req = time.monotonic()
         try:
             resp = await self._complete(job.request)
         except InvalidResponse as e:
-            self._bill(e.usage)  # an invalid answer is billed all the same
+            self._bill(job, e.usage, tries)  # an invalid answer is billed all the same
             raise
-        self._bill(resp.usage)
+        self._bill(job, resp.usage, tries)
         resp.elapsed_s = time.monotonic() - t_req
         return job.parse(resp)  # an InvalidResponse here was billed above
 
@@ -539,9 +587,14 @@ class _Run:
         except asyncio.TimeoutError:
             raise TransientError(f"no answer within the {timeout:g} s request timeout") from None
 
-    def _bill(self, usage: TokenUsage) -> None:
+    def _bill(self, job: Job, usage: TokenUsage | None, tries: _Tries) -> None:
+        if usage is None:
+            return
+        cost = self.r.prices.cost(self.model, usage, self.r.price_discount)
         self.summary.usage = self.summary.usage + usage
-        self.summary.cost_usd += self.r.prices.cost(self.model, usage, self.r.price_discount)
+        self.summary.cost_usd += cost
+        if self.costs is not None:
+            tries.cost_line = self.costs.bill(job.key, self.model, usage, cost, self.summary.cost_known) or tries.cost_line
 
     # -- retries and failures --------------------------------------------------------
 
@@ -594,6 +647,12 @@ class _Run:
     # -- writing ---------------------------------------------------------------------
 
     async def _store(self, job: Job, record: Any, tries: _Tries) -> None:
+        if tries.cost_line is not None:
+            # a record on disk has its cost on disk: a kill between them never loses a label's cost
+            try:
+                await asyncio.wrap_future(tries.cost_line)
+            except Exception:  # noqa: BLE001 - a failed cost line is raised when the log closes
+                pass
         try:
             submitted = self.writer.submit(record)
         except ValueError as e:
