@@ -187,3 +187,61 @@ def test_report_tokens_stay_aligned_with_activations(make, kind, fires_on, tmp_p
     for text, a, want in zip(view["t"], view["a"], acts):
         assert a == pytest.approx(want, rel=1e-2)
     assert view["a"][view["f"]] > 0
+
+
+# -- the offline labeller names tokens as they read -------------------------------------
+
+
+def _label_of(make, sentence: str, pick, tmp_path):
+    """The offline label of one component of a real harvest (input-token statistics and examples)
+    that fires on the first token of ``sentence`` that ``pick`` accepts; and that token's piece."""
+    import torch
+
+    from autointerp.accumulators import InputTokenAcc, TopActivationAcc
+    from autointerp.batch import HarvestBatch
+    from autointerp.harvest import HarvestLoop
+    from autointerp.interpret import Interpreter
+    from autointerp.llm.offline import OfflineBackend
+
+    tok = make()
+    ours = OurTokenizer(tok)
+    ids = tok.encode(sentence).ids
+    pieces = [tok.id_to_token(i) for i in ids]
+    target = ids[next(i for i, p in enumerate(pieces) if pick(p))]
+    acts = torch.tensor([[[1.0 if t == target else 0.0] for t in ids]] * 3)
+    loop = HarvestLoop([InputTokenAcc(top_k=5), TopActivationAcc(k=4, context_tokens=6)], threshold=0.0,
+                       vocab_size=tok.get_vocab_size(), decode=ours.decode, tokenizer_kind=ours.kind, progress=False)
+    loop.update(HarvestBatch(tokens=torch.tensor([ids] * 3), activations={"h.0.mlp": acts}))
+    harvest = loop.finalize()
+    (result,) = Interpreter(OfflineBackend(), progress=False).run(harvest, tmp_path)
+    return result.label, tok.id_to_token(target), harvest
+
+
+def test_the_offline_label_reads_a_wordpiece_continuation_as_text(tmp_path):
+    label, piece, harvest = _label_of(wordpiece, "This license shall be governed by California law.",
+                                      lambda p: p.startswith("##") and len(p) > 2, tmp_path)
+    assert harvest.config.tokenizer_kind == "wordpiece"
+    assert label == f"fires on {piece[2:]!r}" and "##" not in label  # a continuation: no hashes, no space
+    # the scorers' token-lookup control names it the same way
+    from autointerp.scoring.baselines import token_lookup_labels
+
+    assert token_lookup_labels([harvest["h.0.mlp:0"]], kind="wordpiece") == {"h.0.mlp:0": label}
+    word, piece, _ = _label_of(wordpiece, "This license shall be governed by California law.",
+                               lambda p: p.isalpha() and len(p) > 2, tmp_path / "w")
+    assert word == f"fires on {' ' + piece!r}"  # a word start reads with its space, as byte-level tokens do
+
+
+def test_the_offline_label_reads_sentencepiece_and_byte_level_tokens_as_text(tmp_path):
+    label, piece, _ = _label_of(metaspace, "the quick brown fox", lambda p: p.startswith("▁") and len(p) > 1, tmp_path)
+    assert "▁" in piece and "▁" not in label and label == f"fires on {piece.replace('▁', ' ')!r}"
+    label, piece, _ = _label_of(byte_level, "shall be governed", lambda p: p.startswith("Ġ") and len(p) > 1, tmp_path / "b")
+    assert "Ġ" not in label and label == f"fires on {piece.replace('Ġ', ' ')!r}"
+
+
+def test_token_alone_by_kind():
+    from autointerp.token_text import token_alone
+
+    assert token_alone("##g", "wordpiece") == "g" and token_alone("sourc", "wordpiece") == " sourc"
+    assert token_alone(".", "wordpiece") == "." and token_alone("▁the", "metaspace") == " the"
+    assert token_alone("<0xE2>", "metaspace") == "<0xE2>" and token_alone(" the", "byte_level") == " the"
+    assert token_alone("##g", None) == "##g" and token_alone(None, "wordpiece") is None

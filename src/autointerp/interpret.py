@@ -386,7 +386,7 @@ class Interpreter:
             schema=INTERPRETATION_SCHEMA,
             schema_name="interpretation",
             max_tokens=self.options.max_tokens,
-            metadata={"component": comp, "key": comp.key},
+            metadata={"component": comp, "key": comp.key, "token_kind": harvest.config.tokenizer_kind},
         )
 
     # -- jobs ------------------------------------------------------------------------

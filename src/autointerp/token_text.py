@@ -246,6 +246,25 @@ def window_text(tokens: Sequence[str | None], kind: str | None) -> str:
     return "".join(t for t, _ in segments(tokens, kind))
 
 
+def token_alone(token: str | None, kind: str | None) -> str | None:
+    """One token as it reads in running text after a word, for lists of tokens (labels, tables).
+
+    WordPiece: ``"##g"`` continues a word, so it reads ``"g"``; any other token starts
+    one, ``" sourc"`` (a punctuation mark the decoder attaches reads as itself), the
+    same convention as byte-level and SentencePiece tokens, whose recorded text
+    carries its leading space. A SentencePiece ``"▁"`` left in a token is that space.
+    A partial character (``"<0xE2>"``) keeps its bytes; None and an old harvest
+    (``kind`` None) are returned as they are.
+    """
+    if token is None or kind is None or _BYTES.fullmatch(token):
+        return token
+    if kind == "wordpiece":
+        return "".join(text for text, _ in segments(["a", token], kind)[1:])
+    if kind == "metaspace":
+        return token.replace("▁", " ")
+    return token
+
+
 def vocab_token_text(token: str | None, kind: str | None) -> str:
     """One vocabulary token on its own (a list of promoted tokens) as the text it adds after a text.
 

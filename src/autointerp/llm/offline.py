@@ -23,6 +23,7 @@ from typing import Any
 
 from autointerp.llm.base import InvalidResponse, LLMRequest, LLMResponse
 from autointerp.schemas import ComponentData, TokenStat, TokenUsage
+from autointerp.token_text import check_kind, token_alone
 
 OFFLINE_MODEL = "offline-token-lookup"
 
@@ -32,8 +33,8 @@ MIN_SUPPORT = 3.0
 _Z = 1.959963984540054
 
 
-def _show(stat: TokenStat) -> str:
-    return repr(stat.token) if stat.token is not None else f"#{stat.token_id}"
+def _show(stat: TokenStat, kind: str | None = None) -> str:
+    return repr(token_alone(stat.token, kind)) if stat.token is not None else f"#{stat.token_id}"
 
 
 def precision_lower(stat: TokenStat) -> float:
@@ -59,37 +60,41 @@ def by_supported_pmi(stats: list[TokenStat], min_support: float = MIN_SUPPORT) -
     return sorted(stats, key=lambda s: (s.count >= min_support, s.pmi), reverse=True)
 
 
-def top_input_tokens(comp: ComponentData, n: int = 3) -> list[str]:
-    """The ``n`` input tokens with the highest precision lower bound (or, lacking stats, the commonest firing tokens)."""
+def top_input_tokens(comp: ComponentData, n: int = 3, kind: str | None = None) -> list[str]:
+    """The ``n`` input tokens with the highest precision lower bound (or, lacking stats, the commonest firing tokens),
+    each as it reads by the harvest's tokenizer ``kind`` (`autointerp.token_text.token_alone`)."""
     if comp.input_tokens is not None:
         ranked = by_precision_lower(comp.input_tokens.top_precision) or comp.input_tokens.top_recall
         if ranked:
-            return [_show(s) for s in ranked[:n]]
+            return [_show(s, kind) for s in ranked[:n]]
     counts: Counter[str] = Counter()
     for ex in list(comp.top_examples) + list(comp.examples):
-        tok = ex.tokens[ex.firing_offset] if ex.tokens else f"#{ex.firing_token_id}"
-        counts[repr(tok) if ex.tokens else tok] += 1
+        tok = ex.tokens[ex.firing_offset] if ex.tokens else None
+        counts[repr(token_alone(tok, kind)) if tok is not None else f"#{ex.firing_token_id}"] += 1
     return [t for t, _ in counts.most_common(n)]
 
 
-def top_output_tokens(comp: ComponentData, n: int = 3) -> list[str]:
-    """The ``n`` output tokens with the highest PMI (or recall) while the component fires."""
+def top_output_tokens(comp: ComponentData, n: int = 3, kind: str | None = None) -> list[str]:
+    """The ``n`` output tokens with the highest PMI (or recall) while the component fires (read as ``kind`` says)."""
     if comp.output_tokens is None:
         return []
     ranked = by_supported_pmi(comp.output_tokens.top_pmi) or comp.output_tokens.top_recall
-    return [_show(s) for s in ranked[:n]]
+    return [_show(s, kind) for s in ranked[:n]]
 
 
-def token_lookup_label(comp: ComponentData, n: int = 3) -> str:
-    """The baseline label of one component.
+def token_lookup_label(comp: ComponentData, n: int = 3, kind: str | None = None) -> str:
+    """The baseline label of one component; ``kind`` is the harvest's ``tokenizer_kind``, by
+    which each token is shown as it reads (WordPiece ``'##ing'`` as ``'ing'``, a word start as
+    ``' the'``; None: as recorded).
 
     >>> token_lookup_label(comp)
     "fires on 'the', ' a', ' an'; predicts ' cat', ' dog'"
     """
     if comp.firing_count == 0:
         return "never fires"
-    inputs = top_input_tokens(comp, n)
-    outputs = top_output_tokens(comp, n)
+    check_kind(kind)
+    inputs = top_input_tokens(comp, n, kind)
+    outputs = top_output_tokens(comp, n, kind)
     parts = []
     if inputs:
         parts.append("fires on " + ", ".join(inputs))
@@ -101,8 +106,8 @@ def token_lookup_label(comp: ComponentData, n: int = 3) -> str:
 class OfflineBackend:
     """A `Backend` that labels from token statistics: no network, no key, no cost.
 
-    It answers requests built by the `Interpreter` (which attach the component);
-    any other request is an `InvalidResponse`.
+    It answers requests built by the `Interpreter` (which attach the component
+    and the harvest's ``token_kind``); any other request is an `InvalidResponse`.
     """
 
     model = OFFLINE_MODEL
@@ -117,7 +122,7 @@ class OfflineBackend:
         comp = request.metadata.get("component")
         if not isinstance(comp, ComponentData):
             raise InvalidResponse("the offline token-lookup backend needs request.metadata['component'] (a ComponentData)")
-        label = token_lookup_label(comp, self.n_tokens)
+        label = token_lookup_label(comp, self.n_tokens, request.metadata.get("token_kind"))
         data: dict[str, Any] = {
             "label": label,
             "confidence": "low",

@@ -52,13 +52,14 @@ def token_lookup_labels(
     n_explain: int = DEFAULT_N_EXPLAIN,
     n_top: int = DEFAULT_N_TOP,
     splits: Mapping[str, ExampleSplit | None] | None = None,
+    kind: str | None = None,
 ) -> dict[str, str]:
     """The token-lookup label of each component, from what the explainer could see.
 
     Without token statistics `token_lookup_label` falls back to the firing tokens
     of the examples; it is given only the explained ones (``splits[key]``, else
     ``split_examples(c, n_explain, n_top)``), never the held-out examples it is
-    about to be scored on.
+    about to be scored on. ``kind``: the harvest's ``tokenizer_kind`` (tokens shown as they read).
     """
     from autointerp.llm.offline import token_lookup_label
 
@@ -67,5 +68,5 @@ def token_lookup_labels(
         if c.input_tokens is None:
             split = (splits or {}).get(c.key) or split_examples(c, n_explain, n_top)
             c = evolve(c, examples=split.explain, top_examples=split.explain_top)
-        out[c.key] = token_lookup_label(c)
+        out[c.key] = token_lookup_label(c, kind=kind)
     return out

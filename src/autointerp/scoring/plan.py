@@ -314,7 +314,7 @@ class _Planner:
         """The token-lookup label of ``c``, from what its explainer saw (made once)."""
         if c.key not in self.token_lookup:
             split = self.evidence.held_out(c).split
-            self.token_lookup.update(token_lookup_labels([c], splits={c.key: split}))
+            self.token_lookup.update(token_lookup_labels([c], splits={c.key: split}, kind=self.harvest.config.tokenizer_kind))
         return self.token_lookup[c.key]
 
     def component(self, name: str, sc: Scorer, c: ComponentData) -> None:
