@@ -282,3 +282,31 @@ def test_cli_refuses_to_refine_with_the_offline_labeller(tmp_path):
                        timeout=120)
     assert p.returncode == 2 and "offline token-lookup labeller does not refine" in p.stderr
     assert not paths.interpretation_results.exists()
+
+
+def test_cli_judge_backend_validates_through_another_sdk(tmp_path, monkeypatch):
+    """`--judge_backend openai --judge_model ... --judge_base_url ...`: the labeller is Claude (the Anthropic
+    SDK), the validation judge an OpenAI-compatible server (the OpenAI SDK), both the local test server."""
+    from autointerp.cli import main as cli_main
+
+    model, harvest = partial_harvest()
+    paths = RunPaths.of("judged", tmp_path)
+    harvest.save(paths.harvest)
+    keys = partial_keys(model)[:2]
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with LLMServer(refining_labeller_responder(rules=model.rules), api_key="test-key") as server:
+        rc = cli_main(["interpret", "judged", "--out", str(tmp_path), "--base_url", server.url, "--refine", "1",
+                       "--judge_backend", "openai", "--judge_model", "local-judge", "--judge_base_url", server.openai_url,
+                       "--no_progress", "--backoff", "0.01", *[a for k in keys for a in ("--component", k)]])
+        asked = [r for r in server.requests if r.path.endswith(("/messages", "/chat/completions"))]
+    assert rc == 0
+    labels = [r for r in asked if r.api == "anthropic"]
+    judged = [r for r in asked if r.api == "openai"]
+    assert labels and judged
+    assert {r.model for r in judged} == {"local-judge"} and {r.model for r in labels} == {MODEL}
+    rounds = read_jsonl_as(paths.refinement.rounds, RefinementRound)
+    assert {r.judge_model for r in rounds} == {"local-judge"} and {r.model for r in rounds} == {MODEL}
+    trials = list(read_jsonl(paths.refinement.trials))
+    assert len(trials) == sum(1 for r in judged)  # every judge answer is a validation trial, none was a label
+    assert sorted(read_interpretations(paths)) == sorted(keys)

@@ -68,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the judge that scores labels on the validation set with --refine/--candidates "
                    "(default: the labeller's --backend, --model and --base_url)")
     p.add_argument("--judge_model", default=None, help="the judge's model (default: the labeller's)")
+    p.add_argument("--judge_base_url", default=None,
+                   help="the judge's server URL, e.g. a local vLLM judge beside a Claude labeller "
+                   "(default: the labeller's --base_url when the judge is the same backend)")
     p.add_argument("--max_tokens", type=int, default=1024, help="output token limit per answer")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
     p.add_argument("--max_retries", type=int, default=6, help="retries of rate limits, overload, 5xx, timeouts")
@@ -144,15 +147,15 @@ def _backend(args: argparse.Namespace) -> Backend:
 
 def _judge(args: argparse.Namespace) -> Backend | None:
     """The validation judge of --refine / --candidates: None (the labeller's own backend) unless
-    --judge_backend or --judge_model asks for another."""
-    if args.dry_run or (args.judge_backend is None and args.judge_model is None):
+    --judge_backend, --judge_model or --judge_base_url asks for another."""
+    if args.dry_run or (args.judge_backend is None and args.judge_model is None and args.judge_base_url is None):
         return None
     from autointerp.llm.factory import make_backend
 
     kind = args.judge_backend or args.backend
     same = kind == args.backend
     return make_backend(kind, args.judge_model or (args.model if same else None), role="judge",
-                        base_url=args.base_url if same else None, timeout_s=args.timeout,
+                        base_url=args.judge_base_url or (args.base_url if same else None), timeout_s=args.timeout,
                         api_key_env=args.api_key_env if same else None, announce=lambda _note: None)
 
 
