@@ -163,3 +163,31 @@ def test_a_dropped_lazy_harvest_closes_its_files(tmp_path):
         del h
         gc.collect()
     assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_lazy_harvest_opened_in_one_thread_is_read_from_others(tmp_path):
+    """A notebook's event loop runs the scorers in a worker thread: the harvest opened in the
+    caller's thread must answer there too (sqlite3 refuses cross-thread use by default)."""
+    import threading
+
+    make_result(widths=(30, 40)).save(tmp_path)
+    lazy = load_harvest(tmp_path)
+    keys = lazy.keys()
+    got: dict[str, object] = {}
+    errors: list[BaseException] = []
+
+    def read(part):
+        try:
+            for k in part:
+                got[k] = lazy[k]
+            got["n"] = len(lazy.keys())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read, args=(keys[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert all(got[k].key == k for k in keys)

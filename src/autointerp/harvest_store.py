@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -136,7 +137,8 @@ class HarvestStore:
     """Random access to one harvest folder's components; opening it parses nothing.
 
     Holds an SQLite connection to the index and reads component lines from the
-    JSONL on demand. Safe to use from one thread at a time. Both are closed by
+    JSONL on demand. Usable from any thread (a notebook's event loop runs the
+    scorers in a worker thread): the connection is shared under a lock. Both are closed by
     `close`, or when the store is collected (a lazy `HarvestResult` is rarely
     closed by hand), so an open harvest never leaks a file handle.
     """
@@ -145,6 +147,7 @@ class HarvestStore:
         self.folder = Path(folder)
         self.config = config
         self.jsonl = self.folder / HARVEST_COMPONENTS
+        self._lock = threading.RLock()  # one query or seek+read at a time, from whichever thread
         self._db = self._open_index()
         self._n = config.n_components  # the index was checked to hold exactly these
         self._file = open(self.jsonl, "rb")
@@ -181,7 +184,7 @@ class HarvestStore:
                 db = _connect_readonly(path)
                 if db is not None and self._current(db):
                     return db
-        db = sqlite3.connect(":memory:")
+        db = sqlite3.connect(":memory:", check_same_thread=False)
         self._index_into(db)
         return db
 
@@ -220,18 +223,24 @@ class HarvestStore:
     def __len__(self) -> int:
         return self._n
 
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
     def position(self, key: str) -> int | None:
-        row = self._db.execute("SELECT pos FROM components WHERE key = ?", (key,)).fetchone()
+        rows = self._query("SELECT pos FROM components WHERE key = ?", (key,))
+        row = rows[0] if rows else None
         return None if row is None else row[0]
 
     def get(self, pos: int) -> ComponentData:
         """The component at position ``pos`` (0 <= pos < len), read and parsed from its line."""
-        row = self._db.execute("SELECT key, offset, length FROM components WHERE pos = ?", (pos,)).fetchone()
-        if row is None:
-            raise IndexError(f"component position {pos} is out of range (the harvest has {self._n} components)")
-        key, offset, length = row
-        self._file.seek(offset)
-        raw = self._file.read(length)
+        with self._lock:
+            row = self._db.execute("SELECT key, offset, length FROM components WHERE pos = ?", (pos,)).fetchone()
+            if row is None:
+                raise IndexError(f"component position {pos} is out of range (the harvest has {self._n} components)")
+            key, offset, length = row
+            self._file.seek(offset)
+            raw = self._file.read(length)
         return self._parse(raw, key)
 
     def _parse(self, raw: bytes, key: str) -> ComponentData:
@@ -249,13 +258,12 @@ class HarvestStore:
 
     def __iter__(self) -> Iterator[ComponentData]:
         """Every component in order, streamed from the JSONL: one line in memory at a time."""
-        keys = self._db.execute("SELECT key FROM components ORDER BY pos")
         with open(self.jsonl, "rb") as f:
-            for (key,), (_, raw) in zip(keys, _lines(f)):
+            for key, (_, raw) in zip(self.keys(), _lines(f)):
                 yield self._parse(raw, key)
 
     def keys(self) -> list[str]:
-        return [k for (k,) in self._db.execute("SELECT key FROM components ORDER BY pos")]
+        return [k for (k,) in self._query("SELECT key FROM components ORDER BY pos")]
 
     def summaries(self, *, layer: str | None = None, min_firing_rate: float | None = None,
                   order: str = "position", limit: int | None = None) -> list[ComponentSummary]:
@@ -273,10 +281,10 @@ class HarvestStore:
         sql += {"position": " ORDER BY pos", "firing_rate": " ORDER BY firing_rate DESC, pos"}[_order(order)]
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [ComponentSummary(*row) for row in self._db.execute(sql, args)]
+        return [ComponentSummary(*row) for row in self._query(sql, args)]
 
     def n_fired(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM components WHERE firing_count > 0").fetchone()[0]
+        return self._query("SELECT COUNT(*) FROM components WHERE firing_count > 0")[0][0]
 
     def close(self) -> None:
         self._closer()
@@ -305,7 +313,7 @@ def filter_summaries(rows: Sequence[ComponentSummary], *, layer: str | None, min
 
 def _connect_readonly(path: Path) -> sqlite3.Connection | None:
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         db.execute("SELECT 1 FROM sqlite_master").fetchall()
         return db
     except sqlite3.DatabaseError:
