@@ -44,7 +44,8 @@ from autointerp.accumulators.firing_stats import EARLY_POSITIONS
 from autointerp.evidence_sets import EvidenceSets
 from autointerp.harvest import HarvestResult, load_harvest
 from autointerp.heldout import split_examples
-from autointerp.interpret_options import DEFAULT_EXCLUDED_SECTIONS, DEFAULT_TEMPLATE, InterpretOptions
+from autointerp.interpret_options import (DEFAULT_EXCLUDED_SECTIONS, DEFAULT_TEMPLATE, INTERPRETATION_SCHEMA,
+                                         InterpretOptions)
 from autointerp.layer_roles import layer_role
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
 from autointerp.llm.factory import make_backend
@@ -68,19 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("autointerp.interpret")
-
-#: the JSON schema every interpretation answer must match. ``reasoning`` comes
-#: first so the model writes its argument before committing to a label.
-INTERPRETATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "reasoning": {"type": "string", "description": "One to three sentences on the evidence."},
-        "label": {"type": "string", "description": "A short, specific label (at most about 8 words)."},
-        "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
-    },
-    "required": ["reasoning", "label", "confidence"],
-    "additionalProperties": False,
-}
 
 #: built-in sections, in prompt order; extras (custom accumulators) follow, by name
 BUILTIN_SECTIONS = ("top_examples", "examples", "quantile_examples", "histogram", "input_tokens",

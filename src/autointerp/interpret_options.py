@@ -30,6 +30,19 @@ from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, DEFAULT_N_VALID
 from autointerp.llm.runner import PriceTable
 from autointerp.paths import check_label_set
 
+#: the JSON schema every interpretation answer must match. ``reasoning`` comes
+#: first so the model writes its argument before committing to a label.
+INTERPRETATION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string", "description": "One to three sentences on the evidence."},
+        "label": {"type": "string", "description": "A short, specific label (at most about 8 words)."},
+        "confidence": {"type": "string", "enum": ["low", "medium", "high"]},
+    },
+    "required": ["reasoning", "label", "confidence"],
+    "additionalProperties": False,
+}
+
 DEFAULT_TEMPLATE = "interpret.j2"
 #: accumulator outputs that are for scoring, not for the explainer
 DEFAULT_EXCLUDED_SECTIONS = ("window_pool", "firing_stats")

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 
 from autointerp.evidence_sets import EvidenceSets
+from autointerp.interpret_options import INTERPRETATION_SCHEMA
 from autointerp.llm.base import Backend, InvalidResponse, LLMRequest, LLMResponse
 from autointerp.llm.runner import Job, JobRunner, PriceTable, RunSummary
 from autointerp.paths import COSTS_FILE, RESULTS_FILE, RefineFolder
@@ -63,7 +64,6 @@ from autointerp.storage import RunLock, append_jsonl, from_dict, read_jsonl, to_
 
 if TYPE_CHECKING:
     from autointerp.harvest import HarvestResult
-    from autointerp.interpret import Interpreter
     from autointerp.interpret_options import InterpretOptions
 
 log = logging.getLogger("autointerp.refine")
@@ -161,7 +161,7 @@ class _Progress:
 class Refiner:
     """Runs the refinement of one `Interpreter` run (see the module docstring)."""
 
-    def __init__(self, interp: Interpreter, opts: InterpretOptions):
+    def __init__(self, interp: Any, opts: InterpretOptions):  # an Interpreter (which imports this module)
         from autointerp.llm.offline import OfflineBackend
 
         if isinstance(interp.backend, OfflineBackend):
@@ -526,8 +526,6 @@ def _unique(items: Iterable[str]) -> list[str]:
 
 
 def _schema() -> dict[str, Any]:
-    from autointerp.interpret import INTERPRETATION_SCHEMA
-
     return INTERPRETATION_SCHEMA
 
 
