@@ -8,88 +8,20 @@ headless Chromium, the index load, a text filter, a sort and opening one
 component.
 
     python benchmarks/report_50k.py --n 50000 --out /tmp/report-bench
+
+The run is synthesized by `report_scale.synthesize` (with its index, as every save writes it).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
 import shutil
 import time
 from pathlib import Path
 
-from autointerp.batch import ComponentSpace
 from autointerp.paths import RunPaths
 from autointerp.report import write_report
 
-WORDS = ["Ġthe", "Ġcat", "Ġsat", "Ċ", "Ġon", "Ġmat", ".", ",", "Ġof", "Ġand", "âĢ", "Ķ", "Ġcaf", "Ã©", "Ġmodel", "Ġdata"]
-
-
-def synthesize(paths: RunPaths, n: int, layers: int, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    width = n // layers
-    names = [f"blocks.{i}.mlp" for i in range(layers)]
-    (paths.harvest).mkdir(parents=True, exist_ok=True)
-    cfg = {
-        "layers": [{"name": nm, "width": width} for nm in names],
-        "threshold": 0.0,
-        "seed": seed,
-        "vocab_size": 50257,
-        "n_batches": 1000,
-        "n_tokens": 100_000_000,
-        "accumulators": [],
-        "model": {"name": "bench"},
-        "dataset": {"name": "synthetic"},
-        "created_at": "",
-        "autointerp_version": "bench",
-    }
-    paths.harvest_config.write_text(json.dumps(cfg))
-
-    def example():
-        toks = [rng.choice(WORDS) for _ in range(21)]
-        acts = [round(rng.random(), 4) if rng.random() < 0.2 else 0.0 for _ in range(21)]
-        acts[10] = round(0.5 + rng.random(), 4)
-        return {"token_ids": [WORDS.index(t) for t in toks], "activations": acts, "firing_offset": 10,
-                "sequence_index": rng.randrange(10**6), "position": rng.randrange(512), "tokens": toks}
-
-    def stats():
-        def row():
-            t = rng.choice(WORDS)
-            return {"token_id": WORDS.index(t), "count": rng.randrange(1000), "precision": rng.random(),
-                    "recall": rng.random(), "pmi": rng.gauss(0, 2), "token": t}
-        return {k: [row() for _ in range(10)] for k in ("top_precision", "top_recall", "top_pmi")}
-
-    def partners(layer):
-        def row():
-            return {"key": ComponentSpace.make_key(rng.choice(names), rng.randrange(width)), "count": rng.randrange(1000),
-                    "precision": rng.random(), "recall": rng.random(), "pmi": rng.gauss(0, 2)}
-        return {k: [row() for _ in range(10)] for k in ("top_precision", "top_recall", "top_pmi", "bottom_pmi")}
-
-    paths.interpretations.mkdir(parents=True, exist_ok=True)
-    paths.scores.mkdir(parents=True, exist_ok=True)
-    with open(paths.harvest_components, "w") as f, open(paths.interpretation_results, "w") as fi:
-        with open(paths.score_file("detection"), "w") as fs:
-            for nm in names:
-                for i in range(width):
-                    key = ComponentSpace.make_key(nm, i)
-                    rate = 10 ** rng.uniform(-6, -1) if rng.random() > 0.05 else 0.0
-                    comp = {
-                        "key": key, "layer": nm, "index": i, "firing_count": int(rate * 1e8), "firing_rate": rate,
-                        "mean_activation": rng.random(), "max_activation": 1.5,
-                        "examples": [example() for _ in range(20)] if rate else [],
-                        "top_examples": [example() for _ in range(10)] if rate else [],
-                        "input_tokens": stats(), "output_tokens": stats(), "correlations": partners(nm), "extras": {},
-                    }
-                    f.write(json.dumps(comp) + "\n")
-                    if not rate:
-                        continue
-                    label = " ".join(rng.choice(["quotes", "numbers", "code", "names", "French", "closing", "brackets"]) for _ in range(4))
-                    fi.write(json.dumps({"component_key": key, "label": label, "confidence": rng.choice(["high", "medium", "low"]),
-                                         "reasoning": "synthetic " * 20, "model": "bench"}) + "\n")
-                    for src, s in (("label", rng.random()), ("shuffled", 0.5), ("token_lookup", 0.55)):
-                        fs.write(json.dumps({"component_key": key, "scorer": "detection", "label_source": src, "label": label,
-                                             "score": s, "n_trials": 20}) + "\n")
 
 
 def browse(index: Path, chromium: str) -> dict[str, float]:
@@ -125,6 +57,8 @@ def browse(index: Path, chromium: str) -> dict[str, float]:
 
 
 def main() -> None:
+    from report_scale import synthesize  # the one synthetic run of the report benchmarks
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--layers", type=int, default=4)
