@@ -90,9 +90,11 @@ def test_load_checks_every_line_against_config_json(tmp_path):
     comps.write_bytes(b"".join(lines))
     (tmp_path / "h" / "shared").mkdir(exist_ok=True)
     (tmp_path / "h" / "shared" / "x.json").write_text("{")
-    # load_harvest is lazy (the store): a shared file is read, and refused, when first asked for
+    # load_harvest is lazy (the store): a shared file is read, and refused, when its key is first asked for
+    shared = load_harvest(tmp_path / "h").shared
+    assert "x" in shared
     with pytest.raises(CorruptRunFile, match=r"x.json, line 1: not JSON"):
-        load_harvest(tmp_path / "h").shared
+        shared["x"]
 
 
 def test_components_that_never_fired_are_present(tmp_path):

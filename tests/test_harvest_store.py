@@ -191,3 +191,29 @@ def test_a_lazy_harvest_opened_in_one_thread_is_read_from_others(tmp_path):
         t.join()
     assert not errors, errors
     assert all(got[k].key == k for k in keys)
+
+
+def test_shared_outputs_are_read_one_key_at_a_time(tmp_path, monkeypatch):
+    """A lazy harvest's ``shared`` lists its outputs without reading them and parses one only when its key is asked for."""
+    import autointerp.records as records
+
+    res = make_result()
+    res.shared = {"pool": {"n": 3}, "big": {"rows": list(range(50))}, "other": [1, 2]}
+    res.save(tmp_path / "h")
+    parsed = []
+    real = records.read_shared_json
+    monkeypatch.setattr(records, "read_shared_json", lambda p: parsed.append(p.name) or real(p))
+    h = load_harvest(tmp_path / "h")
+    shared = h.shared
+    assert sorted(shared) == ["big", "other", "pool"] and len(shared) == 3 and "pool" in shared and "nope" not in shared
+    assert parsed == [] and shared.reads == 0
+    assert shared["pool"] == {"n": 3} and shared.get("pool") == {"n": 3}
+    assert parsed == ["pool.json"] and shared.reads == 1  # asked twice, read once; the others untouched
+    assert shared.get("nope") is None
+    with pytest.raises(KeyError):
+        shared["nope"]
+    shared["added"] = {"x": 1}
+    del shared["other"]
+    assert sorted(shared) == ["added", "big", "pool"] and parsed == ["pool.json"]
+    h.save(tmp_path / "copy")  # saves what the mapping holds now
+    assert dict(load_harvest(tmp_path / "copy").shared) == {"added": {"x": 1}, "big": {"rows": list(range(50))}, "pool": {"n": 3}}

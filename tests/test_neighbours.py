@@ -206,7 +206,7 @@ def test_a_damaged_rows_file_is_named(harvest, tmp_path):
     rows = tmp_path / "h" / "shared" / "weight_neighbours.rows"
     rows.write_bytes(rows.read_bytes()[:-5])
     with pytest.raises(CorruptRunFile, match=r"weight_neighbours\.rows: the rows file is 235 bytes; expected 240 bytes"):
-        load_harvest(tmp_path / "h").shared
+        load_harvest(tmp_path / "h").shared["weight_neighbours"]
     rows.unlink()
     with pytest.raises(CorruptRunFile, match="the rows file is missing"):
-        load_harvest(tmp_path / "h").shared
+        load_harvest(tmp_path / "h").shared["weight_neighbours"]

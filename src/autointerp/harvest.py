@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -37,9 +37,9 @@ from autointerp.harvest_checkpoint import (
     settings_difference,
     write_checkpoint,
 )
-from autointerp.harvest_store import ROWS_KEY, ComponentSummary, HarvestStore, SharedRows, StoreWriter, filter_summaries
+from autointerp.harvest_store import ComponentSummary, HarvestStore, SharedOutputs, StoreWriter, filter_summaries
 from autointerp.paths import HARVEST_COMPONENTS, HARVEST_CONFIG
-from autointerp.records import read_components, read_harvest_config, read_shared_json
+from autointerp.records import read_components, read_harvest_config
 from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
 from autointerp.thresholds import base_threshold, check_threshold, resolve_thresholds
 from autointerp.storage import (
@@ -721,7 +721,7 @@ class HarvestResult:
         self.config = config
         self._components = components
         self._store = store
-        self._shared: dict[str, Any] | None = None if shared is None and store is not None else dict(shared or {})
+        self._shared: MutableMapping[str, Any] | None = None if shared is None and store is not None else dict(shared or {})
         self._index = None if components is None else {c.key: i for i, c in enumerate(components)}
 
     @property
@@ -738,9 +738,14 @@ class HarvestResult:
         self._index = {c.key: i for i, c in enumerate(self._components)}
 
     @property
-    def shared(self) -> dict[str, Any]:
+    def shared(self) -> MutableMapping[str, Any]:
+        """The outputs that belong to the whole harvest, by accumulator name (``shared/<name>.json``).
+
+        For a lazy result a `SharedOutputs` mapping: each output is read when its
+        key is first asked for (the window pool, tens of MB, only by who uses it).
+        """
         if self._shared is None:
-            self._shared = read_shared(self._store.folder)
+            self._shared = SharedOutputs(self._store.folder / "shared")
         return self._shared
 
     @shared.setter
@@ -829,7 +834,7 @@ class HarvestResult:
         """
         directory = Path(directory)
         # shared is read before the swap: a lazy result may be saving over its own folder
-        write_harvest(directory, self.config, iter(self), self.shared)
+        write_harvest(directory, self.config, iter(self), dict(self.shared))
         if self._store is not None and self._store.folder.resolve() == directory.resolve():
             # the folder under this result was swapped: read the new one from now on
             self._store.close()
@@ -879,13 +884,7 @@ def write_harvest(directory: str | Path, config: HarvestConfig, components: Iter
 
 def read_shared(directory: Path, folder: str = "shared") -> dict[str, Any]:
     """The shared outputs saved in ``directory/folder`` (``<name>.json``, with ``<name>.rows`` for a `SharedRows`)."""
-    shared = {}
-    if (directory / folder).is_dir():
-        for p in sorted((directory / folder).glob("*.json")):
-            value = read_shared_json(p)
-            # a table with its rows beside it is opened, not read: a row is read when asked for
-            shared[p.stem] = SharedRows.open(p, value) if isinstance(value, dict) and ROWS_KEY in value else value
-    return shared
+    return dict(SharedOutputs(directory / folder))  # every one read now (SharedRows tables opened)
 
 
 def _batch_bytes(batch: HarvestBatch) -> int:

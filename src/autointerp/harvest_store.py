@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -434,3 +434,63 @@ class SharedRows:
 
     def __repr__(self) -> str:
         return f"SharedRows({self.meta.get('format', '?')}: {self.n:,} rows of {self.row_bytes} bytes)"
+
+
+class SharedOutputs(MutableMapping):
+    """The shared outputs of a saved harvest folder (``shared/<name>.json``), each read when first asked for.
+
+    A mapping like the dict it replaces: its keys are the ``*.json`` names of the
+    folder (listed when the mapping is made, nothing parsed), ``outputs[name]`` reads
+    and checks that one file (a `SharedRows` table is opened, not read) and keeps
+    it, so asking for the window pool never parses the weight-space neighbours and
+    the other way round. Setting or deleting a key changes this mapping only, as
+    it changed the dict (``save`` writes what the mapping then holds). ``reads``
+    counts the files parsed.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._names = sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
+        self._values: dict[str, Any] = {}
+        self.reads = 0
+
+    def _read(self, name: str) -> Any:
+        from autointerp.records import read_shared_json
+
+        path = self.folder / f"{name}.json"
+        value = read_shared_json(path)
+        self.reads += 1
+        # a table with its rows beside it is opened, not read: a row is read when asked for
+        return SharedRows.open(path, value) if isinstance(value, dict) and ROWS_KEY in value else value
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._values:
+            return self._values[name]
+        if name not in self._names:
+            raise KeyError(name)
+        value = self._values[name] = self._read(name)
+        return value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._values[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._names:
+            raise KeyError(name)
+        self._names.remove(name)
+        self._values.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n!r}: {'read' if n in self._values else 'not read yet'}" for n in self._names)
+        return f"SharedOutputs({{{shown}}})"
