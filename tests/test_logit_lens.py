@@ -240,12 +240,15 @@ def test_demo_harvest_stores_the_lens_and_shows_it_in_prompt_and_report(tmp_path
 
 
 def test_page_data_carries_the_lens():
-    from autointerp.report.page_data import _logit_rows
+    from autointerp.report.page_data import ChunkShaper, expand_chunk
+    from autointerp.report.run_data import RunData
 
-    rows = _logit_rows({"source": "x", "promoted": [{"token_id": 3, "logit": 1.25, "token": " cat"}],
-                        "suppressed": [{"token_id": 4, "logit": -2.0, "token": None}]}, "plain")
-    assert rows["promoted"][0][1:] == [3, 1.25] and rows["suppressed"][0][0] == "⟨4⟩"
-    json.dumps(rows)
+    lens = {"source": "x", "promoted": [{"token_id": 3, "logit": 1.25, "token": " cat"}],
+            "suppressed": [{"token_id": 4, "logit": -2.0, "token": None}]}
+    chunk, _ = ChunkShaper(RunData({"layers": []}, []), "plain", None).shape([{"key": "h.0:0", "output_logits": lens}])
+    rows = expand_chunk(json.loads(json.dumps(chunk)))[0]["output_logits"]
+    assert rows["source"] == "x"
+    assert rows["promoted"] == [[" cat", 3, 1.25]] and rows["suppressed"] == [["⟨4⟩", 4, -2.0]]
 
 
 def test_a_job_array_merge_keeps_the_lens(tmp_path):

@@ -273,6 +273,7 @@ def test_report_and_notebook_show_histogram_quantiles_and_flag(tmp_path):
     import re
 
     from autointerp.paths import RunPaths
+    from autointerp.report.page_data import expand_chunk
     from autointerp.report.notebook import component_html
     from autointerp.report.writer import write_report
 
@@ -289,7 +290,7 @@ def test_report_and_notebook_show_histogram_quantiles_and_flag(tmp_path):
     details = {}
     for p in sorted((index.parent / "data" / "c").glob("*.js")):
         m = re.fullmatch(r"AUTOINTERP_CHUNK\((.*?),(.*)\);\n", p.read_text(encoding="utf-8"), flags=re.S)
-        details.update({c["key"]: c for c in json.loads(m.group(2))})
+        details.update({c["key"]: c for c in expand_chunk(json.loads(m.group(2)))})
     d = details[anywhere.key]
     assert d["histogram"]["counts"] == anywhere.histogram.counts
     assert [q["count"] for q in d["quantile_examples"]] == [q.count for q in anywhere.quantile_examples]

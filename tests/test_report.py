@@ -15,7 +15,7 @@ from autointerp.records import group_scores
 from autointerp.report import RunData, register_extras_renderer, safe_json, write_report, write_report_from_data
 from autointerp.report.extras import EXTRAS_RENDERERS, ExtrasRegistry, ExtrasRenderer
 from autointerp.report.layer_index import histogram, percentiles
-from autointerp.report.page_data import ReportOptions, example_view
+from autointerp.report.page_data import ReportOptions, expand_chunk
 from autointerp.report.tokens import detect_token_style, display_tokens, single_token_text
 
 
@@ -44,8 +44,8 @@ def _manifest(index: Path) -> dict:
 
 def _detail(index: Path, key: str) -> dict:
     for p in sorted((index.parent / "data" / "c").glob("*.js")):
-        _, comps = _load(p, "AUTOINTERP_CHUNK")
-        for c in comps:
+        _, chunk = _load(p, "AUTOINTERP_CHUNK")
+        for c in expand_chunk(chunk):  # raw tokens and the chunk's token table, read as the viewer does
             if c["key"] == key:
                 return c
     raise KeyError(key)
@@ -276,11 +276,6 @@ def test_demo_stage(run):
     assert str((run.report / "index.html").resolve()) in lines[0]
 
 
-def test_examples_without_token_strings_show_ids():
-    ex = example_view({"token_ids": [7, 8], "activations": [0.0, 0.123456], "firing_offset": 1, "sequence_index": 3, "position": 9}, "plain")
-    assert ex == {"t": ["⟨7⟩", "⟨8⟩"], "a": [0, 0.123], "f": 1, "s": 3, "p": 9}
-
-
 # -- seams: the extras registry, the options, the one reader of a run ------------------
 
 
@@ -351,14 +346,14 @@ def test_a_worker_checks_each_line_it_parses(tmp_path):
     bad = json.dumps({**to_dict(comp), "firing_count": "many"}).encode() + b"\n"
     data = RunData({"layers": []}, [])
     checking = ChunkShaper(data, "plain", None, check_schema=True, source=str(tmp_path / "components.jsonl"))
-    details, rows = checking.shape([good])
-    assert details[0]["key"] == comp.key and rows[0][0] == comp.key
+    chunk, rows = checking.shape([good])
+    assert chunk["c"][0]["key"] == comp.key and rows[0][0] == comp.key
     with pytest.raises(CorruptRunFile, match=rf"components.jsonl: the record of '{re.escape(comp.key)}' breaks the schema"):
         checking.shape([good, bad])
     with pytest.raises(CorruptRunFile, match="a line that is not JSON"):
         checking.shape([good[:-20] + b"\n"])
     # without the check (the index vouches), the same line is shaped as it is
-    assert ChunkShaper(data, "plain", None).shape([bad])[0][0]["firing_count"] == "many"
+    assert ChunkShaper(data, "plain", None).shape([bad])[0]["c"][0]["firing_count"] == "many"
 
 
 def test_a_run_on_disk_is_schema_checked_by_its_index(run):

@@ -507,3 +507,31 @@ def test_output_trials_show_the_candidate_lists_as_text(page, threshold_output_r
     assert not any(c in text for c in "ĠÃÐÑ"), text  # GPT-2's byte letters never show
     assert INJECT_IMG.replace(" ", "·") in text  # a hostile vocabulary token is a token, shown as text
     _no_harm(page)
+
+
+def test_the_viewer_reads_every_window_as_display_tokens(page, tmp_path):
+    """The chunks hold raw tokens and a per-chunk table of token forms and bytes; the viewer joins
+    them back (report.js ``expandChunk``, UTF-8 runs through TextDecoder). For every token style,
+    windows of tokens that read alone and of partial characters (split, stray, a BOM, a space byte
+    first in a SentencePiece window) must show exactly what `display_tokens` renders."""
+    import json
+    import random
+
+    from test_report_chunks import ALPHABETS, _component
+
+    from autointerp.report import RunData, write_report_from_data
+    from autointerp.report.tokens import display_tokens
+
+    rng = random.Random(7)
+    for style, alphabet in sorted(ALPHABETS.items()):
+        windows = [[t] for t in alphabet] + [[rng.choice(alphabet) for _ in range(rng.randint(1, 10))] for _ in range(40)]
+        comp = _component("h.0:0", windows, alphabet)
+        config = {"layers": [{"name": "h.0", "width": 1}]}
+        index = write_report_from_data(RunData(config, [comp]), tmp_path / style, token_style=style)
+        _open(page, index, "#c/h.0%3A0")
+        page.wait_for_selector("#component .example")
+        shown = page.eval_on_selector_all(
+            "#component .examples.top .example, #component .examples.random .example",
+            "els => els.map(e => Array.from(e.querySelectorAll('.tok')).map(s => s.title.split('\\n').slice(1).join('\\n')))")
+        assert [[json.loads(t) for t in ex] for ex in shown] == [display_tokens(w, style) for w in windows], style
+    assert not page.errors

@@ -176,12 +176,15 @@ def test_prompt_of_an_old_harvest_is_unchanged():
 @pytest.mark.parametrize("make,kind,fires_on", [(byte_level, "byte_level", "Ġ"), (metaspace, "metaspace", "▁"),
                                                 (wordpiece, "wordpiece", ".")])
 def test_report_tokens_stay_aligned_with_activations(make, kind, fires_on, tmp_path):
-    from autointerp.report.page_data import example_view
+    from autointerp.report.page_data import ChunkShaper, expand_chunk
+    from autointerp.report.run_data import RunData
 
     harvest, ids, acts, tok = harvest_with(make, SENTENCES[2], fires_on)
     ex = harvest["h.0.mlp:0"].top_examples[0]
-    view = example_view({"tokens": ex.tokens, "token_ids": ex.token_ids, "activations": ex.activations,
-                         "firing_offset": ex.firing_offset}, kind)
+    comp = {"key": "h.0.mlp:0", "top_examples": [{"tokens": ex.tokens, "token_ids": ex.token_ids,
+                                                   "activations": ex.activations, "firing_offset": ex.firing_offset}]}
+    chunk, _ = ChunkShaper(RunData({"layers": []}, []), kind, None).shape([comp])
+    view = expand_chunk(chunk)[0]["top_examples"][0]  # raw tokens and the chunk's token table, as the viewer reads them
     assert len(view["t"]) == len(view["a"]) == len(ids)
     assert "".join(view["t"]) == tok.decode(ids, skip_special_tokens=False)
     for text, a, want in zip(view["t"], view["a"], acts):

@@ -11,21 +11,23 @@ token-style guess.
 
 from __future__ import annotations
 
+import gc
 import itertools
-import json
 import math
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 
 from autointerp.batch import ComponentSpace
 from autointerp.report.extras import EXTRAS_RENDERERS, ExtrasRenderer
 from autointerp.report.layer_index import IndexRow, LayerIndex
-from autointerp.report.numbers import clean_json, f4, num
+from autointerp.report.numbers import clean_json, f4, loads, num
 from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import LABEL_SOURCES, headline as headline_result
-from autointerp.report.tokens import TOKEN_STYLES, detect_token_style, display_tokens, single_token_text, style_for
+from autointerp.report.tokens import (TOKEN_STYLES, TokenForms, decode_runs, detect_token_style, display_tokens,
+                                      single_token_text, style_for)
 from autointerp.records import HARVEST_FIX, is_neighbour_pass
 from autointerp.token_text import TOKENIZER_KINDS, vocab_token_text
 from autointerp.schemas import ComponentData, ScoreResult
@@ -110,60 +112,108 @@ def peek_token_style(stream: Iterator[dict[str, Any]], token_style: str = "auto"
 # -- one component's page --------------------------------------------------------------
 
 
-def example_view(ex: Mapping[str, Any], style: str) -> dict[str, Any]:
-    """One example as the viewer draws it: display tokens, activations, firing offset, where."""
-    tokens = ex.get("tokens")
-    ids = ex.get("token_ids") or []
-    shown = display_tokens(list(tokens), style) if tokens else [f"⟨{i}⟩" for i in ids]
-    return {
-        "t": shown,
-        # most activations in a window are exactly 0; this list is the bulk of the report
-        "a": [float("%.3g" % a) if a else 0 for a in ex.get("activations") or []],
-        "f": ex.get("firing_offset", 0),
-        "s": ex.get("sequence_index"),
-        "p": ex.get("position"),
-    }
+class ChunkTokens:
+    """The tokens of one chunk: every window keeps its raw tokens, and the chunk carries one table
+    row per distinct token (`TokenForms`), so shaping a chunk does no Python per occurrence of a
+    token: ``[raw, in_window, first, alone]``, each form None where it equals its fallback
+    (in_window: the raw token; first: in_window; alone: the raw token), and for a token whose text
+    depends on its neighbours (`needs_whole_window`) a fifth entry, its bytes in hex; tokens whose
+    forms are all their fallbacks are left out.
+
+    The viewer (`report.js`, ``expandChunk``) and `expand_chunk` here turn a chunk back into one
+    display string per token; both are checked against `display_tokens`.
+    """
+
+    def __init__(self, forms: TokenForms):
+        self.forms = forms
+        self._lists: list[list[Any]] = []
+
+    def window(self, tokens: list[Any]) -> None:
+        self._lists.append(tokens)
+
+    def rows(self, rows: list[Mapping[str, Any]], fields: tuple[str, ...]) -> list[Any]:
+        """Table rows as ``[token, token_id, *fields]`` lists (their tokens go into the token table)."""
+        try:
+            out = list(map(operator.itemgetter("token", "token_id", *fields), rows))
+        except (KeyError, TypeError):  # a record without some field: read each as the schema's default
+            out = [tuple(r.get(k) for k in ("token", "token_id", *fields)) for r in rows]
+        self._lists.append([r[0] for r in out])
+        return out
+
+    def table(self) -> list[list[Any]]:
+        """The chunk's token table (sorted by token, so a chunk's bytes do not depend on set order)."""
+        forms = self.forms
+        seen = set(itertools.chain.from_iterable(self._lists))
+        forms.learn(seen)
+        whole = forms.whole
+        rows = []
+        for t in seen:
+            if not isinstance(t, str):
+                continue
+            if t in whole:
+                alone = forms.alone(t)
+                rows.append([t, None, None, None if alone == t else alone, forms.run_bytes(t).hex()])
+                continue
+            mid, first, alone = forms.forms(t)
+            if mid != t or first != mid or alone != t:
+                rows.append([t, None if mid == t else mid, None if first == mid else first, None if alone == t else alone])
+        rows.sort(key=lambda r: r[0])
+        return rows
 
 
-def _token_rows(stats: Mapping[str, Any] | None, style: str) -> dict[str, list[list[Any]]] | None:
+def example_view(ex: Mapping[str, Any], tokens: ChunkTokens) -> dict[str, Any]:
+    """One example as a chunk holds it: raw tokens ``t`` (their text from the chunk's token table;
+    ``i``: the token ids when no strings were recorded), activations ``a`` as recorded, firing offset ``f``, sequence ``s`` and position ``p``."""
+    toks = ex.get("tokens")
+    view: dict[str, Any] = {"t": toks or None, "a": ex.get("activations") or [], "f": ex.get("firing_offset", 0),
+                            "s": ex.get("sequence_index"), "p": ex.get("position")}
+    if toks:
+        tokens.window(toks)
+    else:
+        view["i"] = ex.get("token_ids") or []
+    return view
+
+
+_STATS = ("count", "precision", "recall", "pmi")
+
+
+def _token_rows(stats: Mapping[str, Any] | None, tokens: ChunkTokens) -> dict[str, list[Any]] | None:
+    """Token-table rows ``[token, token_id, count, precision, recall, pmi]`` as recorded."""
     if not stats:
         return None
-    out = {}
-    for table in _TOKEN_TABLES:
-        rows = []
-        for s in stats.get(table) or []:
-            tok = s.get("token")
-            text = single_token_text(tok, style) if tok is not None else f"⟨{s.get('token_id')}⟩"
-            rows.append([text, s.get("token_id"), f4(s.get("count")), f4(s.get("precision")), f4(s.get("recall")), f4(s.get("pmi"))])
-        out[table] = rows
-    return out
+    return {table: tokens.rows(stats.get(table) or [], _STATS) for table in _TOKEN_TABLES}
 
 
-def _logit_rows(lens: Mapping[str, Any] | None, style: str) -> dict[str, Any] | None:
-    """A `LogitLens` as ``{"source": ..., "promoted": [[text, id, logit]], "suppressed": [...]}``."""
+def _logit_rows(lens: Mapping[str, Any] | None, tokens: ChunkTokens) -> dict[str, Any] | None:
+    """A `LogitLens` as ``{"source", "promoted": [[token, token_id, logit]], "suppressed": [...]}``, as recorded."""
     if not lens:
         return None
-    out: dict[str, Any] = {"source": lens.get("source") or ""}
-    for table in ("promoted", "suppressed"):
-        out[table] = [[single_token_text(t.get("token"), style) if t.get("token") is not None else f"⟨{t.get('token_id')}⟩",
-                       t.get("token_id"), f4(t.get("logit"))] for t in lens.get(table) or []]
-    return out
+    return {"source": lens.get("source") or "",
+            **{table: tokens.rows(lens.get(table) or [], ("logit",)) for table in ("promoted", "suppressed")}}
 
 
-def _quantile_views(groups: list[Mapping[str, Any]] | None, style: str, max_examples: int | None) -> list[dict[str, Any]]:
+def _quantile_views(groups: list[Mapping[str, Any]] | None, tokens: ChunkTokens, max_examples: int | None) -> list[dict[str, Any]]:
     return [{"lower_share": num(q.get("lower_share", 0.0)), "upper_share": num(q.get("upper_share", 0.0)),
              "lower": num(q.get("lower")), "upper": None if q.get("upper") is None else num(q.get("upper")),
-             "count": q.get("count", 0), "examples": [example_view(e, style) for e in (q.get("examples") or [])[:max_examples]]}
+             "count": q.get("count", 0), "examples": [example_view(e, tokens) for e in (q.get("examples") or [])[:max_examples]]}
             for q in groups or []]
 
 
-def _corr_rows(corr: Mapping[str, Any] | None) -> dict[str, list[list[Any]]] | None:
+_PARTNER = operator.itemgetter("key", "count", "precision", "recall", "pmi")
+
+
+def _corr_rows(corr: Mapping[str, Any] | None) -> dict[str, list[Any]] | None:
+    """Partner rows ``[key, count, precision, recall, pmi]`` as recorded."""
     if not corr:
         return None
-    return {
-        table: [[p.get("key"), p.get("count"), f4(p.get("precision")), f4(p.get("recall")), f4(p.get("pmi"))] for p in corr.get(table) or []]
-        for table in _CORR_TABLES
-    }
+    out = {}
+    for table in _CORR_TABLES:
+        rows = corr.get(table) or []
+        try:
+            out[table] = list(map(_PARTNER, rows))
+        except (KeyError, TypeError):
+            out[table] = [[p.get(k) for k in ("key", "count", "precision", "recall", "pmi")] for p in rows]
+    return out
 
 
 def _score_cell(r: ScoreResult) -> dict[str, Any]:
@@ -282,9 +332,11 @@ def refinement_view(history: Any, interp: Any, first_pass: Any, style: str,
     }  # fmt: skip
 
 
-def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_examples: int | None) -> dict[str, Any]:
-    """Everything one component page shows, as plain JSON-ready values."""
+def component_detail(c: Mapping[str, Any], run: RunData, tokens: ChunkTokens, max_examples: int | None) -> dict[str, Any]:
+    """Everything one component page shows, as plain JSON-ready values (the evidence mostly as
+    recorded: the viewer rounds and renders it, see `expand_chunk`); its tokens go into ``tokens``."""
     key = c["key"]
+    style = tokens.forms.style
     scores = {
         scorer: {src: _score_cell(r) for src, r in by_src.items()} for scorer, by_src in run.component_scores(key).items()
     }
@@ -306,16 +358,82 @@ def component_detail(c: Mapping[str, Any], run: RunData, style: str, max_example
         "refinement": refinement_view(run.refinement.get(key), interp, first, style, max_examples),
         "scores": scores,
         "output_trials": output_trials_view(headline_result(run.scores.get("output", {}).get(key) or {}), style),
-        "examples": [example_view(e, style) for e in ex],
-        "top_examples": [example_view(e, style) for e in top],
-        "histogram": clean_json(c.get("histogram")) if c.get("histogram") else None,
-        "quantile_examples": _quantile_views(c.get("quantile_examples"), style, max_examples),
-        "input_tokens": _token_rows(c.get("input_tokens"), style),
-        "output_tokens": _token_rows(c.get("output_tokens"), style),
-        "output_logits": _logit_rows(c.get("output_logits"), style),
+        "examples": [example_view(e, tokens) for e in ex],
+        "top_examples": [example_view(e, tokens) for e in top],
+        # non-finite numbers (an in-memory harvest) become null where the chunk is encoded (`safe_json`)
+        "histogram": c.get("histogram") or None,
+        "quantile_examples": _quantile_views(c.get("quantile_examples"), tokens, max_examples),
+        "input_tokens": _token_rows(c.get("input_tokens"), tokens),
+        "output_tokens": _token_rows(c.get("output_tokens"), tokens),
+        "output_logits": _logit_rows(c.get("output_logits"), tokens),
         "correlations": _corr_rows(c.get("correlations")),
-        "extras": clean_json(c.get("extras") or {}),
+        "extras": c.get("extras") or {},
     }
+
+
+# -- a chunk as the viewer reads it ----------------------------------------------------
+
+
+def _r3(a: Any) -> Any:
+    return a if a is None else float("%.3g" % a) if a else 0
+
+
+def _alone(tok: Any, token_id: Any, forms: Mapping[str, list[Any]]) -> str:
+    if tok is None:
+        return f"⟨{token_id}⟩"
+    row = forms.get(tok)
+    return row[3] if row is not None and row[3] is not None else tok
+
+
+def _window_texts(ex: Mapping[str, Any], forms: Mapping[str, list[Any]], drops_first_space: bool) -> list[str]:
+    if ex.get("t") is None:
+        return [f"⟨{i}⟩" for i in ex.get("i") or []]
+    texts: list[str | None] = []
+    run_bytes: list[bytes | None] = []
+    for i, t in enumerate(ex["t"]):
+        row = forms.get(t) if isinstance(t, str) else [t, "", None, None]
+        if row is not None and len(row) > 4:
+            texts.append(None)
+            run_bytes.append(bytes.fromhex(row[4]))
+            continue
+        mid = row[1] if row is not None and row[1] is not None else t
+        texts.append(row[2] if i == 0 and row is not None and row[2] is not None else mid)
+        run_bytes.append(None)
+    return decode_runs(texts, run_bytes, drops_first_space)
+
+
+def expand_chunk(chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The page details of a chunk as the viewer draws them (``expandChunk`` in `report.js` does
+    the same): per example ``t`` one display string per token and ``a`` rounded to 3 significant
+    digits; token-table rows ``[text, token_id, count, precision, recall, pmi]``, partner rows
+    ``[key, count, precision, recall, pmi]`` and logit rows ``[text, token_id, logit]``, numbers
+    to 4 digits (`f4`). The tests read chunks through it; the browser test checks the viewer agrees."""
+    forms = {row[0]: row for row in chunk["tt"]}
+    drops = bool(chunk.get("sp"))
+
+    def example(ex: Mapping[str, Any]) -> dict[str, Any]:
+        return {"t": _window_texts(ex, forms, drops), "a": [_r3(a) for a in ex.get("a") or []],
+                "f": ex.get("f", 0), "s": ex.get("s"), "p": ex.get("p")}
+
+    out = []
+    for d in chunk["c"]:
+        d = dict(d)
+        for name in ("examples", "top_examples"):
+            d[name] = [example(e) for e in d.get(name) or []]
+        d["quantile_examples"] = [{**q, "examples": [example(e) for e in q.get("examples") or []]}
+                                  for q in d.get("quantile_examples") or []]
+        for name in ("input_tokens", "output_tokens"):
+            if d.get(name):
+                d[name] = {t: [[_alone(r[0], r[1], forms), r[1], *map(f4, r[2:])] for r in rows] for t, rows in d[name].items()}
+        if d.get("output_logits"):
+            lens = d["output_logits"]
+            d["output_logits"] = {"source": lens.get("source") or "",
+                                  **{t: [[_alone(r[0], r[1], forms), r[1], f4(r[2])] for r in lens.get(t) or []]
+                                     for t in ("promoted", "suppressed")}}
+        if d.get("correlations"):
+            d["correlations"] = {t: [[p[0], p[1], *map(f4, p[2:])] for p in rows] for t, rows in d["correlations"].items()}
+        out.append(d)
+    return out
 
 
 def index_row(c: Mapping[str, Any]) -> IndexRow:
@@ -338,12 +456,31 @@ class ChunkShaper:
     max_examples: int | None
     check_schema: bool = False
     source: str = "components.jsonl"
+    _forms: TokenForms | None = field(default=None, init=False, eq=False)
 
-    def shape(self, items: list[Any]) -> tuple[list[dict[str, Any]], list[IndexRow]]:
-        """Component dicts (or their raw JSON lines) -> (their page details, their index rows)."""
-        comps = [_parse(item, self.check_schema, self.source) for item in items]
-        details = [component_detail(c, self.data, self.style, self.max_examples) for c in comps]
-        return details, [index_row(c) for c in comps]
+    def shape(self, items: list[Any]) -> tuple[dict[str, Any], list[IndexRow]]:
+        """Component dicts (or their raw JSON lines) -> (their chunk, their index rows).
+
+        The chunk is ``{"tt": token table, "c": page details}``, with ``"sp": true`` when a window's
+        first text drops its leading space (`ChunkTokens`, `expand_chunk`).
+        """
+        if self._forms is None:  # each process learns the tokens it meets once
+            self._forms = TokenForms(self.style)
+        tokens = ChunkTokens(self._forms)
+        # a chunk's objects hold no cycles: the cyclic collector would only walk them again and again
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            comps = [_parse(item, self.check_schema, self.source) for item in items]
+            details = [component_detail(c, self.data, tokens, self.max_examples) for c in comps]
+            rows = [index_row(c) for c in comps]
+        finally:
+            if collecting:
+                gc.enable()
+        chunk = {"tt": tokens.table(), "c": details}
+        if self._forms.drops_first_space:
+            chunk["sp"] = True
+        return chunk, rows
 
 
 def _parse(item: Any, check_schema: bool = False, source: str = "components.jsonl") -> dict[str, Any]:
@@ -352,8 +489,8 @@ def _parse(item: Any, check_schema: bool = False, source: str = "components.json
         return item
     expected = "one ComponentData JSON object per line"
     try:
-        rec = json.loads(item)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        rec = loads(item)
+    except (ValueError, UnicodeDecodeError) as e:
         # the parent passed only lines that start with the expected key: this one is damaged further on
         raise CorruptRunFile(source, None, f"a line that is not JSON ({e})", expected, HARVEST_FIX) from None
     if not isinstance(rec, dict):

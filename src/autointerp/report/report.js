@@ -158,7 +158,84 @@
     }
   };
 
-  window.AUTOINTERP_CHUNK = function (id, d) {
+  /* A chunk holds the evidence as recorded (raw tokens, activations, table rows as arrays) and a
+   * table of its distinct tokens, tt: [raw, text in a window, first in a window, alone], null = the
+   * fallback (the raw token; the in-window text; the raw token); a token whose text depends on its
+   * neighbours has a fifth entry, its bytes in hex: a run of such tokens reads as its bytes decoded
+   * as UTF-8 one token at a time (the character on the token that completes it, U+FFFD for bytes
+   * that never form one), and with d.sp a window's first text drops its leading space. Expanded
+   * here into what the views draw, as page_data.expand_chunk does in Python. */
+  function r3(a) { return a == null ? null : a ? Number(a.toPrecision(3)) : 0; }
+  function f4(x) { return typeof x === "number" && x ? Number(x.toPrecision(4)) : x; }
+
+  function hexBytes(h) {
+    var b = new Uint8Array(h.length / 2);
+    for (var i = 0; i < b.length; i++) b[i] = parseInt(h.substr(2 * i, 2), 16);
+    return b;
+  }
+
+  function expandChunk(d) {
+    var forms = new Map();
+    (d.tt || []).forEach(function (r) {
+      forms.set(r[0], r.length > 4 ? { bytes: hexBytes(r[4]), alone: r[3] } : { mid: r[1], first: r[2], alone: r[3] });
+    });
+    function alone(tok, id) {
+      if (tok == null) return "⟨" + id + "⟩";
+      var f = forms.get(tok);
+      return f && f.alone != null ? f.alone : tok;
+    }
+    function texts(ex) {
+      if (ex.t == null) return (ex.i || []).map(function (id) { return "⟨" + id + "⟩"; });
+      var out = [], dec = null, n = ex.t.length, runAtStart = false;
+      for (var i = 0; i < n; i++) {
+        var t = ex.t[i], f = typeof t === "string" ? forms.get(t) : { mid: "" };
+        if (f && f.bytes) {
+          if (!dec) dec = new TextDecoder("utf-8", { ignoreBOM: true });
+          if (i === 0) runAtStart = true;
+          out.push(dec.decode(f.bytes, { stream: true }));
+          var next = i + 1 < n ? forms.get(ex.t[i + 1]) : null;
+          if (!(next && next.bytes)) { out[i] += dec.decode(); dec = null; }
+          continue;
+        }
+        var mid = f && f.mid != null ? f.mid : t;
+        out.push(i === 0 && f && f.first != null ? f.first : mid);
+      }
+      if (d.sp && runAtStart && out[0].charAt(0) === " ") out[0] = out[0].slice(1);
+      return out;
+    }
+    function example(ex) { return { t: texts(ex), a: (ex.a || []).map(r3), f: ex.f || 0, s: ex.s, p: ex.p }; }
+    function tokenTables(stats) {
+      if (!stats) return stats;
+      var out = {};
+      Object.keys(stats).forEach(function (k) {
+        out[k] = (stats[k] || []).map(function (r) {
+          return [alone(r[0], r[1]), r[1], f4(r[2]), f4(r[3]), f4(r[4]), f4(r[5])];
+        });
+      });
+      return out;
+    }
+    return (d.c || []).map(function (c) {
+      c.examples = (c.examples || []).map(example);
+      c.top_examples = (c.top_examples || []).map(example);
+      c.quantile_examples = (c.quantile_examples || []).map(function (q) { q.examples = (q.examples || []).map(example); return q; });
+      c.input_tokens = tokenTables(c.input_tokens);
+      c.output_tokens = tokenTables(c.output_tokens);
+      if (c.output_logits) {
+        ["promoted", "suppressed"].forEach(function (k) {
+          c.output_logits[k] = (c.output_logits[k] || []).map(function (r) { return [alone(r[0], r[1]), r[1], f4(r[2])]; });
+        });
+      }
+      if (c.correlations) {
+        Object.keys(c.correlations).forEach(function (k) {
+          c.correlations[k] = (c.correlations[k] || []).map(function (p) { return [p[0], p[1], f4(p[2]), f4(p[3]), f4(p[4])]; });
+        });
+      }
+      return c;
+    });
+  }
+
+  window.AUTOINTERP_CHUNK = function (id, raw) {
+    var d = expandChunk(raw);
     chunks.set(id, d);
     var ws = waiting.get(id) || [];
     waiting.delete(id);

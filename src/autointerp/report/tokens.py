@@ -162,3 +162,113 @@ def single_token_text(token: str, style: str = "auto") -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return "".join(f"<0x{b:02X}>" for b in data)
+
+
+# -- a window's text from a table of distinct tokens -----------------------------------
+
+
+def needs_whole_window(token: str | None, style: str) -> bool:
+    """True when ``token``'s text can depend on its neighbours, so a window holding it is rendered
+    whole by `display_tokens`: a partial character (a byte token the characters around it may
+    complete), or no string at all. Every other token reads the same wherever it stands, except
+    that the first token of a window may differ (no separating space before it)."""
+    if not isinstance(token, str):
+        return True
+    if style in _KINDS:
+        # byte tokens are joined with their neighbours (WordPiece records none: its tokens are text)
+        return style != "wordpiece" and token.startswith("<0x") and _BYTE_RUN.fullmatch(token) is not None
+    return _whole_text(token, style) is None
+
+
+_BYTE_RUN = re.compile(r"(?:<0x[0-9A-Fa-f]{2}>)+")
+
+
+class TokenForms:
+    """Each distinct token's forms under one style, computed once however often it occurs.
+
+    ``forms(t)`` is ``(in_window, first, alone)``: its text inside a window (after another
+    token), as a window's first token, and on its own in a token table (`single_token_text`).
+    A token that `needs_whole_window` has instead its bytes (`run_bytes`): a run of such
+    tokens reads as its bytes decoded as UTF-8 one token at a time (a character on the token
+    that completes it, ``"�"`` for bytes that never form one, flushed at the run's end),
+    and a ``"metaspace"`` window's first text drops its leading space
+    (`drops_first_space`). Read that way, every window reads exactly as `display_tokens`
+    renders it (checked by property tests), so the report's chunks hold raw tokens and a
+    table of these forms, and no Python runs per occurrence of a token.
+
+    >>> TokenForms("wordpiece").forms("the")
+    (' the', 'the', 'the')
+    >>> TokenForms("gpt2").run_bytes("âĢ")
+    b'\\xe2\\x80'
+    """
+
+    def __init__(self, style: str):
+        if style not in TOKEN_STYLES or style == "auto":
+            raise ValueError(f"TokenForms needs a resolved token style (one of {TOKEN_STYLES[1:]}), got {style!r}")
+        self.style = style
+        self._forms: dict[str, tuple[str, str, str]] = {}
+        #: tokens (and None) whose text depends on their neighbours
+        self.whole: set[str | None] = {None}
+        self._known: set[str | None] = {None}
+
+    @property
+    def drops_first_space(self) -> bool:
+        """True when a window's first text loses its leading space (SentencePiece's decoder)."""
+        return self.style == "metaspace"
+
+    def learn(self, tokens: Iterable[str | None]) -> None:
+        """Classify the tokens not seen before (a set difference: no Python for known tokens)."""
+        for t in set(tokens) - self._known:
+            self._known.add(t)
+            if needs_whole_window(t, self.style):
+                self.whole.add(t)
+            else:
+                assert t is not None
+                self._forms[t] = (display_tokens(["a", t], self.style)[1], display_tokens([t], self.style)[0],
+                                  single_token_text(t, self.style))
+
+    def forms(self, token: str) -> tuple[str, str, str]:
+        """``(in_window, first, alone)`` of a token that does not need its neighbours."""
+        if token not in self._forms:
+            self.learn([token])
+        return self._forms[token]
+
+    def alone(self, token: str) -> str:
+        """The token on its own (`single_token_text`), whatever its kind."""
+        if token in self._forms:
+            return self._forms[token][2]
+        return single_token_text(token, self.style)
+
+    def run_bytes(self, token: str) -> bytes:
+        """The bytes a token that needs its neighbours adds to its run."""
+        if self.style in _KINDS:
+            return bytes(int(h, 16) for h in _BYTE_HEX.findall(token))
+        return token_bytes(token, self.style)
+
+
+_BYTE_HEX = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def decode_runs(texts: list[str | None], run_bytes: list[bytes | None], drops_first_space: bool) -> list[str]:
+    """A window's texts from per-token forms (``texts[i]``; None inside a run) and the run tokens'
+    bytes (``run_bytes[i]``), as `TokenForms` describes; the viewer (report.js) does the same.
+
+    >>> decode_runs([" caf", None, None, " ok"], [None, b"\\xc3", b"\\xa9", None], False)
+    [' caf', '', 'é', ' ok']
+    """
+    out: list[str] = []
+    decoder = None
+    n = len(texts)
+    for i, t in enumerate(texts):
+        if t is not None:
+            out.append(t)
+            continue
+        if decoder is None:
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        out.append(decoder.decode(run_bytes[i] or b""))
+        if i + 1 == n or texts[i + 1] is not None:
+            out[-1] += decoder.decode(b"", final=True)
+            decoder = None
+    if drops_first_space and texts and texts[0] is None and out[0].startswith(" "):
+        out[0] = out[0][1:]
+    return out

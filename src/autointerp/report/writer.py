@@ -41,7 +41,7 @@ from attrs import define
 
 from autointerp.paths import RunPaths
 from autointerp.report.layer_index import IndexRow, LayerRows
-from autointerp.report.numbers import clean_json
+from autointerp.report.numbers import dumps
 from autointerp.report.page_data import ChunkShaper, ReportOptions, ReportPages
 from autointerp.report.run_data import RunData
 from autointerp.storage import replace_dir_atomically
@@ -117,22 +117,28 @@ def write_pages(pages: ReportPages, out_dir: Path) -> Path:
 
 # -- JSON that is safe inside HTML and JS ----------------------------------------------
 
-_JS_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_JS_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+_JS_ESCAPES = ((b"<", b"\\u003c"), (b">", b"\\u003e"), (b"&", b"\\u0026"),
+               ("\u2028".encode(), b"\\u2028"), ("\u2029".encode(), b"\\u2029"))
+
+
+def safe_json_bytes(obj: Any) -> bytes:
+    """UTF-8 JSON that cannot end a ``<script>`` element or break a JS string literal.
+
+    ``<``, ``>``, ``&``, U+2028 and U+2029 occur in JSON only inside strings, where
+    ``\\u003c`` means the same character, so the result parses to the same value. The
+    escapes are byte replacements over the encoded text (UTF-8 never encodes U+2028's
+    three bytes as part of another character), skipped where the character is absent.
+    """
+    data = dumps(obj)
+    for raw, escaped in _JS_ESCAPES:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
 
 
 def safe_json(obj: Any) -> str:
-    """JSON that cannot end a ``<script>`` element or break a JS string literal.
-
-    ``<``, ``>`` and ``&`` occur in JSON only inside strings, where ``\\u003c``
-    means the same character, so the result parses to the same value.
-    """
-    try:
-        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        # NaN or infinity (possible in an in-memory harvest): JSON has no such numbers
-        text = json.dumps(clean_json(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return _JS_ESCAPE_RE.sub(lambda m: _JS_ESCAPES[m.group(0)], text)
+    """`safe_json_bytes` as text."""
+    return safe_json_bytes(obj).decode("utf-8")
 
 
 # -- the files -------------------------------------------------------------------------
@@ -181,8 +187,8 @@ class _ChunkJob:
     chunk_dir: Path
 
     def run(self, n: int, items: list[Any]) -> list[IndexRow]:
-        details, rows = self.shaper.shape(items)
-        (self.chunk_dir / f"{n}.js").write_text(f"AUTOINTERP_CHUNK({n},{safe_json(details)});\n", encoding="utf-8")
+        chunk, rows = self.shaper.shape(items)
+        (self.chunk_dir / f"{n}.js").write_bytes(b"AUTOINTERP_CHUNK(%d," % n + safe_json_bytes(chunk) + b");\n")
         return rows
 
 
@@ -193,8 +199,10 @@ def _write_chunks(pages: ReportPages, chunk_dir: Path) -> int:
     job = _ChunkJob(pages.shaper, chunk_dir)
     workers = pages.options.workers
     items: Iterator[Any] = pages.components()
-    if workers > 1 and pages.data.streams_from_disk:
-        # workers parse the raw lines themselves; the few components peeked at for the token style are parsed again
+    if pages.data.streams_from_disk:
+        # the shaper parses the raw lines itself (in the workers, if any, and with the fast codec:
+        # parsing is a third of a report's work); the few components peeked at for the token style
+        # are parsed again
         items = pages.data.iter_component_lines()
     batches = enumerate(_batches(items, pages.options.chunk_size))
     done = _run_in_pool(job, batches, workers) if workers > 1 else ((n, job.run(n, b)) for n, b in batches)
