@@ -97,3 +97,45 @@ def test_score_never_uses_a_validation_window(tmp_path, n_validate):
                 assert not positions([span]) & excluded
                 n += 1
     assert n > 200
+
+
+def _free_offsets_brute(fired, spans, start, n_tok, want):
+    """The negatives' crop rule as it was written: every offset, every firing, every span."""
+    from autointerp.heldout import SpanIndex
+
+    index = SpanIndex([(0, a, b) for a, b in spans])
+    return [o for o in range(n_tok - want + 1)
+            if not any(o <= f < o + want for f in set(fired)) and not index.overlaps(0, start + o, start + o + want)]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 24), st.integers(1, 24), st.integers(0, 40), st.lists(st.integers(-2, 26), max_size=6),
+       st.lists(st.tuples(st.integers(0, 70), st.integers(0, 12)), max_size=4), st.booleans())
+def test_free_crop_offsets_equal_the_brute_force_rule(n_tok, want, start, fired, spans, allow_empty):
+    from autointerp.scoring.evidence import _free_offsets
+
+    want = min(want, n_tok)
+    spans = [(a, a + w if w or allow_empty else a + 1) for a, w in spans]  # some empty spans when allowed
+    assert _free_offsets(fired, spans, start, n_tok, want) == _free_offsets_brute(fired, spans, start, n_tok, want)
+
+
+def test_the_pool_groups_each_components_firings_as_the_file_lists_them():
+    """`WindowPool` reads a component's firings from its slice of the grouped tensors: the same
+    ``{window: [(offset, activation)]}`` as a plain scan of the file's lists, for every component."""
+    from autointerp.scoring.evidence import WindowPool
+
+    _, harvest = synthetic_harvest()
+    shared = harvest.shared["window_pool"]
+    pool = WindowPool.from_shared(shared)
+    f = shared["firings"]
+    want: dict = {}
+    for w, o, c, a in zip(f["window"], f["offset"], f["component"], f["activation"]):
+        want.setdefault(int(c), {}).setdefault(int(w), []).append((int(o), float(a)))
+    assert want and len(f["component"]) > 100
+    for c in range(harvest.config.n_components):
+        assert pool._of(c) == want.get(c, {})
+        assert all(type(o) is int and type(a) is float for firings in pool._of(c).values() for o, a in firings)

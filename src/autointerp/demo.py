@@ -48,7 +48,7 @@ class DemoRun:
 
 def harvest_stage(run: DemoRun) -> None:
     """Harvest the demo model's MLP neurons over its bundled held-out text into ``<out>/demo/harvest``."""
-    from autointerp.run_harvest import HarvestOptions, run_harvest, summarize
+    from autointerp.run_harvest import HarvestOptions, HarvestSummary, run_harvest, summarize
 
     opts = HarvestOptions(
         target="demo",
@@ -62,10 +62,11 @@ def harvest_stage(run: DemoRun) -> None:
         overwrite=True,
         progress=run.progress,
     )
-    result = run_harvest(opts, log=run.log)
+    summary = HarvestSummary()  # gathered as the components are written: the harvest is not read back
+    result = run_harvest(opts, log=run.log, summary=summary)
     run.harvest = result
     run.log(f"harvest: {run.paths.harvest_config} and {run.paths.harvest_components.name}")
-    text = summarize(result)
+    text = summary.text() if summary.seen else summarize(result)
     if text:
         run.log("a few neurons and the tokens they fire on most reliably (top precision):\n" + text)
 

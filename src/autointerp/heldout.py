@@ -56,6 +56,10 @@ class SpanIndex:
     def overlaps(self, seq: int, start: int, end: int) -> bool:
         return any(a < end and start < b for a, b in self._by_seq.get(seq, ()))
 
+    def of(self, seq: int) -> list[tuple[int, int]]:
+        """The ``(start, end)`` spans of sequence ``seq``."""
+        return self._by_seq.get(seq, [])
+
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_seq.values())
 

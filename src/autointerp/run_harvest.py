@@ -27,10 +27,11 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -388,17 +389,19 @@ def harvest_lock(paths: RunPaths, rank: int = 0, world_size: int = 1) -> RunLock
 
 
 def run_harvest(opts: HarvestOptions, *, target: Target | None = None,
-                timings: HarvestTimings | None = None, log: Callable[[str], None] | None = print) -> HarvestResult | Path:
+                timings: HarvestTimings | None = None, log: Callable[[str], None] | None = print,
+                summary: HarvestSummary | None = None) -> HarvestResult | Path:
     """Run (or resume) a harvest. Returns the `HarvestResult` (world_size 1, and rank 0 under torchrun),
     the worker state file (a job array's worker) or, on the other ranks under torchrun, the harvest folder
-    rank 0 wrote."""
+    rank 0 wrote. ``summary``: a `HarvestSummary` that sees every component as it is written
+    (then ``summary.text()`` is ``summarize(result)`` without reading the harvest back)."""
     opts = torchrun_options(opts)
     if distributed.active_ranks() is not None and opts.rank != 0:
         log = None  # one rank speaks; the others' errors still raise
     paths = check_options(opts)
     # taken before the model loads, so a second harvest of the run fails at once
     with harvest_lock(paths, opts.rank, opts.world_size):
-        return _run_locked(opts, target, timings, log or (lambda s: None))
+        return _run_locked(opts, target, timings, log or (lambda s: None), summary)
 
 
 def torchrun_options(opts: HarvestOptions) -> HarvestOptions:
@@ -426,7 +429,7 @@ def torchrun_options(opts: HarvestOptions) -> HarvestOptions:
 
 
 def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTimings | None,
-                log: Callable[[str], None]) -> HarvestResult | Path:
+                log: Callable[[str], None], summary: HarvestSummary | None = None) -> HarvestResult | Path:
     prep = prepare_harvest(opts, target)
     for notice in prep.target.notices:
         log(notice)
@@ -467,6 +470,8 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
     if opts.output_logits:
         lenses, shared = weight_outputs(prep, log)
         transform = _lens_transform(lenses)
+    if summary is not None:
+        transform = _then_summary(transform, summary)
     if in_memory:
         with harvest_lock(paths):  # rank 0 swaps in harvest/, as a one-process run or merge does
             result = prep.loop.save(paths.harvest, transform=transform, shared=shared)
@@ -521,6 +526,16 @@ def _lens_transform(lenses: dict[str, LogitLens]) -> Callable[[ComponentData], N
         comp.output_logits = lenses.get(comp.key)
 
     return attach
+
+
+def _then_summary(transform: Callable[[ComponentData], None] | None,
+                  summary: HarvestSummary) -> Callable[[ComponentData], None]:
+    def step(comp: ComponentData) -> None:
+        if transform is not None:
+            transform(comp)
+        summary.add(comp)  # the component as it is written
+
+    return step
 
 
 #: the logit lens of a job array, written by worker 0 beside the worker states and read by merge
@@ -608,38 +623,79 @@ def _merge_locked(root: Path, world_size: int | None, log: Callable[[str], None]
     return result
 
 
-def summarize(result: HarvestResult, n: int = 5, top: int = 6, min_count: int = 3) -> str:
+class HarvestSummary:
+    """The few components `summarize` shows, gathered one component at a time.
+
+    ``add`` every component (in component-space order); ``text()`` is then what
+    ``summarize`` of those components prints. It keeps only the best ``n`` candidates
+    of each layer, so `run_harvest` (``summary=``) gathers them while the harvest is
+    written, instead of reading the saved harvest back.
+    """
+
+    def __init__(self, n: int = 5, top: int = 6, min_count: int = 3):
+        self.n, self.top, self.min_count = n, top, min_count
+        self._seen = 0
+        #: per layer, a min-heap of the best n candidates: (score, -position, key, firing rate, tokens)
+        self._best: dict[str, list[tuple[float, int, str, float, list[Any]]]] = {}
+
+    @property
+    def seen(self) -> int:
+        """How many components were added."""
+        return self._seen
+
+    def add(self, comp: ComponentData) -> None:
+        pos = self._seen
+        self._seen += 1
+        if comp.firing_count <= 0 or not comp.input_tokens:
+            return
+        reliable = [t for t in comp.input_tokens.top_precision if t.count >= self.min_count]
+        if not reliable:
+            return
+        # share of the component's firings on its few most reliable tokens
+        score = sum(t.count for t in reliable[:3] if t.precision >= 0.5) / max(comp.firing_count, 1) \
+            * min(1.0, comp.firing_count / 20)
+        heap = self._best.setdefault(comp.layer, [])
+        item = (score, -pos, comp.key, comp.firing_rate, reliable[: self.top])
+        if len(heap) < self.n:
+            heapq.heappush(heap, item)
+        elif item[:2] > heap[0][:2]:
+            heapq.heapreplace(heap, item)
+
+    def text(self) -> str:
+        # best first (ties: the earlier component), layers in the order of their best candidate, one per layer in turn
+        by_layer = {layer: sorted(h, key=lambda x: (-x[0], -x[1])) for layer, h in self._best.items()}
+        order = sorted(by_layer, key=lambda layer: (-by_layer[layer][0][0], -by_layer[layer][0][1]))
+        queues = [by_layer[layer] for layer in order]
+        picked: list[tuple[float, int, str, float, list[Any]]] = []
+        while len(picked) < self.n and any(queues):
+            for q in queues:
+                if q and len(picked) < self.n:
+                    picked.append(q.pop(0))
+        lines = []
+        for _, _, key, rate, tokens in picked:
+            toks = ", ".join(f"{t.token if t.token is not None else t.token_id!r} ({t.precision:.0%})" for t in tokens)
+            lines.append(f"  {key:<20} fires on {rate:6.2%} of tokens; top tokens: {toks}")
+        return "\n".join(lines)
+
+
+def summarize(result: Iterable[ComponentData], n: int = 5, top: int = 6, min_count: int = 3) -> str:
     """A few components and the input tokens they fire on most reliably, for the terminal.
 
     Tokens are ranked by precision P(fires | token) among tokens seen at least
     ``min_count`` times with the component; components are taken, spread over the
     layers, from those whose firings are best covered by a few reliable tokens.
+    Streams ``result`` once (`HarvestSummary`); `run_harvest` can gather the same
+    while it writes the harvest (``summary=``).
     """
-
-    def reliable(c):
-        return [t for t in c.input_tokens.top_precision if t.count >= min_count] if c.input_tokens else []
-
-    def coverage(c, r):  # share of the component's firings on its few most reliable tokens
-        return sum(t.count for t in r[:3] if t.precision >= 0.5) / max(c.firing_count, 1) * min(1.0, c.firing_count / 20)
-
-    scored = [(coverage(c, r), c) for c in result if c.firing_count > 0 and (r := reliable(c))]
-    by_layer: dict[str, list] = {}
-    for score, c in sorted(scored, key=lambda x: -x[0]):
-        by_layer.setdefault(c.layer, []).append(c)
-    picked = []
-    while len(picked) < n and any(by_layer.values()):
-        for layer in list(by_layer):
-            if by_layer[layer] and len(picked) < n:
-                picked.append(by_layer[layer].pop(0))
-    lines = []
-    for c in picked:
-        toks = ", ".join(f"{t.token if t.token is not None else t.token_id!r} ({t.precision:.0%})" for t in reliable(c)[:top])
-        lines.append(f"  {c.key:<20} fires on {c.firing_rate:6.2%} of tokens; top tokens: {toks}")
-    return "\n".join(lines)
+    summary = HarvestSummary(n, top, min_count)
+    for comp in result:
+        summary.add(comp)
+    return summary.text()
 
 
 __all__ = [
     "HarvestOptions",
+    "HarvestSummary",
     "HarvestTimings",
     "ModelBatches",
     "PreparedHarvest",

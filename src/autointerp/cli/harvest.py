@@ -155,16 +155,18 @@ def options_from_args(args: argparse.Namespace) -> HarvestOptions:
 
 def main(args: argparse.Namespace) -> int:
     from autointerp.harvest import HarvestResult
-    from autointerp.run_harvest import run_harvest, summarize
+    from autointerp.run_harvest import HarvestSummary, run_harvest, summarize
 
     opts = options_from_args(args)
+    summary = HarvestSummary()  # gathered while the harvest is written, so it is not read back
     try:
-        result = run_harvest(opts)
+        result = run_harvest(opts, summary=summary)
     except ImportError as e:  # an optional dependency (spd, transformers, datasets): say how to install it
         print(f"autointerp harvest: error: {e}", file=sys.stderr)
         return 2
     if isinstance(result, HarvestResult):  # a worker (world_size > 1) returns its state file instead
-        text = summarize(result)
+        # a resumed run that was already finished writes nothing: then read it
+        text = summary.text() if summary.seen else summarize(result)
         if text:
             # the lines quote dataset tokens, which may hold escapes or carriage returns
             print("a few components:\n" + "\n".join("  " + terminal_text(line, 300) for line in text.splitlines()))

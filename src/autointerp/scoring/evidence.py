@@ -124,15 +124,17 @@ class WindowPool:
         self._strings = {int(k): v for k, v in (shared.get("token_strings") or {}).items()}
         self._decode = decode
         f = shared["firings"]
-        self._f_window, self._f_offset, self._f_act = f["window"], f["offset"], f["activation"]
-        # the firings grouped by component once, in tensors; a component's {window: [(offset, act)]}
-        # is built when first asked for (a scoring run asks for a few of the pool's components)
+        # the firings grouped by component once, in tensors (each component's firings in the
+        # file's order); a component's {window: [(offset, act)]} is built from its slice when
+        # first asked for (interpret's validation sets ask for every component, scoring for a few)
         comp = torch.as_tensor(f["component"], dtype=torch.int64)
-        order = torch.argsort(comp, stable=True)  # each component's firings keep the file's order
+        order = torch.argsort(comp, stable=True)
         uniq, counts = torch.unique_consecutive(comp[order], return_counts=True)
         starts = counts.cumsum(0) - counts
         self._spans = dict(zip(uniq.tolist(), zip(starts.tolist(), counts.tolist())))
-        self._order = order.tolist()
+        self._f_window = torch.as_tensor(f["window"], dtype=torch.int64)[order]
+        self._f_offset = torch.as_tensor(f["offset"], dtype=torch.int64)[order]
+        self._f_act = torch.as_tensor(f["activation"], dtype=torch.float64)[order]  # the stored doubles, exactly
         self._n_firings = int(comp.numel())
         self._by_comp: dict[int, dict[int, list[tuple[int, float]]]] = {}
 
@@ -143,9 +145,14 @@ class WindowPool:
             got = {}
             span = self._spans.get(component)
             if span is not None:
-                start, n = span
-                for i in self._order[start : start + n]:
-                    got.setdefault(int(self._f_window[i]), []).append((int(self._f_offset[i]), float(self._f_act[i])))
+                lo, hi = span[0], span[0] + span[1]
+                windows = self._f_window[lo:hi].tolist()
+                firings = zip(self._f_offset[lo:hi].tolist(), self._f_act[lo:hi].tolist())
+                for w, fo in zip(windows, firings):
+                    if w in got:
+                        got[w].append(fo)
+                    else:
+                        got[w] = [fo]
             self._by_comp[component] = got
         return got
 
@@ -346,17 +353,35 @@ def _negatives(
         want = min(lengths[len(out) % len(lengths)], n_tok)
         if want < 1:
             continue
-        fired = set(pool.firing_offsets(w, flat_index))
         seq, start = int(info["sequence_index"]), int(info["start"])
-        ok = [
-            o
-            for o in range(n_tok - want + 1)
-            if not any(o <= f < o + want for f in fired) and not spans.overlaps(seq, start + o, start + o + want)
-        ]
+        ok = _free_offsets(pool.firing_offsets(w, flat_index), spans.of(seq), start, n_tok, want)
         if not ok:
             continue
         o = rng.choice(ok)
         out.append(pool.window(w, flat_index).crop(o, o + want))
+    return out
+
+
+def _free_offsets(fired: Sequence[int], spans: Sequence[tuple[int, int]], start: int, n_tok: int, want: int) -> list[int]:
+    """Every offset ``o`` of a window of ``n_tok`` tokens (its first token at sequence position
+    ``start``) where the crop ``[o, o + want)`` holds no firing offset of ``fired`` and shares no
+    position with a span ``[a, b)`` of ``spans`` (of the same sequence), in increasing order."""
+    if any(a >= b for a, b in spans):  # an empty span: the general rule, as `SpanIndex.overlaps` reads it
+        return [o for o in range(n_tok - want + 1) if not any(o <= f < o + want for f in fired)
+                and not any(a < start + o + want and start + o < b for a, b in spans)]
+    blocked = [False] * n_tok
+    for f in fired:
+        if 0 <= f < n_tok:
+            blocked[f] = True
+    for a, b in spans:
+        for p in range(max(a - start, 0), min(b - start, n_tok)):
+            blocked[p] = True
+    out = []
+    run = 0  # free positions ending at p
+    for p in range(n_tok):
+        run = 0 if blocked[p] else run + 1
+        if run >= want:
+            out.append(p - want + 1)
     return out
 
 
