@@ -210,3 +210,46 @@ def test_scorer_system_prompts_say_how_token_boundaries_read_like_the_labellers(
     assert "a marked token" not in _system("detection", "wordpiece")  # detection marks nothing
     assert "the text it adds after a text" in _system("output", "wordpiece")
     assert "one token's text" in _system("simulation", "byte_level")
+
+
+def test_the_run_data_reads_a_components_refinement_when_asked_for(refined):
+    """`RunData.from_run` keeps where each refined component's rounds lie, not the rounds: a history is
+    read (and structured) when the page asks for it, one component's lines, equal to the whole read."""
+    import pickle
+
+    from autointerp.records import RefinementIndex
+
+    paths, keys, *_ = refined
+    data = RunData.from_run(paths)
+    index = data.refinement
+    assert isinstance(index, RefinementIndex) and index.reads == 0
+    assert sorted(index) == sorted(keys) and len(index) == len(keys) and keys[0] in index and "nope:1" not in index
+    whole = read_refinement(paths)
+    assert index[keys[1]] == whole[keys[1]] and index.reads == 1  # one component read, the others not
+    assert index.get("nope:1") is None and index.reads == 1
+    # a report's worker process gets the index (paths and offsets) and reads the same
+    copy = pickle.loads(pickle.dumps(data.without_components().refinement))
+    assert {k: copy[k] for k in copy} == whole
+    assert read_refinement(paths, keys=[keys[0]]) == {keys[0]: whole[keys[0]]}
+
+
+def test_a_damaged_round_is_refused_naming_its_line(refined, tmp_path):
+    import shutil
+
+    from autointerp.records import RefinementIndex
+    from autointerp.storage import CorruptRunFile
+
+    paths, keys, *_ = refined
+    copy = tmp_path / "bad"
+    shutil.copytree(paths.root, copy)
+    rounds = RefineFolder.of(copy / "interpretations").rounds
+    lines = rounds.read_text(encoding="utf-8").splitlines(keepends=True)
+    rec = json.loads(lines[0])
+    rec["round"] = "first"
+    rounds.write_text(json.dumps(rec) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    index = RefinementIndex(RefineFolder.of(copy / "interpretations"))
+    with pytest.raises(CorruptRunFile, match=r"rounds.jsonl, line 1: breaks the schema"):
+        index[rec["component_key"]]
+    rounds.write_text("{\n" + "".join(lines[1:]), encoding="utf-8")
+    with pytest.raises(CorruptRunFile, match=r"rounds.jsonl, line 1: not JSON"):
+        RefinementIndex(RefineFolder.of(copy / "interpretations"))

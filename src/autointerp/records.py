@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,13 +41,13 @@ from autointerp.schemas import (
     ScoreResult,
     TokenUsage,
 )
-from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, structure_line
+from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, iter_jsonl_spans, structure_line
 
 __all__ = [
     "CorruptRunFile", "Scores", "count_failures", "failed_keys", "group_scores", "iter_component_lines", "iter_component_records",
     "iter_records", "read_components", "read_harvest_config", "read_harvest_config_dict",
     "read_first_pass", "read_interpretations", "read_labels", "read_records", "read_refinement", "read_score_file",
-    "read_scores", "read_shared_json", "NEIGHBOURS_TAG", "RefinementHistory",
+    "read_scores", "read_shared_json", "NEIGHBOURS_TAG", "RefinementHistory", "RefinementIndex",
 ]
 
 T = TypeVar("T")
@@ -299,24 +299,74 @@ def read_refinement(source: RunPaths | RefineFolder | str | os.PathLike,
                     keys: Iterable[str] | None = None) -> dict[str, RefinementHistory]:
     """``{component_key: RefinementHistory}`` from a label set's ``refine/`` folder (a `RunPaths`, a
     `RefineFolder`, or an interpretations folder); ``keys`` keeps only those. No folder: ``{}``."""
-    if isinstance(source, RunPaths):
-        folder = source.refinement
-    elif isinstance(source, RefineFolder):
-        folder = source
-    else:
-        folder = RefineFolder.of(source)
-    wanted = set(keys) if keys is not None else None
-    rounds: dict[str, dict[int, RefinementRound]] = {}
-    for r in read_records(folder.rounds, RefinementRound):
-        if wanted is None or r.component_key in wanted:
-            rounds.setdefault(r.component_key, {})[r.round] = r
-    out = {k: RefinementHistory([by[i] for i in sorted(by)]) for k, by in rounds.items()}
-    for _, rec in iter_records(folder.labels, "one labeller answer (a JSON object) per line"):
-        hist = out.get(rec.get("component_key"))  # type: ignore[arg-type]
-        shown = rec.get("shown")
-        if hist is not None and isinstance(shown, dict) and str(rec.get("label", "")).strip():
-            hist.shown[int(rec.get("round", 0))] = shown
-    return out
+    index = RefinementIndex(source, keys)
+    return {k: index[k] for k in index}
+
+
+class RefinementIndex(Mapping[str, RefinementHistory]):
+    """A label set's refinement histories, each read when asked for (`read_refinement`'s rule).
+
+    Opening it reads ``rounds.jsonl`` and ``labels.jsonl`` once and keeps, per refined
+    component, where its lines lie (byte offsets), not the records: ``index[key]`` reads
+    and structures that component's lines only, so a report of 10^5 refined components
+    holds one history at a time. A damaged line is refused by the scan (bad JSON) or
+    when its component is read (a record that breaks the schema), naming file and line.
+    Picklable (paths and offsets; no open file). ``reads`` counts the histories read.
+    """
+
+    def __init__(self, source: RunPaths | RefineFolder | str | os.PathLike, keys: Iterable[str] | None = None):
+        if isinstance(source, RunPaths):
+            folder = source.refinement
+        elif isinstance(source, RefineFolder):
+            folder = source
+        else:
+            folder = RefineFolder.of(source)
+        self.rounds_file, self.labels_file = folder.rounds, folder.labels
+        wanted = set(keys) if keys is not None else None
+        self._rounds: dict[str, list[tuple[int, int]]] = {}  # key -> [(line number, offset)] in file order
+        for line_no, at, rec in iter_jsonl_spans(self.rounds_file, self._ROUND):
+            key = rec.get("component_key")
+            if isinstance(key, str) and (wanted is None or key in wanted):
+                self._rounds.setdefault(key, []).append((line_no, at))
+            elif not isinstance(key, str):  # the schema's error, at the scan: the line has no key to file it under
+                structure_line(rec, RefinementRound, self.rounds_file, line_no, self._ROUND)
+        self._labels: dict[str, list[tuple[int, int]]] = {}
+        for line_no, at, rec in iter_jsonl_spans(self.labels_file, self._LABEL):
+            key = rec.get("component_key")
+            if isinstance(key, str) and key in self._rounds and isinstance(rec.get("shown"), dict) and str(rec.get("label", "")).strip():
+                self._labels.setdefault(key, []).append((line_no, at))  # type: ignore[arg-type]
+        self.reads = 0
+
+    _ROUND = f"one {RefinementRound.__name__} JSON object per line"
+    _LABEL = "one labeller answer (a JSON object) per line"
+
+    @staticmethod
+    def _lines(path: Path, spans: list[tuple[int, int]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        with open(path, "rb") as f:
+            for line_no, at in spans:
+                f.seek(at)
+                yield line_no, json.loads(f.readline().decode("utf-8"))  # parsed once by the scan already
+
+    def __getitem__(self, key: str) -> RefinementHistory:
+        spans = self._rounds[key]  # KeyError: not refined
+        by_round: dict[int, RefinementRound] = {}
+        for line_no, rec in self._lines(self.rounds_file, spans):
+            r = structure_line(rec, RefinementRound, self.rounds_file, line_no, self._ROUND)
+            by_round[r.round] = r  # the last record of a round wins
+        hist = RefinementHistory([by_round[i] for i in sorted(by_round)])
+        for _, rec in self._lines(self.labels_file, self._labels.get(key, [])):
+            hist.shown[int(rec.get("round", 0))] = rec["shown"]
+        self.reads += 1
+        return hist
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rounds
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rounds)
+
+    def __len__(self) -> int:
+        return len(self._rounds)
 
 
 def read_labels(source: RunPaths | str | os.PathLike) -> dict[str, str]:

@@ -609,13 +609,23 @@ def iter_jsonl(path: str | os.PathLike, expected: str = "one JSON object per lin
     bad line in the middle, ``[1, 2, 3]``, a string) raises `CorruptRunFile`
     naming the file, the line and ``expected``. Blank lines are skipped.
     """
+    for line_no, _, rec in iter_jsonl_spans(path, expected):
+        yield line_no, rec
+
+
+def iter_jsonl_spans(path: str | os.PathLike,
+                     expected: str = "one JSON object per line") -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """``(line number, byte offset of the line, record)`` by `iter_jsonl`'s policy, for readers that
+    note where a record lies and read it again later (one seek and one line)."""
     path = Path(path)
     if not path.exists():
         return
     # read a line at a time (a harvest's components.jsonl can be gigabytes): only the text after
     # the last newline lacks one, so that is the one line that may be torn
     with open(path, "rb") as f:
+        offset = 0
         for line_no, raw in enumerate(f, start=1):
+            at, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
             try:
@@ -626,7 +636,7 @@ def iter_jsonl(path: str | os.PathLike, expected: str = "one JSON object per lin
                 raise CorruptRunFile(path, line_no, f"not JSON ({e})", expected) from None
             if not isinstance(rec, dict):
                 raise CorruptRunFile(path, line_no, f"a JSON {_json_kind(rec)}, not an object", expected)
-            yield line_no, rec
+            yield line_no, at, rec
 
 
 def _json_kind(value: Any) -> str:

@@ -30,8 +30,8 @@ from autointerp.records import (
     iter_component_records,
     read_first_pass,
     read_harvest_config_dict,
+    RefinementIndex,
     read_interpretations,
-    read_refinement,
     read_scores,
 )
 from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, ScoreResult
@@ -73,8 +73,9 @@ class RunData:
         self.name = name
         #: which label set of the run the labels and scores are
         self.label_set = label_set
-        #: per refined component its `autointerp.records.RefinementHistory` (``interpret --refine``)
-        self.refinement = dict(refinement or {})
+        #: per refined component its `autointerp.records.RefinementHistory` (``interpret --refine``); from
+        #: disk a `RefinementIndex`, which reads a component's rounds when asked for (never all at once)
+        self.refinement: Mapping[str, Any] = refinement if isinstance(refinement, RefinementIndex) else dict(refinement or {})
         #: per component whose label came from the neighbour pass, the first pass's result
         self.first_pass = dict(first_pass or {})
         self._store: Any = None
@@ -102,7 +103,7 @@ class RunData:
             name=paths.run_id if paths.is_default_set else f"{paths.run_id} [{paths.label_set}]",
             components_path=paths.harvest_components,
             label_set=paths.label_set,
-            refinement=read_refinement(paths),
+            refinement=RefinementIndex(paths),
             first_pass=read_first_pass(paths),
         )
 
