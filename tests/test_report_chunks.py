@@ -119,3 +119,16 @@ def test_the_codec_gives_the_same_values_with_and_without_orjson(monkeypatch, fa
         numbers.loads(b'{"x": ')
     text = safe_json({"t": "</script>\u2028&"})
     assert "<" not in text and "&" not in text and "\u2028" not in text and json.loads(text) == {"t": "</script>\u2028&"}
+
+
+def test_a_line_that_is_not_the_one_the_index_names_is_refused():
+    """Workers read their lines where the harvest's index says; a file changed in place (same size
+    and time, so the index still looks current) must stop the report, naming the index."""
+    from autointerp.storage import CorruptRunFile
+
+    lines = [json.dumps(_component(f"h.0:{i}", [["a"]], [])).encode() for i in range(2)]
+    shaper = ChunkShaper(RunData({"layers": []}, []), "plain", None, source="components.jsonl")
+    _, rows = shaper.shape(lines, ["h.0:0", "h.0:1"])
+    assert [r[0] for r in rows] == ["h.0:0", "h.0:1"]
+    with pytest.raises(CorruptRunFile, match=r"another line where the harvest's index puts 'h.0:0'.*components.sqlite"):
+        shaper.shape(lines[::-1], ["h.0:0", "h.0:1"])

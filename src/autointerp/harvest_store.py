@@ -265,6 +265,11 @@ class HarvestStore:
     def keys(self) -> list[str]:
         return [k for (k,) in self._query("SELECT key FROM components ORDER BY pos")]
 
+    def line_spans(self) -> list[tuple[str, int, int]]:
+        """``(key, offset, length)`` of every component's line in the JSONL, in order (for readers
+        that read many lines at once, such as the report's workers)."""
+        return self._query("SELECT key, offset, length FROM components ORDER BY pos")
+
     def summaries(self, *, layer: str | None = None, min_firing_rate: float | None = None,
                   order: str = "position", limit: int | None = None) -> list[ComponentSummary]:
         """Index rows, filtered by layer and firing rate, in ``order`` ("position", "firing_rate" high first)."""

@@ -28,6 +28,7 @@ from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import LABEL_SOURCES, headline as headline_result
 from autointerp.report.tokens import (TOKEN_STYLES, TokenForms, decode_runs, detect_token_style, display_tokens,
                                       single_token_text, style_for)
+from autointerp.paths import HARVEST_STORE
 from autointerp.records import HARVEST_FIX, is_neighbour_pass
 from autointerp.token_text import TOKENIZER_KINDS, vocab_token_text
 from autointerp.schemas import ComponentData, ScoreResult
@@ -458,8 +459,10 @@ class ChunkShaper:
     source: str = "components.jsonl"
     _forms: TokenForms | None = field(default=None, init=False, eq=False)
 
-    def shape(self, items: list[Any]) -> tuple[dict[str, Any], list[IndexRow]]:
+    def shape(self, items: list[Any], keys: list[str] | None = None) -> tuple[dict[str, Any], list[IndexRow]]:
         """Component dicts (or their raw JSON lines) -> (their chunk, their index rows).
+
+        ``keys``: the components the lines must be (the harvest's index says where each is).
 
         The chunk is ``{"tt": token table, "c": page details}``, with ``"sp": true`` when a window's
         first text drops its leading space (`ChunkTokens`, `expand_chunk`).
@@ -472,6 +475,11 @@ class ChunkShaper:
         gc.disable()
         try:
             comps = [_parse(item, self.check_schema, self.source) for item in items]
+            if keys is not None and [c.get("key") for c in comps] != keys:
+                key = next(k for c, k in zip(comps, keys) if c.get("key") != k)
+                raise CorruptRunFile(self.source, None, f"another line where the harvest's index puts {key!r}",
+                                     "the record the index points to (the file was changed in place without "
+                                     "changing its size or time)", f"delete {HARVEST_STORE} beside it and run again")
             details = [component_detail(c, self.data, tokens, self.max_examples) for c in comps]
             rows = [index_row(c) for c in comps]
         finally:

@@ -171,6 +171,12 @@ class RunData:
         # keys, order and count are checked here; each line's schema by the worker that parses it
         yield from iter_component_lines(self.components_path, from_dict(self.config, HarvestConfig))
 
+    def line_spans(self) -> list[tuple[str, int, int]] | None:
+        """``(key, offset, length)`` of every component's line, from the harvest's index (None without
+        one: a run in memory), so that workers can read their own lines (`read_lines`)."""
+        store = self.store()
+        return None if store is None else store.line_spans()
+
     def store(self) -> Any:
         """The harvest folder's index (`autointerp.harvest_store.HarvestStore`) for a run read from disk,
         opened on first use (built by one checked scan where it is missing); None for a run in memory."""
@@ -225,3 +231,15 @@ class RunData:
 
     def component_scores(self, key: str) -> dict[str, dict[str, ScoreResult]]:
         return {s: self.scores[s][key] for s in self.scorers if key in self.scores[s]}
+
+
+def read_lines(path: str | os.PathLike, spans: list[tuple[str, int, int]]) -> list[bytes]:
+    """The lines at ``spans`` (consecutive components' ``(key, offset, length)`` from the harvest's
+    index), read in one go. Each line is checked to be its key's record by whoever parses it."""
+    if not spans:
+        return []
+    start = spans[0][1]
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(spans[-1][1] + spans[-1][2] - start)
+    return [data[off - start : off - start + length] for _, off, length in spans]

@@ -43,7 +43,7 @@ from autointerp.paths import RunPaths
 from autointerp.report.layer_index import IndexRow, LayerRows
 from autointerp.report.numbers import dumps
 from autointerp.report.page_data import ChunkShaper, ReportOptions, ReportPages
-from autointerp.report.run_data import RunData
+from autointerp.report.run_data import RunData, read_lines
 from autointerp.storage import replace_dir_atomically
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -186,8 +186,12 @@ class _ChunkJob:
     shaper: ChunkShaper
     chunk_dir: Path
 
-    def run(self, n: int, items: list[Any]) -> list[IndexRow]:
-        chunk, rows = self.shaper.shape(items)
+    def run(self, n: int, items: list[Any] | _Lines) -> list[IndexRow]:
+        keys = None
+        if isinstance(items, _Lines):  # read here, in the worker: the parent never holds the evidence
+            keys = [k for k, _, _ in items.spans]
+            items = read_lines(items.path, items.spans)
+        chunk, rows = self.shaper.shape(items, keys)
         (self.chunk_dir / f"{n}.js").write_bytes(b"AUTOINTERP_CHUNK(%d," % n + safe_json_bytes(chunk) + b");\n")
         return rows
 
@@ -198,19 +202,31 @@ def _write_chunks(pages: ReportPages, chunk_dir: Path) -> int:
     chunk_dir.mkdir()
     job = _ChunkJob(pages.shaper, chunk_dir)
     workers = pages.options.workers
-    items: Iterator[Any] = pages.components()
-    if pages.data.streams_from_disk:
-        # the shaper parses the raw lines itself (in the workers, if any, and with the fast codec:
-        # parsing is a third of a report's work); the few components peeked at for the token style
-        # are parsed again
-        items = pages.data.iter_component_lines()
-    batches = enumerate(_batches(items, pages.options.chunk_size))
+    size = pages.options.chunk_size
+    spans = pages.data.line_spans() if pages.data.streams_from_disk else None
+    batches: Iterable[tuple[int, Any]]
+    if spans is not None:
+        # each chunk's lines are read and parsed by the process that shapes it (the fast codec:
+        # parsing is a third of a report's work), found through the harvest's index; the few
+        # components peeked at for the token style are parsed again
+        path = pages.data.components_path
+        batches = ((n, _Lines(path, spans[i : i + size])) for n, i in enumerate(range(0, len(spans), size)))
+    else:
+        batches = enumerate(_batches(pages.components(), size))
     done = _run_in_pool(job, batches, workers) if workers > 1 else ((n, job.run(n, b)) for n, b in batches)
     n_chunks = 0
     for n, rows in done:
         pages.index.add(n, rows)
         n_chunks = n + 1
     return n_chunks
+
+
+@define
+class _Lines:
+    """A chunk's components as where their lines are: ``(key, offset, length)`` each."""
+
+    path: Path
+    spans: list[tuple[str, int, int]]
 
 
 def _batches(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
