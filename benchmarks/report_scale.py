@@ -10,7 +10,7 @@ rates and labels are per component. The harvest is saved with its index
 
 Then, each in its own process (so its peak RSS is its own; workers' peaks are
 reported beside the parent's): `write_report` (``--workers``) and `export_run`
-(jsonl), and in headless Chromium the index load, a text filter, a sort, paging and
+(jsonl, then neuronpedia), and in headless Chromium the index load, a text filter, a sort, paging and
 opening one component (`report_50k.browse`).
 
     python benchmarks/report_scale.py --n 100000 --out /tmp/report-scale --workers 2
@@ -119,9 +119,12 @@ def child(what: str, root: str, workers: int) -> dict:
         extra = {"files": len(files), "mib": sum(p.stat().st_size for p in files) / 2**20,
                  "loaded_at_start_mib": sum(p.stat().st_size for p in (index.parent / "data").glob("layer-*.js")) / 2**20}
     else:
-        out = export_run(paths, "jsonl")
+        out = export_run(paths, "jsonl" if what == "export" else "neuronpedia")
         extra = {"mib": out.stat().st_size / 2**20}
-    return {"what": what, "seconds": time.perf_counter() - t, **extra, **_peaks()}
+    seconds = time.perf_counter() - t
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"what": what, "seconds": seconds, "cpu_s": own.ru_utime + own.ru_stime,
+            "workers_cpu_s": kids.ru_utime + kids.ru_stime, **extra, **_peaks()}
 
 
 def main() -> None:
@@ -134,7 +137,7 @@ def main() -> None:
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--reuse", action="store_true", help="keep an already synthesized run")
-    ap.add_argument("--child", choices=("report", "export"), help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("report", "export", "neuronpedia"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.out, args.workers)))
@@ -147,7 +150,7 @@ def main() -> None:
         synthesize(paths, args.n, args.layers)
         print(f"synthesized {args.n} components in {time.perf_counter() - t:.1f}s "
               f"({paths.harvest_components.stat().st_size / 2**20:.0f} MiB components.jsonl)", flush=True)
-    for what in ("report",) + (() if args.no_export else ("export",)):
+    for what in ("report",) + (() if args.no_export else ("export", "neuronpedia")):
         cmd = [sys.executable, __file__, "--child", what, "--out", str(root), "--workers", str(args.workers)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
@@ -156,6 +159,7 @@ def main() -> None:
         res = json.loads(r.stdout.strip().splitlines()[-1])
         print(f"{what} (workers={args.workers}): {res['seconds']:.1f} s, {res['mib']:.0f} MiB written"
               + (f" in {res['files']} files ({res['loaded_at_start_mib']:.1f} MiB loaded at start)" if what == "report" else "")
+              + f"; CPU {res['cpu_s']:.1f} s (+ workers {res['workers_cpu_s']:.1f} s)"
               + f"; peak RSS {res['peak_rss_gib']:.2f} GiB (largest worker {res['largest_worker_peak_rss_gib']:.2f} GiB)",
               flush=True)
     if not args.no_browser:

@@ -95,3 +95,21 @@ def test_cli_export(run, capsys, tmp_path):
     assert main(["export", run.run_id, "--out", str(run.root.parent)]) == 0
     assert capsys.readouterr().out.strip().endswith("export/components.jsonl")
     assert main(["export", "missing", "--out", str(tmp_path)]) == 2
+
+
+def test_neuronpedia_file_is_written_a_feature_at_a_time_and_equals_the_document(run, monkeypatch):
+    """`export_run` streams the Neuronpedia document (one component in memory at a time); the file
+    holds exactly the document `neuronpedia_document` builds in memory, with and without orjson."""
+    from autointerp.report import export as export_mod
+    from autointerp.report import numbers
+
+    want = export_mod.neuronpedia_document(RunData.from_run(run), top_examples=3, model_id="m")
+    seen = []
+    real = export_mod.iter_neuronpedia_features
+    monkeypatch.setattr(export_mod, "neuronpedia_document", None)  # the writer must not build the document
+    monkeypatch.setattr(export_mod, "iter_neuronpedia_features",
+                        lambda *a, **k: (seen.append(f["autointerpKey"]) or f for f in real(*a, **k)))
+    path = export_run(run, "neuronpedia", top_examples=3, model_id="m")
+    assert json.loads(path.read_text(encoding="utf-8")) == want and len(seen) == N_COMPONENTS
+    monkeypatch.setattr(numbers, "_orjson", None)
+    assert json.loads(export_run(run, "neuronpedia", top_examples=3, model_id="m").read_text(encoding="utf-8")) == want

@@ -9,6 +9,8 @@ Two layouts, both documented in ``docs/export.md``:
   component in the shape of Neuronpedia's feature JSON (``modelId``, ``layer``,
   ``index``, ``explanations``, ``activations``).
 
+Both stream: one component is in memory at a time, whatever the size of the run.
+
 >>> export_run(RunPaths.of("demo"), "jsonl")        # doctest: +SKIP
 PosixPath('.data/autointerp/demo/export/components.jsonl')
 """
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from autointerp.paths import RunPaths
-from autointerp.report.page_data import peek_token_style, run_summary, score_means
+from autointerp.report.numbers import dumps
+from autointerp.report.page_data import parse_component, peek_token_style, run_summary, score_means
 from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import COMPONENT_SOURCE, LABEL_SOURCES
 from autointerp.report.tokens import TOKEN_STYLES, display_tokens
@@ -44,6 +47,16 @@ def _finite(x: Any) -> Any:
     return x
 
 
+def _finite_list(values: list[Any]) -> list[Any]:
+    """``values`` with non-finite floats as None (one C-level sum in the usual case: all finite)."""
+    try:
+        if math.isfinite(math.fsum(values)):
+            return values
+    except (TypeError, ValueError, OverflowError):  # None, inf - inf, or an overflow: look at each
+        pass
+    return [_finite(a) for a in values]
+
+
 def _examples(c: Mapping[str, Any], n: int, style: str) -> list[dict[str, Any]]:
     """Top-activating examples first; a harvest without them gives its random examples, largest first."""
     exs = list(c.get("top_examples") or [])
@@ -59,7 +72,7 @@ def _examples(c: Mapping[str, Any], n: int, style: str) -> list[dict[str, Any]]:
                 "tokens": raw,
                 "text_tokens": shown,
                 "text": "".join(shown) if shown is not None else None,
-                "activations": [_finite(a) for a in e["activations"]],
+                "activations": _finite_list(e["activations"]),
                 "firing_offset": e["firing_offset"],
                 "firing_activation": _finite(e["activations"][e["firing_offset"]]),
                 "sequence_index": e.get("sequence_index"),
@@ -89,7 +102,13 @@ def iter_records(data: RunData, *, top_examples: int = 10, token_style: str = "a
     """The ``jsonl`` records of a run, one per component, in component-space order."""
     stream = data.iter_components()
     style, head = peek_token_style(stream, token_style, data.config.get("tokenizer_kind"))
-    for c in itertools.chain(head, stream):
+    components: Iterator[Mapping[str, Any]] = itertools.chain(head, stream)
+    if data.streams_from_disk:
+        # the raw lines, parsed with the report's fast codec (checked as the report's workers check
+        # them); the few components peeked at for the token style are parsed again
+        source, check = str(data.components_path), not data.schema_checked
+        components = (parse_component(line, check, source) for line in data.iter_component_lines())
+    for c in components:
         key = c["key"]
         interp = data.interpretations.get(key)
         scores = {scorer: _score_entry(by_src) for scorer, by_src in data.component_scores(key).items()}
@@ -116,13 +135,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "layer"
 
 
-def neuronpedia_document(
-    data: RunData, *, top_examples: int = 10, model_id: str | None = None, token_style: str = "auto"
-) -> dict[str, Any]:
-    """One JSON document with a Neuronpedia-shaped feature object per component."""
+def _model_id(data: RunData, model_id: str | None) -> str:
     model = data.config.get("model") or {}
-    model_id = model_id or str(model.get("name") or model.get("id") or data.name or "model")
-    features = []
+    return model_id or str(model.get("name") or model.get("id") or data.name or "model")
+
+
+def iter_neuronpedia_features(
+    data: RunData, *, top_examples: int = 10, model_id: str | None = None, token_style: str = "auto"
+) -> Iterator[dict[str, Any]]:
+    """The Neuronpedia-shaped feature object of each component, in component-space order."""
+    model_id = _model_id(data, model_id)
     for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
         explanations = []
         if rec["label"] is not None:
@@ -141,7 +163,9 @@ def neuronpedia_document(
             )
         activations = []
         for ex in rec["top_examples"]:
-            values = [a if a is not None else 0.0 for a in ex["activations"]]
+            values = ex["activations"]
+            if None in values:
+                values = [a if a is not None else 0.0 for a in values]
             tokens = ex["text_tokens"] if ex["text_tokens"] is not None else [str(t) for t in ex["token_ids"]]
             activations.append(
                 {
@@ -151,19 +175,25 @@ def neuronpedia_document(
                     "maxValueTokenIndex": ex["firing_offset"],
                 }
             )
-        features.append(
-            {
-                "modelId": model_id,
-                "layer": _slug(rec["layer"] or ""),
-                "index": str(rec["index"]),
-                "autointerpKey": rec["key"],
-                "frac_nonzero": rec["firing_rate"],
-                "maxActApprox": rec["max_activation"],
-                "explanations": explanations,
-                "activations": activations,
-            }
-        )
-    return {"format": NEURONPEDIA_FORMAT, "run": data.name, "modelId": model_id, "features": features}
+        yield {
+            "modelId": model_id,
+            "layer": _slug(rec["layer"] or ""),
+            "index": str(rec["index"]),
+            "autointerpKey": rec["key"],
+            "frac_nonzero": rec["firing_rate"],
+            "maxActApprox": rec["max_activation"],
+            "explanations": explanations,
+            "activations": activations,
+        }
+
+
+def neuronpedia_document(
+    data: RunData, *, top_examples: int = 10, model_id: str | None = None, token_style: str = "auto"
+) -> dict[str, Any]:
+    """One JSON document with a Neuronpedia-shaped feature object per component, in memory (for a
+    notebook; `export_run` streams the same document to its file, a feature at a time)."""
+    features = list(iter_neuronpedia_features(data, top_examples=top_examples, model_id=model_id, token_style=token_style))
+    return {"format": NEURONPEDIA_FORMAT, "run": data.name, "modelId": _model_id(data, model_id), "features": features}
 
 
 def export_run(
@@ -203,8 +233,7 @@ def export_run(
     if format == "jsonl":
         _write_jsonl(data, output, top_examples=top_examples, token_style=token_style)
     else:
-        doc = neuronpedia_document(data, top_examples=top_examples, model_id=model_id, token_style=token_style)
-        _write_json(output, doc, indent=None)
+        _write_neuronpedia(data, output, top_examples=top_examples, model_id=model_id, token_style=token_style)
     return output
 
 
@@ -213,15 +242,31 @@ def _write_json(path: Path, doc: Any, indent: int | None) -> None:
     atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _write_neuronpedia(data: RunData, output: Path, *, top_examples: int, model_id: str | None, token_style: str) -> None:
+    """The document of `neuronpedia_document`, written a feature at a time (memory does not grow with the run)."""
+    head = dumps({"format": NEURONPEDIA_FORMAT, "run": data.name, "modelId": _model_id(data, model_id), "features": []})
+    assert head.endswith(b"[]}")
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(head[:-2])
+            for i, feature in enumerate(iter_neuronpedia_features(data, top_examples=top_examples, model_id=model_id,
+                                                                  token_style=token_style)):
+                f.write(b"," + dumps(feature) if i else dumps(feature))
+            f.write(b"]}")
+
+    atomic_write_with(output, write)
+
+
 def _write_jsonl(data: RunData, output: Path, *, top_examples: int, token_style: str) -> None:
     """``output`` (one record per component) and, beside it, ``run.json`` (the harvest and mean scores)."""
     n_written = n_labeled = 0
 
     def write(tmp: Path) -> None:
         nonlocal n_written, n_labeled
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "wb") as f:
             for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
-                f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
+                f.write(dumps(rec) + b"\n")
                 n_written += 1
                 n_labeled += rec["label"] is not None
 

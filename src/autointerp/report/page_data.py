@@ -474,7 +474,7 @@ class ChunkShaper:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            comps = [_parse(item, self.check_schema, self.source) for item in items]
+            comps = [parse_component(item, self.check_schema, self.source) for item in items]
             if keys is not None and [c.get("key") for c in comps] != keys:
                 key = next(k for c, k in zip(comps, keys) if c.get("key") != k)
                 raise CorruptRunFile(self.source, None, f"another line where the harvest's index puts {key!r}",
@@ -491,7 +491,7 @@ class ChunkShaper:
         return chunk, rows
 
 
-def _parse(item: Any, check_schema: bool = False, source: str = "components.jsonl") -> dict[str, Any]:
+def parse_component(item: Any, check_schema: bool = False, source: str = "components.jsonl") -> dict[str, Any]:
     """A component dict from a dict or a raw line; lines are checked (JSON, and the schema if asked)."""
     if not isinstance(item, (bytes, str)):
         return item
