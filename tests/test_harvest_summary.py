@@ -7,6 +7,7 @@ replaced (sort every candidate, then one per layer in turn), written out here.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +85,27 @@ def test_run_harvest_gathers_the_summary_while_writing_and_reads_nothing_back(tm
     text = summary.text()
     assert text and text == summarize(load_harvest(tmp_path / "s" / "harvest"))
     assert len(parsed) == 2048  # summarize streams the saved harvest: every component once
+
+
+def test_attach_output_logits_streams_a_lazy_harvest_and_saves_it(tmp_path, monkeypatch):
+    """On a lazy harvest the lens is attached one component at a time and saved over its folder
+    (the whole list, ``.components``, is never built); in memory it is set in place, the same lenses."""
+    from autointerp.accumulators import InputTokenAcc, ReservoirAcc
+    from autointerp.harvest import HarvestLoop, HarvestResult, load_harvest
+    from autointerp.run_harvest import attach_output_logits
+    from autointerp.testing.synthetic import SyntheticModel
+
+    model = SyntheticModel.default(seed=0)
+    loop = HarvestLoop([ReservoirAcc(k=5, context_tokens=4), InputTokenAcc()], vocab_size=model.vocab_size,
+                       decode=model.decode, seed=0, progress=False)
+    whole = loop.run(model.batches(2, 16, 32))
+    whole.save(tmp_path / "h")
+    h = load_harvest(tmp_path / "h")
+    monkeypatch.setattr(HarvestResult, "components", property(lambda self: pytest.fail("the whole list was built")))
+    n = attach_output_logits(h, model, k=4, decode=model.decode, log=lambda m: None)
+    assert n > 0 and h.lazy
+    monkeypatch.undo()
+    attach_output_logits(whole, model, k=4, decode=model.decode, log=lambda m: None)
+    again = load_harvest(tmp_path / "h")
+    assert [c.output_logits for c in again] == [c.output_logits for c in whole]
+    assert sum(c.output_logits is not None for c in again) == n

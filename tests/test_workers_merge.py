@@ -105,4 +105,68 @@ def test_a_worker_writes_its_weight_outputs_before_its_state(tmp_path, monkeypat
                                    **{k: v for k, v in COMMON.items() if k != "checkpoint_every"}), log=None)
     workers = tmp_path / "k" / "workers"
     assert not list(workers.glob("rank*.pt"))
-    assert (workers / "output-logits.json").exists() and (workers / "shared" / "weight_neighbours.rows").exists()
+    assert (workers / "output-logits.jsonl").exists() and (workers / "shared" / "weight_neighbours.rows").exists()
+
+
+def test_merge_reads_the_lens_a_line_at_a_time_and_stores_what_one_process_stores(tmp_path, monkeypatch):
+    """Worker 0's logit lens is one line per component (``workers/output-logits.jsonl``); merge joins it
+    with the components as they are written, so it never holds every lens: at each component the
+    lines read are those up to it. The merged harvest's lenses equal a one-process harvest's."""
+    import autointerp.run_harvest as rh
+
+    opts = {**COMMON, "n_batches": 2}
+    single = run_harvest(HarvestOptions(out=str(tmp_path), run_id="one", **opts), log=None)
+    for rank in range(2):
+        run_harvest(HarvestOptions(out=str(tmp_path), run_id="two", rank=rank, world_size=2, **opts), log=None)
+    lens_file = tmp_path / "two" / "workers" / "output-logits.jsonl"
+    assert not (tmp_path / "two" / "workers" / "output-logits.json").exists()
+    n_lines = len(lens_file.read_text().splitlines())
+    assert n_lines == sum(1 for c in single if c.output_logits is not None) > 0
+    seen = []
+    real = rh.LensLines.attach
+
+    def attach(self, comp):
+        real(self, comp)
+        seen.append((comp.key, self.parsed))
+
+    monkeypatch.setattr(rh.LensLines, "attach", attach)
+    merged = merge_workers("two", out=str(tmp_path), log=None)
+    keys = [k for k, _ in seen]
+    assert keys == single.keys()
+    with_lens = [c.key for c in single if c.output_logits is not None]
+    for i, (key, parsed) in enumerate(seen):  # read: the lenses of the components so far, and the next one
+        assert parsed <= sum(1 for k in keys[: i + 1] if k in set(with_lens)) + 1
+    assert [c.output_logits for c in merged] == [c.output_logits for c in single]
+
+
+def test_a_lens_file_out_of_order_is_refused_before_the_harvest_is_written(tmp_path):
+    from autointerp.storage import CorruptRunFile
+
+    opts = {**COMMON, "n_batches": 2}
+    for rank in range(2):
+        run_harvest(HarvestOptions(out=str(tmp_path), run_id="two", rank=rank, world_size=2, **opts), log=None)
+    lens_file = tmp_path / "two" / "workers" / "output-logits.jsonl"
+    lines = lens_file.read_text().splitlines(keepends=True)
+    lens_file.write_text(lines[1] + lines[0] + "".join(lines[2:]))
+    with pytest.raises(CorruptRunFile, match=r"output-logits.jsonl, line 2: .* comes after a later component"):
+        merge_workers("two", out=str(tmp_path), log=None)
+    assert not (tmp_path / "two" / "harvest").exists()
+    lens_file.write_text(lines[0].replace('"key": "', '"key": "nope.', 1) + "".join(lines[1:]))
+    with pytest.raises(CorruptRunFile, match=r"line 1: key 'nope\..*' is not a component of this harvest"):
+        merge_workers("two", out=str(tmp_path), log=None)
+
+
+def test_merge_still_reads_the_lens_of_an_earlier_worker(tmp_path):
+    """A job array begun before the lens was stored a line a component (``output-logits.json``, one object)."""
+    import json
+
+    opts = {**COMMON, "n_batches": 2}
+    for rank in range(2):
+        run_harvest(HarvestOptions(out=str(tmp_path), run_id="two", rank=rank, world_size=2, **opts), log=None)
+    workers = tmp_path / "two" / "workers"
+    recs = [json.loads(l) for l in (workers / "output-logits.jsonl").read_text().splitlines()]
+    (workers / "output-logits.json").write_text(json.dumps({r["key"]: r["lens"] for r in recs}))
+    (workers / "output-logits.jsonl").unlink()
+    merged = merge_workers("two", out=str(tmp_path), log=None)
+    got = {c.key: c.output_logits for c in merged if c.output_logits is not None}
+    assert len(got) == len(recs) and got[recs[0]["key"]].source == recs[0]["lens"]["source"]

@@ -827,14 +827,28 @@ class HarvestResult:
 
         return harvest_html(self)
 
-    def save(self, directory: str | Path) -> Path:
+    @property
+    def folder(self) -> Path | None:
+        """The harvest folder a lazy result reads (None for one in memory)."""
+        return self._store.folder if self._store is not None else None
+
+    def save(self, directory: str | Path, *, transform: Callable[[ComponentData], None] | None = None) -> Path:
         """Write ``config.json``, ``components.jsonl`` with its index (and ``shared/*.json``) as one atomic swap.
 
-        Components are written one at a time, so saving a lazy result streams it.
+        Components are written one at a time, so saving a lazy result streams it;
+        ``transform`` may change each one before it is written (saved over its own
+        folder, that changes a lazy harvest without holding it).
         """
         directory = Path(directory)
+
+        def components() -> Iterator[ComponentData]:
+            for comp in self:
+                if transform is not None:
+                    transform(comp)
+                yield comp
+
         # shared is read before the swap: a lazy result may be saving over its own folder
-        write_harvest(directory, self.config, iter(self), dict(self.shared))
+        write_harvest(directory, self.config, components(), dict(self.shared))
         if self._store is not None and self._store.folder.resolve() == directory.resolve():
             # the folder under this result was swapped: read the new one from now on
             self._store.close()

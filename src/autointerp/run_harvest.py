@@ -31,7 +31,7 @@ import heapq
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,17 @@ from autointerp.harvest_checkpoint import read_checkpoint
 from autointerp.logit_lens import harvest_fn_logit_lens
 from autointerp.paths import RunPaths, run_id_for
 from autointerp.schemas import ComponentData, LogitLens
-from autointerp.storage import RunLock, atomic_write_text, from_dict, recover_dir, replace_dir_atomically, to_dict
+from autointerp.storage import (
+    CorruptRunFile,
+    RunLock,
+    atomic_write_with,
+    from_dict,
+    iter_jsonl,
+    recover_dir,
+    replace_dir_atomically,
+    structure_line,
+    to_dict,
+)
 from autointerp.thresholds import check_threshold
 
 # --------------------------------------------------------------------------- options
@@ -493,11 +503,19 @@ def _run_locked(opts: HarvestOptions, target: Target | None, timings: HarvestTim
 def attach_output_logits(result: HarvestResult, fn: Any, *, k: int = 10, decode: Callable[[int], str] | None = None,
                          log: Callable[[str], None] = print) -> int:
     """Fill ``output_logits`` (the weight-based logit lens, `autointerp.logit_lens`) of every component
-    whose adapter can say its output direction; returns how many got one. No data pass."""
+    whose adapter can say its output direction; returns how many got one. No data pass.
+
+    A result in memory is changed in place; a lazy one (`load_harvest`) is streamed through
+    and saved over its folder (one atomic swap), one component in memory at a time."""
     widths = {layer.name: layer.width for layer in result.config.layers}
     lenses, notice = harvest_fn_logit_lens(fn, widths, k=k, decode=decode)
-    for comp in result.components:
-        comp.output_logits = lenses.get(comp.key)
+    attach = _lens_transform(lenses)
+    if result.lazy:
+        assert result.folder is not None
+        result.save(result.folder, transform=attach)
+    else:
+        for comp in result:
+            attach(comp)
     log(f"autointerp: {notice}")
     return len(lenses)
 
@@ -538,8 +556,74 @@ def _then_summary(transform: Callable[[ComponentData], None] | None,
     return step
 
 
-#: the logit lens of a job array, written by worker 0 beside the worker states and read by merge
-WORKER_OUTPUT_LOGITS = "output-logits.json"
+#: the logit lens of a job array, written by worker 0 beside the worker states and read by merge:
+#: one line per component that has one, ``{"key": ..., "lens": LogitLens}``, in component-space order
+WORKER_OUTPUT_LOGITS = "output-logits.jsonl"
+#: the same as one JSON object ``{key: LogitLens}``, as workers wrote it before (still read by merge)
+WORKER_OUTPUT_LOGITS_V1 = "output-logits.json"
+
+
+def write_lens_lines(path: Path, lenses: Mapping[str, LogitLens], layers: Iterable[Any]) -> None:
+    """``lenses`` as `WORKER_OUTPUT_LOGITS` lines in the order of ``layers`` (``LayerSpec``s), written
+    whole or not at all (a temporary file renamed), one line encoded at a time."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for layer in layers:
+                for i in range(layer.width):
+                    lens = lenses.get(f"{layer.name}:{i}")
+                    if lens is not None:
+                        f.write(json.dumps({"key": f"{layer.name}:{i}", "lens": to_dict(lens)}, allow_nan=False) + "\n")
+
+    atomic_write_with(path, write)
+
+
+class LensLines:
+    """Reads `WORKER_OUTPUT_LOGITS` a line at a time while components come by in the same order.
+
+    ``attach(comp)`` gives ``comp`` its lens when the next line is its own, so merge holds one
+    lens at a time whatever N x k is. Opening it checks every line's key (one scan, nothing
+    kept): a component of ``space``, after the line before in component order, so the join
+    consumes every line; a file that breaks that is refused before anything is written.
+    ``parsed`` counts the lines read by the join.
+    """
+
+    EXPECTED = 'one {"key": component, "lens": LogitLens} object per line, in component order'
+
+    def __init__(self, path: Path, space: Any):
+        self.path = path
+        last = -1
+        for line_no, rec in iter_jsonl(path, self.EXPECTED):
+            try:
+                flat = space.flat_index(*space.split_key(rec.get("key")))
+            except (KeyError, IndexError, AttributeError, TypeError):
+                raise CorruptRunFile(path, line_no, f"key {rec.get('key')!r} is not a component of this harvest",
+                                     self.EXPECTED) from None
+            if flat <= last or not isinstance(rec.get("lens"), dict):
+                problem = "no lens" if flat > last else f"{rec['key']!r} comes after a later component"
+                raise CorruptRunFile(path, line_no, problem, self.EXPECTED)
+            last = flat
+        self._lines = iter_jsonl(path, self.EXPECTED)
+        self._next: tuple[int, dict[str, Any]] | None = None
+        self.parsed = 0
+        self._advance()
+
+    def _advance(self) -> None:
+        self._next = next(self._lines, None)
+        if self._next is not None:
+            self.parsed += 1
+
+    def attach(self, comp: ComponentData) -> None:
+        if self._next is not None and self._next[1]["key"] == comp.key:
+            line_no, rec = self._next
+            comp.output_logits = structure_line(rec["lens"], LogitLens, self.path, line_no, self.EXPECTED)
+            self._advance()
+        else:
+            comp.output_logits = None
+
+    @property
+    def done(self) -> bool:
+        """True once every line was attached."""
+        return self._next is None
 #: the shared outputs from weights (``<name>.json`` and any ``<name>.rows``) of a job array, by worker 0
 WORKER_SHARED = "shared"
 
@@ -550,8 +634,8 @@ def save_worker_weight_outputs(prep: PreparedHarvest, log: Callable[[str], None]
     one-process harvest does."""
     lenses, shared = weight_outputs(prep, log)
     workers = prep.paths.root / "workers"
-    atomic_write_text(workers / WORKER_OUTPUT_LOGITS,
-                      json.dumps({k: to_dict(v) for k, v in lenses.items()}, allow_nan=False))
+    assert prep.loop.space is not None
+    write_lens_lines(workers / WORKER_OUTPUT_LOGITS, lenses, prep.loop.space.layers)
 
     def fill(tmp: Path) -> None:
         for name, value in shared.items():
@@ -609,16 +693,19 @@ def _merge_locked(root: Path, world_size: int | None, log: Callable[[str], None]
         del state, part
         log(f"merged {p.name}")
     assert loop is not None and first is not None
-    transform = None
-    lens_file = wdir / WORKER_OUTPUT_LOGITS
-    if lens_file.exists():
-        lenses = json.loads(lens_file.read_text(encoding="utf-8"))
+    transform, lens_lines = None, None
+    if (wdir / WORKER_OUTPUT_LOGITS).exists():  # read a line at a time as the components are written
+        lens_lines = LensLines(wdir / WORKER_OUTPUT_LOGITS, loop.space)
+        transform = lens_lines.attach
+    elif (wdir / WORKER_OUTPUT_LOGITS_V1).exists():  # a worker of an earlier version: one JSON object
+        lenses = json.loads((wdir / WORKER_OUTPUT_LOGITS_V1).read_text(encoding="utf-8"))
         transform = _lens_transform({k: from_dict(v, LogitLens) for k, v in lenses.items()})
     recover_dir(wdir / WORKER_SHARED)
     shared = read_shared(wdir, WORKER_SHARED)  # worker 0's weight-space neighbours, as a one-process harvest stores them
     harvest_dir = root / "harvest"
     # streamed into the folder a block of components at a time, as a one-process harvest saves
     result = loop.save(harvest_dir, transform=transform, shared=shared)
+    assert lens_lines is None or lens_lines.done  # the scan checked the order: the join used every line
     log(f"merged {world_size} workers: {result.config.n_tokens:,} tokens, {len(result)} components -> {harvest_dir}")
     return result
 
