@@ -119,7 +119,7 @@ def child(what: str, root: str, workers: int) -> dict:
         extra = {"files": len(files), "mib": sum(p.stat().st_size for p in files) / 2**20,
                  "loaded_at_start_mib": sum(p.stat().st_size for p in (index.parent / "data").glob("layer-*.js")) / 2**20}
     else:
-        out = export_run(paths, "jsonl" if what == "export" else "neuronpedia")
+        out = export_run(paths, "jsonl" if what == "export" else "neuronpedia", workers=workers)
         extra = {"mib": out.stat().st_size / 2**20}
     seconds = time.perf_counter() - t
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -105,11 +105,24 @@ def test_neuronpedia_file_is_written_a_feature_at_a_time_and_equals_the_document
 
     want = export_mod.neuronpedia_document(RunData.from_run(run), top_examples=3, model_id="m")
     seen = []
-    real = export_mod.iter_neuronpedia_features
+    real = export_mod._feature
     monkeypatch.setattr(export_mod, "neuronpedia_document", None)  # the writer must not build the document
-    monkeypatch.setattr(export_mod, "iter_neuronpedia_features",
-                        lambda *a, **k: (seen.append(f["autointerpKey"]) or f for f in real(*a, **k)))
+    monkeypatch.setattr(export_mod, "_feature", lambda rec, mid: seen.append(rec["key"]) or real(rec, mid))
     path = export_run(run, "neuronpedia", top_examples=3, model_id="m")
     assert json.loads(path.read_text(encoding="utf-8")) == want and len(seen) == N_COMPONENTS
     monkeypatch.setattr(numbers, "_orjson", None)
     assert json.loads(export_run(run, "neuronpedia", top_examples=3, model_id="m").read_text(encoding="utf-8")) == want
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "neuronpedia"])
+def test_workers_write_the_same_bytes(run, tmp_path, fmt, monkeypatch):
+    """`export_run(workers=N)` makes the records in N processes, each reading its own lines through the
+    harvest's index, in chunks (3 components here, so the run is several)."""
+    from autointerp.report import export as export_mod
+
+    monkeypatch.setattr(export_mod, "CHUNK_SIZE", 3)
+    one = export_run(run, fmt, tmp_path / "one", top_examples=3)
+    many = export_run(run, fmt, tmp_path / "many", top_examples=3, workers=2)
+    assert many.read_bytes() == one.read_bytes()
+    with pytest.raises(ValueError, match="workers must be an integer >= 1, got 0"):
+        export_run(run, fmt, tmp_path / "x", workers=0)

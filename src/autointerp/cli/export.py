@@ -28,10 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "gpt2", "sentencepiece", "plain"],
         help="how token strings are spelled (default: guessed from the tokens)",
     )
+    p.add_argument(
+        "--workers",
+        type=whole(1),
+        default=None,
+        help="processes that make the records (default: as autointerp report: up to 8 for runs of 5,000+ components)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from autointerp.cli.report import default_workers
     from autointerp.report.export import export_run
 
     paths = RunPaths.of(args.run_id, args.out, label_set=args.label_set)
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         top_examples=args.top_examples,
         model_id=args.model_id,
         token_style=args.token_style,
+        workers=args.workers or default_workers(paths),
     )
     print(path.resolve())
     return 0

@@ -26,9 +26,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from attrs import define
+
 from autointerp.paths import RunPaths
 from autointerp.report.numbers import dumps
-from autointerp.report.page_data import parse_component, peek_token_style, run_summary, score_means
+from autointerp.report.page_data import parse_component, parse_components, peek_token_style, run_summary, score_means
 from autointerp.report.run_data import RunData
 from autointerp.report.score_sources import COMPONENT_SOURCE, LABEL_SOURCES
 from autointerp.report.tokens import TOKEN_STYLES, display_tokens
@@ -37,6 +39,8 @@ from autointerp.storage import atomic_write_with
 EXPORT_FORMATS = ("jsonl", "neuronpedia")
 JSONL_FORMAT = "autointerp.export/1"
 NEURONPEDIA_FORMAT = "autointerp.neuronpedia/1"
+#: components per task when records are made by worker processes
+CHUNK_SIZE = 256
 #: written beside a ``jsonl`` export: the harvest's settings and the mean scores
 RUN_INFO_FILE = "run.json"
 
@@ -109,26 +113,31 @@ def iter_records(data: RunData, *, top_examples: int = 10, token_style: str = "a
         source, check = str(data.components_path), not data.schema_checked
         components = (parse_component(line, check, source) for line in data.iter_component_lines())
     for c in components:
-        key = c["key"]
-        interp = data.interpretations.get(key)
-        scores = {scorer: _score_entry(by_src) for scorer, by_src in data.component_scores(key).items()}
-        yield {
-            "format": JSONL_FORMAT,
-            "run": data.name,
-            "key": key,
-            "layer": c.get("layer"),
-            "index": c.get("index"),
-            "firing_count": c.get("firing_count", 0),
-            "firing_rate": _finite(c.get("firing_rate", 0.0)),
-            "mean_activation": _finite(c.get("mean_activation", 0.0)),
-            "max_activation": _finite(c.get("max_activation", 0.0)),
-            "label": interp.label if interp else None,
-            "confidence": interp.confidence if interp else None,
-            "reasoning": interp.reasoning if interp else None,
-            "explainer_model": interp.model if interp else None,
-            "scores": scores,
-            "top_examples": _examples(c, top_examples, style),
-        }
+        yield _record(data, c, top_examples, style)
+
+
+def _record(data: RunData, c: Mapping[str, Any], top_examples: int, style: str) -> dict[str, Any]:
+    """The ``jsonl`` record of one component."""
+    key = c["key"]
+    interp = data.interpretations.get(key)
+    scores = {scorer: _score_entry(by_src) for scorer, by_src in data.component_scores(key).items()}
+    return {
+        "format": JSONL_FORMAT,
+        "run": data.name,
+        "key": key,
+        "layer": c.get("layer"),
+        "index": c.get("index"),
+        "firing_count": c.get("firing_count", 0),
+        "firing_rate": _finite(c.get("firing_rate", 0.0)),
+        "mean_activation": _finite(c.get("mean_activation", 0.0)),
+        "max_activation": _finite(c.get("max_activation", 0.0)),
+        "label": interp.label if interp else None,
+        "confidence": interp.confidence if interp else None,
+        "reasoning": interp.reasoning if interp else None,
+        "explainer_model": interp.model if interp else None,
+        "scores": scores,
+        "top_examples": _examples(c, top_examples, style),
+    }
 
 
 def _slug(text: str) -> str:
@@ -146,45 +155,50 @@ def iter_neuronpedia_features(
     """The Neuronpedia-shaped feature object of each component, in component-space order."""
     model_id = _model_id(data, model_id)
     for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
-        explanations = []
-        if rec["label"] is not None:
-            explanations.append(
-                {
-                    "description": rec["label"],
-                    "explanationModelName": rec["explainer_model"] or "",
-                    "typeName": "autointerp",
-                    "confidence": rec["confidence"],
-                    "scores": [
-                        {"explanationScoreTypeName": scorer, "value": s.get("label")}
-                        for scorer, s in sorted(rec["scores"].items())
-                        if s.get("label") is not None
-                    ],
-                }
-            )
-        activations = []
-        for ex in rec["top_examples"]:
-            values = ex["activations"]
-            if None in values:
-                values = [a if a is not None else 0.0 for a in values]
-            tokens = ex["text_tokens"] if ex["text_tokens"] is not None else [str(t) for t in ex["token_ids"]]
-            activations.append(
-                {
-                    "tokens": tokens,
-                    "values": values,
-                    "maxValue": max(values) if values else 0.0,
-                    "maxValueTokenIndex": ex["firing_offset"],
-                }
-            )
-        yield {
-            "modelId": model_id,
-            "layer": _slug(rec["layer"] or ""),
-            "index": str(rec["index"]),
-            "autointerpKey": rec["key"],
-            "frac_nonzero": rec["firing_rate"],
-            "maxActApprox": rec["max_activation"],
-            "explanations": explanations,
-            "activations": activations,
-        }
+        yield _feature(rec, model_id)
+
+
+def _feature(rec: Mapping[str, Any], model_id: str) -> dict[str, Any]:
+    """The Neuronpedia feature object of one ``jsonl`` record."""
+    explanations = []
+    if rec["label"] is not None:
+        explanations.append(
+            {
+                "description": rec["label"],
+                "explanationModelName": rec["explainer_model"] or "",
+                "typeName": "autointerp",
+                "confidence": rec["confidence"],
+                "scores": [
+                    {"explanationScoreTypeName": scorer, "value": s.get("label")}
+                    for scorer, s in sorted(rec["scores"].items())
+                    if s.get("label") is not None
+                ],
+            }
+        )
+    activations = []
+    for ex in rec["top_examples"]:
+        values = ex["activations"]
+        if None in values:
+            values = [a if a is not None else 0.0 for a in values]
+        tokens = ex["text_tokens"] if ex["text_tokens"] is not None else [str(t) for t in ex["token_ids"]]
+        activations.append(
+            {
+                "tokens": tokens,
+                "values": values,
+                "maxValue": max(values) if values else 0.0,
+                "maxValueTokenIndex": ex["firing_offset"],
+            }
+        )
+    return {
+        "modelId": model_id,
+        "layer": _slug(rec["layer"] or ""),
+        "index": str(rec["index"]),
+        "autointerpKey": rec["key"],
+        "frac_nonzero": rec["firing_rate"],
+        "maxActApprox": rec["max_activation"],
+        "explanations": explanations,
+        "activations": activations,
+    }
 
 
 def neuronpedia_document(
@@ -205,8 +219,11 @@ def export_run(
     model_id: str | None = None,
     token_style: str = "auto",
     label_set: str | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write the export and return its path (written atomically: complete or absent).
+
+    ``workers`` > 1 makes the records of a run on disk in that many processes (the same bytes).
 
     ``run`` is a `RunPaths`, a run folder or a `RunData` already read (then
     ``output`` is needed). ``label_set`` picks which of the run's label sets (None:
@@ -230,10 +247,13 @@ def export_run(
         if output is None:
             output = paths.export_jsonl if format == "jsonl" else paths.export_neuronpedia
     output = Path(output)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if format == "jsonl":
-        _write_jsonl(data, output, top_examples=top_examples, token_style=token_style)
+        _write_jsonl(data, output, top_examples=top_examples, token_style=token_style, workers=workers)
     else:
-        _write_neuronpedia(data, output, top_examples=top_examples, model_id=model_id, token_style=token_style)
+        _write_neuronpedia(data, output, top_examples=top_examples, model_id=model_id, token_style=token_style,
+                           workers=workers)
     return output
 
 
@@ -242,33 +262,86 @@ def _write_json(path: Path, doc: Any, indent: int | None) -> None:
     atomic_write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _write_neuronpedia(data: RunData, output: Path, *, top_examples: int, model_id: str | None, token_style: str) -> None:
-    """The document of `neuronpedia_document`, written a feature at a time (memory does not grow with the run)."""
-    head = dumps({"format": NEURONPEDIA_FORMAT, "run": data.name, "modelId": _model_id(data, model_id), "features": []})
+@define
+class _ExportJob:
+    """A chunk of components -> its export bytes (sent once to each worker process)."""
+
+    data: RunData  # labels and scores; the lines are read by the worker
+    style: str
+    format: str
+    top_examples: int
+    model_id: str
+    check_schema: bool
+    source: str
+
+    def run(self, n: int, items: Any) -> tuple[bytes, int, int]:
+        from autointerp.report.run_data import read_lines
+
+        keys = [k for k, _, _ in items.spans]
+        comps = parse_components(read_lines(items.path, items.spans), keys, self.check_schema, self.source)
+        recs = [_record(self.data, c, self.top_examples, self.style) for c in comps]
+        return _encode(recs, self.format, self.model_id), len(recs), sum(r["label"] is not None for r in recs)
+
+
+def _encode(recs: list[dict[str, Any]], fmt: str, model_id: str) -> bytes:
+    if fmt == "jsonl":
+        return b"".join(dumps(r) + b"\n" for r in recs)
+    return b",".join(dumps(_feature(r, model_id)) for r in recs)
+
+
+def _blocks(data: RunData, fmt: str, top_examples: int, model_id: str, token_style: str,
+            workers: int) -> Iterator[tuple[bytes, int, int]]:
+    """The export a chunk of components at a time, in order: ``(bytes, n components, n labeled)``.
+    With ``workers`` > 1 (and a run on disk), chunks are made by that many processes, each reading
+    its own lines through the harvest's index, at most ``2 * workers`` chunks in flight."""
+    spans = data.line_spans() if workers > 1 and data.streams_from_disk else None
+    if spans is None:
+        for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
+            yield _encode([rec], fmt, model_id), 1, rec["label"] is not None
+        return
+    from autointerp.report.writer import _Lines, _run_in_pool
+
+    style, _ = peek_token_style(data.iter_components(), token_style, data.config.get("tokenizer_kind"))
+    job = _ExportJob(data.without_components(), style, fmt, top_examples, model_id, not data.schema_checked,
+                     str(data.components_path))
+    size = CHUNK_SIZE
+    batches = ((n, _Lines(data.components_path, spans[i : i + size])) for n, i in enumerate(range(0, len(spans), size)))
+    for _, block in _run_in_pool(job, batches, workers):
+        yield block
+
+
+def _write_neuronpedia(data: RunData, output: Path, *, top_examples: int, model_id: str | None, token_style: str,
+                       workers: int = 1) -> None:
+    """The document of `neuronpedia_document`, written a chunk of features at a time (memory does not
+    grow with the run)."""
+    mid = _model_id(data, model_id)
+    head = dumps({"format": NEURONPEDIA_FORMAT, "run": data.name, "modelId": mid, "features": []})
     assert head.endswith(b"[]}")
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             f.write(head[:-2])
-            for i, feature in enumerate(iter_neuronpedia_features(data, top_examples=top_examples, model_id=model_id,
-                                                                  token_style=token_style)):
-                f.write(b"," + dumps(feature) if i else dumps(feature))
+            first = True
+            for block, n, _ in _blocks(data, "neuronpedia", top_examples, mid, token_style, workers):
+                if n:
+                    f.write(block if first else b"," + block)
+                    first = False
             f.write(b"]}")
 
     atomic_write_with(output, write)
 
 
-def _write_jsonl(data: RunData, output: Path, *, top_examples: int, token_style: str) -> None:
+def _write_jsonl(data: RunData, output: Path, *, top_examples: int, token_style: str, workers: int = 1) -> None:
     """``output`` (one record per component) and, beside it, ``run.json`` (the harvest and mean scores)."""
     n_written = n_labeled = 0
 
     def write(tmp: Path) -> None:
         nonlocal n_written, n_labeled
         with open(tmp, "wb") as f:
-            for rec in iter_records(data, top_examples=top_examples, token_style=token_style):
-                f.write(dumps(rec) + b"\n")
-                n_written += 1
-                n_labeled += rec["label"] is not None
+            for block, n, labeled in _blocks(data, "jsonl", top_examples, "", token_style, workers):
+                f.write(block)
+                n_written += n
+                n_labeled += labeled
 
     atomic_write_with(output, write)
     run_info = {

@@ -474,12 +474,7 @@ class ChunkShaper:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            comps = [parse_component(item, self.check_schema, self.source) for item in items]
-            if keys is not None and [c.get("key") for c in comps] != keys:
-                key = next(k for c, k in zip(comps, keys) if c.get("key") != k)
-                raise CorruptRunFile(self.source, None, f"another line where the harvest's index puts {key!r}",
-                                     "the record the index points to (the file was changed in place without "
-                                     "changing its size or time)", f"delete {HARVEST_STORE} beside it and run again")
+            comps = parse_components(items, keys, self.check_schema, self.source)
             details = [component_detail(c, self.data, tokens, self.max_examples) for c in comps]
             rows = [index_row(c) for c in comps]
         finally:
@@ -489,6 +484,18 @@ class ChunkShaper:
         if self._forms.drops_first_space:
             chunk["sp"] = True
         return chunk, rows
+
+
+def parse_components(items: list[Any], keys: list[str] | None, check_schema: bool, source: str) -> list[dict[str, Any]]:
+    """`parse_component` of each item; with ``keys`` (where the harvest's index says the lines are),
+    each must be that component's record."""
+    comps = [parse_component(item, check_schema, source) for item in items]
+    if keys is not None and [c.get("key") for c in comps] != keys:
+        key = next(k for c, k in zip(comps, keys) if c.get("key") != k)
+        raise CorruptRunFile(source, None, f"another line where the harvest's index puts {key!r}",
+                             "the record the index points to (the file was changed in place without "
+                             "changing its size or time)", f"delete {HARVEST_STORE} beside it and run again")
+    return comps
 
 
 def parse_component(item: Any, check_schema: bool = False, source: str = "components.jsonl") -> dict[str, Any]:
