@@ -526,6 +526,9 @@ def test_the_viewer_reads_every_window_as_display_tokens(page, tmp_path):
     for style, alphabet in sorted(ALPHABETS.items()):
         windows = [[t] for t in alphabet] + [[rng.choice(alphabet) for _ in range(rng.randint(1, 10))] for _ in range(40)]
         comp = _component("h.0:0", windows, alphabet)
+        # an example that recorded no token strings shows its ids
+        comp["examples"].append({"token_ids": [3, 4], "activations": [0.0, 1.0], "firing_offset": 1,
+                                 "sequence_index": 0, "position": 1, "tokens": None})
         config = {"layers": [{"name": "h.0", "width": 1}]}
         index = write_report_from_data(RunData(config, [comp]), tmp_path / style, token_style=style)
         _open(page, index, "#c/h.0%3A0")
@@ -533,5 +536,6 @@ def test_the_viewer_reads_every_window_as_display_tokens(page, tmp_path):
         shown = page.eval_on_selector_all(
             "#component .examples.top .example, #component .examples.random .example",
             "els => els.map(e => Array.from(e.querySelectorAll('.tok')).map(s => s.title.split('\\n').slice(1).join('\\n')))")
-        assert [[json.loads(t) for t in ex] for ex in shown] == [display_tokens(w, style) for w in windows], style
+        want = [display_tokens(w, style) for w in windows] + [["⟨3⟩", "⟨4⟩"]]
+        assert [[json.loads(t) for t in ex] for ex in shown] == want, style
     assert not page.errors

@@ -88,16 +88,22 @@ def test_a_chunk_holds_each_token_once_and_no_rendered_window():
     assert [r[0] for r in chunk["tt"]] == sorted(["Ġcat", "Ġthe", "âĢ", "Ķ"])
     assert tt["Ġthe"] == ["Ġthe", " the", None, " the"]
     assert tt["âĢ"] == ["âĢ", None, None, "<0xE2><0x80>", "e280"]  # its bytes: the viewer joins the run
-    assert chunk["c"][0]["examples"][0]["t"] == ["Ġthe", "Ġcat", "âĢ", "Ķ"]  # as recorded
-    assert "d" not in chunk["c"][0]["examples"][0] and len(rows) == 8
+    ex = chunk["c"][0]["examples"]  # by column, as recorded
+    assert ex["t"][0] == ["Ġthe", "Ġcat", "âĢ", "Ķ"] and ex["a"][0] == [0.5] * 4 and ex["f"] == [0] * 4
+    assert "i" not in ex and len(rows) == 8
 
 
 def test_tokens_without_strings_show_ids_and_activations_round_in_the_view():
     comp = _component("h.0:0", [["x"]], [])
     comp["examples"] = [{"token_ids": [7, 8], "activations": [0.0, 0.123456], "firing_offset": 1,
-                         "sequence_index": 3, "position": 9, "tokens": None}]
+                         "sequence_index": 3, "position": 9, "tokens": None},
+                        {"token_ids": [1], "activations": [0.5], "firing_offset": 0, "sequence_index": 4,
+                         "position": 0, "tokens": ["x"]},
+                        {"token_ids": [5], "activations": [1.0], "firing_offset": 0, "position": 2}]  # fields missing
     (d,) = _shape("plain", [comp])
-    assert d["examples"] == [{"t": ["⟨7⟩", "⟨8⟩"], "a": [0, 0.123], "f": 1, "s": 3, "p": 9}]
+    assert d["examples"] == [{"t": ["⟨7⟩", "⟨8⟩"], "a": [0, 0.123], "f": 1, "s": 3, "p": 9},
+                             {"t": ["x"], "a": [0.5], "f": 0, "s": 4, "p": 0},
+                             {"t": ["⟨5⟩"], "a": [1.0], "f": 0, "s": None, "p": 2}]
 
 
 def test_token_forms_refuse_an_unresolved_style():
@@ -111,6 +117,9 @@ def test_the_codec_gives_the_same_values_with_and_without_orjson(monkeypatch, fa
         monkeypatch.setattr(numbers, "_orjson", None)
     elif numbers._orjson is None:
         pytest.skip("orjson is not installed")
+    assert numbers.loads(b'{"a": 1, "a": 2}') == {"a": 2}
+    with pytest.raises(ValueError):  # invalid UTF-8: refused (UnicodeDecodeError is a ValueError)
+        numbers.loads(b'{"t": "\xff"}')
     value = {"a": [1, 2.5, None, "é\u2028<"], "b": {"c": float("nan"), "d": (1, 2)}}
     assert json.loads(numbers.dumps(value)) == {"a": [1, 2.5, None, "é\u2028<"], "b": {"c": None, "d": [1, 2]}}
     assert numbers.loads(b'{"x": [1, 2.5, "\\u00e9"]}') == {"x": [1, 2.5, "é"]}

@@ -67,7 +67,11 @@ def loads(data: bytes | str) -> Any:
 
     orjson refuses what JSON forbids (``NaN``) where the standard library reads it, so
     anything orjson refuses is read again by the standard library, which either reads it
-    the way it always did or raises `json.JSONDecodeError` (a `ValueError`).
+    the way it always did or raises `json.JSONDecodeError` (a `ValueError`). One difference
+    stays: orjson reads an integer past 64 bits as a float. A component line's integers are
+    int64 by its schema (a line that breaks it is refused by the schema check, where one is
+    made), which is why this codec reads component lines and the run's logs keep
+    `autointerp.storage`'s reader (their lines are small: orjson would save little there).
     """
     if _orjson is not None:
         try:

@@ -129,8 +129,8 @@ class ChunkTokens:
         self.forms = forms
         self._lists: list[list[Any]] = []
 
-    def window(self, tokens: list[Any]) -> None:
-        self._lists.append(tokens)
+    def windows(self, token_lists: list[list[Any]]) -> None:
+        self._lists.extend(token_lists)
 
     def rows(self, rows: list[Mapping[str, Any]], fields: tuple[str, ...]) -> list[Any]:
         """Table rows as ``[token, token_id, *fields]`` lists (their tokens go into the token table)."""
@@ -162,16 +162,27 @@ class ChunkTokens:
         return rows
 
 
-def example_view(ex: Mapping[str, Any], tokens: ChunkTokens) -> dict[str, Any]:
-    """One example as a chunk holds it: raw tokens ``t`` (their text from the chunk's token table;
-    ``i``: the token ids when no strings were recorded), activations ``a`` as recorded, firing offset ``f``, sequence ``s`` and position ``p``."""
-    toks = ex.get("tokens")
-    view: dict[str, Any] = {"t": toks or None, "a": ex.get("activations") or [], "f": ex.get("firing_offset", 0),
-                            "s": ex.get("sequence_index"), "p": ex.get("position")}
-    if toks:
-        tokens.window(toks)
-    else:
-        view["i"] = ex.get("token_ids") or []
+_EXAMPLE = operator.itemgetter("tokens", "activations", "firing_offset", "sequence_index", "position")
+_EXAMPLE_FIELDS = ("tokens", "activations", "firing_offset", "sequence_index", "position")
+_EXAMPLE_DEFAULTS = (None, [], 0, None, None)
+
+
+def examples_view(exs: list[Mapping[str, Any]], tokens: ChunkTokens) -> dict[str, list[Any]]:
+    """A list of examples as a chunk holds it, by column: raw tokens ``t`` (their text from the
+    chunk's token table), activations ``a`` as recorded, firing offsets ``f``, sequences ``s`` and
+    positions ``p``; ``i``, the token ids, where some example recorded no token strings. Columns
+    are made by C-level maps, so an example costs no Python of its own."""
+    try:
+        rows = list(map(_EXAMPLE, exs))
+    except (KeyError, TypeError):  # a record without some field: read each as the schema's default
+        rows = [tuple(e.get(k, d) for k, d in zip(_EXAMPLE_FIELDS, _EXAMPLE_DEFAULTS)) for e in exs]
+    cols = list(map(list, zip(*rows))) if rows else [[], [], [], [], []]
+    view = dict(zip(("t", "a", "f", "s", "p"), cols))
+    toks = view["t"]
+    if not all(toks):
+        view["i"] = [e.get("token_ids") or [] for e in exs]
+        toks = [t for t in toks if t]
+    tokens.windows(toks)
     return view
 
 
@@ -196,7 +207,7 @@ def _logit_rows(lens: Mapping[str, Any] | None, tokens: ChunkTokens) -> dict[str
 def _quantile_views(groups: list[Mapping[str, Any]] | None, tokens: ChunkTokens, max_examples: int | None) -> list[dict[str, Any]]:
     return [{"lower_share": num(q.get("lower_share", 0.0)), "upper_share": num(q.get("upper_share", 0.0)),
              "lower": num(q.get("lower")), "upper": None if q.get("upper") is None else num(q.get("upper")),
-             "count": q.get("count", 0), "examples": [example_view(e, tokens) for e in (q.get("examples") or [])[:max_examples]]}
+             "count": q.get("count", 0), "examples": examples_view((q.get("examples") or [])[:max_examples], tokens)}
             for q in groups or []]
 
 
@@ -359,8 +370,8 @@ def component_detail(c: Mapping[str, Any], run: RunData, tokens: ChunkTokens, ma
         "refinement": refinement_view(run.refinement.get(key), interp, first, style, max_examples),
         "scores": scores,
         "output_trials": output_trials_view(headline_result(run.scores.get("output", {}).get(key) or {}), style),
-        "examples": [example_view(e, tokens) for e in ex],
-        "top_examples": [example_view(e, tokens) for e in top],
+        "examples": examples_view(ex, tokens),
+        "top_examples": examples_view(top, tokens),
         # non-finite numbers (an in-memory harvest) become null where the chunk is encoded (`safe_json`)
         "histogram": c.get("histogram") or None,
         "quantile_examples": _quantile_views(c.get("quantile_examples"), tokens, max_examples),
@@ -412,17 +423,18 @@ def expand_chunk(chunk: Mapping[str, Any]) -> list[dict[str, Any]]:
     forms = {row[0]: row for row in chunk["tt"]}
     drops = bool(chunk.get("sp"))
 
-    def example(ex: Mapping[str, Any]) -> dict[str, Any]:
-        return {"t": _window_texts(ex, forms, drops), "a": [_r3(a) for a in ex.get("a") or []],
-                "f": ex.get("f", 0), "s": ex.get("s"), "p": ex.get("p")}
+    def examples(cols: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+        ids = cols.get("i")
+        return [{"t": _window_texts({"t": t or None, "i": ids[k] if ids else []}, forms, drops),
+                 "a": [_r3(a) for a in cols["a"][k] or []], "f": cols["f"][k], "s": cols["s"][k], "p": cols["p"][k]}
+                for k, t in enumerate(cols["t"])]
 
     out = []
     for d in chunk["c"]:
         d = dict(d)
         for name in ("examples", "top_examples"):
-            d[name] = [example(e) for e in d.get(name) or []]
-        d["quantile_examples"] = [{**q, "examples": [example(e) for e in q.get("examples") or []]}
-                                  for q in d.get("quantile_examples") or []]
+            d[name] = examples(d[name])
+        d["quantile_examples"] = [{**q, "examples": examples(q["examples"])} for q in d.get("quantile_examples") or []]
         for name in ("input_tokens", "output_tokens"):
             if d.get(name):
                 d[name] = {t: [[_alone(r[0], r[1], forms), r[1], *map(f4, r[2:])] for r in rows] for t, rows in d[name].items()}

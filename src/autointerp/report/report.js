@@ -158,7 +158,7 @@
     }
   };
 
-  /* A chunk holds the evidence as recorded (raw tokens, activations, table rows as arrays) and a
+  /* A chunk holds the evidence as recorded (examples by column, table rows as arrays) and a
    * table of its distinct tokens, tt: [raw, text in a window, first in a window, alone], null = the
    * fallback (the raw token; the in-window text; the raw token); a token whose text depends on its
    * neighbours has a fifth entry, its bytes in hex: a run of such tokens reads as its bytes decoded
@@ -185,7 +185,7 @@
       return f && f.alone != null ? f.alone : tok;
     }
     function texts(ex) {
-      if (ex.t == null) return (ex.i || []).map(function (id) { return "⟨" + id + "⟩"; });
+      if (!ex.t || !ex.t.length) return (ex.i || []).map(function (id) { return "⟨" + id + "⟩"; });
       var out = [], dec = null, n = ex.t.length, runAtStart = false;
       for (var i = 0; i < n; i++) {
         var t = ex.t[i], f = typeof t === "string" ? forms.get(t) : { mid: "" };
@@ -203,7 +203,12 @@
       if (d.sp && runAtStart && out[0].charAt(0) === " ") out[0] = out[0].slice(1);
       return out;
     }
-    function example(ex) { return { t: texts(ex), a: (ex.a || []).map(r3), f: ex.f || 0, s: ex.s, p: ex.p }; }
+    /* examples come by column: t (raw tokens), a, f, s, p, and i (token ids) where some have no strings */
+    function examples(cols) {
+      return ((cols && cols.t) || []).map(function (t, k) {
+        return { t: texts({ t: t, i: cols.i ? cols.i[k] : [] }), a: (cols.a[k] || []).map(r3), f: cols.f[k] || 0, s: cols.s[k], p: cols.p[k] };
+      });
+    }
     function tokenTables(stats) {
       if (!stats) return stats;
       var out = {};
@@ -215,9 +220,9 @@
       return out;
     }
     return (d.c || []).map(function (c) {
-      c.examples = (c.examples || []).map(example);
-      c.top_examples = (c.top_examples || []).map(example);
-      c.quantile_examples = (c.quantile_examples || []).map(function (q) { q.examples = (q.examples || []).map(example); return q; });
+      c.examples = examples(c.examples);
+      c.top_examples = examples(c.top_examples);
+      c.quantile_examples = (c.quantile_examples || []).map(function (q) { q.examples = examples(q.examples); return q; });
       c.input_tokens = tokenTables(c.input_tokens);
       c.output_tokens = tokenTables(c.output_tokens);
       if (c.output_logits) {
