@@ -139,3 +139,32 @@ def test_the_pool_groups_each_components_firings_as_the_file_lists_them():
     for c in range(harvest.config.n_components):
         assert pool._of(c) == want.get(c, {})
         assert all(type(o) is int and type(a) is float for firings in pool._of(c).values() for o, a in firings)
+
+
+def test_the_pool_keeps_only_the_last_components_it_was_asked_for():
+    """A pool asked for every component (interpret's validation sets do) keeps the firings of the
+    last ``KEEP_COMPONENTS`` only, and what it answers for a component read again after it was
+    dropped equals a plain scan of the file's lists: offsets and activations per window, windows."""
+    from autointerp.scoring.evidence import WindowPool, silent_value
+
+    _, harvest = synthetic_harvest()
+    shared = harvest.shared["window_pool"]
+    pool = WindowPool.from_shared(shared)
+    pool.KEEP_COMPONENTS = 3
+    f = shared["firings"]
+    want: dict = {}
+    for w, o, c, a in zip(f["window"], f["offset"], f["component"], f["activation"]):
+        want.setdefault(int(c), {}).setdefault(int(w), []).append((int(o), float(a)))
+    n = harvest.config.n_components
+    asked = list(range(n)) + [0, 1, 0, 5, 2, n - 1, 0]  # every component, then some dropped ones again
+    for c in asked:
+        assert pool.windows_firing(c) == set(want.get(c, {}))
+        for w in range(len(pool)):
+            fired = want.get(c, {}).get(w, [])
+            assert pool.firing_offsets(w, c) == [o for o, _ in fired]
+            dense = [silent_value(pool.threshold_of(c))] * len(pool.windows[w]["token_ids"])
+            for o, a in fired:
+                dense[o] = a
+            assert pool.activations(w, c) == dense
+        assert len(pool._recent) <= 3 and next(reversed(pool._recent)) == c
+    assert list(pool._recent) == [5, 2, n - 1, 0][-3:]

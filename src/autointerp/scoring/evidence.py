@@ -30,6 +30,8 @@ examples, negatives and random windows, away from what was shown). Every window 
 
 from __future__ import annotations
 
+import bisect
+import collections
 import hashlib
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -124,37 +126,55 @@ class WindowPool:
         self._strings = {int(k): v for k, v in (shared.get("token_strings") or {}).items()}
         self._decode = decode
         f = shared["firings"]
-        # the firings grouped by component once, in tensors (each component's firings in the
-        # file's order); a component's {window: [(offset, act)]} is built from its slice when
-        # first asked for (interpret's validation sets ask for every component, scoring for a few)
+        # the firings grouped by component, and within a component by window, once, in tensors (a
+        # window's firings keep the file's order); a component's firings are read from its slice
+        # when first asked for, and the last few components' are kept (interpret's validation
+        # sets ask for every component once, scoring for a few)
         comp = torch.as_tensor(f["component"], dtype=torch.int64)
-        order = torch.argsort(comp, stable=True)
+        window = torch.as_tensor(f["window"], dtype=torch.int64)
+        n_win = int(window.max()) + 1 if window.numel() else 1
+        order = torch.argsort(comp * n_win + window, stable=True)
         uniq, counts = torch.unique_consecutive(comp[order], return_counts=True)
         starts = counts.cumsum(0) - counts
         self._spans = dict(zip(uniq.tolist(), zip(starts.tolist(), counts.tolist())))
-        self._f_window = torch.as_tensor(f["window"], dtype=torch.int64)[order]
+        self._f_window = window[order]
         self._f_offset = torch.as_tensor(f["offset"], dtype=torch.int64)[order]
         self._f_act = torch.as_tensor(f["activation"], dtype=torch.float64)[order]  # the stored doubles, exactly
         self._n_firings = int(comp.numel())
-        self._by_comp: dict[int, dict[int, list[tuple[int, float]]]] = {}
+        self._recent: collections.OrderedDict[int, tuple[list[int], list[int], list[float]]] = collections.OrderedDict()
+
+    #: how many components' firings a pool keeps as Python lists (the most recently asked for)
+    KEEP_COMPONENTS = 64
+
+    def _firings(self, component: int) -> tuple[list[int], list[int], list[float]]:
+        """The component's firings as (windows ascending, offsets, activations), three parallel lists."""
+        got = self._recent.get(component)
+        if got is not None:
+            self._recent.move_to_end(component)
+            return got
+        span = self._spans.get(component)
+        if span is None:
+            got = ([], [], [])
+        else:
+            lo, hi = span[0], span[0] + span[1]
+            got = (self._f_window[lo:hi].tolist(), self._f_offset[lo:hi].tolist(), self._f_act[lo:hi].tolist())
+        self._recent[component] = got
+        if len(self._recent) > self.KEEP_COMPONENTS:
+            self._recent.popitem(last=False)
+        return got
+
+    def _in_window(self, window: int, component: int) -> tuple[list[int], list[float]]:
+        """(offsets, activations) of the component's firings in one window, in the file's order."""
+        wins, offs, acts = self._firings(component)
+        lo, hi = bisect.bisect_left(wins, window), bisect.bisect_right(wins, window)
+        return offs[lo:hi], acts[lo:hi]
 
     def _of(self, component: int) -> dict[int, list[tuple[int, float]]]:
         """``{window: [(offset, activation), ...]}`` of one component (empty if it never fires in the pool)."""
-        got = self._by_comp.get(component)
-        if got is None:
-            got = {}
-            span = self._spans.get(component)
-            if span is not None:
-                lo, hi = span[0], span[0] + span[1]
-                windows = self._f_window[lo:hi].tolist()
-                firings = zip(self._f_offset[lo:hi].tolist(), self._f_act[lo:hi].tolist())
-                for w, fo in zip(windows, firings):
-                    if w in got:
-                        got[w].append(fo)
-                    else:
-                        got[w] = [fo]
-            self._by_comp[component] = got
-        return got
+        out: dict[int, list[tuple[int, float]]] = {}
+        for w, o, a in zip(*self._firings(component)):
+            out.setdefault(w, []).append((o, a))
+        return out
 
     @classmethod
     def from_shared(cls, shared: Mapping[str, Any], decode: Callable[[int], str] | None = None) -> WindowPool:
@@ -174,10 +194,10 @@ class WindowPool:
         return f"<{t}>"
 
     def firing_offsets(self, window: int, component: int) -> list[int]:
-        return [o for o, _ in self._of(component).get(window, [])]
+        return self._in_window(window, component)[0]
 
     def windows_firing(self, component: int) -> set[int]:
-        return set(self._of(component))
+        return set(self._firings(component)[0])
 
     def threshold_of(self, component: int) -> float:
         """The threshold component ``component`` (a flat index) fires above: its layer's."""
@@ -189,7 +209,7 @@ class WindowPool:
     def activations(self, window: int, component: int) -> list[float]:
         """The component's activation at every token of the window (0 where it does not fire, or a negative threshold)."""
         acts = [silent_value(self.threshold_of(component))] * len(self.windows[window]["token_ids"])
-        for o, a in self._of(component).get(window, []):
+        for o, a in zip(*self._in_window(window, component)):
             acts[o] = a
         return acts
 
