@@ -253,3 +253,23 @@ def test_a_damaged_round_is_refused_naming_its_line(refined, tmp_path):
     rounds.write_text("{\n" + "".join(lines[1:]), encoding="utf-8")
     with pytest.raises(CorruptRunFile, match=r"rounds.jsonl, line 1: not JSON"):
         RefinementIndex(RefineFolder.of(copy / "interpretations"))
+
+
+def test_one_read_gives_the_labels_and_the_first_pass_of_two(tmp_path):
+    """read_labels_and_first_pass (what the report reads) equals read_interpretations and read_first_pass,
+    values and order, over a results file with re-labels, empty labels and neighbour passes."""
+    import random
+
+    from autointerp.records import NEIGHBOURS_TAG, read_labels_and_first_pass
+    from autointerp.schemas import InterpretationResult
+    from autointerp.storage import append_jsonl
+
+    rng = random.Random(3)
+    path = tmp_path / "results.jsonl"
+    for i in range(300):
+        key = f"h.0:{rng.randrange(12)}"
+        append_jsonl(path, InterpretationResult(key, rng.choice(["", " ", f"label {i}"]), "high", "",
+                                                template_name="t" + (NEIGHBOURS_TAG if rng.random() < 0.4 else "")))
+    labels, first = read_labels_and_first_pass(path)
+    assert list(labels.items()) == list(read_interpretations(path).items())
+    assert list(first.items()) == list(read_first_pass(path).items()) and first

@@ -496,3 +496,31 @@ def test_the_fast_path_covers_the_harvest_schema():
         "ComponentData", "ActivationExample", "TokenStats", "TokenStat", "ComponentCorrelations",
         "CorrelatedComponent", "LogitLens", "LogitToken", "ActivationHistogram", "QuantileExamples"}
     assert _FAST.structure(_RICH, ComponentData) == _CHECKED.structure(_RICH, ComponentData)
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=5), _JSON_VALUES, max_size=5), max_size=6))
+def test_jsonl_lines_read_the_same_with_and_without_orjson(records):
+    """iter_jsonl reads through orjson where it is installed; every line reads to the standard
+    library's values (ints past 64 bits, long mantissas, NaN, 1e400, lone surrogates included)."""
+    import autointerp.storage as storage
+
+    special = [b'{"a": 123456789012345678901234567890}', b'{"a": -9223372036854775809, "b": 1}', b'{"a": NaN}',
+               b'{"a": 1e400, "b": -Infinity}', b'{"a": "\\ud800"}', b'{"a": 0.12345678901234567890123}',
+               b'{"a": 1, "a": 2}', b'{"a": -0.0, "b": -0}']
+    lines = [json.dumps(r).encode() for r in records] + special
+    want = [json.loads(line) for line in lines]
+    got = [storage._loads_line(line) for line in lines]
+    assert json.dumps(got) == json.dumps(want) and [type(v) for r in got for v in r.values()] == \
+        [type(v) for r in want for v in r.values()]
+    for bad in (b'{"a": "\xff"}', b'{"a": [1, 2}', b"\xef\xbb\xbf{}"):  # refused as before
+        with pytest.raises(ValueError):
+            storage._loads_line(bad)
+        with pytest.raises(ValueError):
+            json.loads(bad.decode("utf-8"))

@@ -46,7 +46,7 @@ from autointerp.storage import CorruptRunFile, iter_jsonl, iter_jsonl_as, iter_j
 __all__ = [
     "CorruptRunFile", "Scores", "count_failures", "failed_keys", "group_scores", "iter_component_lines", "iter_component_records",
     "iter_records", "read_components", "read_harvest_config", "read_harvest_config_dict",
-    "read_first_pass", "read_interpretations", "read_labels", "read_records", "read_refinement", "read_score_file",
+    "read_first_pass", "read_interpretations", "read_labels", "read_labels_and_first_pass", "read_records", "read_refinement", "read_score_file",
     "read_scores", "read_shared_json", "NEIGHBOURS_TAG", "RefinementHistory", "RefinementIndex",
 ]
 
@@ -269,6 +269,26 @@ def read_first_pass(source: RunPaths | str | os.PathLike) -> dict[str, Interpret
         if not is_neighbour_pass(r):
             first[r.component_key] = r
     return {k: first[k] for k, w in winner.items() if is_neighbour_pass(w) and k in first}
+
+
+def read_labels_and_first_pass(
+    source: RunPaths | str | os.PathLike,
+) -> tuple[dict[str, InterpretationResult], dict[str, InterpretationResult]]:
+    """``(read_interpretations(source), read_first_pass(source))`` from one read of the results file
+    (a report of 100,000 components read and structured it twice)."""
+    by_key: dict[str, InterpretationResult] = {}
+    first: dict[str, InterpretationResult] = {}
+    seen: dict[str, None] = {}  # first labelled line per component: read_first_pass's order
+    for r in read_records(_results_file(source), InterpretationResult):
+        if not r.label.strip():
+            continue
+        key = r.component_key
+        by_key.pop(key, None)  # re-insert: dict order follows the winning line
+        by_key[key] = r
+        seen.setdefault(key)
+        if not is_neighbour_pass(r):
+            first[key] = r
+    return by_key, {k: first[k] for k in seen if is_neighbour_pass(by_key[k]) and k in first}
 
 
 @define

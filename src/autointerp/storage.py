@@ -29,6 +29,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import reprlib
 import shutil
 import tempfile
@@ -629,7 +630,7 @@ def iter_jsonl_spans(path: str | os.PathLike,
             if not raw.strip():
                 continue
             try:
-                rec = json.loads(raw.decode("utf-8"))
+                rec = _loads_line(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 if not raw.endswith(b"\n"):
                     continue  # torn: never reported as written, so nothing is lost
@@ -637,6 +638,28 @@ def iter_jsonl_spans(path: str | os.PathLike,
             if not isinstance(rec, dict):
                 raise CorruptRunFile(path, line_no, f"a JSON {_json_kind(rec)}, not an object", expected)
             yield line_no, at, rec
+
+
+try:  # optional: a faster reader of the same values (the run's logs are read whole by a report)
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the standard library reads them alone
+    _orjson = None
+
+# a run of 19 digits: an integer that may not fit in 64 bits (orjson reads it as a float) or a long
+# mantissa; such a line is read by the standard library, so every value is what it always was
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def _loads_line(raw: bytes) -> Any:
+    """``json.loads(raw.decode("utf-8"))``, through orjson when installed: it reads a JSON line to
+    the same values and refuses what it would read otherwise (``NaN``, ``1e400``, a lone surrogate,
+    invalid UTF-8), which the standard library then reads or refuses as it always did."""
+    if _orjson is not None and _LONG_NUMBER.search(raw) is None:
+        try:
+            return _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(raw.decode("utf-8"))
 
 
 def _json_kind(value: Any) -> str:

@@ -28,10 +28,9 @@ from autointerp.records import (
     group_scores,
     iter_component_lines,
     iter_component_records,
-    read_first_pass,
     read_harvest_config_dict,
     RefinementIndex,
-    read_interpretations,
+    read_labels_and_first_pass,
     read_scores,
 )
 from autointerp.schemas import ComponentData, HarvestConfig, InterpretationResult, ScoreResult
@@ -93,7 +92,7 @@ class RunData:
                 "(run `autointerp harvest` first, or check the run id and --out)"
             )
         config = read_harvest_config_dict(paths.harvest_config)
-        interps = read_interpretations(paths)
+        interps, first_pass = read_labels_and_first_pass(paths)
         return cls(
             config,
             None,
@@ -104,7 +103,7 @@ class RunData:
             components_path=paths.harvest_components,
             label_set=paths.label_set,
             refinement=RefinementIndex(paths),
-            first_pass=read_first_pass(paths),
+            first_pass=first_pass,
         )
 
     @classmethod
