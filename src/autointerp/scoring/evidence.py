@@ -34,7 +34,7 @@ import bisect
 import collections
 import hashlib
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -358,14 +358,26 @@ def _held_out_positives(
     return positives
 
 
+def shuffled(n: int, rng: random.Random) -> Iterator[int]:
+    """``0 .. n-1`` in a uniformly random order, each drawn when it is read: a Fisher-Yates
+    shuffle run from the front, so a reader that stops after ``k`` pays ``k`` draws (and a dict
+    of at most ``k`` moved entries), not ``n``. The negatives and randoms walk the pool in this
+    order and stop after a handful of windows (``random.shuffle`` of the whole pool was half of
+    interpret's validation sets)."""
+    moved: dict[int, int] = {}  # position -> the value now there, where it is not the position itself
+    for i in range(n):
+        j = rng.randrange(i, n)
+        got = moved.get(j, j)
+        moved[j] = moved.pop(i, i)  # position i is never read again; j takes what was at i
+        yield got
+
+
 def _negatives(
     pool: WindowPool, flat_index: int, spans: SpanIndex, lengths: list[int], limit: int, rng: random.Random
 ) -> list[EvidenceWindow]:
     """Crops of pool windows where the component never fires, as long as its positives, away from what was shown."""
-    order = list(range(len(pool)))
-    rng.shuffle(order)
     out: list[EvidenceWindow] = []
-    for w in order:
+    for w in shuffled(len(pool), rng):
         if len(out) >= limit:
             break
         info = pool.windows[w]
@@ -409,10 +421,8 @@ def _randoms(
     pool: WindowPool, flat_index: int, spans: SpanIndex, limit: int, rng: random.Random
 ) -> list[EvidenceWindow]:
     """Whole pool windows (with the component's true activations) away from what was shown."""
-    order = list(range(len(pool)))
-    rng.shuffle(order)
     out: list[EvidenceWindow] = []
-    for w in order:
+    for w in shuffled(len(pool), rng):
         if len(out) >= limit:
             break
         info = pool.windows[w]
