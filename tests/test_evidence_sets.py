@@ -203,3 +203,25 @@ def test_shuffled_is_uniform_over_orders_and_prefixes():
         it = shuffled(9, rng)
         counts[pairs[(next(it), next(it))]] += 1
     assert chisquare(counts).pvalue > 0.001
+
+
+def test_a_components_sets_are_worked_out_from_one_split(monkeypatch):
+    """`EvidenceSets.of` splits a component's examples once (it did so twice: for the validation
+    windows and again for the record), and the record equals the one `evidence_split` works out
+    alone from the same validation windows; the prompt's shown examples are the split's."""
+    import autointerp.evidence_sets as es
+    from autointerp.heldout import evidence_split, shown_examples, split_examples
+
+    _, harvest = synthetic_harvest()
+    sets = EvidenceSets(harvest, n_explain=10, n_top=5, n_validate=8)
+    calls = []
+    monkeypatch.setattr(es, "split_examples", lambda *a, **k: calls.append(a[0].key) or split_examples(*a, **k))
+    comps = [c for c in harvest.components if c.examples][:6]
+    for c in comps:
+        record, val = sets.of(c)
+        alone = evidence_split(c, 10, 5, sets.seed, 8, [(w.sequence_index, w.start, w.start + len(w))
+                                                         for w in val.positives + val.negatives + val.randoms])
+        assert record == alone
+        split = split_examples(c, 10, 5, 8)
+        assert shown_examples(c, 10, 5) == (split.explain, split.explain_top)
+    assert calls == [c.key for c in comps]

@@ -27,7 +27,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from autointerp.heldout import DEFAULT_N_EXPLAIN, DEFAULT_N_TOP, DEFAULT_N_VALIDATE, evidence_split, split_examples
+from autointerp.heldout import (
+    DEFAULT_N_EXPLAIN,
+    DEFAULT_N_TOP,
+    DEFAULT_N_VALIDATE,
+    ExampleSplit,
+    evidence_split,
+    split_examples,
+)
 from autointerp.schemas import ComponentData, EvidenceSplit
 from autointerp.scoring.evidence import ComponentEvidence, WindowPool, evidence_spans, validation_evidence
 
@@ -50,7 +57,12 @@ class EvidenceSets:
 
     def validation(self, comp: ComponentData) -> ComponentEvidence:
         """The validation windows of ``comp`` with its true activations (empty when ``n_validate`` is 0)."""
-        split = split_examples(comp, self.n_explain, self.n_top, self.n_validate)
+        return self._validation(comp, self._split(comp))
+
+    def _split(self, comp: ComponentData) -> ExampleSplit:
+        return split_examples(comp, self.n_explain, self.n_top, self.n_validate)
+
+    def _validation(self, comp: ComponentData, split: ExampleSplit) -> ComponentEvidence:
         ev = validation_evidence(
             comp, self.pool, split, flat_index=self.harvest.space.flat_index(comp.layer, comp.index),
             threshold=float(self.harvest.config.threshold_for(comp.layer)), seed=self.seed,
@@ -60,8 +72,9 @@ class EvidenceSets:
 
     def of(self, comp: ComponentData) -> tuple[EvidenceSplit, ComponentEvidence]:
         """The record stored with the label (explain and validate windows), and the validation evidence."""
-        ev = self.validation(comp)
-        record = evidence_split(comp, self.n_explain, self.n_top, self.seed, self.n_validate, evidence_spans(ev))
+        split = self._split(comp)  # worked out once for both
+        ev = self._validation(comp, split)
+        record = evidence_split(comp, self.n_explain, self.n_top, self.seed, self.n_validate, evidence_spans(ev), split=split)
         return record, ev
 
     def record(self, comp: ComponentData) -> EvidenceSplit:

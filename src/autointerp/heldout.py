@@ -124,13 +124,19 @@ def validation_examples(comp: ComponentData, shown: Sequence[Span], n_validate: 
     return out
 
 
+def shown_examples(comp: ComponentData, n_explain: int = DEFAULT_N_EXPLAIN,
+                   n_top: int = DEFAULT_N_TOP) -> tuple[list[ActivationExample], list[ActivationExample]]:
+    """The random and the strongest examples the explainer is shown (``split_examples``'
+    ``explain`` and ``explain_top``), without working out what is held out."""
+    return list(comp.examples[:n_explain]), list(comp.top_examples[:n_top])
+
+
 def split_examples(comp: ComponentData, n_explain: int = DEFAULT_N_EXPLAIN, n_top: int = DEFAULT_N_TOP,
                    n_validate: int = 0, reserved: Sequence[Span] = ()) -> ExampleSplit:
     """Split a component's examples into shown-to-the-explainer, validation (``n_validate``
     examples, plus any other ``reserved`` windows) and held-out for testing: no held-out
     window shares a token position with a shown or a validation one."""
-    explain = list(comp.examples[:n_explain])
-    explain_top = list(comp.top_examples[:n_top])
+    explain, explain_top = shown_examples(comp, n_explain, n_top)
     quantiles = quantile_examples_of(comp)
     spans = [example_span(e) for e in explain + explain_top + quantiles]
     validate = validation_examples(comp, spans, n_validate)
@@ -163,18 +169,20 @@ def missing_spans(comp: ComponentData, spans: Sequence[Span]) -> list[Span]:
 
 
 def evidence_split(comp: ComponentData, n_explain: int = DEFAULT_N_EXPLAIN, n_top: int = DEFAULT_N_TOP, seed: int = 0,
-                   n_validate: int = 0, validate_spans: Sequence[Span] | None = None) -> EvidenceSplit:
+                   n_validate: int = 0, validate_spans: Sequence[Span] | None = None, *,
+                   split: ExampleSplit | None = None) -> EvidenceSplit:
     """The record of what the explainer is shown of ``comp`` and what is held for validation
     (stored with its label).
 
     ``validate_spans``: the validation windows (examples and pool crops, from
     `autointerp.scoring.evidence.validation_evidence`); without them, the
-    ``n_validate`` validation examples alone.
+    ``n_validate`` validation examples alone. ``split``: ``split_examples(comp, n_explain,
+    n_top, n_validate)`` when the caller has it already (it is not worked out again).
 
     >>> evidence_split(comp, 20, 5).windows["explain"][:1]
     [(412, 3, 24)]
     """
-    split = split_examples(comp, n_explain, n_top, n_validate)
+    split = split if split is not None else split_examples(comp, n_explain, n_top, n_validate)
     windows = {EXPLAIN_SET: split.shown_spans()}
     val = [tuple(s) for s in validate_spans] if validate_spans is not None else [example_span(e) for e in split.validate]
     if val:

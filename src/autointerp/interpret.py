@@ -43,7 +43,7 @@ from attrs import define, evolve
 from autointerp.accumulators.firing_stats import EARLY_POSITIONS
 from autointerp.evidence_sets import EvidenceSets
 from autointerp.harvest import HarvestResult, load_harvest
-from autointerp.heldout import split_examples
+from autointerp.heldout import shown_examples
 from autointerp.interpret_options import (DEFAULT_EXCLUDED_SECTIONS, DEFAULT_TEMPLATE, INTERPRETATION_SCHEMA,
                                          InterpretOptions)
 from autointerp.layer_roles import layer_role
@@ -282,13 +282,13 @@ class Interpreter:
         the co-firing section with the ``neighbours`` section, which lists the partners with
         their labels, and the weight-space neighbours."""
         opts = self.options
-        split = split_examples(comp, opts.n_explain, opts.n_top)
+        explain, explain_top = shown_examples(comp, opts.n_explain, opts.n_top)  # split_examples' shown ones
         # a random example that is also among the strongest is shown once, with the strongest
-        top_ids = {(e.sequence_index, e.position) for e in split.explain_top}
-        shown_before = {(e.sequence_index, e.position) for e in split.explain + split.explain_top}
+        top_ids = {(e.sequence_index, e.position) for e in explain_top}
+        shown_before = {(e.sequence_index, e.position) for e in explain + explain_top}
         values = {
-            "examples": [e for e in split.explain if (e.sequence_index, e.position) not in top_ids],
-            "top_examples": split.explain_top,
+            "examples": [e for e in explain if (e.sequence_index, e.position) not in top_ids],
+            "top_examples": explain_top,
             # each window once: a quantile example already among the random or strongest is not repeated
             "quantile_examples": [
                 evolve(q, examples=[e for e in q.examples if (e.sequence_index, e.position) not in shown_before])
