@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from autointerp import CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc, OutputProbAcc
 from autointerp.accumulators.base import HarvestContext
-from autointerp.accumulators.heavy_hitters import HeavyHitters
+from autointerp.accumulators.heavy_hitters import HeavyHitters, csr_rows, merge_product
 from autointerp.batch import ComponentSpace, FiringBatch
 from autointerp.schemas import LayerSpec
 
@@ -206,3 +206,75 @@ def test_auto_accumulators_in_both_modes_merge_and_load_into_a_summary():
         for s in stats.top_recall:
             if s.token_id in true:
                 assert s.count <= true[s.token_id] <= s.count + s.count_error
+
+
+# -- the batch product merge: the same summary as merging the expanded pairs ----------------
+
+
+def _product_case(seed: int, N: int, P: int, M: int, weighted: bool):
+    """Distinct firings (comp, pos) and a float64 CSR X [P, M] (0/1 firing-like or weighted)."""
+    g = torch.Generator().manual_seed(seed)
+    fire = torch.rand(P, N, generator=g) < 0.3
+    pos, comp = fire.nonzero(as_tuple=True)
+    x = (torch.rand(P, M, generator=g) < 0.4).double()
+    if weighted:
+        x *= torch.rand(P, M, generator=g, dtype=torch.float64)
+    r, c = x.nonzero(as_tuple=True)
+    return comp, pos, x, csr_rows(r, c, x[r, c], P, M)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
+       block=st.sampled_from([1, 7, 50, 1 << 24]))
+def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block):
+    """`merge_product` (the sparse product ``[F | S] [X ; I]`` and a topk prune, in row blocks of any size)
+    leaves exactly the summary that `merge_pairs` leaves for the same weights, batch after batch."""
+    N, P = 7, 12
+    M = N if exclude else 9
+    dtype = torch.float64 if weighted else torch.int64
+    a, b = HeavyHitters.empty(N, k, M, dtype), HeavyHitters.empty(N, k, M, dtype)
+    for step in range(3):
+        comp, pos, x, X = _product_case(seed + step, N, P, M, weighted)
+        merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
+        rows = comp.repeat_interleave(M)
+        cols = torch.arange(M).repeat(comp.numel())
+        w = x[pos].reshape(-1)
+        if exclude:
+            w = w.masked_fill(rows == cols, 0)
+        b.add(rows, cols, w if weighted else w.long())
+        assert torch.equal(a.ids, b.ids)
+        if weighted:
+            assert torch.allclose(a.counts, b.counts, atol=1e-12) and torch.allclose(a.error, b.error, atol=1e-12)
+        else:
+            assert torch.equal(a.counts, b.counts) and torch.equal(a.error, b.error)
+
+
+def test_output_mass_of_truncated_positions_carries_the_cut_in_its_bound():
+    """``position_k`` below the number of tokens with mass: each firing's dropped tokens had at most the
+    position's (position_k + 1)-th probability, which is added to the error, so the bound holds
+    against the dense table; with position_k >= V the bounded mode loses nothing to truncation."""
+    batches = zipf_stream(n_batches=2, V=60)
+    dense = run(batches, [OutputProbAcc(mode="dense", top_k=5)]).finalize()
+    for m in (2, 60):
+        bounded = run(batches, [OutputProbAcc(mode="bounded", summary_k=8, top_k=5, position_k=m)]).finalize()
+        checked = 0
+        for d, b in zip(dense, bounded):
+            true = {s.token_id: s.count for s in d.output_tokens.top_recall}
+            for s in b.output_tokens.top_recall:
+                assert s.count_error <= d.firing_count / 9 + d.firing_count / (m + 1) + 1e-9
+                if s.token_id in true:
+                    assert s.count - 1e-6 <= true[s.token_id] <= s.count + s.count_error + 1e-6
+                    checked += 1
+        assert checked >= 5
+    with_all = run(batches, [OutputProbAcc(mode="bounded", summary_k=8, top_k=5, position_k=60)])
+    (acc,) = [a for a in with_all.accumulators if isinstance(a, OutputProbAcc)]
+    # the only error left is the Misra–Gries prune's, at most firings / (k + 1)
+    assert (acc.hh_error * 9 <= acc.comp_count.double() + 1e-9).all()
+
+
+def test_position_k_must_be_a_positive_int():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"position_k=0.*int >= 1"):
+        OutputProbAcc(position_k=0)
+    assert OutputProbAcc(summary_k=16).config()["position_k"] == 16

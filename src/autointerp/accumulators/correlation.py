@@ -12,7 +12,7 @@ from autointerp.accumulators._modes import DEFAULT_SUMMARY_K, TableModeStates
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, Entry, rank_columns, rank_summary, rows_of
 from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
-from autointerp.accumulators.heavy_hitters import EMPTY
+from autointerp.accumulators.heavy_hitters import EMPTY, csr_rows, merge_product
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 
@@ -124,8 +124,10 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
         if not batch.n_firings:
             return
         if self.bounded:
-            for a, b in cofiring_pairs(batch.firing_comp, batch.firing_pos, batch.n_positions):
-                self._stage(a, b, torch.ones_like(a))
+            comp, pos = batch.firing_comp, batch.firing_pos
+            X = csr_rows(pos, comp, torch.ones(comp.numel(), dtype=torch.float64, device=comp.device),
+                         batch.n_positions, self.count.shape[0])
+            merge_product(self.hh_ids, self.hh_counts, self.hh_error, comp, pos, X, exclude_self=True)
             return
         P = batch.n_positions
         for start in range(0, P, _EXACT_F32):

@@ -185,3 +185,147 @@ class HeavyHitters:
         rows, cols, w = pairs_of(self.ids, self.counts)
         out[rows, cols] = w
         return out
+
+
+# -- merging a batch's sparse product ``F X`` -------------------------------------------
+#
+# The batch's rows of the components that fired are ``F X``, for the firing
+# indicator F (a list of firings) and a sparse ``X [P, M]`` (the firing indicator
+# for co-firing, each position's top tokens for output mass). Adding the rows' old
+# counters as ``S I`` makes the merged rows one sparse product
+# ``[F | S] @ [X ; I]``, which the sparse library sums per row without expanding
+# the pairs (co-firing: about 10x fewer operations than sorting every pair of a
+# batch), and the Misra–Gries prune then only needs each row's (k+1)-th largest
+# weight, found by ``topk`` over the rows padded to a power-of-two length. The
+# result is exactly `merge_pairs` of the same weights (tested), only faster.
+
+#: merged rows are formed and pruned in blocks of about this many entries
+MERGE_BLOCK_ENTRIES = 1 << 24
+
+
+def _csr(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> Tensor:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, val, shape, check_invariants=False)
+
+
+def csr_rows(rows: Tensor, cols: Tensor, vals: Tensor, n_rows: int, n_cols: int) -> Tensor:
+    """A float64 CSR ``[n_rows, n_cols]`` from (row, col, value) entries (distinct pairs, any order)."""
+    order = torch.argsort(rows * n_cols + cols)
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
+    torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=crow[1:])
+    return _csr(crow, cols[order].long(), vals[order].to(torch.float64), (n_rows, n_cols))
+
+
+def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos: Tensor, X: Tensor,
+                  *, exclude_self: bool = False, block_entries: int = MERGE_BLOCK_ENTRIES) -> None:
+    """Merge ``rows[c] += sum over c's firings (c, p) of X[p]`` into the summary, in place.
+
+    ``comp, pos``: the batch's firings (distinct pairs); ``X``: a float64 CSR
+    ``[P, M]`` with sorted columns in each row. ``exclude_self``: drop column c from
+    row c (co-firing of a component with itself). The same summary as
+    `merge_pairs` of the expanded weights.
+    """
+    if not comp.numel():
+        return
+    dev = ids.device
+    P, M = X.shape
+    order = torch.argsort(comp * P + pos)
+    comp, pos = comp[order], pos[order]
+    touched, per = torch.unique_consecutive(comp, return_counts=True)
+    f_start = torch.cumsum(per, 0) - per
+    # each row's size bound (its firings' X rows plus its old counters), to cut the rows into blocks
+    x_len = X.crow_indices().diff()
+    bound = torch.zeros(touched.numel(), dtype=torch.int64, device=dev)
+    bound.index_add_(0, torch.repeat_interleave(torch.arange(touched.numel(), device=dev), per), x_len[pos])
+    bound += ids.shape[1]
+    ends = torch.cumsum(bound, 0)
+    a = 0
+    while a < touched.numel():
+        done = int(ends[a - 1]) if a else 0
+        b = max(a + 1, int(torch.searchsorted(ends, done + block_entries, right=True)))
+        b = min(b, touched.numel())
+        f0 = int(f_start[a])
+        f1 = int(f_start[b - 1] + per[b - 1])
+        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], X, exclude_self)
+        a = b
+
+
+def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, X: Tensor,
+                exclude_self: bool) -> None:
+    dev, U, k, (P, M) = ids.device, rows.numel(), ids.shape[1], X.shape
+    old_ids = ids[rows].long()
+    old_ids = old_ids.masked_fill(old_ids < 0, M)  # empty counters sort last
+    old_ids, o = old_ids.sort(dim=1)
+    old_w = counts[rows].gather(1, o).to(torch.float64)
+    present = old_ids < M
+    n_old = present.sum(1)
+    crow = torch.zeros(U + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(per + n_old, 0, out=crow[1:])
+    col = torch.empty(int(crow[-1]), dtype=torch.int64, device=dev)
+    val = torch.empty(col.numel(), dtype=torch.float64, device=dev)
+    # row r: its firings' positions (columns < P, ascending), then its old counters (P + id, ascending)
+    f_row = torch.repeat_interleave(torch.arange(U, device=dev), per)
+    f_at = crow[:-1][f_row] + torch.arange(pos.numel(), device=dev) - (torch.cumsum(per, 0) - per)[f_row]
+    col[f_at], val[f_at] = pos, 1.0
+    s_row, s_slot = present.nonzero(as_tuple=True)
+    s_at = crow[:-1][s_row] + per[s_row] + s_slot
+    col[s_at], val[s_at] = P + old_ids[s_row, s_slot], old_w[s_row, s_slot]
+    A = _csr(crow, col, val, (U, P + M))
+    xc = X.crow_indices()
+    ident = torch.arange(M, device=dev)
+    B = _csr(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
+             torch.cat([X.values(), torch.ones(M, dtype=torch.float64, device=dev)]), (P + M, M))
+    merged = torch.sparse.mm(A, B)
+    _prune_rows(ids, counts, error, rows, merged, exclude_self)
+
+
+def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, merged: Tensor, exclude_self: bool,
+                chunk: int = 1 << 22) -> None:
+    """Set ``rows`` of the summary to the Misra–Gries prune of their merged rows (``merged``, CSR ``[U, M]``)."""
+    dev, U, k = ids.device, rows.numel(), ids.shape[1]
+    crow, col, val = merged.crow_indices(), merged.col_indices(), merged.values()
+    lengths = crow.diff()
+    new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=dev)
+    new_w = torch.zeros(U, k, dtype=counts.dtype, device=dev)
+    cut = torch.zeros(U, dtype=torch.float64, device=dev)
+    order = torch.argsort(lengths)
+    sizes = lengths[order]
+    # buckets of rows whose lengths share a power of two, each padded to its longest
+    bucket = torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
+    edges = torch.searchsorted(bucket, torch.arange(int(bucket.max()) + 2, device=dev)).tolist()
+    for lo, hi in zip(edges, edges[1:]):
+        if hi <= lo:
+            continue
+        L = max(int(sizes[hi - 1]), 1)
+        step = max(1, chunk // L)
+        for a in range(lo, hi, step):
+            rs = order[a : min(hi, a + step)]
+            span = torch.arange(L, device=dev)
+            inside = span[None, :] < lengths[rs][:, None]
+            at = (crow[rs][:, None] + span[None, :]).clamp_max(max(val.numel() - 1, 0))
+            c = torch.where(inside, col[at], -1)
+            drop = ~inside
+            if exclude_self:
+                drop |= c == rows[rs][:, None]
+            v = val[at].masked_fill(drop, 0.0)
+            top_v, top_i = v.topk(min(k + 1, L), dim=1)
+            s = top_v[:, k] if L > k else torch.zeros(rs.numel(), dtype=v.dtype, device=dev)
+            w = top_v[:, :k] - s[:, None]
+            keep = w > 0
+            c = c.gather(1, top_i[:, :k]).masked_fill(~keep, 1 << 62)
+            w = w.masked_fill(~keep, 0.0)
+            # canonical order: weight descending, ties by column ascending
+            o = torch.argsort(c, dim=1)
+            c, w = c.gather(1, o), w.gather(1, o)
+            o = torch.argsort(-w, dim=1, stable=True)
+            c, w = c.gather(1, o), w.gather(1, o)
+            n = w.shape[1]
+            new_w[rs, :n] = w.to(counts.dtype) if counts.is_floating_point() else w.round().to(counts.dtype)
+            new_ids[rs, :n] = torch.where(w > 0, c, EMPTY).to(ids.dtype)
+            cut[rs] = s
+    ids[rows] = new_ids
+    counts[rows] = new_w
+    error[rows] += cut if error.is_floating_point() else cut.round().to(error.dtype)

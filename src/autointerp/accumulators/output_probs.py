@@ -9,11 +9,11 @@ from typing import Any
 import torch
 
 from autointerp.accumulators._modes import DEFAULT_SUMMARY_K, TableModeStates
-from autointerp.accumulators._sparse import StagedSum, StagedTableAcc, firing_csr
+from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, rank_columns, rank_summary
 from autointerp.accumulators.base import HarvestContext
-from autointerp.accumulators.heavy_hitters import EMPTY
+from autointerp.accumulators.heavy_hitters import EMPTY, csr_rows, merge_product
 from autointerp.batch import FiringBatch
 
 
@@ -30,7 +30,7 @@ def _valid_column_sums(valid: torch.Tensor, probs: torch.Tensor, block: int = 40
     return torch.cat([w @ probs[:, a : a + block].float() for a in range(0, probs.shape[1], block)])
 
 
-#: the bounded mode computes a batch's exact rows for this many float32 elements of components at a time
+#: the bounded mode ranks a batch's positions, and stages its firings' tokens, about this many elements at a time
 BOUNDED_ROWS_ELEMENTS = 1 << 24
 
 
@@ -48,12 +48,18 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
 
     Bounded mode (``mode="bounded"``, or ``"auto"`` when the loop's `choose_mode`
     finds the dense table does not fit): a weighted Misra–Gries summary of
-    ``summary_k`` (token, mass) counters per component. Each batch's exact rows
-    of the components that fired (computed ``BOUNDED_ROWS_ELEMENTS`` at a time)
-    are pruned to their top ``summary_k`` (the Misra–Gries prune) and merged into it, so every reported mass is at most
-    ``firings / (summary_k + 1)`` below the true one (``count_error``: each
-    firing adds a mass of 1 to its component's row). ``token_mass [V]`` and
-    ``comp_count [N]`` stay exact.
+    ``summary_k`` (token, mass) counters per component. Each firing adds the
+    ``position_k`` most probable tokens of its position (default: ``summary_k``;
+    one ``topk`` per firing position of the batch, so a batch costs its
+    positions x V plus its firings x ``position_k``, whatever N) and the
+    ``(position_k + 1)``-th probability of that position -- the most any
+    dropped token had there -- joins the component's error. So every reported
+    mass is below the true one by at most ``count_error``, which is at most
+    ``firings / (summary_k + 1)`` (the Misra–Gries prune: each firing adds a
+    mass of at most 1) plus the sum of those cuts (at most
+    ``firings / (position_k + 1)``; on a language model's next-token
+    distribution about 1e-3 a firing). ``token_mass [V]`` and ``comp_count [N]``
+    stay exact.
     """
 
     staged_table = "joint"
@@ -68,13 +74,20 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
     _summary_dtype = torch.float64
 
     def __init__(self, top_k: int = 10, min_mass: float = 1e-6, mode: str = "auto",
-                 summary_k: int = DEFAULT_SUMMARY_K, min_support: float = DEFAULT_MIN_SUPPORT):
+                 summary_k: int = DEFAULT_SUMMARY_K, min_support: float = DEFAULT_MIN_SUPPORT,
+                 position_k: int | None = None):
         self.top_k, self.min_mass, self.min_support = top_k, min_mass, min_support
         self._init_mode(mode, summary_k)
+        if position_k is None:
+            position_k = summary_k
+        if not isinstance(position_k, int) or isinstance(position_k, bool) or position_k < 1:
+            raise ValueError(f"OutputProbAcc(position_k={position_k!r}): expected an int >= 1 (the most probable "
+                             "tokens of each firing position the bounded mode adds; default summary_k)")
+        self.position_k = position_k
 
     def config(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "min_mass": self.min_mass, **self._mode_config(),
-                "min_support": self.min_support}
+                "min_support": self.min_support, "position_k": self.position_k}
 
     def bounded_state_bytes(self, ctx: HarvestContext) -> int:
         V, N = ctx.vocab_size or 0, ctx.n_components
@@ -122,34 +135,27 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
         self.n_tokens += batch.n_valid
 
     def _update_summary(self, batch: FiringBatch, probs: torch.Tensor) -> None:
-        """Merge the batch's exact rows ``Fᵀ X`` of the components that fired, a block of components at a time."""
+        """Merge each firing's top ``position_k`` tokens of its position; the ``(position_k + 1)``-th
+        probability of the position (what any dropped token had at most) joins the component's error."""
         V = probs.shape[1]
-        dense_probs = probs if probs.dtype == torch.float32 else probs.float()
-        order = torch.argsort(batch.firing_comp, stable=True)
-        comp, pos = batch.firing_comp[order], batch.firing_pos[order]
-        touched, per = torch.unique_consecutive(comp, return_counts=True)
-        ends = torch.cumsum(per, 0).tolist()
+        m = min(self.position_k, V)
+        comp, pos = batch.firing_comp, batch.firing_pos
+        # the positions where something fired, once each: [U, V] -> their top m (+1 for the cut)
+        where, local = torch.unique(pos, return_inverse=True)
+        top_p = torch.empty(where.numel(), m, dtype=torch.float64, device=probs.device)
+        top_t = torch.empty(where.numel(), m, dtype=torch.int64, device=probs.device)
+        cut = torch.zeros(where.numel(), dtype=torch.float64, device=probs.device)
         step = max(1, BOUNDED_ROWS_ELEMENTS // max(V, 1))
-        start_f = 0
-        for a in range(0, touched.numel(), step):
-            rows = touched[a : a + step]
-            stop_f = ends[a + rows.numel() - 1]
-            local = torch.searchsorted(rows, comp[start_f:stop_f])
-            F = firing_csr(local, pos[start_f:stop_f], rows.numel(), batch.n_positions)
-            block = torch.zeros(rows.numel(), V, dtype=torch.float32, device=probs.device).addmm_(F, dense_probs)
-            self._stage_rows(rows, block)
-            start_f = stop_f
-
-    def _stage_rows(self, rows: torch.Tensor, block: torch.Tensor) -> None:
-        """A batch's exact rows, pruned to k counters (Misra–Gries: subtract the (k+1)-th mass, which joins
-        the rows' error), wait to be merged into the summary."""
-        k, V = self.summary_k, block.shape[1]
-        top, cols = block.double().topk(min(k + 1, V), dim=1)
-        cut = top[:, k] if V > k else torch.zeros(rows.numel(), dtype=torch.float64, device=block.device)
-        w = top[:, :k] - cut[:, None]
-        self.hh_error.index_add_(0, rows, cut)
-        keep = w > 0
-        self._stage(rows[:, None].expand_as(w)[keep], cols[:, :k][keep], w[keep])
+        for a in range(0, where.numel(), step):
+            rows = probs[where[a : a + step]].float()
+            p, t = rows.topk(min(m + 1, V), dim=1)
+            top_p[a : a + step], top_t[a : a + step] = p[:, :m].double(), t[:, :m]
+            if V > m:
+                cut[a : a + step] = p[:, m].double()
+        self.hh_error.index_add_(0, comp, cut[local])
+        # X [P, V]: each fired position's top m tokens and their probabilities
+        X = csr_rows(where.repeat_interleave(m), top_t.reshape(-1), top_p.reshape(-1), batch.n_positions, V)
+        merge_product(self.hh_ids, self.hh_counts, self.hh_error, comp, pos, X)
 
     def finalize(self) -> Mapping[int, Any]:
         try:
