@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 import tracemalloc
@@ -101,7 +102,7 @@ def test_an_edited_jsonl_is_indexed_again_and_checked(tmp_path):
     comp.write_text("".join(lines[:2] + lines[3:]), encoding="utf-8")  # a component dropped
     with pytest.raises(CorruptRunFile, match="blocks.0.mlp:2"):
         load_harvest(tmp_path / "h")
-    comp.write_text("".join(lines[:2] + [lines[2].replace('"firing_count": 4', '"firing_count": 9')] + lines[3:]),
+    comp.write_text("".join(lines[:2] + [re.sub(r'"firing_count": ?4', '"firing_count":9', lines[2])] + lines[3:]),
                     encoding="utf-8")
     h = load_harvest(tmp_path / "h")
     assert h["blocks.0.mlp:2"].firing_count == 9 and h.summaries()[2].firing_count == 9
@@ -143,7 +144,7 @@ def test_iterating_streams_in_bounded_memory(tmp_path):
     tracemalloc.stop()
     assert n == 4000
     # the whole harvest as objects is several times the file; streaming holds a few lines
-    assert peak < size / 20, f"iteration peaked at {peak} bytes for a {size}-byte file"
+    assert peak < size / 10, f"iteration peaked at {peak} bytes for a {size}-byte file"
 
 
 def test_a_dropped_lazy_harvest_closes_its_files(tmp_path):

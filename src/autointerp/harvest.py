@@ -44,6 +44,7 @@ from autointerp.schemas import ComponentData, HarvestConfig, LayerSpec
 from autointerp.thresholds import base_threshold, check_threshold, resolve_thresholds
 from autointerp.storage import (
     atomic_write_with,
+    json_line,
     recover_dir,
     replace_dir_atomically,
     to_dict,
@@ -877,7 +878,7 @@ def write_harvest(directory: str | Path, config: HarvestConfig, components: Iter
         try:
             for c in components:
                 rec = to_dict(c)
-                writer.add_record(rec, json.dumps(rec, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n")
+                writer.add_record(rec, json_line(rec))
         except BaseException:
             writer.abort()
             raise

@@ -31,7 +31,7 @@ from attrs import frozen
 
 from autointerp.paths import HARVEST_COMPONENTS, HARVEST_STORE
 from autointerp.schemas import ComponentData, HarvestConfig
-from autointerp.storage import atomic_write_with, from_dict
+from autointerp.storage import atomic_write_with, from_dict, json_loads
 
 #: bump when the table changes; an index of another format is rebuilt
 STORE_FORMAT = 1
@@ -245,7 +245,7 @@ class HarvestStore:
 
     def _parse(self, raw: bytes, key: str) -> ComponentData:
         try:
-            rec = json.loads(raw)
+            rec = json_loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             rec = None
         if not isinstance(rec, dict) or rec.get("key") != key:

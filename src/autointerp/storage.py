@@ -28,6 +28,7 @@ import concurrent.futures
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import reprlib
@@ -43,6 +44,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+import orjson
 import cattrs.v
 from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
 
@@ -539,6 +541,61 @@ def _lock_file(path: Path, wait: bool) -> int | None:
         os.close(fd)  # the previous holder unlinked it before letting go: try the new file
 
 
+_isfinite = math.isfinite
+_ORJSON_OPTS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
+def _all_finite(x: Any) -> bool:
+    """No NaN or infinity anywhere in a JSON-like value (orjson would write them as null)."""
+    t = type(x)
+    if t is float:
+        return _isfinite(x)
+    if t is dict:
+        items: Any = x.values()
+    elif t is list or t is tuple:
+        if not x:
+            return True
+        try:  # a list of numbers: one C-level sum (a NaN or an infinity makes it non-finite)
+            if _isfinite(sum(x)):
+                return True
+        except TypeError:
+            pass
+        items = x
+    else:
+        return True
+    for v in items:
+        tv = type(v)
+        if tv is float:
+            if not _isfinite(v):
+                return False
+        elif (tv is dict or tv is list or tv is tuple) and not _all_finite(v):
+            return False
+    return True
+
+
+def json_line(data: Any) -> bytes:
+    """A JSON-like value as one UTF-8 JSON line (with its newline), refusing NaN and infinities.
+
+    orjson (about 15x faster than the standard library on a harvest's float-heavy
+    component lines, 30 KB each); anything it cannot encode as the standard
+    library would (a float subclass, an int past 64 bits) goes through the
+    standard library, whose error is the one raised.
+    """
+    try:
+        out = orjson.dumps(data, option=_ORJSON_OPTS)
+    except TypeError:
+        return (json.dumps(data, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+    if not _all_finite(data):
+        raise ValueError("Out of range float values are not JSON compliant (a NaN or an infinity)")
+    return out
+
+
+def json_loads(raw: bytes) -> Any:
+    """Parse one JSON line to the values the standard library reads (`_loads_line`: orjson, with the
+    standard library for what orjson refuses or would read differently); errors are `json.JSONDecodeError`."""
+    return _loads_line(raw)
+
+
 def _jsonl_line(record: Any) -> bytes:
     """One record as the bytes of one JSONL line. ``record`` is a dict or an attrs object.
 
@@ -640,10 +697,7 @@ def iter_jsonl_spans(path: str | os.PathLike,
             yield line_no, at, rec
 
 
-try:  # optional: a faster reader of the same values (the run's logs are read whole by a report)
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - the standard library reads them alone
-    _orjson = None
+_orjson: Any = orjson  # a module attribute, so a test can read every line through the standard library alone
 
 # a run of 19 digits: an integer that may not fit in 64 bits (orjson reads it as a float) or a long
 # mantissa; such a line is read by the standard library, so every value is what it always was
