@@ -2,7 +2,7 @@
 
 A synthetic SAE-like stream: Zipf tokens (V = 8,192), 4 layers, about 48 active
 latents per position per layer, 512 tokens a batch, the six default accumulators
-(mode="auto" under ``--budget``). Each N runs in its own process (so peak RSS is its
+(``--mode``, default "auto": dense where it fits ``--budget``). Each N runs in its own process (so peak RSS is its
 own) for a few batches; ratios are against the smallest N. The finalize + save peak is
 the process's peak RSS during ``loop.save(block_size=...)`` above its RSS just before
 (the kernel's high-water mark, reset before the save).
@@ -44,7 +44,8 @@ def one(n: int, a: argparse.Namespace) -> dict:
         probs = torch.softmax(torch.randn(B * S, V, generator=g) * 3, -1).view(B, S, V)
         batches.append(HarvestBatch(tokens=tok.view(B, S), activations=acts, output_probs=probs,
                                     sequence_ids=torch.arange(i * B, (i + 1) * B)))
-    accs = [CorrelationAcc(), InputTokenAcc(), OutputProbAcc(), ReservoirAcc(k=20, context_tokens=10),
+    accs = [CorrelationAcc(mode=a.mode), InputTokenAcc(mode=a.mode), OutputProbAcc(mode=a.mode),
+            ReservoirAcc(k=20, context_tokens=10),
             TopActivationAcc(k=10, context_tokens=10), RandomWindowAcc()]
     loop = HarvestLoop(accs, threshold=0.0, progress=False, vocab_size=V, memory_budget=a.budget)
     times = []
@@ -92,6 +93,8 @@ def main() -> None:
     p.add_argument("--active", type=int, default=48)
     p.add_argument("--batches", type=int, default=4)
     p.add_argument("--budget", default=None, help="memory_budget, e.g. 4GiB (default: 90%% of free memory)")
+    p.add_argument("--mode", default="auto", choices=("auto", "dense", "bounded"),
+                   help="mode of the three token and co-firing tables (auto: dense where it fits the budget)")
     p.add_argument("--block_size", type=int, default=1024, help="components finalized and written at a time")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -101,7 +104,7 @@ def main() -> None:
     rows = []
     for n in a.sizes:
         cmd = [sys.executable, __file__, "--one", str(n), "--vocab", str(a.vocab), "--active", str(a.active),
-               "--batches", str(a.batches), "--block_size", str(a.block_size)] + (["--budget", a.budget] if a.budget else [])
+               "--batches", str(a.batches), "--block_size", str(a.block_size), "--mode", a.mode] + (["--budget", a.budget] if a.budget else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"N={n}: failed\n{out.stderr[-2000:]}")

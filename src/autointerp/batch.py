@@ -9,6 +9,8 @@ sparse list of firings.
 
 from __future__ import annotations
 
+import bisect
+
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -160,6 +162,7 @@ class ComponentSpace:
     layers: list[LayerSpec]
     _offsets: list[int] = field(init=False, repr=False, eq=False)
     _by_name: dict[str, int] = field(init=False, repr=False, eq=False)
+    _total: int = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         self._offsets = []
@@ -167,6 +170,7 @@ class ComponentSpace:
         for layer in self.layers:
             self._offsets.append(total)
             total += layer.width
+        self._total = total
         self._by_name = {layer.name: i for i, layer in enumerate(self.layers)}
         if len(self._by_name) != len(self.layers):
             raise ValueError(f"layer names must be unique, got {[l.name for l in self.layers]}")
@@ -177,7 +181,7 @@ class ComponentSpace:
 
     @property
     def n_components(self) -> int:
-        return sum(layer.width for layer in self.layers)
+        return self._total
 
     def __len__(self) -> int:
         return self.n_components
@@ -204,13 +208,10 @@ class ComponentSpace:
 
     def locate(self, flat: int) -> tuple[str, int]:
         """Flat index -> (layer, index within layer)."""
-        if not 0 <= flat < self.n_components:
-            raise IndexError(f"flat index {flat} out of range for {self.n_components} components")
-        # layers are few; a linear scan is clearer than bisect and just as fast
-        for li in range(len(self.layers) - 1, -1, -1):
-            if flat >= self._offsets[li]:
-                return self.layers[li].name, flat - self._offsets[li]
-        raise AssertionError("unreachable")
+        if not 0 <= flat < self._total:
+            raise IndexError(f"flat index {flat} out of range for {self._total} components")
+        li = bisect.bisect_right(self._offsets, flat) - 1
+        return self.layers[li].name, flat - self._offsets[li]
 
     @staticmethod
     def make_key(layer: str, index: int) -> str:
@@ -226,7 +227,8 @@ class ComponentSpace:
         return layer, int(idx)
 
     def key(self, flat: int) -> str:
-        return self.make_key(*self.locate(flat))
+        layer, index = self.locate(flat)
+        return f"{layer}:{index}"
 
     def parse_key(self, key: str) -> int:
         """``"layer:index"`` -> flat index."""
