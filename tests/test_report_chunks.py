@@ -141,3 +141,20 @@ def test_a_line_that_is_not_the_one_the_index_names_is_refused():
     assert [r[0] for r in rows] == ["h.0:0", "h.0:1"]
     with pytest.raises(CorruptRunFile, match=r"another line where the harvest's index puts 'h.0:0'.*components.sqlite"):
         shaper.shape(lines[::-1], ["h.0:0", "h.0:1"])
+
+
+@pytest.mark.parametrize("style", ["gpt2", "metaspace", "wordpiece"])
+def test_a_shaper_that_learnt_earlier_chunks_writes_the_table_a_fresh_one_writes(style):
+    """The token rows a process made for earlier chunks are kept (made once per process), yet each
+    chunk's table holds exactly its own tokens: equal to a fresh shaper's table for that chunk."""
+    alphabet = ALPHABETS[style]
+    half = len(alphabet) // 2
+    chunks = [[_component("h.0:0", [alphabet[:half]], alphabet[:2])], [_component("h.0:1", [alphabet[half:]], [alphabet[-1]])],
+              [_component("h.0:2", [alphabet[1:3]], [])]]
+    shared = ChunkShaper(RunData({"layers": []}, []), style, None)
+    for comps in chunks:
+        fresh = ChunkShaper(RunData({"layers": []}, []), style, None)
+        got, want = shared.shape(comps)[0]["tt"], fresh.shape(comps)[0]["tt"]
+        assert got == want
+        own = set(comps[0]["examples"][0]["tokens"] if comps[0]["examples"] else []) | set(comps[0]["top_examples"][0]["tokens"])
+        assert {r[0] for r in got} <= own | {r["token"] for r in comps[0]["input_tokens"]["top_pmi"]}

@@ -513,7 +513,8 @@ def test_jsonl_lines_read_the_same_with_and_without_orjson(records):
 
     special = [b'{"a": 123456789012345678901234567890}', b'{"a": -9223372036854775809, "b": 1}', b'{"a": NaN}',
                b'{"a": 1e400, "b": -Infinity}', b'{"a": "\\ud800"}', b'{"a": 0.12345678901234567890123}',
-               b'{"a": 1, "a": 2}', b'{"a": -0.0, "b": -0}']
+               b'{"a": 1, "a": 2}', b'{"a": -0.0, "b": -0}', b'{"a":[12345678901234567890123,-18446744073709551616]}',
+               b'{"a": 0.00012345678901234567891, "b": 1e-0000000000000000000005, "c": 9223372036854775807}']
     lines = [json.dumps(r).encode() for r in records] + special
     want = [json.loads(line) for line in lines]
     got = [storage._loads_line(line) for line in lines]

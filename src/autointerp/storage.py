@@ -30,7 +30,6 @@ import fcntl
 import json
 import math
 import os
-import re
 import reprlib
 import shutil
 import tempfile
@@ -699,16 +698,20 @@ def iter_jsonl_spans(path: str | os.PathLike,
 
 _orjson: Any = orjson  # a module attribute, so a test can read every line through the standard library alone
 
-# a run of 19 digits: an integer that may not fit in 64 bits (orjson reads it as a float) or a long
-# mantissa; such a line is read by the standard library, so every value is what it always was
-_LONG_NUMBER = re.compile(rb"\d{19}")
+# an integer of 19 digits or more may not fit in 64 bits (orjson reads it as a float): a line with one
+# is read by the standard library, so every value is what it always was. Found with C-speed byte
+# operations (a regex walks a 28 KB component line at ~20 MB/s): digits become "0", the characters
+# that continue a number's digits ("." "e" "E") become ".", all else a space, so an integer's digits
+# (or an exponent's, read the slow way too) are a space and then zeros, a fraction's a "." and zeros.
+_DIGIT_CLASSES = bytes(0x30 if chr(b).isdigit() and b < 128 else 0x2E if b in b".eE" else 0x20 for b in range(256))
+_LONG_INTEGER = b" " + b"0" * 19
 
 
 def _loads_line(raw: bytes) -> Any:
     """``json.loads(raw.decode("utf-8"))``, through orjson when installed: it reads a JSON line to
     the same values and refuses what it would read otherwise (``NaN``, ``1e400``, a lone surrogate,
     invalid UTF-8), which the standard library then reads or refuses as it always did."""
-    if _orjson is not None and _LONG_NUMBER.search(raw) is None:
+    if _orjson is not None and _LONG_INTEGER not in raw.translate(_DIGIT_CLASSES):
         try:
             return _orjson.loads(raw)
         except _orjson.JSONDecodeError:

@@ -125,41 +125,57 @@ class ChunkTokens:
     display string per token; both are checked against `display_tokens`.
     """
 
-    def __init__(self, forms: TokenForms):
+    def __init__(self, forms: TokenForms, rows_cache: dict[Any, list[Any] | None] | None = None):
         self.forms = forms
+        # each token's table row (None: nothing to say), made once per process (`ChunkShaper` keeps it)
+        self._cache: dict[Any, list[Any] | None] = {} if rows_cache is None else rows_cache
         self._lists: list[list[Any]] = []
+        self._rows: list[list[Any]] = []
 
     def windows(self, token_lists: list[list[Any]]) -> None:
         self._lists.extend(token_lists)
 
     def rows(self, rows: list[Mapping[str, Any]], fields: tuple[str, ...]) -> list[Any]:
         """Table rows as ``[token, token_id, *fields]`` lists (their tokens go into the token table)."""
+        getter = _ROW_GETTERS.get(fields) or operator.itemgetter("token", "token_id", *fields)
         try:
-            out = list(map(operator.itemgetter("token", "token_id", *fields), rows))
+            out = list(map(getter, rows))
         except (KeyError, TypeError):  # a record without some field: read each as the schema's default
             out = [tuple(r.get(k) for k in ("token", "token_id", *fields)) for r in rows]
-        self._lists.append([r[0] for r in out])
+        self._rows.append(out)
         return out
 
     def table(self) -> list[list[Any]]:
         """The chunk's token table (sorted by token, so a chunk's bytes do not depend on set order)."""
-        forms = self.forms
-        seen = set(itertools.chain.from_iterable(self._lists))
-        forms.learn(seen)
-        whole = forms.whole
-        rows = []
-        for t in seen:
-            if not isinstance(t, str):
-                continue
-            if t in whole:
-                alone = forms.alone(t)
-                rows.append([t, None, None, None if alone == t else alone, forms.run_bytes(t).hex()])
-                continue
-            mid, first, alone = forms.forms(t)
-            if mid != t or first != mid or alone != t:
-                rows.append([t, None if mid == t else mid, None if first == mid else first, None if alone == t else alone])
-        rows.sort(key=lambda r: r[0])
+        seen: set[Any] = set().union(*self._lists)
+        seen.update(map(_FIRST, itertools.chain.from_iterable(self._rows)))
+        cache = self._cache
+        new = seen.difference(cache)
+        if new:
+            forms = self.forms
+            forms.learn(new)
+            whole = forms.whole
+            for t in new:
+                cache[t] = self._row(t, forms, whole)
+        rows = list(filter(None, map(cache.__getitem__, seen)))
+        rows.sort(key=_FIRST)
         return rows
+
+    @staticmethod
+    def _row(t: Any, forms: TokenForms, whole: set[Any]) -> list[Any] | None:
+        if not isinstance(t, str):
+            return None
+        if t in whole:
+            alone = forms.alone(t)
+            return [t, None, None, None if alone == t else alone, forms.run_bytes(t).hex()]
+        mid, first, alone = forms.forms(t)
+        if mid != t or first != mid or alone != t:
+            return [t, None if mid == t else mid, None if first == mid else first, None if alone == t else alone]
+        return None
+
+
+_FIRST = operator.itemgetter(0)
+_ROW_GETTERS = {f: operator.itemgetter("token", "token_id", *f) for f in (("count", "precision", "recall", "pmi"), ("logit",))}
 
 
 _EXAMPLE = operator.itemgetter("tokens", "activations", "firing_offset", "sequence_index", "position")
@@ -470,6 +486,7 @@ class ChunkShaper:
     check_schema: bool = False
     source: str = "components.jsonl"
     _forms: TokenForms | None = field(default=None, init=False, eq=False)
+    _token_rows: dict[Any, list[Any] | None] = field(factory=dict, init=False, eq=False)
 
     def shape(self, items: list[Any], keys: list[str] | None = None) -> tuple[dict[str, Any], list[IndexRow]]:
         """Component dicts (or their raw JSON lines) -> (their chunk, their index rows).
@@ -481,7 +498,8 @@ class ChunkShaper:
         """
         if self._forms is None:  # each process learns the tokens it meets once
             self._forms = TokenForms(self.style)
-        tokens = ChunkTokens(self._forms)
+            self._token_rows = {}
+        tokens = ChunkTokens(self._forms, self._token_rows)
         # a chunk's objects hold no cycles: the cyclic collector would only walk them again and again
         collecting = gc.isenabled()
         gc.disable()
