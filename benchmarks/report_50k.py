@@ -24,40 +24,8 @@ from autointerp.report import write_report
 
 
 
-def browse(index: Path, chromium: str) -> dict[str, float]:
-    from playwright.sync_api import sync_playwright
-
-    out = {}
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                               "--disable-background-networking", "--no-first-run"])
-        # bypass_csp: the page's CSP forbids eval, which playwright's wait_for_function uses
-        pg = b.new_context(bypass_csp=True).new_page()
-        t = time.perf_counter()
-        pg.goto(index.as_uri())
-        pg.wait_for_selector("body[data-ready='1']", timeout=120_000)
-        out["index_ready_s"] = time.perf_counter() - t
-        out["layer_files_loaded_ms_in_page"] = pg.evaluate("AUTOINTERP.loadMs")
-        t = time.perf_counter()
-        pg.fill("#f-text", "french quotes")
-        pg.wait_for_function("document.querySelector('#count').textContent.indexOf('matching') > 0 && "
-                             "document.querySelector('#count').dataset.matching !== '" + pg.get_attribute("#count", "data-matching") + "'",
-                             timeout=60_000)
-        out["filter_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        pg.click("th[data-col='score:detection']")
-        out["sort_s"] = time.perf_counter() - t
-        key = pg.locator("#components tbody tr").first.get_attribute("data-key")
-        t = time.perf_counter()
-        pg.locator("#components tbody tr").first.locator("a").click()
-        pg.wait_for_selector(f"#component[data-key='{key}'] .example", timeout=60_000)
-        out["open_component_s"] = time.perf_counter() - t
-        b.close()
-    return out
-
-
 def main() -> None:
-    from report_scale import synthesize  # the one synthetic run of the report benchmarks
+    from report_scale import browse, synthesize  # the one synthetic run and browser check of the report benchmarks
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000)

@@ -11,7 +11,7 @@ rates and labels are per component. The harvest is saved with its index
 Then, each in its own process (so its peak RSS is its own; workers' peaks are
 reported beside the parent's): `write_report` (``--workers``) and `export_run`
 (jsonl, then neuronpedia), and in headless Chromium the index load, a text filter, a sort, paging and
-opening one component (`report_50k.browse`).
+opening one component (`browse`).
 
     python benchmarks/report_scale.py --n 100000 --out /tmp/report-scale --workers 2
 """
@@ -127,6 +127,39 @@ def child(what: str, root: str, workers: int) -> dict:
             "workers_cpu_s": kids.ru_utime + kids.ru_stime, **extra, **_peaks()}
 
 
+def browse(index: Path, chromium: str) -> dict[str, float]:
+    """Seconds to the index being ready in headless Chromium, to filter, to sort and to open a component."""
+    from playwright.sync_api import sync_playwright
+
+    out = {}
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                               "--disable-background-networking", "--no-first-run"])
+        # bypass_csp: the page's CSP forbids eval, which playwright's wait_for_function uses
+        pg = b.new_context(bypass_csp=True).new_page()
+        t = time.perf_counter()
+        pg.goto(index.as_uri())
+        pg.wait_for_selector("body[data-ready='1']", timeout=120_000)
+        out["index_ready_s"] = time.perf_counter() - t
+        out["layer_files_loaded_ms_in_page"] = pg.evaluate("AUTOINTERP.loadMs")
+        t = time.perf_counter()
+        pg.fill("#f-text", "french quotes")
+        pg.wait_for_function("document.querySelector('#count').textContent.indexOf('matching') > 0 && "
+                             "document.querySelector('#count').dataset.matching !== '" + pg.get_attribute("#count", "data-matching") + "'",
+                             timeout=60_000)
+        out["filter_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        pg.click("th[data-col='score:detection']")
+        out["sort_s"] = time.perf_counter() - t
+        key = pg.locator("#components tbody tr").first.get_attribute("data-key")
+        t = time.perf_counter()
+        pg.locator("#components tbody tr").first.locator("a").click()
+        pg.wait_for_selector(f"#component[data-key='{key}'] .example", timeout=60_000)
+        out["open_component_s"] = time.perf_counter() - t
+        b.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -164,7 +197,6 @@ def main() -> None:
               flush=True)
     if not args.no_browser:
         sys.path.insert(0, str(Path(__file__).parent))
-        from report_50k import browse
 
         for k, v in browse(paths.report / "index.html", args.chromium).items():
             print(f"  {k}: {v:.3f}" if k.endswith("_s") else f"  {k}: {v:.0f}")
