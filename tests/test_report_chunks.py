@@ -114,7 +114,10 @@ def test_token_forms_refuse_an_unresolved_style():
 @pytest.mark.parametrize("fast", [True, False])
 def test_the_codec_gives_the_same_values_with_and_without_orjson(monkeypatch, fast):
     if not fast:
-        monkeypatch.setattr(numbers, "_orjson", None)
+        import autointerp.storage as storage
+
+        monkeypatch.setattr(numbers, "_orjson", None)  # the chunk encoder
+        monkeypatch.setattr(storage, "_orjson", None)  # the line reader loads() shares with every reader
     elif numbers._orjson is None:
         pytest.skip("orjson is not installed")
     assert numbers.loads(b'{"a": 1, "a": 2}') == {"a": 2}

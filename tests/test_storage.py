@@ -517,11 +517,11 @@ def test_jsonl_lines_read_the_same_with_and_without_orjson(records):
                b'{"a": 0.00012345678901234567891, "b": 1e-0000000000000000000005, "c": 9223372036854775807}']
     lines = [json.dumps(r).encode() for r in records] + special
     want = [json.loads(line) for line in lines]
-    got = [storage._loads_line(line) for line in lines]
+    got = [storage.json_loads(line) for line in lines]
     assert json.dumps(got) == json.dumps(want) and [type(v) for r in got for v in r.values()] == \
         [type(v) for r in want for v in r.values()]
     for bad in (b'{"a": "\xff"}', b'{"a": [1, 2}', b"\xef\xbb\xbf{}"):  # refused as before
         with pytest.raises(ValueError):
-            storage._loads_line(bad)
+            storage.json_loads(bad)
         with pytest.raises(ValueError):
             json.loads(bad.decode("utf-8"))

@@ -10,7 +10,6 @@ sparse list of firings.
 from __future__ import annotations
 
 import bisect
-
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -227,8 +226,7 @@ class ComponentSpace:
         return layer, int(idx)
 
     def key(self, flat: int) -> str:
-        layer, index = self.locate(flat)
-        return f"{layer}:{index}"
+        return self.make_key(*self.locate(flat))
 
     def parse_key(self, key: str) -> int:
         """``"layer:index"`` -> flat index."""

@@ -260,15 +260,7 @@ def read_first_pass(source: RunPaths | str | os.PathLike) -> dict[str, Interpret
     """``{component_key: result}`` of the first pass, for the components whose winning label came from
     the neighbour pass: the last labelled record before the winner that is not a neighbour-pass record
     (what the first pass said; the winner is what the second pass said). Other components are absent."""
-    first: dict[str, InterpretationResult] = {}
-    winner: dict[str, InterpretationResult] = {}
-    for r in read_records(_results_file(source), InterpretationResult):
-        if not r.label.strip():
-            continue
-        winner[r.component_key] = r
-        if not is_neighbour_pass(r):
-            first[r.component_key] = r
-    return {k: first[k] for k, w in winner.items() if is_neighbour_pass(w) and k in first}
+    return read_labels_and_first_pass(source)[1]
 
 
 def read_labels_and_first_pass(

@@ -43,8 +43,8 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
-import orjson
 import cattrs.v
+import orjson
 from cattrs.cols import is_mapping, is_sequence, list_structure_factory, mapping_structure_factory
 
 T = TypeVar("T")
@@ -589,12 +589,6 @@ def json_line(data: Any) -> bytes:
     return out
 
 
-def json_loads(raw: bytes) -> Any:
-    """Parse one JSON line to the values the standard library reads (`_loads_line`: orjson, with the
-    standard library for what orjson refuses or would read differently); errors are `json.JSONDecodeError`."""
-    return _loads_line(raw)
-
-
 def _jsonl_line(record: Any) -> bytes:
     """One record as the bytes of one JSONL line. ``record`` is a dict or an attrs object.
 
@@ -686,7 +680,7 @@ def iter_jsonl_spans(path: str | os.PathLike,
             if not raw.strip():
                 continue
             try:
-                rec = _loads_line(raw)
+                rec = json_loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 if not raw.endswith(b"\n"):
                     continue  # torn: never reported as written, so nothing is lost
@@ -707,10 +701,11 @@ _DIGIT_CLASSES = bytes(0x30 if chr(b).isdigit() and b < 128 else 0x2E if b in b"
 _LONG_INTEGER = b" " + b"0" * 19
 
 
-def _loads_line(raw: bytes) -> Any:
-    """``json.loads(raw.decode("utf-8"))``, through orjson when installed: it reads a JSON line to
-    the same values and refuses what it would read otherwise (``NaN``, ``1e400``, a lone surrogate,
-    invalid UTF-8), which the standard library then reads or refuses as it always did."""
+def json_loads(raw: bytes) -> Any:
+    """``json.loads(raw.decode("utf-8"))``, through orjson: it reads a JSON line to the same values
+    and refuses what it would read otherwise (``NaN``, ``1e400``, a lone surrogate, invalid UTF-8),
+    which the standard library then reads or refuses as it always did (`json.JSONDecodeError`,
+    `UnicodeDecodeError`: both ``ValueError``). Every reader of the run's files parses with this."""
     if _orjson is not None and _LONG_INTEGER not in raw.translate(_DIGIT_CLASSES):
         try:
             return _orjson.loads(raw)

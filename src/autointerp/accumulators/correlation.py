@@ -20,35 +20,6 @@ from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 # into position chunks no longer than that, and the float32 staging buffer is
 # folded into the int64 table before any of its entries could pass it.
 _EXACT_F32 = 1 << 24
-#: the bounded mode expands a batch's co-firing pairs at most this many at a time
-BOUNDED_PAIRS = 1 << 22
-
-
-def cofiring_pairs(comp: torch.Tensor, pos: torch.Tensor, n_positions: int, max_pairs: int = BOUNDED_PAIRS):
-    """Yield ``(a, b)``: every ordered pair of distinct components firing at one position, in blocks of
-    whole positions of about ``max_pairs`` pairs (a position with more pairs than that is one block)."""
-    order = torch.argsort(pos, stable=True)
-    comp, pos = comp[order], pos[order]
-    per_pos = torch.bincount(pos, minlength=n_positions)
-    first = torch.cumsum(per_pos, 0) - per_pos
-    cum_pairs = torch.cumsum(per_pos * per_pos, 0)
-    total = int(cum_pairs[-1]) if n_positions else 0
-    p0 = 0
-    while p0 < n_positions and total:
-        done = int(cum_pairs[p0 - 1]) if p0 else 0
-        p1 = int(torch.searchsorted(cum_pairs, done + max_pairs, right=True))
-        p1 = min(n_positions, max(p1, p0 + 1))
-        f0, f1 = int(first[p0]), int(first[p1 - 1] + per_pos[p1 - 1])
-        if f1 > f0:
-            rep = per_pos[pos[f0:f1]]
-            i = torch.arange(f0, f1, device=comp.device).repeat_interleave(rep)
-            offset = torch.arange(i.numel(), device=comp.device) - (torch.cumsum(rep, 0) - rep).repeat_interleave(rep)
-            j = first[pos[i]] + offset
-            a, b = comp[i], comp[j]
-            distinct = a != b
-            yield a[distinct], b[distinct]
-        p0 = p1
-
 
 class CorrelationAcc(TableModeStates, StagedTableAcc):
     """Firing counts ``[N]`` and co-firing counts ``[N, N]``, both int64.
@@ -67,8 +38,8 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
     Bounded mode (``mode="bounded"``, or ``"auto"`` when the loop's `choose_mode`
     finds the ``[N, N]`` table does not fit): a Misra–Gries summary of
     ``summary_k`` (partner, count) counters per component; each batch's
-    co-firing pairs (expanded per position, ``BOUNDED_PAIRS`` at a time, then
-    aggregated) are merged into it, so every reported count is at most
+    co-firing counts (one sparse product with the summary's counters, then the
+    Misra–Gries prune: `heavy_hitters.merge_product`) are merged into it, so every reported count is at most
     ``(sum of the component's co-firings) / (summary_k + 1)`` below the true one
     (``count_error``). Firing counts stay exact.
     """

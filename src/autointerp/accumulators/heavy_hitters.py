@@ -194,8 +194,8 @@ class HeavyHitters:
 # for co-firing, each position's top tokens for output mass). Adding the rows' old
 # counters as ``S I`` makes the merged rows one sparse product
 # ``[F | S] @ [X ; I]``, which the sparse library sums per row without expanding
-# the pairs (co-firing: about 10x fewer operations than sorting every pair of a
-# batch), and the Misra–Gries prune then only needs each row's (k+1)-th largest
+# the pairs (co-firing at N = 16,384: about 1.5 s a batch against 7.7 s for
+# sorting its 19M expanded pairs), and the Misra–Gries prune then only needs each row's (k+1)-th largest
 # weight, found by ``topk`` over the rows padded to a power-of-two length. The
 # result is exactly `merge_pairs` of the same weights (tested), only faster.
 

@@ -30,7 +30,7 @@ def _valid_column_sums(valid: torch.Tensor, probs: torch.Tensor, block: int = 40
     return torch.cat([w @ probs[:, a : a + block].float() for a in range(0, probs.shape[1], block)])
 
 
-#: the bounded mode ranks a batch's positions, and stages its firings' tokens, about this many elements at a time
+#: the bounded mode takes the top tokens of a batch's fired positions about this many probabilities at a time
 BOUNDED_ROWS_ELEMENTS = 1 << 24
 
 

@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from autointerp.storage import json_loads
+
 
 def num(x: Any, digits: int = 4) -> float | int | None:
     """A number rounded for display; None for a missing or non-finite one."""
@@ -63,22 +65,11 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON (a harvest line): ``orjson`` if installed, else the standard library.
-
-    orjson refuses what JSON forbids (``NaN``) where the standard library reads it, so
-    anything orjson refuses is read again by the standard library, which either reads it
-    the way it always did or raises `json.JSONDecodeError` (a `ValueError`). One difference
-    stays: orjson reads an integer past 64 bits as a float. A component line's integers are
-    int64 by its schema (a line that breaks it is refused by the schema check, where one is
-    made), which is why this codec reads component lines and the run's logs keep
-    `autointerp.storage`'s reader (their lines are small: orjson would save little there).
-    """
-    if _orjson is not None:
-        try:
-            return _orjson.loads(data)
-        except _orjson.JSONDecodeError:
-            pass
-    return json.loads(data)
+    """Parse JSON (a harvest line) by `autointerp.storage.json_loads`, the one reader of the run's
+    files: orjson, and the standard library for whatever orjson refuses or would read otherwise
+    (``NaN``, integers past 64 bits), so every value is the standard library's; what it refuses
+    raises a `ValueError` (`json.JSONDecodeError` or `UnicodeDecodeError`)."""
+    return json_loads(data if isinstance(data, bytes) else data.encode("utf-8"))
 
 
 def dumps(obj: Any) -> bytes:
