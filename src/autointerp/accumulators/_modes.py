@@ -114,13 +114,13 @@ class TableModeStates(TableModes):
         for name in getattr(self, "_state_names", None) or []:
             delattr(self, name)
         self._state_names = None  # type: ignore[assignment]
-        self._pending_list().clear()
+        self._pending_buffer().clear()
         self._mode_used = mode
         self._setup_mode(ctx, mode)
 
     def _flush(self) -> None:
         # a staged table (StagedTableAcc) exists only in the dense mode; the bounded
-        # mode's pending pairs are folded only by `_fold` (finalize and state_dict stay pure)
+        # mode's pending batches are merged only by `_fold` (finalize and state_dict stay pure)
         parent = getattr(super(), "_flush", None)
         if parent is not None and not self.bounded:
             parent()
@@ -131,36 +131,45 @@ class TableModeStates(TableModes):
         else:
             self._flush()
 
-    # -- the bounded mode's pending pairs ---------------------------------------------
+    # -- the bounded mode's pending batches ------------------------------------------
     #
-    # Merging into the summary costs O(rows touched x k) (a sort of the touched rows'
-    # counters), so a batch's aggregated pairs wait in a buffer of about N * k pairs
-    # and are folded in at once: the per-batch cost then grows with the batch's
-    # firings. Merging in larger blocks keeps the same bound (a merge is a merge).
+    # Each batch's firings and X rows wait in a `PendingProducts` buffer of about
+    # N * k entries and are merged into the summary at once (see heavy_hitters):
+    # the per-batch cost then grows with the batch's firings, not with N. The
+    # buffer is merged when full, before a merge or a device move, and into a copy
+    # for ``state_dict`` and finalize (which stay pure).
 
-    def _pending_list(self) -> list[tuple[Any, Any, Any]]:
+    #: drop a row's own column (co-firing of a component with itself)
+    _exclude_self = False
+
+    def _pending_buffer(self) -> Any:
+        from autointerp.accumulators.heavy_hitters import PendingProducts
+
         if "_pending" not in self.__dict__:
-            self._pending: list[tuple[Any, Any, Any]] = []
+            self._pending = PendingProducts()
         return self._pending
 
-    def _stage(self, rows: Any, cols: Any, weights: Any) -> None:
-        pending = self._pending_list()
-        pending.append((rows, cols, weights))
-        if sum(r.numel() for r, _, _ in pending) >= max(self.hh_ids.numel(), 1 << 16):
+    def _pending_capacity(self, n_components: int) -> int:
+        return max(n_components * self.summary_k, 1 << 16)
+
+    def pending_bytes(self, ctx: HarvestContext) -> int:
+        """The most the bounded mode's buffer of pending batches holds, in bytes."""
+        from autointerp.accumulators.heavy_hitters import PENDING_ENTRY_BYTES
+
+        return PENDING_ENTRY_BYTES * self._pending_capacity(ctx.n_components)
+
+    def _stage_product(self, comp: Any, pos: Any, X: Any) -> None:
+        """Buffer a batch's firings ``(comp, pos)`` and its float64 CSR ``X [P, M]`` (see `merge_product`)."""
+        pending = self._pending_buffer()
+        pending.add(comp, pos, X)
+        if pending.entries >= self._pending_capacity(self.hh_ids.shape[0]):
             self._fold()
 
     def _merge_pending_into(self, ids: Any, counts: Any, error: Any) -> None:
-        import torch
-
-        from autointerp.accumulators.heavy_hitters import merge_pairs
-
-        pending = self._pending_list()
-        if pending:
-            rows, cols, w = (torch.cat(list(x)) for x in zip(*pending))
-            merge_pairs(ids, counts, error, rows, cols, w, self._summary_columns())
+        self._pending_buffer().merge_into(ids, counts, error, exclude_self=self._exclude_self)
 
     def _fold(self) -> None:
-        if self._pending_list():
+        if len(self._pending_buffer()):
             self._merge_pending_into(self.hh_ids, self.hh_counts, self.hh_error)
             self._pending.clear()
 
@@ -176,18 +185,21 @@ class TableModeStates(TableModes):
         super().finalize_done()  # type: ignore[misc]
 
     def _summary(self) -> tuple[Any, Any, Any]:
-        """(ids, counts, error) with the pending pairs merged in, leaving the state as it is."""
-        if not self._pending_list():
+        """(ids, counts, error) with the pending batches merged in, leaving the state as it is."""
+        if not len(self._pending_buffer()):
             return self.hh_ids, self.hh_counts, self.hh_error
         ids, counts, error = self.hh_ids.clone(), self.hh_counts.clone(), self.hh_error.clone()
         self._merge_pending_into(ids, counts, error)
         return ids, counts, error
 
     def state_dict(self) -> dict[str, Any]:
+        from autointerp.accumulators.heavy_hitters import canonical
+
         state = super().state_dict()  # type: ignore[misc]
         if self.bounded:
             state = dict(state)
-            state["hh_ids"], state["hh_counts"], state["hh_error"] = self._summary()
+            ids, counts, state["hh_error"] = self._summary()
+            state["hh_ids"], state["hh_counts"] = canonical(ids, counts)
         return state
 
     def to(self, device: Any) -> Any:
@@ -252,5 +264,5 @@ class TableModeStates(TableModes):
         mode = self._state_mode(state)
         if mode != self.mode_used:
             self._switch_mode(ctx, mode)
-        self._pending_list().clear()
+        self._pending_buffer().clear()
         super().load_state_dict(state)  # type: ignore[misc]

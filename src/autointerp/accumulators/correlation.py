@@ -12,7 +12,7 @@ from autointerp.accumulators._modes import DEFAULT_SUMMARY_K, TableModeStates
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, Entry, rank_columns, rank_summary, rows_of
 from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
-from autointerp.accumulators.heavy_hitters import EMPTY, csr_rows, merge_product
+from autointerp.accumulators.heavy_hitters import EMPTY, csr_rows
 from autointerp.batch import FiringBatch
 from autointerp.schemas import ComponentCorrelations, CorrelatedComponent
 
@@ -50,6 +50,7 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
     prompt_section = "correlations.j2"
 
     _summary_dtype = torch.int64
+    _exclude_self = True
 
     def __init__(self, top_k: int = 10, mode: str = "auto", summary_k: int = DEFAULT_SUMMARY_K,
                  min_support: float = DEFAULT_MIN_SUPPORT):
@@ -65,7 +66,8 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
 
     def bounded_state_bytes(self, ctx: HarvestContext) -> int:
         N = ctx.n_components
-        return N * self.summary_k * (4 + 8) + 8 * N + 8 * N + 8  # summary + its error + counts
+        # summary + its error + counts, and the buffer of batches waiting to be merged
+        return N * self.summary_k * (4 + 8) + 8 * N + 8 * N + 8 + self.pending_bytes(ctx)
 
     def _summary_columns(self) -> int:
         return self.count.shape[0]
@@ -98,7 +100,7 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
             comp, pos = batch.firing_comp, batch.firing_pos
             X = csr_rows(pos, comp, torch.ones(comp.numel(), dtype=torch.float64, device=comp.device),
                          batch.n_positions, self.count.shape[0])
-            merge_product(self.hh_ids, self.hh_counts, self.hh_error, comp, pos, X, exclude_self=True)
+            self._stage_product(comp, pos, X)
             return
         P = batch.n_positions
         for start in range(0, P, _EXACT_F32):

@@ -23,13 +23,18 @@ float64 (probability mass): the argument never uses integrality. Rows with at
 most k distinct columns are exact (``error == 0``).
 
 Layout: ``ids [N, k]`` int32 (-1 where empty), ``counts [N, k]`` and
-``error [N]`` (int64 or float64). Each row is kept sorted by count, descending,
-ties by column id ascending, so the state is a pure function of the merged
-weights and the merge order (deterministic; no randomness at all).
+``error [N]`` (int64 or float64). The set of counters in a row is a pure
+function of the merged weights and the merge order (deterministic; no
+randomness at all). `merge_pairs` keeps each row sorted by count, descending,
+ties by column id ascending; `merge_product` leaves the counters of a row in
+any order, and `canonical` puts them back in that one (the accumulators hand
+out their state in it).
 
-Every update is vectorised over the batch: ``torch.unique`` aggregates the
-triples, two stable sorts order each row, and only the rows the batch touches
-are read and written, so the cost grows with the batch's firings, not with N.
+Every update is vectorised over the batch and only the rows it touches are
+read and written. What a merge costs beyond its new weights is the touched
+rows' k old counters, so the accumulators buffer batches (`PendingProducts`)
+and merge when the buffer holds about as many entries as the summary has
+counters: then that cost, too, is paid per firing, not per component.
 """
 
 from __future__ import annotations
@@ -203,7 +208,7 @@ class HeavyHitters:
 MERGE_BLOCK_ENTRIES = 1 << 24
 
 
-def _csr(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> Tensor:
+def csr_tensor(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> Tensor:
     import warnings
 
     with warnings.catch_warnings():
@@ -216,17 +221,18 @@ def csr_rows(rows: Tensor, cols: Tensor, vals: Tensor, n_rows: int, n_cols: int)
     order = torch.argsort(rows * n_cols + cols)
     crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
     torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=crow[1:])
-    return _csr(crow, cols[order].long(), vals[order].to(torch.float64), (n_rows, n_cols))
+    return csr_tensor(crow, cols[order].long(), vals[order].to(torch.float64), (n_rows, n_cols))
 
 
 def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos: Tensor, X: Tensor,
                   *, exclude_self: bool = False, block_entries: int = MERGE_BLOCK_ENTRIES) -> None:
     """Merge ``rows[c] += sum over c's firings (c, p) of X[p]`` into the summary, in place.
 
-    ``comp, pos``: the batch's firings (distinct pairs); ``X``: a float64 CSR
-    ``[P, M]`` with sorted columns in each row. ``exclude_self``: drop column c from
-    row c (co-firing of a component with itself). The same summary as
-    `merge_pairs` of the expanded weights.
+    ``comp, pos``: the firings (distinct pairs); ``X``: a float64 CSR ``[P, M]``
+    with sorted columns in each row. ``exclude_self``: drop column c from row c
+    (co-firing of a component with itself). The same summary as `merge_pairs` of
+    the expanded weights, up to the order of the counters inside a row (see
+    `canonical`).
     """
     if not comp.numel():
         return
@@ -253,6 +259,35 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
         a = b
 
 
+def stack_csr(parts: list[Tensor]) -> Tensor:
+    """The float64 CSRs ``parts`` (same column count) stacked row-wise: ``[sum of rows, M]``."""
+    if len(parts) == 1:
+        return parts[0]
+    crows, cols, vals, done = [parts[0].crow_indices()[:1]], [], [], 0
+    for X in parts:
+        c = X.crow_indices()
+        crows.append(c[1:] + done)
+        done += int(c[-1])
+        cols.append(X.col_indices())
+        vals.append(X.values())
+    shape = (sum(X.shape[0] for X in parts), parts[0].shape[1])
+    return csr_tensor(torch.cat(crows), torch.cat(cols), torch.cat(vals), shape)
+
+
+def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """The counters of each row in canonical order: count descending, ties by column ascending,
+    empty counters last. `merge_product` leaves a row's counters in any order (the summary is
+    the same set); the accumulators' ``state_dict`` hands this order out, so equal summaries
+    are equal tensors."""
+    big = 1 << 62
+    c = ids.long().masked_fill(ids < 0, big)
+    o = torch.argsort(c, dim=1)
+    c, w = c.gather(1, o), counts.gather(1, o)
+    o = torch.argsort(-w, dim=1, stable=True)
+    c, w = c.gather(1, o), w.gather(1, o)
+    return c.masked_fill(c == big, EMPTY).to(ids.dtype), w
+
+
 def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, X: Tensor,
                 exclude_self: bool) -> None:
     dev, U, k, (P, M) = ids.device, rows.numel(), ids.shape[1], X.shape
@@ -273,59 +308,117 @@ def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: T
     s_row, s_slot = present.nonzero(as_tuple=True)
     s_at = crow[:-1][s_row] + per[s_row] + s_slot
     col[s_at], val[s_at] = P + old_ids[s_row, s_slot], old_w[s_row, s_slot]
-    A = _csr(crow, col, val, (U, P + M))
+    A = csr_tensor(crow, col, val, (U, P + M))
     xc = X.crow_indices()
     ident = torch.arange(M, device=dev)
-    B = _csr(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
+    B = csr_tensor(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
              torch.cat([X.values(), torch.ones(M, dtype=torch.float64, device=dev)]), (P + M, M))
     merged = torch.sparse.mm(A, B)
-    _prune_rows(ids, counts, error, rows, merged, exclude_self)
+    m_crow, m_col, m_val = merged.crow_indices(), merged.col_indices(), merged.values()
+    lengths = m_crow.diff()
+    entry_row = torch.repeat_interleave(torch.arange(U, device=dev), lengths)
+    if exclude_self:  # a component's co-firing with itself: weight 0, so never kept
+        m_val = m_val.masked_fill(m_col == rows[entry_row], 0.0)
+    _prune_rows(ids, counts, error, rows, m_crow, m_col, m_val, entry_row)
 
 
-def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, merged: Tensor, exclude_self: bool,
-                chunk: int = 1 << 22) -> None:
-    """Set ``rows`` of the summary to the Misra–Gries prune of their merged rows (``merged``, CSR ``[U, M]``)."""
+def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: Tensor, col: Tensor, val: Tensor,
+                entry_row: Tensor, chunk: int = 1 << 22) -> None:
+    """Set ``rows`` of the summary to the Misra–Gries prune of their merged rows (a CSR ``[U, M]`` given as
+    ``crow, col, val``; ``entry_row``: each entry's row). Counters come out in any order inside a row."""
     dev, U, k = ids.device, rows.numel(), ids.shape[1]
-    crow, col, val = merged.crow_indices(), merged.col_indices(), merged.values()
+    nnz = val.numel()
     lengths = crow.diff()
     new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=dev)
     new_w = torch.zeros(U, k, dtype=counts.dtype, device=dev)
     cut = torch.zeros(U, dtype=torch.float64, device=dev)
-    order = torch.argsort(lengths)
-    sizes = lengths[order]
-    # buckets of rows whose lengths share a power of two, each padded to its longest
-    bucket = torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
-    edges = torch.searchsorted(bucket, torch.arange(int(bucket.max()) + 2, device=dev)).tolist()
-    for lo, hi in zip(edges, edges[1:]):
-        if hi <= lo:
-            continue
-        L = max(int(sizes[hi - 1]), 1)
-        step = max(1, chunk // L)
-        for a in range(lo, hi, step):
-            rs = order[a : min(hi, a + step)]
+    as_counts = (lambda w: w) if counts.is_floating_point() else (lambda w: w.round())
+    # rows of at most k entries keep them all (nothing is subtracted): one scatter
+    short = lengths[entry_row] <= k
+    if bool(short.any()):
+        e = (short & (val > 0)).nonzero().squeeze(1)
+        r = entry_row[e]
+        slot = e - crow[r]
+        new_ids[r, slot] = col[e].to(ids.dtype)
+        new_w[r, slot] = as_counts(val[e]).to(counts.dtype)
+    # longer rows: in buckets whose lengths share a power of two, each padded to its longest, the
+    # (k+1)-th largest weight of every row by one topk; padding reads the zero appended at ``nnz``
+    long_rows = (lengths > k).nonzero().squeeze(1)
+    if long_rows.numel():
+        val = torch.cat([val, val.new_zeros(1)])
+        col = torch.cat([col, col.new_zeros(1)])
+        order = long_rows[torch.argsort(lengths[long_rows])]
+        sizes = lengths[order]
+        bucket = torch.ceil(torch.log2(sizes.double())).long()
+        first = int(bucket[0])
+        edges = torch.searchsorted(bucket, torch.arange(first, int(bucket[-1]) + 2, device=dev)).tolist()
+        for lo, hi in zip(edges, edges[1:]):
+            if hi <= lo:
+                continue
+            L = int(sizes[hi - 1])
             span = torch.arange(L, device=dev)
-            inside = span[None, :] < lengths[rs][:, None]
-            at = (crow[rs][:, None] + span[None, :]).clamp_max(max(val.numel() - 1, 0))
-            c = torch.where(inside, col[at], -1)
-            drop = ~inside
-            if exclude_self:
-                drop |= c == rows[rs][:, None]
-            v = val[at].masked_fill(drop, 0.0)
-            top_v, top_i = v.topk(min(k + 1, L), dim=1)
-            s = top_v[:, k] if L > k else torch.zeros(rs.numel(), dtype=v.dtype, device=dev)
-            w = top_v[:, :k] - s[:, None]
-            keep = w > 0
-            c = c.gather(1, top_i[:, :k]).masked_fill(~keep, 1 << 62)
-            w = w.masked_fill(~keep, 0.0)
-            # canonical order: weight descending, ties by column ascending
-            o = torch.argsort(c, dim=1)
-            c, w = c.gather(1, o), w.gather(1, o)
-            o = torch.argsort(-w, dim=1, stable=True)
-            c, w = c.gather(1, o), w.gather(1, o)
-            n = w.shape[1]
-            new_w[rs, :n] = w.to(counts.dtype) if counts.is_floating_point() else w.round().to(counts.dtype)
-            new_ids[rs, :n] = torch.where(w > 0, c, EMPTY).to(ids.dtype)
-            cut[rs] = s
+            step = max(1, chunk // L)
+            for a in range(lo, hi, step):
+                rs = order[a : min(hi, a + step)]
+                at = crow[rs][:, None] + span[None, :]
+                at.masked_fill_(span[None, :] >= lengths[rs][:, None], nnz)
+                top_v, top_i = val.take(at).topk(k + 1, dim=1)
+                s = top_v[:, k]
+                w = top_v[:, :k] - s[:, None]
+                keep = w > 0
+                c = col.take(at.gather(1, top_i[:, :k]))
+                new_w[rs] = as_counts(w.masked_fill(~keep, 0.0)).to(counts.dtype)
+                new_ids[rs] = c.masked_fill(~keep, EMPTY).to(ids.dtype)
+                cut[rs] = s
     ids[rows] = new_ids
     counts[rows] = new_w
     error[rows] += cut if error.is_floating_point() else cut.round().to(error.dtype)
+
+
+#: bytes a buffered entry takes: a firing's (component, position) or an X entry's (column, value), int64/float64
+PENDING_ENTRY_BYTES = 16
+
+
+class PendingProducts:
+    """Batches' firings and their X rows, waiting to be merged into a summary by one `merge_product`.
+
+    A merge reads and rewrites every touched row's k counters, which at large N
+    (each component firing once or twice a batch) costs more than the batch's
+    own weights. Merging several batches at once is still an exact Misra–Gries
+    merge of their summed weights, with the same bound; the accumulators merge
+    when the buffer holds ``capacity`` entries (firings + X entries + X rows),
+    about N x k, so the old counters are read once per about k firings of a
+    component, and before anything reads the summary (see ``TableModeStates``).
+    The buffer takes ``capacity * PENDING_ENTRY_BYTES`` bytes at most, counted
+    in the accumulators' ``bounded_state_bytes``.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.entries = 0
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+    def add(self, comp: Tensor, pos: Tensor, X: Tensor) -> None:
+        if comp.numel():
+            self.parts.append((comp, pos, X))
+            self.entries += comp.numel() + X.values().numel() + X.shape[0] + 1
+
+    def clear(self) -> None:
+        self.parts.clear()
+        self.entries = 0
+
+    def merge_into(self, ids: Tensor, counts: Tensor, error: Tensor, *, exclude_self: bool = False) -> None:
+        """Merge every buffered batch into the summary (the buffer is left as it is)."""
+        if not self.parts:
+            return
+        offsets, done = [], 0
+        for _, _, X in self.parts:
+            offsets.append(done)
+            done += X.shape[0]
+        comp = torch.cat([c for c, _, _ in self.parts])
+        pos = torch.cat([p + o for (_, p, _), o in zip(self.parts, offsets)])
+        X = stack_csr([X for _, _, X in self.parts])
+        merge_product(ids, counts, error, comp, pos, X, exclude_self=exclude_self)
+

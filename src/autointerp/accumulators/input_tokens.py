@@ -12,7 +12,7 @@ from autointerp.accumulators._modes import DEFAULT_SUMMARY_K, TableModeStates
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, rank_columns, rank_summary
 from autointerp.accumulators.base import HarvestContext, TensorAccumulator
-from autointerp.accumulators.heavy_hitters import EMPTY
+from autointerp.accumulators.heavy_hitters import EMPTY, csr_tensor
 from autointerp.batch import FiringBatch
 
 
@@ -51,7 +51,7 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
 
     def bounded_state_bytes(self, ctx: HarvestContext) -> int:
         V, N = ctx.vocab_size or 0, ctx.n_components
-        return N * self.summary_k * (4 + 8) + 8 * N + 8 * (V + N + 1)
+        return N * self.summary_k * (4 + 8) + 8 * N + 8 * (V + N + 1) + self.pending_bytes(ctx)
 
     def _summary_columns(self) -> int:
         return self.token_count.shape[0]
@@ -75,12 +75,16 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
 
     def update(self, batch: FiringBatch) -> None:
         V = self.token_count.shape[0]
-        tok = batch.tokens[batch.firing_pos]
-        ones = torch.ones_like(tok)
         if self.bounded:
-            self._stage(batch.firing_comp, tok, ones)
+            if batch.n_firings:
+                # X [P, V]: each position's token, once (masked positions never fire; their ids may be padding)
+                P, dev = batch.n_positions, batch.tokens.device
+                X = csr_tensor(torch.arange(P + 1, device=dev), batch.tokens.clamp(0, V - 1),
+                         torch.ones(P, dtype=torch.float64, device=dev), (P, V))
+                self._stage_product(batch.firing_comp, batch.firing_pos, X)
         else:
-            self.joint.view(-1).index_add_(0, batch.firing_comp * V + tok, ones)
+            tok = batch.tokens[batch.firing_pos]
+            self.joint.view(-1).index_add_(0, batch.firing_comp * V + tok, torch.ones_like(tok))
         valid_tok = batch.tokens[batch.valid]
         self.token_count.index_add_(0, valid_tok, torch.ones_like(valid_tok))
         self.comp_count.index_add_(0, batch.firing_comp, torch.ones_like(batch.firing_comp))

@@ -13,7 +13,7 @@ from autointerp.accumulators._sparse import StagedSum, StagedTableAcc
 from autointerp.accumulators._tokens import token_stats_per_row
 from autointerp.accumulators.associations import DEFAULT_MIN_SUPPORT, rank_columns, rank_summary
 from autointerp.accumulators.base import HarvestContext
-from autointerp.accumulators.heavy_hitters import EMPTY, csr_rows, merge_product
+from autointerp.accumulators.heavy_hitters import EMPTY, csr_rows
 from autointerp.batch import FiringBatch
 
 
@@ -91,7 +91,7 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
 
     def bounded_state_bytes(self, ctx: HarvestContext) -> int:
         V, N = ctx.vocab_size or 0, ctx.n_components
-        return N * self.summary_k * (4 + 8) + 8 * N + 8 * (V + N + 1)
+        return N * self.summary_k * (4 + 8) + 8 * N + 8 * (V + N + 1) + self.pending_bytes(ctx)
 
     def _summary_columns(self) -> int:
         return self.token_mass.shape[0]
@@ -155,7 +155,7 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
         self.hh_error.index_add_(0, comp, cut[local])
         # X [P, V]: each fired position's top m tokens and their probabilities
         X = csr_rows(where.repeat_interleave(m), top_t.reshape(-1), top_p.reshape(-1), batch.n_positions, V)
-        merge_product(self.hh_ids, self.hh_counts, self.hh_error, comp, pos, X)
+        self._stage_product(comp, pos, X)
 
     def finalize(self) -> Mapping[int, Any]:
         try:
