@@ -69,9 +69,10 @@ class HarvestMachine(RuleBasedStateMachine):
         np.testing.assert_array_equal(corr.state_dict()["cofire"].numpy(), ref.cofire())
         np.testing.assert_array_equal(inp.joint.numpy(), ref.input_joint(V))
         want = ref.keyed_sample(SEED, K)
+        state = res.state_dict()  # each row's slots in key order
         for c in range(ref.N):
-            filled = int((res.position[c] >= 0).sum())
-            got = list(zip(res.sequence[c, :filled].tolist(), res.position[c, :filled].tolist()))
+            filled = int((state["position"][c] >= 0).sum())
+            got = list(zip(state["sequence"][c, :filled].tolist(), state["position"][c, :filled].tolist()))
             assert got == want[c]
         assert self.loop.n_tokens == ref.n_tokens
 

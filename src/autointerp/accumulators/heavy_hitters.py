@@ -248,6 +248,10 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
     bound.index_add_(0, torch.repeat_interleave(torch.arange(touched.numel(), device=dev), per), x_len[pos])
     bound += ids.shape[1]
     ends = torch.cumsum(bound, 0)
+    # [X ; I]: the batch's rows, then one row per column for the old counters
+    xc, ident = X.crow_indices(), torch.arange(M, device=dev)
+    XI = csr_tensor(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
+                    torch.cat([X.values(), torch.ones(M, dtype=torch.float64, device=dev)]), (P + M, M))
     a = 0
     while a < touched.numel():
         done = int(ends[a - 1]) if a else 0
@@ -255,7 +259,7 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
         b = min(b, touched.numel())
         f0 = int(f_start[a])
         f1 = int(f_start[b - 1] + per[b - 1])
-        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], X, exclude_self)
+        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, P, exclude_self)
         a = b
 
 
@@ -288,9 +292,9 @@ def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     return c.masked_fill(c == big, EMPTY).to(ids.dtype), w
 
 
-def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, X: Tensor,
-                exclude_self: bool) -> None:
-    dev, U, k, (P, M) = ids.device, rows.numel(), ids.shape[1], X.shape
+def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, XI: Tensor,
+                P: int, exclude_self: bool) -> None:
+    dev, U, k, M = ids.device, rows.numel(), ids.shape[1], XI.shape[1]
     old_ids = ids[rows].long()
     old_ids = old_ids.masked_fill(old_ids < 0, M)  # empty counters sort last
     old_ids, o = old_ids.sort(dim=1)
@@ -308,68 +312,59 @@ def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: T
     s_row, s_slot = present.nonzero(as_tuple=True)
     s_at = crow[:-1][s_row] + per[s_row] + s_slot
     col[s_at], val[s_at] = P + old_ids[s_row, s_slot], old_w[s_row, s_slot]
-    A = csr_tensor(crow, col, val, (U, P + M))
-    xc = X.crow_indices()
-    ident = torch.arange(M, device=dev)
-    B = csr_tensor(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
-             torch.cat([X.values(), torch.ones(M, dtype=torch.float64, device=dev)]), (P + M, M))
-    merged = torch.sparse.mm(A, B)
-    m_crow, m_col, m_val = merged.crow_indices(), merged.col_indices(), merged.values()
-    lengths = m_crow.diff()
-    entry_row = torch.repeat_interleave(torch.arange(U, device=dev), lengths)
-    if exclude_self:  # a component's co-firing with itself: weight 0, so never kept
-        m_val = m_val.masked_fill(m_col == rows[entry_row], 0.0)
-    _prune_rows(ids, counts, error, rows, m_crow, m_col, m_val, entry_row)
+    merged = torch.sparse.mm(csr_tensor(crow, col, val, (U, P + M)), XI)
+    _prune_rows(ids, counts, error, rows, merged.crow_indices(), merged.col_indices(), merged.values(), exclude_self)
 
 
 def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: Tensor, col: Tensor, val: Tensor,
-                entry_row: Tensor, chunk: int = 1 << 22) -> None:
+                exclude_self: bool, chunk: int = 1 << 22) -> None:
     """Set ``rows`` of the summary to the Misra–Gries prune of their merged rows (a CSR ``[U, M]`` given as
-    ``crow, col, val``; ``entry_row``: each entry's row). Counters come out in any order inside a row."""
+    ``crow, col, val``). ``exclude_self``: row r's column ``rows[r]`` is dropped first. Counters come out
+    in any order inside a row."""
     dev, U, k = ids.device, rows.numel(), ids.shape[1]
-    nnz = val.numel()
+    if not val.numel():  # nothing left in these rows (a component that only co-fired with itself)
+        ids[rows], counts[rows] = EMPTY, 0
+        return
+    last = val.numel() - 1
     lengths = crow.diff()
     new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=dev)
     new_w = torch.zeros(U, k, dtype=counts.dtype, device=dev)
     cut = torch.zeros(U, dtype=torch.float64, device=dev)
     as_counts = (lambda w: w) if counts.is_floating_point() else (lambda w: w.round())
-    # rows of at most k entries keep them all (nothing is subtracted): one scatter
-    short = lengths[entry_row] <= k
-    if bool(short.any()):
-        e = (short & (val > 0)).nonzero().squeeze(1)
-        r = entry_row[e]
-        slot = e - crow[r]
-        new_ids[r, slot] = col[e].to(ids.dtype)
-        new_w[r, slot] = as_counts(val[e]).to(counts.dtype)
-    # longer rows: in buckets whose lengths share a power of two, each padded to its longest, the
-    # (k+1)-th largest weight of every row by one topk; padding reads the zero appended at ``nnz``
-    long_rows = (lengths > k).nonzero().squeeze(1)
-    if long_rows.numel():
-        val = torch.cat([val, val.new_zeros(1)])
-        col = torch.cat([col, col.new_zeros(1)])
-        order = long_rows[torch.argsort(lengths[long_rows])]
-        sizes = lengths[order]
-        bucket = torch.ceil(torch.log2(sizes.double())).long()
-        first = int(bucket[0])
-        edges = torch.searchsorted(bucket, torch.arange(first, int(bucket[-1]) + 2, device=dev)).tolist()
-        for lo, hi in zip(edges, edges[1:]):
-            if hi <= lo:
-                continue
-            L = int(sizes[hi - 1])
-            span = torch.arange(L, device=dev)
-            step = max(1, chunk // L)
-            for a in range(lo, hi, step):
-                rs = order[a : min(hi, a + step)]
-                at = crow[rs][:, None] + span[None, :]
-                at.masked_fill_(span[None, :] >= lengths[rs][:, None], nnz)
-                top_v, top_i = val.take(at).topk(k + 1, dim=1)
-                s = top_v[:, k]
-                w = top_v[:, :k] - s[:, None]
-                keep = w > 0
-                c = col.take(at.gather(1, top_i[:, :k]))
-                new_w[rs] = as_counts(w.masked_fill(~keep, 0.0)).to(counts.dtype)
-                new_ids[rs] = c.masked_fill(~keep, EMPTY).to(ids.dtype)
-                cut[rs] = s
+    # buckets of rows whose lengths share a power of two, each padded to its longest; one topk finds
+    # every row's (k+1)-th largest weight, and only the top entries' columns are read
+    order = torch.argsort(lengths)
+    sizes = lengths[order]
+    bucket = torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
+    edges = torch.searchsorted(bucket, torch.arange(int(bucket[0]), int(bucket[-1]) + 2, device=dev)).tolist()
+    extra = 1 if exclude_self else 0  # a row's own column is among its top k + 2 if it matters at all
+    for lo, hi in zip(edges, edges[1:]):
+        if hi <= lo:
+            continue
+        L = max(int(sizes[hi - 1]), 1)
+        span = torch.arange(L, device=dev)
+        step = max(1, chunk // L)
+        t = min(k + 1 + extra, L)
+        for a in range(lo, hi, step):
+            rs = order[a : min(hi, a + step)]
+            at = crow[rs][:, None] + span[None, :]
+            pad = span[None, :] >= lengths[rs][:, None]
+            at.masked_fill_(pad, last)
+            v = val.take(at).masked_fill_(pad, 0.0)
+            top_v, top_i = v.topk(t, dim=1)
+            c = col.take(at.gather(1, top_i))
+            if exclude_self:
+                self_ = c == rows[rs][:, None]
+                # its own column goes last, at weight 0: the rest keep their order
+                o = torch.argsort(self_.to(torch.int8), dim=1, stable=True)
+                top_v, c = top_v.gather(1, o).masked_fill(self_.gather(1, o), 0.0), c.gather(1, o)
+            n = min(k, top_v.shape[1])
+            s = top_v[:, k] if top_v.shape[1] > k else torch.zeros(rs.numel(), dtype=top_v.dtype, device=dev)
+            w = top_v[:, :n] - s[:, None]
+            keep = w > 0
+            new_w[rs, :n] = as_counts(w.masked_fill(~keep, 0.0)).to(counts.dtype)
+            new_ids[rs, :n] = c[:, :n].masked_fill(~keep, EMPTY).to(ids.dtype)
+            cut[rs] = s
     ids[rows] = new_ids
     counts[rows] = new_w
     error[rows] += cut if error.is_floating_point() else cut.round().to(error.dtype)

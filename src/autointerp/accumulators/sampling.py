@@ -191,28 +191,57 @@ class KeyedSampler(TensorAccumulator):
         rank = torch.arange(comp.shape[0], device=comp.device) - starts[group]
         keep = rank < self.k
         pos, group, rank, key = pos[keep], group[keep], rank[keep], key[keep]
-        M, k, W = uniq.shape[0], self.k, self.window
-        # candidate windows, laid out as a second buffer [M, k, ...] beside the kept one
-        c = self.context_tokens
+        M, k = uniq.shape[0], self.k
+        # which candidates are among the k smallest keys of (kept ∪ candidates), row by row: keys only
+        cand_key = torch.full((M, k), EMPTY_KEY, dtype=torch.int64, device=pos.device)
+        cand_key[group, rank] = key
+        cand_of = torch.full((M, k), -1, dtype=torch.int64, device=pos.device)
+        cand_of[group, rank] = torch.arange(key.numel(), device=pos.device)
+        old_key = self.key[uniq]
+        _, sel = torch.cat([old_key, cand_key], 1).topk(k, dim=1, largest=False, sorted=False)
+        chosen = torch.zeros(M, 2 * k, dtype=torch.bool, device=pos.device).scatter_(1, sel, True)
+        enter = chosen[:, k:] & (cand_key != EMPTY_KEY)
+        # each entering candidate takes the slot of one of its row's largest old keys (empty slots first);
+        # nonzero is row-major, so the j-th freed slot of a row meets the row's j-th entering candidate
+        n_in = enter.sum(1)
+        free = torch.arange(k, device=pos.device)[None, :] < n_in[:, None]
+        fr, fj = free.nonzero(as_tuple=True)
+        slot = old_key.argsort(dim=1, descending=True)[fr, fj]
+        er, ej = enter.nonzero(as_tuple=True)
+        self._write(uniq[er], slot, batch, pos[cand_of[er, ej]], uniq[er], key[cand_of[er, ej]])
+
+    def _write(self, rows: Tensor, slot: Tensor, batch: FiringBatch, pos: Tensor, comp: Tensor, key: Tensor) -> None:
+        """Put the firings at ``pos`` (of components ``comp``, keys ``key``) into slots ``(rows, slot)``."""
+        S, c = batch.seq_len, self.context_tokens
         b, s = pos // S, pos % S
         offsets = torch.arange(-c, c + 1, device=pos.device)
         sp = s[:, None] + offsets[None, :]
         inside = (sp >= 0) & (sp < S)
         flat = b[:, None] * S + sp.clamp(0, S - 1)
         inside &= batch.valid[flat]
-        win_tok = torch.where(inside, batch.tokens[flat], torch.full_like(flat, PAD_TOKEN)).to(torch.int32)
-        win_act = torch.where(inside, batch.acts[flat, uniq[group][:, None]], torch.zeros((), device=pos.device))
-        cand_key = torch.full((M, k), EMPTY_KEY, dtype=torch.int64, device=pos.device)
-        cand_key[group, rank] = key
-        cand_seq = torch.full((M, k), -1, dtype=torch.int64, device=pos.device)
-        cand_seq[group, rank] = batch.sequence_ids[b]
-        cand_pos = torch.full((M, k), -1, dtype=torch.int64, device=pos.device)
-        cand_pos[group, rank] = s
-        cand_tok = torch.full((M, k, W), PAD_TOKEN, dtype=torch.int32, device=pos.device)
-        cand_tok[group, rank] = win_tok
-        cand_act = torch.zeros((M, k, W), dtype=torch.float32, device=pos.device)
-        cand_act[group, rank] = win_act.float()
-        self._merge_rows(uniq, cand_key, cand_seq, cand_pos, cand_tok, cand_act)
+        self.key[rows, slot] = key
+        self.sequence[rows, slot] = batch.sequence_ids[b]
+        self.position[rows, slot] = s
+        self.tokens[rows, slot] = torch.where(inside, batch.tokens[flat], torch.full_like(flat, PAD_TOKEN)).to(
+            torch.int32)
+        self.acts[rows, slot] = torch.where(inside, batch.acts[flat, comp[:, None]],
+                                            torch.zeros((), device=pos.device)).float()
+
+    def _in_key_order(self, lo: int, hi: int, device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """Rows ``lo <= i < hi`` of the five states with each row's slots in key order (empty slots last):
+        the update fills slots in any order."""
+        key = self.key[lo:hi].to(device) if device is not None else self.key[lo:hi]
+        key, o = key.sort(dim=1, stable=True)
+        o = o.to(self.key.device)
+        ow = o[:, :, None].expand(-1, -1, self.window)
+        out = {"key": key, "sequence": self.sequence[lo:hi].gather(1, o), "position": self.position[lo:hi].gather(1, o),
+               "tokens": self.tokens[lo:hi].gather(1, ow), "acts": self.acts[lo:hi].gather(1, ow)}
+        return {n: t.to(device) for n, t in out.items()} if device is not None else out
+
+    def state_dict(self) -> dict[str, Any]:
+        state = dict(super().state_dict())
+        state.update(self._in_key_order(0, self.key.shape[0]))
+        return state
 
     def _merge_rows(self, rows: Tensor, key: Tensor, seq: Tensor, pos: Tensor, tok: Tensor, act: Tensor) -> None:
         """Keep, for each of ``rows``, the k smallest keys of (kept ∪ given)."""
@@ -236,7 +265,8 @@ class KeyedSampler(TensorAccumulator):
     def finalize_block(self, lo: int, hi: int) -> Mapping[int, Any]:
         """The examples of rows ``lo <= i < hi``, built from those rows of the state alone."""
         ctx = self._require_bound()
-        key, tokens = self.key[lo:hi].cpu(), self.tokens[lo:hi].cpu()
+        rows = self._in_key_order(lo, hi, "cpu")
+        key, tokens = rows["key"], rows["tokens"]
         filled = key != EMPTY_KEY
         n_filled = filled.sum(1).tolist()
         c, W = self.context_tokens, self.window
@@ -244,8 +274,8 @@ class KeyedSampler(TensorAccumulator):
         pad = (tokens == PAD_TOKEN).int()
         lead = pad[..., :c].cumprod(-1).sum(-1).tolist()
         trail = pad[..., c + 1 :].flip(-1).cumprod(-1).sum(-1).tolist()
-        seq, pos = self.sequence[lo:hi].cpu().tolist(), self.position[lo:hi].cpu().tolist()
-        acts = self.acts[lo:hi].cpu()
+        seq, pos = rows["sequence"].tolist(), rows["position"].tolist()
+        acts = rows["acts"]
         # the harvest's decision, redone on the unrounded float32 exactly as FiringBatch makes it
         # (each row's own threshold: its component's layer's)
         thr64 = self.row_thresholds if self.row_thresholds is not None else \
