@@ -125,6 +125,12 @@ class TableModeStates(TableModes):
         if parent is not None and not self.bounded:
             parent()
 
+    def merge_pending(self) -> None:
+        """Merge what waits in a buffer (the bounded mode's pending batches, the dense mode's float32
+        staging buffer) into the state now. The accumulator does this by itself whenever it is needed;
+        a benchmark calls it to time every merge of a run."""
+        self._flush_table()
+
     def _flush_table(self) -> None:
         if self.bounded:
             self._fold()
