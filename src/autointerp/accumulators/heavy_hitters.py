@@ -252,14 +252,17 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
     xc, ident = X.crow_indices(), torch.arange(M, device=dev)
     XI = csr_tensor(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
                     torch.cat([X.values(), torch.ones(M, dtype=torch.float64, device=dev)]), (P + M, M))
+    # each block's merged rows land in a dense [rows, M] scratch of at most `block_entries` weights
+    max_rows = max(1, block_entries // M)
+    scratch = torch.zeros(min(touched.numel(), max_rows) * M, dtype=torch.float64, device=dev)
     a = 0
     while a < touched.numel():
         done = int(ends[a - 1]) if a else 0
         b = max(a + 1, int(torch.searchsorted(ends, done + block_entries, right=True)))
-        b = min(b, touched.numel())
+        b = min(b, touched.numel(), a + max_rows)
         f0 = int(f_start[a])
         f1 = int(f_start[b - 1] + per[b - 1])
-        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, P, exclude_self)
+        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, P, exclude_self, scratch)
         a = b
 
 
@@ -293,7 +296,15 @@ def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, XI: Tensor,
-                P: int, exclude_self: bool) -> None:
+                P: int, exclude_self: bool, scratch: Tensor) -> None:
+    """The merged rows ``[F | S] @ [X ; I]`` of ``rows``, summed into the dense scratch, read back in row
+    order and pruned; the scratch is left at zero.
+
+    The product's result is dense on purpose: on the CPU, through MKL, torch 2.13's CSR x CSR product
+    with a sparse result keeps about the size of its output every call (pytorch/pytorch#109445
+    describes the same growth), which a harvest of thousands of merges cannot afford; into a dense
+    result it does not, and reading the nonzeros back is faster than its sparse result was.
+    """
     dev, U, k, M = ids.device, rows.numel(), ids.shape[1], XI.shape[1]
     old_ids = ids[rows].long()
     old_ids = old_ids.masked_fill(old_ids < 0, M)  # empty counters sort last
@@ -312,8 +323,16 @@ def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: T
     s_row, s_slot = present.nonzero(as_tuple=True)
     s_at = crow[:-1][s_row] + per[s_row] + s_slot
     col[s_at], val[s_at] = P + old_ids[s_row, s_slot], old_w[s_row, s_slot]
-    merged = torch.sparse.mm(csr_tensor(crow, col, val, (U, P + M)), XI)
-    _prune_rows(ids, counts, error, rows, merged.crow_indices(), merged.col_indices(), merged.values(), exclude_self)
+    table = scratch[: U * M].view(U, M)
+    torch.addmm(table, csr_tensor(crow, col, val, (U, P + M)), XI, beta=0, out=table)
+    if exclude_self:  # a component's co-firing with itself is never counted
+        table[torch.arange(U, device=dev), rows] = 0.0
+    r, c = table.nonzero(as_tuple=True)  # row by row, columns ascending
+    val = table[r, c]
+    table.zero_()
+    m_crow = torch.zeros(U + 1, dtype=torch.int64, device=dev)
+    torch.cumsum(torch.bincount(r, minlength=U), 0, out=m_crow[1:])
+    _prune_rows(ids, counts, error, rows, m_crow, c, val, False)
 
 
 def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: Tensor, col: Tensor, val: Tensor,
