@@ -192,19 +192,22 @@ class HeavyHitters:
         return out
 
 
-# -- merging a batch's sparse product ``F X`` -------------------------------------------
+# -- merging the batches' sparse product ``F X`` -----------------------------------------
 #
-# The batch's rows of the components that fired are ``F X``, for the firing
-# indicator F (a list of firings) and a sparse ``X [P, M]`` (the firing indicator
-# for co-firing, each position's top tokens for output mass). Adding the rows' old
-# counters as ``S I`` makes the merged rows one sparse product
-# ``[F | S] @ [X ; I]``, which the sparse library sums per row without expanding
-# the pairs (co-firing at N = 16,384: about 1.5 s a batch against 7.7 s for
-# sorting its 19M expanded pairs), and the Misra–Gries prune then only needs each row's (k+1)-th largest
-# weight, found by ``topk`` over the rows padded to a power-of-two length. The
-# result is exactly `merge_pairs` of the same weights (tested), only faster.
+# The merged rows of the components that fired are ``F X``, for the firing
+# indicator F (a list of firings) and a sparse ``X [P, M]`` (each position's token
+# for input tokens, the firing indicator for co-firing, each position's top tokens
+# for output mass). Adding the rows' old counters as ``S I`` makes them one
+# product ``[F | S] @ [X ; I]``, which MKL computes row block by row block into a
+# dense ``[rows, M]`` scratch without expanding the pairs (co-firing at N = 16,384:
+# about 1.5 s a batch against 7.7 s for sorting its 19M expanded pairs); the
+# nonzeros are read back in row order and the Misra–Gries prune then only needs
+# each row's (k+1)-th largest weight, found by ``topk`` over the rows padded to a
+# power-of-two length. The result is exactly `merge_pairs` of the same weights
+# (tested), only faster.
 
-#: merged rows are formed and pruned in blocks of about this many entries
+#: merged rows are formed and pruned in blocks of about this many entries (and the dense scratch a block
+#: is summed in holds this many float64 weights: 128 MiB)
 MERGE_BLOCK_ENTRIES = 1 << 24
 
 
