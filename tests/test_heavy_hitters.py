@@ -365,3 +365,40 @@ def test_repeated_merges_do_not_grow_the_process():
     for _ in range(25):
         merge_once()
     assert _rss_bytes() - before < 100 * 2**20
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans())
+def test_sparse_rows_merge_through_the_coo_product_to_the_same_summary(seed, k, weighted, exclude):
+    """Rows far sparser than their M columns are merged by the COO product, not the dense scratch
+    (checked: it is called), with the same summary as `merge_pairs`."""
+    from unittest import mock
+
+    N, P = 40, 12
+    M = N if exclude else 600
+    if exclude:
+        N = M = 600
+    dtype = torch.float64 if weighted else torch.int64
+    a, b = HeavyHitters.empty(N, k, M, dtype), HeavyHitters.empty(N, k, M, dtype)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(3):
+        fire = torch.rand(P, N, generator=g) < 0.3
+        pos, comp = fire.nonzero(as_tuple=True)
+        x = (torch.rand(P, M, generator=g) < 0.005).double()
+        if weighted:
+            x *= torch.rand(P, M, generator=g, dtype=torch.float64)
+        r, c = x.nonzero(as_tuple=True)
+        with mock.patch("torch.sparse.mm", wraps=torch.sparse.mm) as spy:
+            merge_product(a.ids, a.counts, a.error, comp, pos, csr_rows(r, c, x[r, c], P, M), exclude_self=exclude)
+        assert spy.called
+        rows = comp.repeat_interleave(M)
+        cols = torch.arange(M).repeat(comp.numel())
+        w = x[pos].reshape(-1)
+        if exclude:
+            w = w.masked_fill(rows == cols, 0)
+        keep = w > 0
+        b.add(rows[keep], cols[keep], w[keep] if weighted else w[keep].long())
+        ids, counts = canonical(a.ids, a.counts)
+        assert torch.equal(ids, b.ids)
+        assert torch.allclose(counts.double(), b.counts.double(), atol=1e-12)
+        assert torch.allclose(a.error.double(), b.error.double(), atol=1e-12)

@@ -265,7 +265,8 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
         b = min(b, touched.numel(), a + max_rows)
         f0 = int(f_start[a])
         f1 = int(f_start[b - 1] + per[b - 1])
-        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, P, exclude_self, scratch)
+        est = int(ends[b - 1]) - done  # the block's merged entries, at most
+        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, P, exclude_self, scratch, est)
         a = b
 
 
@@ -299,14 +300,15 @@ def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, XI: Tensor,
-                P: int, exclude_self: bool, scratch: Tensor) -> None:
-    """The merged rows ``[F | S] @ [X ; I]`` of ``rows``, summed into the dense scratch, read back in row
-    order and pruned; the scratch is left at zero.
+                P: int, exclude_self: bool, scratch: Tensor, est: int) -> None:
+    """The merged rows ``[F | S] @ [X ; I]`` of ``rows``, read back in row order and pruned.
 
-    The product's result is dense on purpose: on the CPU, through MKL, torch 2.13's CSR x CSR product
-    with a sparse result keeps about the size of its output every call (pytorch/pytorch#109445
-    describes the same growth), which a harvest of thousands of merges cannot afford; into a dense
-    result it does not, and reading the nonzeros back is faster than its sparse result was.
+    Where the rows are dense enough (``est``, their entries at most, above 1/16 of ``rows x M``) the
+    product is summed into the dense scratch (left at zero again); sparser rows are multiplied as COO
+    tensors, which costs the product's work, not ``rows x M``. Not a CSR result: on the CPU, through
+    MKL, torch 2.13's CSR x CSR product with a sparse result keeps about the size of its output every
+    call (pytorch/pytorch#109445 describes the same growth), which a harvest of thousands of merges
+    cannot afford; into a dense result, and in COO, it does not.
     """
     dev, U, k, M = ids.device, rows.numel(), ids.shape[1], XI.shape[1]
     old_ids = ids[rows].long()
@@ -326,16 +328,30 @@ def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: T
     s_row, s_slot = present.nonzero(as_tuple=True)
     s_at = crow[:-1][s_row] + per[s_row] + s_slot
     col[s_at], val[s_at] = P + old_ids[s_row, s_slot], old_w[s_row, s_slot]
-    table = scratch[: U * M].view(U, M)
-    torch.addmm(table, csr_tensor(crow, col, val, (U, P + M)), XI, beta=0, out=table)
-    if exclude_self:  # a component's co-firing with itself is never counted
-        table[torch.arange(U, device=dev), rows] = 0.0
-    r, c = table.nonzero(as_tuple=True)  # row by row, columns ascending
-    val = table[r, c]
-    table.zero_()
+    if est * 16 < U * M:
+        A = _coo(torch.repeat_interleave(torch.arange(U, device=dev), crow.diff()), col, val, (U, P + M))
+        xc, xcol = XI.crow_indices(), XI.col_indices()
+        B = _coo(torch.repeat_interleave(torch.arange(P + M, device=dev), xc.diff()), xcol, XI.values(), (P + M, M))
+        merged = torch.sparse.mm(A, B).coalesce()
+        (r, c), val = merged.indices(), merged.values()
+        if exclude_self:  # a component's co-firing with itself is never counted
+            val = val.masked_fill(c == rows[r], 0.0)
+    else:
+        table = scratch[: U * M].view(U, M)
+        torch.addmm(table, csr_tensor(crow, col, val, (U, P + M)), XI, beta=0, out=table)
+        if exclude_self:
+            table[torch.arange(U, device=dev), rows] = 0.0
+        r, c = table.nonzero(as_tuple=True)  # row by row, columns ascending
+        val = table[r, c]
+        table.zero_()
     m_crow = torch.zeros(U + 1, dtype=torch.int64, device=dev)
     torch.cumsum(torch.bincount(r, minlength=U), 0, out=m_crow[1:])
     _prune_rows(ids, counts, error, rows, m_crow, c, val, False)
+
+
+def _coo(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A coalesced COO tensor from entries already in (row, column) order without repeats."""
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, is_coalesced=True, check_invariants=False)
 
 
 def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: Tensor, col: Tensor, val: Tensor,
