@@ -47,7 +47,12 @@ def test_an_ample_budget_keeps_every_table_dense():
     assert all(a.mode_used == "dense" for a in loop.accumulators if hasattr(a, "mode_used"))
 
 
-def test_the_largest_table_switches_first_and_the_rest_stay_dense(caplog):
+def test_the_largest_table_switches_first_and_the_rest_stay_dense(caplog, monkeypatch):
+    # at N = 600 a bounded merge's working memory (tens of MB, counted by the next test) is more than
+    # any dense table here; this test is about the order of the switch, so it leaves the merge out
+    from autointerp.accumulators._modes import TableModeStates
+
+    monkeypatch.setattr(TableModeStates, "merge_bytes", lambda self, ctx: 0)
     probe = plan_for([CorrelationAcc(), InputTokenAcc(), OutputProbAcc()], "1GiB")
     table = dict(probe.memory_table(probe.ctx))
     plan = probe.memory_plan
@@ -88,3 +93,17 @@ def test_the_budget_counts_the_first_batchs_temporaries():
     # the state alone fits, the state and the per-batch temporaries do not
     with pytest.raises(MemoryError, match="per-batch"):
         plan_for([ReservoirAcc()], plan["state"] + plan["finalize"] + plan["batch"] // 2)
+
+
+def test_the_budget_counts_the_bounded_merge_working_memory():
+    """A bounded table merges its pending batches now and then; the plan counts that merge's working
+    memory (the largest table's: they merge one at a time), and a budget that fits the state but not
+    the merge is refused."""
+    probe = plan_for([CorrelationAcc(mode="bounded"), InputTokenAcc(mode="bounded")], "1GiB")
+    plan = probe.memory_plan
+    corr, inp = (a for a in probe.accumulators if hasattr(a, "merge_bytes"))
+    assert plan["merge"] == max(corr.merge_bytes(probe.ctx), inp.merge_bytes(probe.ctx)) > 0
+    assert CorrelationAcc(mode="dense").merge_bytes(probe.ctx) == 0
+    with pytest.raises(MemoryError, match="per-batch \\+ finalize \\+ merge"):
+        plan_for([CorrelationAcc(mode="bounded"), InputTokenAcc(mode="bounded")],
+                 plan["state"] + plan["batch"] + plan["finalize"] + plan["merge"] // 2)

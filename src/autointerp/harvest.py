@@ -278,7 +278,8 @@ class HarvestLoop:
         """Choose each table's mode to fit the budget, before allocating; refuse what cannot fit.
 
         The budget covers the state, the per-batch temporaries (``_BATCH_FACTOR`` times
-        the first batch) and finalize's working memory (one block of outputs). The
+        the first batch), finalize's working memory (one block of outputs) and a bounded
+        table's merge of its pending batches (`merge_bytes`). The
         accumulators that can choose (``mode="auto"``, see `accumulators._modes`) start
         dense; while the total does not fit, the largest dense table switches to its
         bounded mode (only where that is smaller).
@@ -291,7 +292,7 @@ class HarvestLoop:
         extra = _BATCH_FACTOR * batch_bytes + self.finalize_bytes(ctx)
 
         def total() -> int:
-            return sum(b for _, b in self.memory_table(ctx)) + extra
+            return sum(b for _, b in self.memory_table(ctx)) + extra + self.merge_bytes(ctx)
 
         if budget is not None:
             for a in sorted(auto, key=lambda a: -int(a.dense_state_bytes(ctx))):
@@ -302,10 +303,11 @@ class HarvestLoop:
         table = self.memory_table(ctx)
         modes = {a.name: a.resolved_mode() for a in self.accumulators if callable(getattr(a, "resolved_mode", None))}
         self.memory_plan = {"budget": budget, "state": sum(b for _, b in table), "batch": _BATCH_FACTOR * batch_bytes,
-                            "finalize": extra - _BATCH_FACTOR * batch_bytes, "modes": modes}
+                            "finalize": extra - _BATCH_FACTOR * batch_bytes, "merge": self.merge_bytes(ctx),
+                            "modes": modes}
         if budget is not None and total() > budget:
             lines = "\n".join(f"  {name:<20} {_fmt_bytes(b):>12}" for name, b in table)
-            lines += f"\n  {'per-batch + finalize':<20} {_fmt_bytes(extra):>12}"
+            lines += f"\n  {'per-batch + finalize + merge':<20} {_fmt_bytes(extra + self.merge_bytes(ctx)):>12}"
             source = f"the memory budget is {_fmt_bytes(budget)}" if self.memory_budget is not None else \
                 f"only {_fmt_bytes(budget / self.memory_fraction)} is free"
             raise MemoryError(
@@ -319,6 +321,12 @@ class HarvestLoop:
         if modes:
             log.info("harvest memory: %s of %s budget; table modes: %s", _fmt_bytes(total()),
                      _fmt_bytes(budget) if budget is not None else "no", ", ".join(f"{k}={v}" for k, v in modes.items()))
+
+    def merge_bytes(self, ctx: HarvestContext) -> int:
+        """Working memory of a bounded table's merge of its pending batches: the largest accumulator's
+        (they merge one at a time; see `accumulators.heavy_hitters.merge_working_bytes`)."""
+        sizes = [int(f(ctx)) for a in self.accumulators if callable(f := getattr(a, "merge_bytes", None))]
+        return max(sizes, default=0)
 
     def finalize_bytes(self, ctx: HarvestContext) -> int:
         """Working memory of finalize and save: the largest accumulator's output tensors (see `finalize`)."""

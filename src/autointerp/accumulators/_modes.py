@@ -164,6 +164,19 @@ class TableModeStates(TableModes):
 
         return PENDING_ENTRY_BYTES * self._pending_capacity(ctx.n_components)
 
+    def summary_width(self, ctx: HarvestContext) -> int:
+        """The columns the summary counts over (V for the token tables, N for co-firing)."""
+        raise NotImplementedError
+
+    def merge_bytes(self, ctx: HarvestContext) -> int:
+        """Working memory of one merge of the pending batches (0 in the dense mode); the loop's memory
+        check adds the largest accumulator's (one merges at a time)."""
+        if self.resolved_mode() != "bounded":
+            return 0
+        from autointerp.accumulators.heavy_hitters import merge_working_bytes
+
+        return merge_working_bytes(ctx.n_components, self.summary_width(ctx), self._pending_capacity(ctx.n_components))
+
     def _stage_product(self, comp: Any, pos: Any, X: Any) -> None:
         """Buffer a batch's firings ``(comp, pos)`` and its float64 CSR ``X [P, M]`` (see `merge_product`)."""
         pending = self._pending_buffer()

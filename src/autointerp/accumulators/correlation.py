@@ -69,6 +69,9 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
         # summary + its error + counts, and the buffer of batches waiting to be merged
         return N * self.summary_k * (4 + 8) + 8 * N + 8 * N + 8 + self.pending_bytes(ctx)
 
+    def summary_width(self, ctx: HarvestContext) -> int:
+        return ctx.n_components
+
     def _summary_columns(self) -> int:
         return self.count.shape[0]
 

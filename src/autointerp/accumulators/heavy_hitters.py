@@ -408,6 +408,16 @@ def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: 
     error[rows] += cut if error.is_floating_point() else cut.round().to(error.dtype)
 
 
+def merge_working_bytes(n_rows: int, n_cols: int, pending_entries: int) -> int:
+    """The most one `PendingProducts.merge_into` holds beside the summary: the buffer stacked into one
+    product and its ``[X ; I]`` (twice the buffer), one block's operands and merged entries read back
+    (about 40 bytes an entry for `MERGE_BLOCK_ENTRIES` entries), the dense scratch (float64) and a
+    prune chunk (`_prune_rows`' ``chunk``, five 8-byte arrays)."""
+    block = min(MERGE_BLOCK_ENTRIES, max(n_rows * n_cols, 1))
+    scratch = 8 * min(n_rows * n_cols, max(MERGE_BLOCK_ENTRIES, n_cols))
+    return 2 * PENDING_ENTRY_BYTES * pending_entries + 40 * block + scratch + 40 * min(1 << 22, block)
+
+
 #: bytes a buffered entry takes: a firing's (component, position) or an X entry's (column, value), int64/float64
 PENDING_ENTRY_BYTES = 16
 

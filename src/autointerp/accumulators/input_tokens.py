@@ -53,6 +53,9 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
         V, N = ctx.vocab_size or 0, ctx.n_components
         return N * self.summary_k * (4 + 8) + 8 * N + 8 * (V + N + 1) + self.pending_bytes(ctx)
 
+    def summary_width(self, ctx: HarvestContext) -> int:
+        return ctx.vocab_size or 0
+
     def _summary_columns(self) -> int:
         return self.token_count.shape[0]
 
