@@ -346,7 +346,7 @@ def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: T
         table.zero_()
     m_crow = torch.zeros(U + 1, dtype=torch.int64, device=dev)
     torch.cumsum(torch.bincount(r, minlength=U), 0, out=m_crow[1:])
-    _prune_rows(ids, counts, error, rows, m_crow, c, val, False)
+    _prune_rows(ids, counts, error, rows, m_crow, c, val)
 
 
 def _coo(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -355,10 +355,9 @@ def _coo(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Te
 
 
 def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: Tensor, col: Tensor, val: Tensor,
-                exclude_self: bool, chunk: int = 1 << 22) -> None:
+                chunk: int = 1 << 22) -> None:
     """Set ``rows`` of the summary to the Misra–Gries prune of their merged rows (a CSR ``[U, M]`` given as
-    ``crow, col, val``). ``exclude_self``: row r's column ``rows[r]`` is dropped first. Counters come out
-    in any order inside a row."""
+    ``crow, col, val``). Counters come out in any order inside a row."""
     dev, U, k = ids.device, rows.numel(), ids.shape[1]
     if not val.numel():  # nothing left in these rows (a component that only co-fired with itself)
         ids[rows], counts[rows] = EMPTY, 0
@@ -375,14 +374,13 @@ def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: 
     sizes = lengths[order]
     bucket = torch.ceil(torch.log2(sizes.clamp_min(1).double())).long()
     edges = torch.searchsorted(bucket, torch.arange(int(bucket[0]), int(bucket[-1]) + 2, device=dev)).tolist()
-    extra = 1 if exclude_self else 0  # a row's own column is among its top k + 2 if it matters at all
     for lo, hi in zip(edges, edges[1:]):
         if hi <= lo:
             continue
         L = max(int(sizes[hi - 1]), 1)
         span = torch.arange(L, device=dev)
         step = max(1, chunk // L)
-        t = min(k + 1 + extra, L)
+        t = min(k + 1, L)
         for a in range(lo, hi, step):
             rs = order[a : min(hi, a + step)]
             at = crow[rs][:, None] + span[None, :]
@@ -391,11 +389,6 @@ def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: 
             v = val.take(at).masked_fill_(pad, 0.0)
             top_v, top_i = v.topk(t, dim=1)
             c = col.take(at.gather(1, top_i))
-            if exclude_self:
-                self_ = c == rows[rs][:, None]
-                # its own column goes last, at weight 0: the rest keep their order
-                o = torch.argsort(self_.to(torch.int8), dim=1, stable=True)
-                top_v, c = top_v.gather(1, o).masked_fill(self_.gather(1, o), 0.0), c.gather(1, o)
             n = min(k, top_v.shape[1])
             s = top_v[:, k] if top_v.shape[1] > k else torch.zeros(rs.numel(), dtype=top_v.dtype, device=dev)
             w = top_v[:, :n] - s[:, None]
