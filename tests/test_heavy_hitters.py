@@ -214,16 +214,37 @@ def test_auto_accumulators_in_both_modes_merge_and_load_into_a_summary():
 # -- the batch product merge: the same summary as merging the expanded pairs ----------------
 
 
-def _product_case(seed: int, N: int, P: int, M: int, weighted: bool):
-    """Distinct firings (comp, pos) and a float64 CSR X [P, M] (0/1 firing-like or weighted)."""
+def _product_case(seed: int, N: int, P: int, M: int, weighted: bool, density: float = 0.4):
+    """Distinct firings (comp, pos) and a float64 CSR X [P, M] (0/1 firing-like or weighted, ``density``
+    of its entries nonzero)."""
     g = torch.Generator().manual_seed(seed)
     fire = torch.rand(P, N, generator=g) < 0.3
     pos, comp = fire.nonzero(as_tuple=True)
-    x = (torch.rand(P, M, generator=g) < 0.4).double()
+    x = (torch.rand(P, M, generator=g) < density).double()
     if weighted:
         x *= torch.rand(P, M, generator=g, dtype=torch.float64)
     r, c = x.nonzero(as_tuple=True)
     return comp, pos, x, csr_rows(r, c, x[r, c], P, M)
+
+
+def _merge_expanded(hh: HeavyHitters, comp, pos, x, exclude: bool, weighted: bool) -> None:
+    """`merge_pairs` of the product's expanded weights: row comp[i] += x[pos[i]] (its own column dropped)."""
+    M = x.shape[1]
+    rows = comp.repeat_interleave(M)
+    cols = torch.arange(M).repeat(comp.numel())
+    w = x[pos].reshape(-1)
+    if exclude:
+        w = w.masked_fill(rows == cols, 0)
+    hh.add(rows, cols, w if weighted else w.long())
+
+
+def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
+    ids, counts = canonical(a.ids, a.counts)
+    assert torch.equal(ids, b.ids)
+    if weighted:
+        assert torch.allclose(counts, b.counts, atol=1e-12) and torch.allclose(a.error, b.error, atol=1e-12)
+    else:
+        assert torch.equal(counts, b.counts) and torch.equal(a.error, b.error)
 
 
 @settings(max_examples=40, deadline=None)
@@ -240,18 +261,8 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
     for step in range(3):
         comp, pos, x, X = _product_case(seed + step, N, P, M, weighted)
         merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
-        rows = comp.repeat_interleave(M)
-        cols = torch.arange(M).repeat(comp.numel())
-        w = x[pos].reshape(-1)
-        if exclude:
-            w = w.masked_fill(rows == cols, 0)
-        b.add(rows, cols, w if weighted else w.long())
-        ids, counts = canonical(a.ids, a.counts)
-        assert torch.equal(ids, b.ids)
-        if weighted:
-            assert torch.allclose(counts, b.counts, atol=1e-12) and torch.allclose(a.error, b.error, atol=1e-12)
-        else:
-            assert torch.equal(counts, b.counts) and torch.equal(a.error, b.error)
+        _merge_expanded(b, comp, pos, x, exclude, weighted)
+        _same_summary(a, b, weighted)
 
 
 def test_output_mass_of_truncated_positions_carries_the_cut_in_its_bound():
@@ -374,31 +385,14 @@ def test_sparse_rows_merge_through_the_coo_product_to_the_same_summary(seed, k, 
     (checked: it is called), with the same summary as `merge_pairs`."""
     from unittest import mock
 
-    N, P = 40, 12
+    N, P = (600, 12) if exclude else (40, 12)
     M = N if exclude else 600
-    if exclude:
-        N = M = 600
     dtype = torch.float64 if weighted else torch.int64
     a, b = HeavyHitters.empty(N, k, M, dtype), HeavyHitters.empty(N, k, M, dtype)
-    g = torch.Generator().manual_seed(seed)
     for step in range(3):
-        fire = torch.rand(P, N, generator=g) < 0.3
-        pos, comp = fire.nonzero(as_tuple=True)
-        x = (torch.rand(P, M, generator=g) < 0.005).double()
-        if weighted:
-            x *= torch.rand(P, M, generator=g, dtype=torch.float64)
-        r, c = x.nonzero(as_tuple=True)
+        comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.005)
         with mock.patch("torch.sparse.mm", wraps=torch.sparse.mm) as spy:
-            merge_product(a.ids, a.counts, a.error, comp, pos, csr_rows(r, c, x[r, c], P, M), exclude_self=exclude)
+            merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude)
         assert spy.called
-        rows = comp.repeat_interleave(M)
-        cols = torch.arange(M).repeat(comp.numel())
-        w = x[pos].reshape(-1)
-        if exclude:
-            w = w.masked_fill(rows == cols, 0)
-        keep = w > 0
-        b.add(rows[keep], cols[keep], w[keep] if weighted else w[keep].long())
-        ids, counts = canonical(a.ids, a.counts)
-        assert torch.equal(ids, b.ids)
-        assert torch.allclose(counts.double(), b.counts.double(), atol=1e-12)
-        assert torch.allclose(a.error.double(), b.error.double(), atol=1e-12)
+        _merge_expanded(b, comp, pos, x, exclude, weighted)
+        _same_summary(a, b, weighted)

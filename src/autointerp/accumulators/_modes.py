@@ -102,7 +102,7 @@ class TableModeStates(TableModes):
 
     The class implements ``_setup_mode(ctx, mode)`` (declare the states of that
     mode), ``_table_pairs()`` (its dense table as (rows, cols, weights)),
-    ``_summary_columns()`` (V or N) and ``_summary_dtype``.
+    ``summary_width(ctx)`` (V or N) and ``_summary_dtype``.
     """
 
     _summary_dtype: Any
@@ -167,6 +167,9 @@ class TableModeStates(TableModes):
     def summary_width(self, ctx: HarvestContext) -> int:
         """The columns the summary counts over (V for the token tables, N for co-firing)."""
         raise NotImplementedError
+
+    def _summary_columns(self) -> int:
+        return self.summary_width(self._require_bound())  # type: ignore[attr-defined]
 
     def merge_bytes(self, ctx: HarvestContext) -> int:
         """Working memory of one merge of the pending batches (0 in the dense mode); the loop's memory

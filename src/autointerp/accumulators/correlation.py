@@ -72,9 +72,6 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
     def summary_width(self, ctx: HarvestContext) -> int:
         return ctx.n_components
 
-    def _summary_columns(self) -> int:
-        return self.count.shape[0]
-
     def _table_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         off = self.cofire.clone()
         off.fill_diagonal_(0)

@@ -198,10 +198,11 @@ class HeavyHitters:
 # indicator F (a list of firings) and a sparse ``X [P, M]`` (each position's token
 # for input tokens, the firing indicator for co-firing, each position's top tokens
 # for output mass). Adding the rows' old counters as ``S I`` makes them one
-# product ``[F | S] @ [X ; I]``, which MKL computes row block by row block into a
-# dense ``[rows, M]`` scratch without expanding the pairs (co-firing at N = 16,384:
-# about 1.5 s a batch against 7.7 s for sorting its 19M expanded pairs); the
-# nonzeros are read back in row order and the Misra–Gries prune then only needs
+# product ``[F | S] @ [X ; I]``, computed row block by row block without expanding
+# the pairs (co-firing at N = 16,384: about 1.5 s a batch against 7.7 s for
+# sorting its 19M expanded pairs): by MKL into a dense ``[rows, M]`` scratch, or,
+# for blocks far sparser than that, as COO tensors (`_merge_rows` says why not a
+# sparse CSR result). The sums are read back in row order and the Misra–Gries prune then only needs
 # each row's (k+1)-th largest weight, found by ``topk`` over the rows padded to a
 # power-of-two length. The result is exactly `merge_pairs` of the same weights
 # (tested), only faster.
@@ -255,6 +256,7 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
     xc, ident = X.crow_indices(), torch.arange(M, device=dev)
     XI = csr_tensor(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
                     torch.cat([X.values(), torch.ones(M, dtype=torch.float64, device=dev)]), (P + M, M))
+    XI_coo: list[Tensor] = []  # [X ; I] as COO, made once, for the blocks that take the COO product
     # each block's merged rows land in a dense [rows, M] scratch of at most `block_entries` weights
     max_rows = max(1, block_entries // M)
     scratch = torch.zeros(min(touched.numel(), max_rows) * M, dtype=torch.float64, device=dev)
@@ -266,7 +268,8 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
         f0 = int(f_start[a])
         f1 = int(f_start[b - 1] + per[b - 1])
         est = int(ends[b - 1]) - done  # the block's merged entries, at most
-        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, P, exclude_self, scratch, est)
+        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, XI_coo, P, exclude_self, scratch,
+                    est)
         a = b
 
 
@@ -300,7 +303,7 @@ def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, XI: Tensor,
-                P: int, exclude_self: bool, scratch: Tensor, est: int) -> None:
+                XI_coo: list[Tensor], P: int, exclude_self: bool, scratch: Tensor, est: int) -> None:
     """The merged rows ``[F | S] @ [X ; I]`` of ``rows``, read back in row order and pruned.
 
     Where the rows are dense enough (``est``, their entries at most, above 1/16 of ``rows x M``) the
@@ -330,9 +333,11 @@ def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: T
     col[s_at], val[s_at] = P + old_ids[s_row, s_slot], old_w[s_row, s_slot]
     if est * 16 < U * M:
         A = _coo(torch.repeat_interleave(torch.arange(U, device=dev), crow.diff()), col, val, (U, P + M))
-        xc, xcol = XI.crow_indices(), XI.col_indices()
-        B = _coo(torch.repeat_interleave(torch.arange(P + M, device=dev), xc.diff()), xcol, XI.values(), (P + M, M))
-        merged = torch.sparse.mm(A, B).coalesce()
+        if not XI_coo:
+            xc = XI.crow_indices()
+            XI_coo.append(_coo(torch.repeat_interleave(torch.arange(P + M, device=dev), xc.diff()), XI.col_indices(),
+                               XI.values(), (P + M, M)))
+        merged = torch.sparse.mm(A, XI_coo[0]).coalesce()
         (r, c), val = merged.indices(), merged.values()
         if exclude_self:  # a component's co-firing with itself is never counted
             val = val.masked_fill(c == rows[r], 0.0)

@@ -56,9 +56,6 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
     def summary_width(self, ctx: HarvestContext) -> int:
         return ctx.vocab_size or 0
 
-    def _summary_columns(self) -> int:
-        return self.token_count.shape[0]
-
     def _table_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows, cols = self.joint.nonzero(as_tuple=True)
         return rows, cols, self.joint[rows, cols]
@@ -83,7 +80,7 @@ class InputTokenAcc(TableModeStates, TensorAccumulator):
                 # X [P, V]: each position's token, once (masked positions never fire; their ids may be padding)
                 P, dev = batch.n_positions, batch.tokens.device
                 X = csr_tensor(torch.arange(P + 1, device=dev), batch.tokens.clamp(0, V - 1),
-                         torch.ones(P, dtype=torch.float64, device=dev), (P, V))
+                               torch.ones(P, dtype=torch.float64, device=dev), (P, V))
                 self._stage_product(batch.firing_comp, batch.firing_pos, X)
         else:
             tok = batch.tokens[batch.firing_pos]

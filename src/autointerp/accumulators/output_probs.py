@@ -96,9 +96,6 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
     def summary_width(self, ctx: HarvestContext) -> int:
         return ctx.vocab_size or 0
 
-    def _summary_columns(self) -> int:
-        return self.token_mass.shape[0]
-
     def _table_pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows, cols = self.joint.nonzero(as_tuple=True)
         return rows, cols, self.joint[rows, cols]

@@ -230,13 +230,11 @@ class KeyedSampler(TensorAccumulator):
     def _in_key_order(self, lo: int, hi: int, device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Rows ``lo <= i < hi`` of the five states with each row's slots in key order (empty slots last):
         the update fills slots in any order."""
-        key = self.key[lo:hi].to(device) if device is not None else self.key[lo:hi]
-        key, o = key.sort(dim=1, stable=True)
-        o = o.to(self.key.device)
+        key, o = self.key[lo:hi].sort(dim=1, stable=True)
         ow = o[:, :, None].expand(-1, -1, self.window)
         out = {"key": key, "sequence": self.sequence[lo:hi].gather(1, o), "position": self.position[lo:hi].gather(1, o),
                "tokens": self.tokens[lo:hi].gather(1, ow), "acts": self.acts[lo:hi].gather(1, ow)}
-        return {n: t.to(device) for n, t in out.items()} if device is not None else out
+        return out if device is None else {n: t.to(device) for n, t in out.items()}
 
     def state_dict(self) -> dict[str, Any]:
         state = dict(super().state_dict())
