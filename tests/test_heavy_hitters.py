@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from autointerp import CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc, OutputProbAcc
 from autointerp.accumulators.base import HarvestContext
-from autointerp.accumulators.heavy_hitters import HeavyHitters, canonical, csr_rows, merge_product
+from autointerp.accumulators.heavy_hitters import HeavyHitters, PaddedRows, canonical, csr_rows, merge_product
 from autointerp.batch import ComponentSpace, FiringBatch
 from autointerp.schemas import LayerSpec
 
@@ -214,13 +214,15 @@ def test_auto_accumulators_in_both_modes_merge_and_load_into_a_summary():
 # -- the batch product merge: the same summary as merging the expanded pairs ----------------
 
 
-def _product_case(seed: int, N: int, P: int, M: int, weighted: bool, density: float = 0.4):
+def _product_case(seed: int, N: int, P: int, M: int, weighted: bool, density: float = 0.4, long_row: int = 0):
     """Distinct firings (comp, pos) and a float64 CSR X [P, M] (0/1 firing-like or weighted, ``density``
-    of its entries nonzero)."""
+    of its entries nonzero; row 0's first ``long_row`` entries all nonzero: with a low density, longer
+    than twice the mean row, so its last entries take `PaddedRows`' overflow)."""
     g = torch.Generator().manual_seed(seed)
     fire = torch.rand(P, N, generator=g) < 0.3
     pos, comp = fire.nonzero(as_tuple=True)
     x = (torch.rand(P, M, generator=g) < density).double()
+    x[0, :long_row] = 1.0
     if weighted:
         x *= torch.rand(P, M, generator=g, dtype=torch.float64)
     r, c = x.nonzero(as_tuple=True)
@@ -249,17 +251,20 @@ def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
-       block=st.sampled_from([1, 7, 50, 1 << 24]))
-def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block):
-    """`merge_product` (the sparse product ``[F | S] [X ; I]`` and a topk prune, in row blocks of any size)
-    leaves exactly the summary that `merge_pairs` leaves for the same weights, batch after batch (the same
-    counters; `canonical` puts them in `merge_pairs`' order)."""
+       block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans())
+def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row):
+    """`merge_product` (the firings' X rows and old counters summed into a dense scratch and pruned by
+    topk, in row blocks of any size, long X rows partly through the overflow) leaves exactly the summary
+    that `merge_pairs` leaves for the same weights, batch after batch (the same counters; `canonical`
+    puts them in `merge_pairs`' order)."""
     N, P = 7, 12
     M = N if exclude else 9
     dtype = torch.float64 if weighted else torch.int64
     a, b = HeavyHitters.empty(N, k, M, dtype), HeavyHitters.empty(N, k, M, dtype)
     for step in range(3):
-        comp, pos, x, X = _product_case(seed + step, N, P, M, weighted)
+        comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.1 if long_row else 0.4,
+                                        long_row=M if long_row else 0)
+        assert PaddedRows.of(X).over_col.numel() > 0 or not long_row
         merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
         _merge_expanded(b, comp, pos, x, exclude, weighted)
         _same_summary(a, b, weighted)
@@ -379,19 +384,23 @@ def test_repeated_merges_do_not_grow_the_process():
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans())
-def test_sparse_rows_merge_through_the_coo_product_to_the_same_summary(seed, k, weighted, exclude):
-    """Rows far sparser than their M columns are merged by the COO product, not the dense scratch
-    (checked: it is called), with the same summary as `merge_pairs`."""
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
+       long_row=st.booleans())
+def test_sparse_rows_merge_through_a_coo_sum_to_the_same_summary(seed, k, weighted, exclude, long_row):
+    """Rows far sparser than their M columns are summed as COO entries, not in the dense scratch
+    (checked: that path is taken), with the same summary as `merge_pairs`."""
     from unittest import mock
+
+    from autointerp.accumulators import heavy_hitters
 
     N, P = (600, 12) if exclude else (40, 12)
     M = N if exclude else 600
     dtype = torch.float64 if weighted else torch.int64
     a, b = HeavyHitters.empty(N, k, M, dtype), HeavyHitters.empty(N, k, M, dtype)
     for step in range(3):
-        comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.005)
-        with mock.patch("torch.sparse.mm", wraps=torch.sparse.mm) as spy:
+        comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.005, long_row=20 if long_row else 0)
+        assert PaddedRows.of(X).over_col.numel() > 0 or not long_row
+        with mock.patch.object(heavy_hitters, "_merge_sparse_block", wraps=heavy_hitters._merge_sparse_block) as spy:
             merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude)
         assert spy.called
         _merge_expanded(b, comp, pos, x, exclude, weighted)

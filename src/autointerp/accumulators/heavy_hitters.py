@@ -39,6 +39,8 @@ counters: then that cost, too, is paid per firing, not per component.
 
 from __future__ import annotations
 
+import bisect
+
 import torch
 from attrs import define
 from torch import Tensor
@@ -197,19 +199,26 @@ class HeavyHitters:
 # The merged rows of the components that fired are ``F X``, for the firing
 # indicator F (a list of firings) and a sparse ``X [P, M]`` (each position's token
 # for input tokens, the firing indicator for co-firing, each position's top tokens
-# for output mass). Adding the rows' old counters as ``S I`` makes them one
-# product ``[F | S] @ [X ; I]``, computed row block by row block without expanding
-# the pairs (co-firing at N = 16,384: about 1.5 s a batch against 7.7 s for
-# sorting its 19M expanded pairs): by MKL into a dense ``[rows, M]`` scratch, or,
-# for blocks far sparser than that, as COO tensors (`_merge_rows` says why not a
-# sparse CSR result). The sums are read back in row order and the Misra–Gries prune then only needs
-# each row's (k+1)-th largest weight, found by ``topk`` over the rows padded to a
-# power-of-two length. The result is exactly `merge_pairs` of the same weights
-# (tested), only faster.
+# for output mass), plus each row's old counters. They are formed block by block
+# of rows, without expanding the pairs into a list: X's rows are laid out padded
+# (`PaddedRows`), a block's firings gather theirs in one indexing, and
+#
+# - a dense block (entries above 1/16 of ``rows x M``) is summed by ``scatter_add``
+#   into a ``[rows, M]`` float64 scratch, and one ``topk`` per row gives the
+#   Misra–Gries prune: its (k+1)-th weight and the counters above it;
+# - a sparse block is summed as COO entries (a sort, the work of its entries) and
+#   pruned by `_prune_rows`, a ``topk`` over the rows padded to a power-of-two length.
+#
+# The result is exactly `merge_pairs` of the same weights (tested), only faster:
+# co-firing at N = 65,536 merges about 3x faster than torch's sparse product into a
+# dense result did, and that product's sparse-result form leaks on the CPU
+# (`_merge_dense_block`).
 
-#: merged rows are formed and pruned in blocks of about this many entries (and the dense scratch a block
-#: is summed in holds this many float64 weights: 128 MiB)
-MERGE_BLOCK_ENTRIES = 1 << 24
+#: a block's gathered operand holds at most this many entries (16 bytes each), and a sparse block's
+#: summed entries as many (about 64 bytes each, with the sort and the prune)
+MERGE_BLOCK_ENTRIES = 1 << 22
+#: a dense block's rows fill a float64 ``[rows, M]`` scratch of at most this many weights (128 MiB)
+DENSE_SCRATCH_WEIGHTS = 1 << 24
 
 
 def csr_tensor(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -240,37 +249,102 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
     """
     if not comp.numel():
         return
-    dev = ids.device
+    dev, k = ids.device, ids.shape[1]
     P, M = X.shape
     order = torch.argsort(comp * P + pos)
     comp, pos = comp[order], pos[order]
     touched, per = torch.unique_consecutive(comp, return_counts=True)
     f_start = torch.cumsum(per, 0) - per
-    # each row's size bound (its firings' X rows plus its old counters), to cut the rows into blocks
-    x_len = X.crow_indices().diff()
-    bound = torch.zeros(touched.numel(), dtype=torch.int64, device=dev)
-    bound.index_add_(0, torch.repeat_interleave(torch.arange(touched.numel(), device=dev), per), x_len[pos])
-    bound += ids.shape[1]
-    ends = torch.cumsum(bound, 0)
-    # [X ; I]: the batch's rows, then one row per column for the old counters
-    xc, ident = X.crow_indices(), torch.arange(M, device=dev)
-    XI = csr_tensor(torch.cat([xc, xc[-1] + 1 + ident]), torch.cat([X.col_indices(), ident]),
-                    torch.cat([X.values(), torch.ones(M, dtype=torch.float64, device=dev)]), (P + M, M))
-    XI_coo: list[Tensor] = []  # [X ; I] as COO, made once, for the blocks that take the COO product
-    # each block's merged rows land in a dense [rows, M] scratch of at most `block_entries` weights
-    max_rows = max(1, block_entries // M)
-    scratch = torch.zeros(min(touched.numel(), max_rows) * M, dtype=torch.float64, device=dev)
-    a = 0
-    while a < touched.numel():
-        done = int(ends[a - 1]) if a else 0
-        b = max(a + 1, int(torch.searchsorted(ends, done + block_entries, right=True)))
-        b = min(b, touched.numel(), a + max_rows)
-        f0 = int(f_start[a])
-        f1 = int(f_start[b - 1] + per[b - 1])
-        est = int(ends[b - 1]) - done  # the block's merged entries, at most
-        _merge_rows(ids, counts, error, touched[a:b], per[a:b], pos[f0:f1], XI, XI_coo, P, exclude_self, scratch,
-                    est)
+    Xp = PaddedRows.of(X)
+    # the rows in order of their firing count, so that a block's rows pad to about the same number
+    by = torch.argsort(per, stable=True)
+    per_s = per[by].tolist()
+    bound = torch.zeros(touched.numel(), dtype=torch.int64, device=dev)  # each row's entries, at most
+    bound.index_add_(0, torch.repeat_interleave(torch.arange(touched.numel(), device=dev), per), Xp.lengths[pos])
+    ends = torch.cumsum(bound[by] + k, 0).tolist()
+    max_rows = max(1, DENSE_SCRATCH_WEIGHTS * block_entries // MERGE_BLOCK_ENTRIES // M)  # the scratch's rows
+    scratch: list[Tensor] = []
+    a, T = 0, touched.numel()
+    while a < T:
+        done = ends[a - 1] if a else 0
+        b = min(T, a + max_rows, max(a + 1, bisect.bisect_right(ends, done + block_entries, lo=a)))
+        # and the block's padded operand, rows x (its most firings x X's padded width + k), fits in it too
+        lo = a + 1
+        while lo < b:
+            mid = (lo + b + 1) // 2
+            if (mid - a) * (per_s[mid - 1] * Xp.width + k) <= block_entries:
+                lo = mid
+            else:
+                b = mid - 1
+        b = lo
+        rows_i = by[a:b]
+        slot = torch.arange(per_s[b - 1], device=dev)
+        at = (f_start[rows_i][:, None] + slot).clamp_max(pos.numel() - 1)
+        posmat = torch.where(slot < per[rows_i][:, None], pos.take(at), P)  # [rows, most firings]; P pads
+        if (ends[b - 1] - done) * 16 < (b - a) * M:  # far sparser than rows x M
+            _merge_sparse_block(ids, counts, error, touched[rows_i], posmat, Xp, M, exclude_self)
+        else:
+            if not scratch:
+                scratch.append(torch.zeros(min(T, max_rows) * M, dtype=torch.float64, device=dev))
+            _merge_dense_block(ids, counts, error, touched[rows_i], posmat, Xp, M, exclude_self, scratch[0])
         a = b
+
+
+@define(eq=False)
+class PaddedRows:
+    """A CSR ``X [P, M]``'s rows as a padded ``[P + 1, width]`` table of (column, value), so that a block
+    of firings gathers its X rows in one indexing. Padding is column 0 with value 0 (it adds nothing),
+    and row ``P`` is all padding (for the firing slots of rows that fire less than the block's most).
+    ``width`` is the longest row, but at most twice the mean: the entries of longer rows beyond it are
+    kept as a CSR of their own (``over_*``), so a few long rows do not multiply the table."""
+
+    cols: Tensor  # [P + 1, width] int64
+    vals: Tensor  # [P + 1, width] float64
+    lengths: Tensor  # [P + 1] each row's entries
+    over_len: Tensor  # [P + 1] each row's entries beyond width
+    over_crow: Tensor
+    over_col: Tensor
+    over_val: Tensor
+
+    @classmethod
+    def of(cls, X: Tensor) -> PaddedRows:
+        crow, col, val = X.crow_indices(), X.col_indices(), X.values()
+        dev, P, n = col.device, X.shape[0], col.numel()
+        lengths = crow.diff()
+        width = max(1, min(int(lengths.max()) if P else 0, 2 * -(-n // max(P, 1))))
+        row = torch.repeat_interleave(torch.arange(P, device=dev), lengths)
+        slot = torch.arange(n, device=dev) - crow[:-1][row]
+        main = slot < width
+        cols = torch.zeros(P + 1, width, dtype=torch.int64, device=dev)
+        vals = torch.zeros(P + 1, width, dtype=torch.float64, device=dev)
+        cols[row[main], slot[main]] = col[main].long()
+        vals[row[main], slot[main]] = val[main]
+        zero = torch.zeros(1, dtype=torch.int64, device=dev)
+        over_len = torch.cat([(lengths - width).clamp_min(0), zero])
+        over = ~main
+        return cls(cols, vals, torch.cat([lengths, zero]), over_len, torch.cat([zero, torch.cumsum(over_len, 0)]),
+                   col[over].long(), val[over])
+
+    @property
+    def width(self) -> int:
+        return self.cols.shape[1]
+
+    def gather(self, posmat: Tensor) -> tuple[Tensor, Tensor]:
+        """The padded X rows of each row's firing positions ``posmat [U, F]``, as ``[U, F * width]``."""
+        U = posmat.shape[0]
+        return self.cols[posmat].view(U, -1), self.vals[posmat].view(U, -1)
+
+    def overflow(self, posmat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The entries beyond ``width`` of those positions, as (row of posmat, column, value)."""
+        if not self.over_col.numel():
+            empty = torch.zeros(0, dtype=torch.int64, device=posmat.device)
+            return empty, empty, self.over_val[:0]
+        n = self.over_len[posmat]
+        u, f = n.nonzero(as_tuple=True)
+        p, ln = posmat[u, f], n[u, f]
+        rep = torch.repeat_interleave(torch.arange(ln.numel(), device=posmat.device), ln)
+        idx = self.over_crow[p][rep] + torch.arange(rep.numel(), device=posmat.device) - (torch.cumsum(ln, 0) - ln)[rep]
+        return u[rep], self.over_col[idx], self.over_val[idx]
 
 
 def stack_csr(parts: list[Tensor]) -> Tensor:
@@ -302,61 +376,75 @@ def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     return c.masked_fill(c == big, EMPTY).to(ids.dtype), w
 
 
-def _merge_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, per: Tensor, pos: Tensor, XI: Tensor,
-                XI_coo: list[Tensor], P: int, exclude_self: bool, scratch: Tensor, est: int) -> None:
-    """The merged rows ``[F | S] @ [X ; I]`` of ``rows``, read back in row order and pruned.
+def _old_counters(ids: Tensor, counts: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows' counters as ``[U, k]`` (column, float64 weight); empty counters are column 0, weight 0."""
+    old = ids[rows].long()
+    empty = old < 0
+    return old.masked_fill(empty, 0), counts[rows].to(torch.float64).masked_fill(empty, 0.0)
 
-    Where the rows are dense enough (``est``, their entries at most, above 1/16 of ``rows x M``) the
-    product is summed into the dense scratch (left at zero again); sparser rows are multiplied as COO
-    tensors, which costs the product's work, not ``rows x M``. Not a CSR result: on the CPU, through
-    MKL, torch 2.13's CSR x CSR product with a sparse result keeps about the size of its output every
-    call (pytorch/pytorch#109445 describes the same growth), which a harvest of thousands of merges
-    cannot afford; into a dense result, and in COO, it does not.
-    """
-    dev, U, k, M = ids.device, rows.numel(), ids.shape[1], XI.shape[1]
-    old_ids = ids[rows].long()
-    old_ids = old_ids.masked_fill(old_ids < 0, M)  # empty counters sort last
-    old_ids, o = old_ids.sort(dim=1)
-    old_w = counts[rows].gather(1, o).to(torch.float64)
-    present = old_ids < M
-    n_old = present.sum(1)
-    crow = torch.zeros(U + 1, dtype=torch.int64, device=dev)
-    torch.cumsum(per + n_old, 0, out=crow[1:])
-    col = torch.empty(int(crow[-1]), dtype=torch.int64, device=dev)
-    val = torch.empty(col.numel(), dtype=torch.float64, device=dev)
-    # row r: its firings' positions (columns < P, ascending), then its old counters (P + id, ascending)
-    f_row = torch.repeat_interleave(torch.arange(U, device=dev), per)
-    f_at = crow[:-1][f_row] + torch.arange(pos.numel(), device=dev) - (torch.cumsum(per, 0) - per)[f_row]
-    col[f_at], val[f_at] = pos, 1.0
-    s_row, s_slot = present.nonzero(as_tuple=True)
-    s_at = crow[:-1][s_row] + per[s_row] + s_slot
-    col[s_at], val[s_at] = P + old_ids[s_row, s_slot], old_w[s_row, s_slot]
-    if est * 16 < U * M:
-        A = _coo(torch.repeat_interleave(torch.arange(U, device=dev), crow.diff()), col, val, (U, P + M))
-        if not XI_coo:
-            xc = XI.crow_indices()
-            XI_coo.append(_coo(torch.repeat_interleave(torch.arange(P + M, device=dev), xc.diff()), XI.col_indices(),
-                               XI.values(), (P + M, M)))
-        merged = torch.sparse.mm(A, XI_coo[0]).coalesce()
-        (r, c), val = merged.indices(), merged.values()
-        if exclude_self:  # a component's co-firing with itself is never counted
-            val = val.masked_fill(c == rows[r], 0.0)
+
+def _merge_dense_block(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, posmat: Tensor, Xp: PaddedRows,
+                       M: int, exclude_self: bool, scratch: Tensor) -> None:
+    """Merge ``rows`` (their firings' positions ``posmat``) by summing into a dense ``[U, M]`` scratch:
+    the firings' X rows and the old counters are scattered in, and one ``topk`` per row finds the
+    Misra–Gries prune's (k+1)-th weight and the counters above it. The scratch is left at zero.
+
+    Not a sparse product: on the CPU, through MKL, torch 2.13's CSR x CSR product with a sparse result
+    keeps about the size of its output every call (pytorch/pytorch#109445 describes the same growth),
+    which a harvest of thousands of merges cannot afford; and a product into a dense result cost
+    about three times this scatter, which reads each entry once and needs no read-back."""
+    dev, U, k = ids.device, rows.numel(), ids.shape[1]
+    table = scratch[: U * M].view(U, M)
+    table.scatter_add_(1, *Xp.gather(posmat))
+    table.scatter_add_(1, *_old_counters(ids, counts, rows))
+    r, c, v = Xp.overflow(posmat)
+    if r.numel():
+        table.view(-1).index_add_(0, r * M + c, v)
+    if exclude_self:  # a component's co-firing with itself is never counted
+        table[torch.arange(U, device=dev), rows] = 0.0
+    top_w, top_c = table.topk(min(k + 1, M), dim=1)
+    table.zero_()
+    if top_w.shape[1] > k:
+        cut = top_w[:, k]
+        top_w, top_c = top_w[:, :k] - cut[:, None], top_c[:, :k]
     else:
-        table = scratch[: U * M].view(U, M)
-        torch.addmm(table, csr_tensor(crow, col, val, (U, P + M)), XI, beta=0, out=table)
-        if exclude_self:
-            table[torch.arange(U, device=dev), rows] = 0.0
-        r, c = table.nonzero(as_tuple=True)  # row by row, columns ascending
-        val = table[r, c]
-        table.zero_()
+        cut = torch.zeros(U, dtype=torch.float64, device=dev)
+    keep = top_w > 0
+    new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=dev)
+    new_w = torch.zeros(U, k, dtype=counts.dtype, device=dev)
+    n = top_w.shape[1]
+    new_ids[:, :n] = top_c.masked_fill(~keep, EMPTY).to(ids.dtype)
+    new_w[:, :n] = _as_counts(top_w.masked_fill(~keep, 0.0), counts.dtype)
+    ids[rows], counts[rows] = new_ids, new_w
+    error[rows] += _as_counts(cut, error.dtype)
+
+
+def _as_counts(w: Tensor, dtype: torch.dtype) -> Tensor:
+    """float64 sums back in the summary's dtype (integer counts are exact in float64, rounded)."""
+    return w.to(dtype) if dtype.is_floating_point else w.round().to(dtype)
+
+
+def _merge_sparse_block(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, posmat: Tensor, Xp: PaddedRows,
+                        M: int, exclude_self: bool) -> None:
+    """Merge ``rows`` whose entries are far fewer than ``U x M``: their entries (firings' X rows, old
+    counters) are summed as a COO tensor (a sort: the work of the entries, not of ``U x M``), then pruned."""
+    dev, U = ids.device, rows.numel()
+    c, v = (torch.cat(pair, 1) for pair in zip(Xp.gather(posmat), _old_counters(ids, counts, rows)))
+    keep = v != 0  # padding and empty counters add nothing
+    r = torch.arange(U, device=dev)[:, None].expand_as(c)[keep]
+    c, v = c[keep], v[keep]
+    del keep
+    ro, co, vo = Xp.overflow(posmat)
+    if ro.numel():
+        r, c, v = torch.cat([r, ro]), torch.cat([c, co]), torch.cat([v, vo])
+    merged = torch.sparse_coo_tensor(torch.stack([r, c]), v, (U, M), check_invariants=False).coalesce()
+    del r, c, v
+    (r, c), v = merged.indices(), merged.values()
+    if exclude_self:  # a component's co-firing with itself is never counted
+        v = v.masked_fill(c == rows[r], 0.0)
     m_crow = torch.zeros(U + 1, dtype=torch.int64, device=dev)
     torch.cumsum(torch.bincount(r, minlength=U), 0, out=m_crow[1:])
-    _prune_rows(ids, counts, error, rows, m_crow, c, val)
-
-
-def _coo(rows: Tensor, cols: Tensor, vals: Tensor, shape: tuple[int, int]) -> Tensor:
-    """A coalesced COO tensor from entries already in (row, column) order without repeats."""
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, is_coalesced=True, check_invariants=False)
+    _prune_rows(ids, counts, error, rows, m_crow, c, v)
 
 
 def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: Tensor, col: Tensor, val: Tensor,
@@ -372,7 +460,6 @@ def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: 
     new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=dev)
     new_w = torch.zeros(U, k, dtype=counts.dtype, device=dev)
     cut = torch.zeros(U, dtype=torch.float64, device=dev)
-    as_counts = (lambda w: w) if counts.is_floating_point() else (lambda w: w.round())
     # buckets of rows whose lengths share a power of two, each padded to its longest; one topk finds
     # every row's (k+1)-th largest weight, and only the top entries' columns are read
     order = torch.argsort(lengths)
@@ -398,22 +485,23 @@ def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: 
             s = top_v[:, k] if top_v.shape[1] > k else torch.zeros(rs.numel(), dtype=top_v.dtype, device=dev)
             w = top_v[:, :n] - s[:, None]
             keep = w > 0
-            new_w[rs, :n] = as_counts(w.masked_fill(~keep, 0.0)).to(counts.dtype)
+            new_w[rs, :n] = _as_counts(w.masked_fill(~keep, 0.0), counts.dtype)
             new_ids[rs, :n] = c[:, :n].masked_fill(~keep, EMPTY).to(ids.dtype)
             cut[rs] = s
     ids[rows] = new_ids
     counts[rows] = new_w
-    error[rows] += cut if error.is_floating_point() else cut.round().to(error.dtype)
+    error[rows] += _as_counts(cut, error.dtype)
 
 
 def merge_working_bytes(n_rows: int, n_cols: int, pending_entries: int) -> int:
-    """The most one `PendingProducts.merge_into` holds beside the summary: the buffer stacked into one
-    product and its ``[X ; I]`` (twice the buffer), one block's operands and merged entries read back
-    (about 40 bytes an entry for `MERGE_BLOCK_ENTRIES` entries), the dense scratch (float64) and a
-    prune chunk (`_prune_rows`' ``chunk``, five 8-byte arrays)."""
+    """The most one `PendingProducts.merge_into` holds beside the summary and the buffer, for a buffer of
+    ``pending_entries`` entries: the buffer stacked into one product and its firings sorted (40 bytes an
+    entry), `PaddedRows` (padded to at most twice the mean row, and the overflow: 48), and one block:
+    a dense block's operand and scratch, or a sparse block's summed entries and prune chunk."""
     block = min(MERGE_BLOCK_ENTRIES, max(n_rows * n_cols, 1))
-    scratch = 8 * min(n_rows * n_cols, max(MERGE_BLOCK_ENTRIES, n_cols))
-    return 2 * PENDING_ENTRY_BYTES * pending_entries + 40 * block + scratch + 40 * min(1 << 22, block)
+    dense = 16 * block + 8 * min(n_rows * n_cols, max(DENSE_SCRATCH_WEIGHTS, n_cols))
+    sparse = 64 * block + 40 * min(1 << 22, block)
+    return 88 * pending_entries + max(dense, sparse)
 
 
 #: bytes a buffered entry takes: a firing's (component, position) or an X entry's (column, value), int64/float64
