@@ -3,6 +3,8 @@ one pass (hypothesis), and the sampler's uniformity (fixed seeds, chi-square).""
 
 from __future__ import annotations
 
+import inspect
+
 import math
 from pathlib import Path
 
@@ -361,6 +363,10 @@ def test_add_state_names_the_reductions():
 @pytest.mark.parametrize(("cls", "size"), [(ReservoirAcc, "k"), (TopActivationAcc, "k"), (RandomWindowAcc, "n_windows")])
 def test_the_samplers_inherit_the_state_plumbing(cls, size):
     for method in ("merge", "load_state_dict", "to"):
+        if cls is RandomWindowAcc:  # it compacts its lazily appended firings, then hands on to the base class
+            assert getattr(cls, method) is not getattr(TensorAccumulator, method)
+            assert f"super().{method}(" in inspect.getsource(getattr(cls, method)), method
+            continue
         assert getattr(cls, method) is getattr(TensorAccumulator, method), method
     small, big = (harvest(make_stream(0, 2, V=V), [cls(**{size: n})]).accumulators[1] for n in (2, 3))
     if issubclass(cls, KeyedSampler):  # its state_dict hands out the same states, each row's slots in key order

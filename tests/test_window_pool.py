@@ -153,6 +153,27 @@ def test_state_round_trip_resumes_exactly():
     assert resumed.finalize().shared["window_pool"] == full
 
 
+@pytest.mark.parametrize("slack", [-(1 << 30), 0])
+def test_lazily_compacted_firings_equal_the_eager_ones(monkeypatch, slack):
+    """An evicted window's firings stay stored until a compaction (the default slack never compacts at
+    this size, so they are all still there at the end); compacting after every batch (slack < 0) or as
+    the firings double (0) gives the same state, tensor for tensor, and the same pool."""
+    from autointerp.accumulators import window_pool
+
+    tok, act, mask = make_data(6, n_rows=40, p_fire=0.5)
+    batches = batches_of(tok, act, mask, [2] * 20)
+    lazy = run_loop(batches, 4, 3)
+    (acc,) = [a for a in lazy.accumulators if isinstance(a, RandomWindowAcc)]
+    assert acc._n_stored > int(torch.isin(torch.cat([acc.f_key, *[f[0] for f in acc._new_firings]]), acc.key).sum())
+    monkeypatch.setattr(window_pool, "COMPACT_SLACK", slack)
+    eager = run_loop(batches, 4, 3)
+    (a,), (b,) = ([s["state"] for s in loop.state_dict()["accumulators"] if s["type"] == "RandomWindowAcc"]
+                  for loop in (lazy, eager))
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    assert lazy.finalize().shared["window_pool"] == eager.finalize().shared["window_pool"]
+    assert acc._n_stored == acc.f_key.numel() == int(torch.isin(acc.f_key, acc.key).sum())
+
+
 def test_reader_gives_dense_activations_and_firing_offsets():
     tok, act, mask = make_data(5)
     shared = run_loop(batches_of(tok, act, mask, [12]), 10, 6).finalize().shared["window_pool"]
