@@ -3,11 +3,14 @@ force on Zipf streams with planted heavy hitters (hypothesis for the invariants)
 
 from __future__ import annotations
 
+from unittest import mock
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autointerp import CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc, OutputProbAcc
+from autointerp.accumulators import heavy_hitters
 from autointerp.accumulators.base import HarvestContext
 from autointerp.accumulators.heavy_hitters import HeavyHitters, PaddedRows, canonical, csr_rows, merge_product
 from autointerp.batch import ComponentSpace, FiringBatch
@@ -251,10 +254,11 @@ def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
-       block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans())
-def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row):
+       block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans(), path=st.sampled_from(["dense", "sparse"]))
+def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path):
     """`merge_product` (the firings' X rows and old counters summed into a dense scratch and pruned by
-    topk, in row blocks of any size, long X rows partly through the overflow) leaves exactly the summary
+    topk, or summed as COO entries and pruned, in row blocks of any size, long X rows partly through the
+    overflow) leaves exactly the summary
     that `merge_pairs` leaves for the same weights, batch after batch (the same counters; `canonical`
     puts them in `merge_pairs`' order)."""
     N, P = 7, 12
@@ -265,7 +269,12 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
         comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.1 if long_row else 0.4,
                                         long_row=M if long_row else 0)
         assert PaddedRows.of(X).over_col.numel() > 0 or not long_row
-        merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
+        # every block down one path: the dense scratch, or the COO sum (SPARSE_RATIO 0: every block is sparse)
+        with mock.patch.object(heavy_hitters, "SPARSE_RATIO", 10**9 if path == "dense" else 0), \
+                mock.patch.object(heavy_hitters, "DENSE_ROW_CELLS", 0), \
+                mock.patch.object(heavy_hitters, f"_merge_{path}_block", wraps=getattr(heavy_hitters, f"_merge_{path}_block")) as spy:
+            merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
+        assert spy.called
         _merge_expanded(b, comp, pos, x, exclude, weighted)
         _same_summary(a, b, weighted)
 
@@ -389,10 +398,6 @@ def test_repeated_merges_do_not_grow_the_process():
 def test_sparse_rows_merge_through_a_coo_sum_to_the_same_summary(seed, k, weighted, exclude, long_row):
     """Rows far sparser than their M columns are summed as COO entries, not in the dense scratch
     (checked: that path is taken), with the same summary as `merge_pairs`."""
-    from unittest import mock
-
-    from autointerp.accumulators import heavy_hitters
-
     N, P = (600, 12) if exclude else (40, 12)
     M = N if exclude else 600
     dtype = torch.float64 if weighted else torch.int64
@@ -400,7 +405,10 @@ def test_sparse_rows_merge_through_a_coo_sum_to_the_same_summary(seed, k, weight
     for step in range(3):
         comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.005, long_row=20 if long_row else 0)
         assert PaddedRows.of(X).over_col.numel() > 0 or not long_row
-        with mock.patch.object(heavy_hitters, "_merge_sparse_block", wraps=heavy_hitters._merge_sparse_block) as spy:
+        # a lower ratio than the default's, so that these small rows are sparse enough for the COO sum
+        with mock.patch.object(heavy_hitters, "_merge_sparse_block", wraps=heavy_hitters._merge_sparse_block) as spy, \
+                mock.patch.object(heavy_hitters, "SPARSE_RATIO", 8), \
+                mock.patch.object(heavy_hitters, "DENSE_ROW_CELLS", 0):
             merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude)
         assert spy.called
         _merge_expanded(b, comp, pos, x, exclude, weighted)

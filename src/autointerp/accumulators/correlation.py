@@ -38,7 +38,7 @@ class CorrelationAcc(TableModeStates, StagedTableAcc):
     Bounded mode (``mode="bounded"``, or ``"auto"`` when the loop's `choose_mode`
     finds the ``[N, N]`` table does not fit): a Misra–Gries summary of
     ``summary_k`` (partner, count) counters per component; each batch's
-    co-firing counts (one sparse product with the summary's counters, then the
+    co-firing counts (summed with the summary's counters, then the
     Misra–Gries prune: `heavy_hitters.merge_product`) are merged into it, so every reported count is at most
     ``(sum of the component's co-firings) / (summary_k + 1)`` below the true one
     (``count_error``). Firing counts stay exact.

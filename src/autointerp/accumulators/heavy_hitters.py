@@ -203,7 +203,7 @@ class HeavyHitters:
 # of rows, without expanding the pairs into a list: X's rows are laid out padded
 # (`PaddedRows`), a block's firings gather theirs in one indexing, and
 #
-# - a dense block (entries above 1/16 of ``rows x M``) is summed by ``scatter_add``
+# - a dense block (entries above about 1/75 of ``rows x M``) is summed by ``scatter_add``
 #   into a ``[rows, M]`` float64 scratch, and one ``topk`` per row gives the
 #   Misra–Gries prune: its (k+1)-th weight and the counters above it;
 # - a sparse block is summed as COO entries (a sort, the work of its entries) and
@@ -217,6 +217,11 @@ class HeavyHitters:
 #: a block's gathered operand holds at most this many entries (16 bytes each), and a sparse block's
 #: summed entries as many (about 64 bytes each, with the sort and the prune)
 MERGE_BLOCK_ENTRIES = 1 << 22
+#: which blocks are summed as COO entries, not densely: those with fewer entries than
+#: ``rows x (M + DENSE_ROW_CELLS) / SPARSE_RATIO``. Measured on the CPU: the COO sum costs ~150 ns an entry,
+#: the dense scratch ~2 ns a cell plus ~40 us a row (its topk)
+SPARSE_RATIO = 75
+DENSE_ROW_CELLS = 20_000
 #: a dense block's rows fill a float64 ``[rows, M]`` scratch of at most this many weights (128 MiB)
 DENSE_SCRATCH_WEIGHTS = 1 << 24
 
@@ -281,7 +286,7 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
         slot = torch.arange(per_s[b - 1], device=dev)
         at = (f_start[rows_i][:, None] + slot).clamp_max(pos.numel() - 1)
         posmat = torch.where(slot < per[rows_i][:, None], pos.take(at), P)  # [rows, most firings]; P pads
-        if (ends[b - 1] - done) * 16 < (b - a) * M:  # far sparser than rows x M
+        if (ends[b - 1] - done) * SPARSE_RATIO < (b - a) * (M + DENSE_ROW_CELLS):
             _merge_sparse_block(ids, counts, error, touched[rows_i], posmat, Xp, M, exclude_self)
         else:
             if not scratch:

@@ -25,7 +25,8 @@ Memory (on the loop's device)::
             components firing per token
 
 With the defaults (1024 windows of 32 tokens) and L0 = 50 that is 0.2 MB fixed
-plus 33 MB of firings; the finalized JSON (``shared/window_pool.json``) is about
+plus 33 MB of firings, and up to about twice that between compactions (the firings
+of evicted windows are dropped lazily: see ``_compact``); the finalized JSON (``shared/window_pool.json``) is about
 25 bytes per firing (activations rounded to 6 significant digits, never across the threshold). A dense layer (neurons with threshold 0, L0 ~ N/2)
 makes F large: raise the threshold or shrink ``n_windows``.
 """
