@@ -899,7 +899,8 @@ def write_harvest(directory: str | Path, config: HarvestConfig, components: Iter
                 if callable(write_shared):  # a table read a row at a time (`SharedRows`): its JSON and its rows
                     write_shared(tmp / "shared", name)
                 else:
-                    (tmp / "shared" / f"{name}.json").write_text(json.dumps(value, allow_nan=False), encoding="utf-8")
+                    # orjson (json_line): the window pool's millions of firings took 7 s through the standard library
+                    (tmp / "shared" / f"{name}.json").write_bytes(json_line(value))
         (tmp / HARVEST_CONFIG).write_text(json.dumps(to_dict(config), indent=2, allow_nan=False), encoding="utf-8")
 
     replace_dir_atomically(Path(directory), fill)
