@@ -227,3 +227,33 @@ def test_component_space_errors():
         space.parse_key("a")
     with pytest.raises(ValueError, match="layer names must be unique"):
         ComponentSpace([LayerSpec("a", 1), LayerSpec("a", 2)])
+
+
+def test_the_firing_batch_reads_layers_without_concatenating_them():
+    """The firings are found layer by layer and gathered by `act_at` from the layers' own tensors;
+    they equal the plain [P, N] computation: nonzero of (acts > threshold) & valid, and acts[pos, comp]."""
+    from autointerp.batch import ComponentSpace, FiringBatch
+
+    g = torch.Generator().manual_seed(3)
+    widths = {"a": 5, "b": 1, "c": 7}
+    B, S = 3, 6
+    acts = {n: torch.randn(B, S, w, generator=g) for n, w in widths.items()}
+    mask = torch.rand(B, S, generator=g) > 0.3
+    hb = HarvestBatch(torch.randint(0, 9, (B, S), generator=g), acts, mask=mask)
+    space = ComponentSpace.from_activations(acts)
+    thr = torch.rand(13, generator=g) - 0.5
+    for threshold in (0.1, thr):
+        fb = FiringBatch.from_batch(hb, space, threshold, torch.arange(B), None)
+        dense = torch.cat([a.reshape(B * S, -1) for a in acts.values()], 1)
+        want = (dense > (threshold if isinstance(threshold, float) else thr[None, :])) & mask.reshape(-1, 1)
+        pos, comp = want.nonzero(as_tuple=True)
+        assert torch.equal(fb.firing_pos, pos) and torch.equal(fb.firing_comp, comp)
+        assert torch.equal(fb.firing_act, dense[pos, comp])
+        assert fb.n_positions == B * S and fb._acts is None and fb._fires is None  # nothing dense made yet
+        # a window per row ([n, W] positions, [n, 1] components) and element-wise pairs
+        p = torch.randint(0, B * S, (40, 5), generator=g)
+        c = torch.randint(0, 13, (40, 1), generator=g)
+        assert torch.equal(fb.act_at(p, c), dense[p, c])
+        c2 = torch.randint(0, 13, (40, 5), generator=g)
+        assert torch.equal(fb.act_at(p, c2), dense[p, c2])
+        assert torch.equal(fb.fires, want) and torch.equal(fb.acts, dense)

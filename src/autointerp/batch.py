@@ -3,14 +3,15 @@
 `HarvestBatch` is built from plain tensors by a model adapter (a `HarvestFn`).
 `ComponentSpace` numbers the components of all layers with one flat index.
 `FiringBatch` is a batch plus the derivations every accumulator needs, computed
-once per batch by the loop: the flattened activations, the firing mask and the
-sparse list of firings.
+once per batch by the loop: the flattened activations, the sparse list of
+firings (and, on first use, the dense activations and firing mask).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from attrs import define, field
@@ -253,8 +254,14 @@ class FiringBatch:
 
     Positions are flattened: ``p = b * S + s``, ``P = B * S``.
 
-    acts: ``[P, N]`` float32 activations of all components (layers concatenated).
-    fires: ``[P, N]`` bool, activation > its component's threshold at a valid (unmasked) position.
+    layer_acts: each layer's ``[P, C_layer]`` float32 activations (views of the batch's
+        tensors where they are float32 already), in layer order; ``layer_starts`` their
+        first flat component index.
+    acts: ``[P, N]`` float32 activations of all components (layers concatenated), made
+        on first use: at 65,536 components the copy costs more than finding the firings,
+        so the loop never makes it itself. `act_at` reads ``acts[pos, comp]`` without it.
+    fires: ``[P, N]`` bool, activation > its component's threshold at a valid (unmasked)
+        position; also made on first use, from the firing list.
     valid: ``[P]`` bool, positions that count (the mask, flattened).
     firing_pos / firing_comp / firing_act: the sparse list of firings, ``[F]`` each,
         sorted by position then component.
@@ -267,8 +274,6 @@ class FiringBatch:
 
     batch: HarvestBatch
     space: ComponentSpace
-    acts: Tensor
-    fires: Tensor
     valid: Tensor
     firing_pos: Tensor
     firing_comp: Tensor
@@ -280,10 +285,51 @@ class FiringBatch:
     n_valid: int
     vocab_size: int | None
     thresholds: Tensor | None = None
+    layer_acts: tuple[Tensor, ...] = ()
+    layer_starts: tuple[int, ...] = ()
+    #: ``acts`` once made, or whatever a caller put there (an object indexed as ``acts[pos, comp]``)
+    _acts: Any = field(default=None, alias="acts")
+    _fires: Tensor | None = field(default=None, alias="fires")
+
+    @property
+    def acts(self) -> Any:
+        if self._acts is None:
+            la = self.layer_acts
+            self._acts = la[0] if len(la) == 1 else torch.cat(la, dim=1)
+        return self._acts
+
+    @property
+    def fires(self) -> Tensor:
+        if self._fires is None:
+            fires = torch.zeros(self.n_positions, self.space.n_components, dtype=torch.bool, device=self.device)
+            fires[self.firing_pos, self.firing_comp] = True
+            self._fires = fires
+        return self._fires
+
+    def act_at(self, pos: Tensor, comp: Tensor) -> Tensor:
+        """``acts[pos, comp]`` (the index tensors broadcast), read from the layers' own tensors.
+
+        The samplers gather each kept firing's activation window this way (``comp`` of shape
+        ``[n, 1]`` against positions ``[n, W]``): rows are sorted out by layer, not elements.
+        """
+        if self._acts is not None or len(self.layer_acts) == 1:
+            return self.acts[pos, comp]
+        pos, comp = torch.broadcast_tensors(pos, comp)
+        shape = pos.shape
+        if not (comp.dim() == 2 and comp.stride(1) == 0):  # one component a row: a row's layer is its first's
+            pos, comp = pos.reshape(-1, 1), comp.reshape(-1, 1)
+        out = torch.empty(pos.shape, dtype=torch.float32, device=pos.device)
+        bounds = torch.tensor(self.layer_starts[1:], dtype=comp.dtype, device=comp.device)
+        layer = torch.bucketize(comp[:, 0].contiguous(), bounds, right=True)
+        for i, (a, lo) in enumerate(zip(self.layer_acts, self.layer_starts)):
+            rows = (layer == i).nonzero().squeeze(1)
+            if rows.numel():
+                out[rows] = a[pos[rows], comp[rows] - lo]
+        return out.view(shape)
 
     @property
     def n_positions(self) -> int:
-        return self.acts.shape[0]
+        return self.tokens.shape[0]
 
     @property
     def n_firings(self) -> int:
@@ -291,7 +337,7 @@ class FiringBatch:
 
     @property
     def device(self) -> torch.device:
-        return self.acts.device
+        return self.tokens.device
 
     @classmethod
     def from_batch(
@@ -304,40 +350,51 @@ class FiringBatch:
     ) -> FiringBatch:
         B, S = batch.tokens.shape
         P = B * S
-        layers = [a.reshape(P, a.shape[-1]) for a in batch.activations.values()]
-        # one layer: a view, not a copy (accumulators never write into acts)
-        acts = (layers[0] if len(layers) == 1 else torch.cat(layers, dim=1)).float()
-        valid = batch.mask.reshape(P) if batch.mask is not None else torch.ones(P, dtype=torch.bool, device=acts.device)
+        # each layer on its own (views, float32): no [P, N] copy, the firings found layer by layer
+        layers = tuple(a.reshape(P, a.shape[-1]).float() for a in batch.activations.values())
+        dev = layers[0].device
+        N = sum(a.shape[1] for a in layers)
+        valid = batch.mask.reshape(P) if batch.mask is not None else torch.ones(P, dtype=torch.bool, device=dev)
         per_comp = None
         if isinstance(threshold, Tensor):
             # float32, so a layer's threshold decides exactly as the same number given as a scalar
-            per_comp = threshold.to(device=acts.device, dtype=torch.float32)
-            if per_comp.shape != (acts.shape[1],):
-                raise ValueError(f"threshold has shape {tuple(per_comp.shape)}, expected ({acts.shape[1]},): "
+            per_comp = threshold.to(device=dev, dtype=torch.float32)
+            if per_comp.shape != (N,):
+                raise ValueError(f"threshold has shape {tuple(per_comp.shape)}, expected ({N},): "
                                  "one value per component")
-            fires = acts > per_comp[None, :]
-        else:
-            fires = acts > threshold
-        if batch.mask is not None:
-            fires &= valid[:, None]
-        pos, comp = fires.nonzero(as_tuple=True)
+        starts, lo = [], 0
+        found: list[tuple[Tensor, Tensor, Tensor]] = []
+        for a in layers:
+            starts.append(lo)
+            fires = a > (per_comp[None, lo : lo + a.shape[1]] if per_comp is not None else threshold)
+            if batch.mask is not None:
+                fires &= valid[:, None]
+            p, c = fires.nonzero(as_tuple=True)
+            found.append((p, c + lo, a[p, c]))
+            lo += a.shape[1]
+        if len(found) == 1:
+            pos, comp, act = found[0]
+        else:  # in (position, component) order, as one [P, N] nonzero gives them
+            pos, comp, act = (torch.cat(parts) for parts in zip(*found))
+            order = torch.argsort(pos * N + comp)
+            pos, comp, act = pos[order], comp[order], act[order]
         probs = batch.output_probs
         if probs is not None:
             probs = probs.reshape(P, probs.shape[-1])
         return cls(
             batch=batch,
             space=space,
-            acts=acts,
-            fires=fires,
             valid=valid,
             firing_pos=pos,
             firing_comp=comp,
-            firing_act=acts[pos, comp],
+            firing_act=act,
             tokens=batch.tokens.reshape(P).long(),
             output_probs=probs,
-            sequence_ids=sequence_ids.to(acts.device).long(),
+            sequence_ids=sequence_ids.to(dev).long(),
             seq_len=S,
             n_valid=int(valid.sum()) if batch.mask is not None else P,
             vocab_size=vocab_size if vocab_size is not None else (probs.shape[-1] if probs is not None else None),
             thresholds=per_comp,
+            layer_acts=layers,
+            layer_starts=tuple(starts),
         )

@@ -43,16 +43,16 @@ class _RowActs:
     """``acts[flat, row]`` for sampler rows ``row = component * n_bins + bin``.
 
     The keyed sampler gathers each kept firing's activation window with
-    ``batch.acts[positions, rows]``; rows here are (component, bin) pairs, so the
+    ``batch.act_at(positions, rows)``; rows here are (component, bin) pairs, so the
     column is ``row // n_bins``. A view instead of a ``[P, N * n_bins]`` copy.
     """
 
-    def __init__(self, acts: Tensor, n_bins: int):
-        self.acts, self.n_bins = acts, n_bins
+    def __init__(self, batch: FiringBatch, n_bins: int):
+        self.batch, self.n_bins = batch, n_bins
 
     def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
         flat, rows = index
-        return self.acts[flat, rows // self.n_bins]
+        return self.batch.act_at(flat, rows // self.n_bins)
 
 
 def quantile_groups(counts: Tensor, n_quantiles: int) -> Tensor:
@@ -132,7 +132,7 @@ class QuantileExampleAcc(KeyedSampler):
         b = self._bins.bin_of(batch.firing_comp, batch.firing_act)
         row = batch.firing_comp * nb + b
         self.bin_count.view(-1).index_add_(0, row, torch.ones_like(row))
-        super().update(evolve(batch, firing_comp=row, acts=_RowActs(batch.acts, nb)))
+        super().update(evolve(batch, firing_comp=row, acts=_RowActs(batch, nb)))
 
     def merge_states(self, theirs: Mapping[str, Tensor]) -> None:
         super().merge_states(theirs)

@@ -224,7 +224,7 @@ class KeyedSampler(TensorAccumulator):
         self.position[rows, slot] = s
         self.tokens[rows, slot] = torch.where(inside, batch.tokens[flat], torch.full_like(flat, PAD_TOKEN)).to(
             torch.int32)
-        self.acts[rows, slot] = torch.where(inside, batch.acts[flat, comp[:, None]],
+        self.acts[rows, slot] = torch.where(inside, batch.act_at(flat, comp[:, None]),
                                             torch.zeros((), device=pos.device)).float()
 
     def _in_key_order(self, lo: int, hi: int, device: torch.device | str | None = None) -> dict[str, Tensor]:
