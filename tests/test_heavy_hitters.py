@@ -254,17 +254,24 @@ def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
-       block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans(), path=st.sampled_from(["dense", "sparse"]))
-def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path):
+       block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans(), path=st.sampled_from(["dense", "sparse"]),
+       big=st.booleans())
+def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path, big):
     """`merge_product` (the firings' X rows and old counters summed into a dense scratch and pruned by
     topk, or summed as COO entries and pruned, in row blocks of any size, long X rows partly through the
     overflow) leaves exactly the summary
     that `merge_pairs` leaves for the same weights, batch after batch (the same counters; `canonical`
-    puts them in `merge_pairs`' order)."""
+    puts them in `merge_pairs`' order). ``big``: counters start beyond 2^24, where a float32 scratch
+    would round (odd counts), so integer merges must sum in float64 there."""
     N, P = 7, 12
     M = N if exclude else 9
     dtype = torch.float64 if weighted else torch.int64
     a, b = HeavyHitters.empty(N, k, M, dtype), HeavyHitters.empty(N, k, M, dtype)
+    if big:
+        rows = torch.arange(N).repeat_interleave(2)
+        cols = torch.stack([(torch.arange(N) + 1) % M, (torch.arange(N) + 2) % M], 1).reshape(-1)
+        start = torch.full((2 * N,), (1 << 24) + 1, dtype=dtype) + torch.arange(2 * N, dtype=dtype) * 2
+        a.add(rows, cols, start), b.add(rows, cols, start)
     for step in range(3):
         comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.1 if long_row else 0.4,
                                         long_row=M if long_row else 0)
@@ -413,3 +420,17 @@ def test_sparse_rows_merge_through_a_coo_sum_to_the_same_summary(seed, k, weight
         assert spy.called
         _merge_expanded(b, comp, pos, x, exclude, weighted)
         _same_summary(a, b, weighted)
+
+
+def test_integer_merges_use_a_float32_scratch_only_while_it_is_exact():
+    """The dense scratch is float32 (half the memory traffic) only for integer counts and integer X
+    values whose every partial sum stays below 2^24; else float64."""
+    from autointerp.accumulators.heavy_hitters import _scratch_dtype
+
+    X = csr_rows(torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([1.0, 1.0]), 2, 3)
+    small, per = torch.tensor([[5, 0]]), torch.tensor([3, 1])
+    assert _scratch_dtype(small, X, per) == torch.float32
+    assert _scratch_dtype(torch.tensor([[(1 << 24) - 3, 0]]), X, per) == torch.float64  # 2^24 - 3 + 3 firings
+    assert _scratch_dtype(small.double(), X, per) == torch.float64  # probability mass
+    Xw = csr_rows(torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]), 2, 3)
+    assert _scratch_dtype(small, Xw, per) == torch.float64  # a fractional weight

@@ -260,7 +260,7 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
     comp, pos = comp[order], pos[order]
     touched, per = torch.unique_consecutive(comp, return_counts=True)
     f_start = torch.cumsum(per, 0) - per
-    Xp = PaddedRows.of(X)
+    Xp = PaddedRows.of(X, _scratch_dtype(counts, X, per))
     # the rows in order of their firing count, so that a block's rows pad to about the same number
     by = torch.argsort(per, stable=True)
     per_s = per[by].tolist()
@@ -290,9 +290,26 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
             _merge_sparse_block(ids, counts, error, touched[rows_i], posmat, Xp, M, exclude_self)
         else:
             if not scratch:
-                scratch.append(torch.zeros(min(T, max_rows) * M, dtype=torch.float64, device=dev))
+                scratch.append(torch.zeros(min(T, max_rows) * M, dtype=Xp.vals.dtype, device=dev))
             _merge_dense_block(ids, counts, error, touched[rows_i], posmat, Xp, M, exclude_self, scratch[0])
         a = b
+
+
+def _scratch_dtype(counts: Tensor, X: Tensor, per: Tensor) -> torch.dtype:
+    """float32 where it sums exactly, else float64. Integer counts are exact in float32 while every
+    partial sum stays below 2^24: a merged weight is at most the largest old counter plus, for each of
+    the row's firings, X's largest value (a firing's X row names a column once). float32 halves the
+    dense scratch's memory traffic: its scatter, topk and zeroing take about half the time."""
+    if counts.is_floating_point() or not X.values().numel():
+        return torch.float64
+    x_max = float(X.values().abs().max())
+    bound = float(counts.abs().max()) + float(per.max()) * x_max
+    exact = bound < _EXACT_F32 and bool((X.values() == X.values().round()).all())
+    return torch.float32 if exact else torch.float64
+
+
+#: float32 holds every integer up to here exactly
+_EXACT_F32 = float(1 << 24)
 
 
 @define(eq=False)
@@ -304,7 +321,7 @@ class PaddedRows:
     kept as a CSR of their own (``over_*``), so a few long rows do not multiply the table."""
 
     cols: Tensor  # [P + 1, width] int64
-    vals: Tensor  # [P + 1, width] float64
+    vals: Tensor  # [P + 1, width] float64, or float32 for a float32 scratch (`_scratch_dtype`)
     lengths: Tensor  # [P + 1] each row's entries
     over_len: Tensor  # [P + 1] each row's entries beyond width
     over_crow: Tensor
@@ -312,8 +329,8 @@ class PaddedRows:
     over_val: Tensor
 
     @classmethod
-    def of(cls, X: Tensor) -> PaddedRows:
-        crow, col, val = X.crow_indices(), X.col_indices(), X.values()
+    def of(cls, X: Tensor, dtype: torch.dtype = torch.float64) -> PaddedRows:
+        crow, col, val = X.crow_indices(), X.col_indices(), X.values().to(dtype)
         dev, P, n = col.device, X.shape[0], col.numel()
         lengths = crow.diff()
         width = max(1, min(int(lengths.max()) if P else 0, 2 * -(-n // max(P, 1))))
@@ -321,7 +338,7 @@ class PaddedRows:
         slot = torch.arange(n, device=dev) - crow[:-1][row]
         main = slot < width
         cols = torch.zeros(P + 1, width, dtype=torch.int64, device=dev)
-        vals = torch.zeros(P + 1, width, dtype=torch.float64, device=dev)
+        vals = torch.zeros(P + 1, width, dtype=dtype, device=dev)
         cols[row[main], slot[main]] = col[main].long()
         vals[row[main], slot[main]] = val[main]
         zero = torch.zeros(1, dtype=torch.int64, device=dev)
@@ -381,11 +398,12 @@ def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
     return c.masked_fill(c == big, EMPTY).to(ids.dtype), w
 
 
-def _old_counters(ids: Tensor, counts: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """The rows' counters as ``[U, k]`` (column, float64 weight); empty counters are column 0, weight 0."""
+def _old_counters(ids: Tensor, counts: Tensor, rows: Tensor, dtype: torch.dtype = torch.float64
+                  ) -> tuple[Tensor, Tensor]:
+    """The rows' counters as ``[U, k]`` (column, weight in ``dtype``); empty counters are column 0, weight 0."""
     old = ids[rows].long()
     empty = old < 0
-    return old.masked_fill(empty, 0), counts[rows].to(torch.float64).masked_fill(empty, 0.0)
+    return old.masked_fill(empty, 0), counts[rows].to(dtype).masked_fill(empty, 0.0)
 
 
 def _merge_dense_block(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, posmat: Tensor, Xp: PaddedRows,
@@ -401,7 +419,7 @@ def _merge_dense_block(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor,
     dev, U, k = ids.device, rows.numel(), ids.shape[1]
     table = scratch[: U * M].view(U, M)
     table.scatter_add_(1, *Xp.gather(posmat))
-    table.scatter_add_(1, *_old_counters(ids, counts, rows))
+    table.scatter_add_(1, *_old_counters(ids, counts, rows, table.dtype))
     r, c, v = Xp.overflow(posmat)
     if r.numel():
         table.view(-1).index_add_(0, r * M + c, v)
@@ -439,14 +457,15 @@ def _merge_sparse_block(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor
     """Merge ``rows`` whose entries are far fewer than ``U x M``: their entries (firings' X rows, old
     counters) are summed as a COO tensor (a sort: the work of the entries, not of ``U x M``), then pruned."""
     dev, U = ids.device, rows.numel()
-    c, v = (torch.cat(pair, 1) for pair in zip(Xp.gather(posmat), _old_counters(ids, counts, rows)))
+    c, v = (torch.cat(pair, 1) for pair in zip(Xp.gather(posmat), _old_counters(ids, counts, rows, Xp.vals.dtype)))
+    v = v.double()  # the COO sum in float64 whatever the gathered dtype (float32 only holds integers here)
     keep = v != 0  # padding and empty counters add nothing
     r = torch.arange(U, device=dev)[:, None].expand_as(c)[keep]
     c, v = c[keep], v[keep]
     del keep
     ro, co, vo = Xp.overflow(posmat)
     if ro.numel():
-        r, c, v = torch.cat([r, ro]), torch.cat([c, co]), torch.cat([v, vo])
+        r, c, v = torch.cat([r, ro]), torch.cat([c, co]), torch.cat([v, vo.double()])
     merged = torch.sparse_coo_tensor(torch.stack([r, c]), v, (U, M), check_invariants=False).coalesce()
     del r, c, v
     (r, c), v = merged.indices(), merged.values()
