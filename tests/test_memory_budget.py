@@ -76,7 +76,8 @@ def test_a_budget_below_even_the_bounded_modes_is_refused_before_allocating():
     loop = HarvestLoop([CorrelationAcc(), InputTokenAcc(), ReservoirAcc()], memory_budget="64KiB", progress=False,
                        vocab_size=V)
     with pytest.raises(MemoryError, match=r"(?s)the harvest state needs .* but the memory budget is 64.0 KiB.*"
-                                          r"Table modes, bounded where that helps: .*docs/memory.md"):
+                                          r"Table modes, bounded where that helps: .*docs/memory.md.*"
+                                          r"give the bounded tables a smaller summary_k"):
         loop.update(batches()[0])
     assert loop.space is None and not any(a.bound for a in loop.accumulators)
 

@@ -315,8 +315,10 @@ class HarvestLoop:
                 f"(N={ctx.n_components} components, V={ctx.vocab_size}):\n{lines}\n"
                 f"Table modes, bounded where that helps: {modes or 'none can switch'}.\n"
                 "Drop or shrink the largest table (see docs/memory.md): harvest fewer layers, leave out "
-                "CorrelationAcc (N x N) or InputTokenAcc / OutputProbAcc (N x V), or give the samplers a "
-                "smaller k or context_tokens."
+                "CorrelationAcc (N x N) or InputTokenAcc / OutputProbAcc (N x V), "
+                + ("give the bounded tables a smaller summary_k (their summaries, buffers and merges "
+                   "grow with it), " if "bounded" in (modes or {}).values() else "")
+                + "or give the samplers a smaller k or context_tokens."
             )
         if modes:
             log.info("harvest memory: %s of %s budget; table modes: %s", _fmt_bytes(total()),
