@@ -222,10 +222,10 @@ class KeyedSampler(TensorAccumulator):
         self.key[rows, slot] = key
         self.sequence[rows, slot] = batch.sequence_ids[b]
         self.position[rows, slot] = s
-        self.tokens[rows, slot] = torch.where(inside, batch.tokens[flat], torch.full_like(flat, PAD_TOKEN)).to(
-            torch.int32)
-        self.acts[rows, slot] = torch.where(inside, batch.act_at(flat, comp[:, None]),
-                                            torch.zeros((), device=pos.device)).float()
+        # the windows' [n, W] values, masked in place (no full-size fill tensors)
+        outside = ~inside
+        self.tokens[rows, slot] = batch.tokens[flat].masked_fill_(outside, PAD_TOKEN).to(torch.int32)
+        self.acts[rows, slot] = batch.act_at(flat, comp[:, None]).float().masked_fill_(outside, 0.0)
 
     def _in_key_order(self, lo: int, hi: int, device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Rows ``lo <= i < hi`` of the five states with each row's slots in key order (empty slots last):
