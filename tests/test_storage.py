@@ -525,3 +525,41 @@ def test_jsonl_lines_read_the_same_with_and_without_orjson(records):
             storage.json_loads(bad)
         with pytest.raises(ValueError):
             json.loads(bad.decode("utf-8"))
+
+
+def test_the_collector_is_paused_while_a_harvest_is_written_and_runs_again_after(tmp_path):
+    """`paused_gc` (finalize + save build ~200 acyclic objects a component; the collector's walks were half of
+    a save): paused inside, nested uses included, running again after the save and after a save that fails."""
+    import gc
+
+    from autointerp import HarvestLoop, ReservoirAcc
+    from autointerp.storage import paused_gc
+    from harvest_helpers import make_stream
+
+    assert gc.isenabled()
+    with paused_gc():
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+    seen = []
+
+    class Watch(ReservoirAcc):
+        name = "watch"
+
+        def finalize_block(self, lo, hi):
+            seen.append(gc.isenabled())
+            if getattr(self, "fail", False):
+                raise RuntimeError("a failing block")
+            return super().finalize_block(lo, hi)
+
+    watch = Watch(k=2, context_tokens=1)
+    loop = HarvestLoop([watch], progress=False)
+    loop.run(make_stream(0, 2))
+    loop.save(tmp_path / "h", block_size=3)
+    assert seen and not any(seen) and gc.isenabled()
+    watch.fail = True
+    with pytest.raises(RuntimeError, match="a failing block"):
+        loop.save(tmp_path / "h2")
+    assert gc.isenabled() and not (tmp_path / "h2").exists()

@@ -45,6 +45,7 @@ from autointerp.thresholds import base_threshold, check_threshold, resolve_thres
 from autointerp.storage import (
     atomic_write_with,
     json_line,
+    paused_gc,
     recover_dir,
     replace_dir_atomically,
     to_dict,
@@ -681,7 +682,8 @@ class HarvestLoop:
     @torch.no_grad()
     def finalize(self) -> HarvestResult:
         """Join every accumulator's output into one `ComponentData` per component, in memory."""
-        comps = list(self.iter_components())
+        with paused_gc():
+            comps = list(self.iter_components())
         return HarvestResult(self.config(), comps, self.finalize_shared())
 
     @torch.no_grad()
@@ -884,6 +886,10 @@ def write_harvest(directory: str | Path, config: HarvestConfig, components: Iter
     ``shared`` may be a function, called once the components are written.
     """
     def fill(tmp: Path) -> None:
+        with paused_gc():  # finalize + encode: ~200 acyclic objects a component (`paused_gc`)
+            _fill(tmp)
+
+    def _fill(tmp: Path) -> None:
         writer = StoreWriter(tmp)
         try:
             for c in components:

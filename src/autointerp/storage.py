@@ -27,6 +27,7 @@ import asyncio
 import concurrent.futures
 import errno
 import fcntl
+import gc
 import json
 import math
 import os
@@ -570,6 +571,26 @@ def _all_finite(x: Any) -> bool:
         elif (tv is dict or tv is list or tv is tuple) and not _all_finite(v):
             return False
     return True
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a stretch that builds millions of small objects.
+
+    Finalizing and writing a harvest makes about 200 lists, dicts and attrs objects a
+    component, none of them in a reference cycle, so reference counting frees each as
+    soon as its line is written. The collector would still run every 700 allocations
+    and, each time its older generations fill, walk every live container: that walk
+    was half of a save (a 4,096-component save: 9.1 s with it, 4.8 s paused). Nested
+    uses are fine; the collector runs again as before once the outermost one ends.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def json_line(data: Any) -> bytes:
