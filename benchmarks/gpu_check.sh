@@ -9,7 +9,10 @@
 #    and at a GPU-sized one (N=16384, V=50257, B=64, S=512);
 # 3. benchmarks/harvest_end_to_end.py on CUDA (the demo model);
 # 4. benchmarks/harvest_scale.py on CUDA: dense against bounded (heavy-hitter)
-#    tables at N=16384, V=50257, ms per batch, state bytes, agreement (issue 11).
+#    tables at N=16384, V=50257, ms per batch, state bytes, agreement (issue 11);
+# 5. benchmarks/harvest_n_scale.py on CUDA: the six default accumulators, bounded,
+#    against N = 4k / 16k / 65k at a fixed 48 active latents (issue 11's update
+#    target: at most 1.5x from 4k to 65k), each accumulator's update timed alone.
 # Copy the printed figures into docs/benchmarks.md with the device's name.
 # Needs autointerp's dependencies importable (see the device tool's notes on
 # carrying wheels); runs from the repository root with PYTHONPATH=src.
@@ -36,3 +39,6 @@ timeout 120 $py benchmarks/harvest_end_to_end.py --device cuda 2>&1 | tee -a "$l
 echo "== dense vs bounded tables on CUDA, N=16384 V=50257" | tee -a "$log"
 timeout 240 $py benchmarks/harvest_scale.py --device cuda --components 16384 --vocab 50257 \
     --batch 16 --seq 512 --active 48 --batches 4 --warmup 1 2>&1 | tee -a "$log"
+echo "== the six accumulators against N on CUDA, bounded, 16 batches (update only)" | tee -a "$log"
+timeout 200 $py benchmarks/harvest_n_scale.py --device cuda --sizes 4096 16384 65536 --mode bounded \
+    --budget 16GiB --batches 16 --per_acc --no_save 2>&1 | tee -a "$log"

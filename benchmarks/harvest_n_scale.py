@@ -49,16 +49,21 @@ def one(n: int, a: argparse.Namespace) -> dict:
     accs = [CorrelationAcc(mode=a.mode), InputTokenAcc(mode=a.mode), OutputProbAcc(mode=a.mode),
             ReservoirAcc(k=20, context_tokens=10),
             TopActivationAcc(k=10, context_tokens=10), RandomWindowAcc()]
-    loop = HarvestLoop(accs, threshold=0.0, progress=False, vocab_size=V, memory_budget=a.budget)
+    from autointerp.harvest import device_sync
+
+    device = torch.device(a.device)
+    loop = HarvestLoop(accs, threshold=0.0, progress=False, vocab_size=V, memory_budget=a.budget, device=device)
     per_acc = {type(acc).__name__: 0.0 for acc in accs}
     if a.per_acc:  # each accumulator's own update, timed inside the loop's
         for acc in accs:
-            acc.update = _timed(acc.update, per_acc, type(acc).__name__)
+            acc.update = _timed(acc.update, per_acc, type(acc).__name__, device)
     total = 0.0
     for i in range(a.batches):
-        b = batch(i)
+        b = batch(i).to(device)  # made on the CPU, moved before the timer (not timed)
+        device_sync(device)
         t = time.perf_counter()
         loop.update(b)
+        device_sync(device)
         total += time.perf_counter() - t
     # the tables buffer batches (bounded: merged about every N x summary_k entries; dense: a float32
     # staging buffer): what still waits is merged here, so the mean per batch includes every merge
@@ -66,11 +71,13 @@ def one(n: int, a: argparse.Namespace) -> dict:
     for acc in accs[:3]:
         t1 = time.perf_counter()
         acc.merge_pending()
+        device_sync(device)
         per_acc[type(acc).__name__] += time.perf_counter() - t1
     total += time.perf_counter() - t
+    device_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     per_acc_ms = {name: round(1000 * x / a.batches, 1) for name, x in per_acc.items()}
     if a.no_save:
-        return {"N": n, "update_ms": 1000 * total / a.batches, "per_acc_ms": per_acc_ms}
+        return {"N": n, "update_ms": 1000 * total / a.batches, "per_acc_ms": per_acc_ms, "device_peak": device_peak}
     state = sum(x for _, x in loop.memory_table(loop.ctx))
     with tempfile.TemporaryDirectory() as d:
         before = _reset_peak()
@@ -84,15 +91,19 @@ def one(n: int, a: argparse.Namespace) -> dict:
         load_s = time.perf_counter() - t
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"N": n, "update_ms": 1000 * total / a.batches, "finalize_save_s": save_s, "load_one_ms": 1000 * load_s,
-            "state_bytes": state, "peak_rss": rss, "save_peak": save_peak, "modes": loop.memory_plan["modes"], "per_acc_ms": per_acc_ms}
+            "state_bytes": state, "peak_rss": rss, "save_peak": save_peak, "modes": loop.memory_plan["modes"], "per_acc_ms": per_acc_ms, "device_peak": device_peak}
 
 
-def _timed(fn, into: dict, name: str):
+def _timed(fn, into: dict, name: str, device):
+    from autointerp.harvest import device_sync
+
     def timed(*args, **kwargs):
+        device_sync(device)
         t = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
+            device_sync(device)
             into[name] += time.perf_counter() - t
     return timed
 
@@ -123,6 +134,7 @@ def main() -> None:
     p.add_argument("--mode", default="auto", choices=("auto", "dense", "bounded"),
                    help="mode of the three token and co-firing tables (auto: dense where it fits the budget)")
     p.add_argument("--block_size", type=int, default=1024, help="components finalized and written at a time")
+    p.add_argument("--device", default="cpu", help="where the harvest runs (cuda: timed with a sync)")
     p.add_argument("--per_acc", action="store_true", help="also time each accumulator's update (ms a batch)")
     p.add_argument("--no_save", action="store_true", help="the update only: no finalize, save or load")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
@@ -134,7 +146,7 @@ def main() -> None:
     for n in a.sizes:
         cmd = [sys.executable, __file__, "--one", str(n), "--vocab", str(a.vocab), "--active", str(a.active),
                "--batches", str(a.batches), "--block_size", str(a.block_size), "--mode", a.mode] + (["--budget", a.budget] if a.budget else []) \
-            + (["--per_acc"] if a.per_acc else []) + (["--no_save"] if a.no_save else [])
+            + (["--per_acc"] if a.per_acc else []) + (["--no_save"] if a.no_save else []) + ["--device", a.device]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"N={n}: failed\n{out.stderr[-2000:]}")
@@ -143,6 +155,8 @@ def main() -> None:
         r, r0 = rows[-1], rows[0]
         if a.per_acc:
             print(f"N={n:>6}  update per accumulator (ms a batch): {r['per_acc_ms']}", flush=True)
+        if r.get("device_peak") is not None:
+            print(f"N={n:>6}  device peak {r['device_peak'] / 2**30:.2f} GiB ({a.device})", flush=True)
         if a.no_save:
             print(f"N={n:>6}  update {r['update_ms']:8.1f} ms ({r['update_ms'] / r0['update_ms']:.2f}x)", flush=True)
             continue
