@@ -10,6 +10,9 @@ the process's peak RSS during ``loop.save(block_size=...)`` above its RSS just b
 
     python benchmarks/harvest_n_scale.py                         # N = 2k, 4k, 8k, 16k
     python benchmarks/harvest_n_scale.py --sizes 65536 --budget 4GiB
+    python benchmarks/harvest_n_scale.py --sizes 4096 16384 65536 --mode bounded --budget 4GiB --batches 48 \
+        --per_acc --json_out /tmp/n_scale.json --plot docs/img/harvest_n_scale.png
+    python benchmarks/harvest_n_scale.py --from_json /tmp/n_scale.json --plot docs/img/harvest_n_scale.png
 """
 
 from __future__ import annotations
@@ -137,10 +140,18 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="where the harvest runs (cuda: timed with a sync)")
     p.add_argument("--per_acc", action="store_true", help="also time each accumulator's update (ms a batch)")
     p.add_argument("--no_save", action="store_true", help="the update only: no finalize, save or load")
+    p.add_argument("--json_out", help="write the rows as JSON here")
+    p.add_argument("--from_json", help="plot rows written by --json_out instead of running")
+    p.add_argument("--plot", help="write a PNG plot here (needs matplotlib: the `bench` extra)")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
         print(json.dumps(one(a.one, a)))
+        return
+    if a.from_json:
+        with open(a.from_json) as f:
+            saved = json.load(f)
+        plot(saved["rows"], a.plot, saved["note"])
         return
     rows = []
     for n in a.sizes:
@@ -165,6 +176,57 @@ def main() -> None:
               f"({1000 * r['finalize_save_s'] / r['N']:.2f} ms/component, peak {r['save_peak'] / 2**20:.1f} MiB above "
               f"its start)  open+one {r['load_one_ms']:6.1f} ms  state {r['state_bytes'] / 2**20:8.1f} MiB  "
               f"peak RSS {r['peak_rss'] / 2**20:8.1f} MiB  modes {r['modes']}", flush=True)
+    note = (f"six accumulators, mode {a.mode}, V={a.vocab}, {a.active} active a position a layer, "
+            f"{a.batches} batches of 512 tokens, budget {a.budget}, {a.device}")
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            json.dump({"note": note, "rows": rows}, f, indent=1)
+    if a.plot and rows:
+        plot(rows, a.plot, note)
+
+
+def plot(rows: list[dict], path: str, note: str) -> None:
+    """Left: each accumulator's update (ms a batch, stacked; the loop's own work on top). Right:
+    finalize + save per component and peak RSS."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ns = [r["N"] for r in rows]
+    labels = [f"{n:,}" for n in ns]
+    bottom = [0.0] * len(rows)
+    names = list(rows[0].get("per_acc_ms") or {})
+    for name in names:
+        h = [r["per_acc_ms"][name] for r in rows]
+        ax1.bar(labels, h, bottom=bottom, label=name)
+        bottom = [b + x for b, x in zip(bottom, h)]
+    loop = [r["update_ms"] - b for r, b in zip(rows, bottom)]
+    ax1.bar(labels, loop, bottom=bottom, label="loop (validate, find firings)" if names else "update", color="0.6")
+    ax1.axhline(1.5 * rows[0]["update_ms"], color="grey", lw=0.8, ls=":")
+    ax1.text(0, 1.5 * rows[0]["update_ms"] * 1.02, f"1.5x the {labels[0]} update", fontsize=7, color="grey")
+    ax1.set_xlabel("components N")
+    ax1.set_ylabel("ms a batch")
+    ax1.set_title("update, mean over the run")
+    ax1.legend(fontsize=7)
+    if all("finalize_save_s" in r for r in rows):
+        ax2.plot(ns, [1000 * r["finalize_save_s"] / r["N"] for r in rows], "o-", label="finalize + save (ms a component)")
+        ax2.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax3 = ax2.twinx()
+        ax3.plot(ns, [r["peak_rss"] / 2**30 for r in rows], "s--", color="C1", label="peak RSS (GiB)")
+        ax3.set_ylabel("GiB")
+        ax3.set_ylim(bottom=0)
+        ax3.legend(fontsize=7, loc="upper right")
+        ax2.set_xscale("log", base=2)
+        ax2.set_ylim(bottom=0)
+        ax2.set_xlabel("components N")
+        ax2.set_ylabel("ms a component")
+        ax2.set_title("finalize + save, memory")
+        ax2.legend(fontsize=7, loc="upper left")
+    fig.suptitle(note, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
