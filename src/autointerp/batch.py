@@ -255,8 +255,8 @@ class FiringBatch:
     Positions are flattened: ``p = b * S + s``, ``P = B * S``.
 
     layer_acts: each layer's ``[P, C_layer]`` float32 activations (views of the batch's
-        tensors where they are float32 already), in layer order; ``layer_starts`` their
-        first flat component index.
+        tensors where they are float32 already), in layer order; ``layer_starts`` (from
+        ``space``) their first flat component index.
     acts: ``[P, N]`` float32 activations of all components (layers concatenated), made
         on first use: at 65,536 components the copy costs more than finding the firings,
         so the loop never makes it itself. `act_at` reads ``acts[pos, comp]`` without it.
@@ -286,10 +286,14 @@ class FiringBatch:
     vocab_size: int | None
     thresholds: Tensor | None = None
     layer_acts: tuple[Tensor, ...] = ()
-    layer_starts: tuple[int, ...] = ()
     #: ``acts`` once made, or whatever a caller put there (an object indexed as ``acts[pos, comp]``)
     _acts: Any = field(default=None, alias="acts")
     _fires: Tensor | None = field(default=None, alias="fires")
+
+    @property
+    def layer_starts(self) -> tuple[int, ...]:
+        """Each layer's first flat component index, in layer order (from ``space``)."""
+        return tuple(self.space.layer_offset(name) for name in self.space.layer_names)
 
     @property
     def acts(self) -> Any:
@@ -319,9 +323,10 @@ class FiringBatch:
         if not (comp.dim() == 2 and comp.stride(1) == 0):  # one component a row: a row's layer is its first's
             pos, comp = pos.reshape(-1, 1), comp.reshape(-1, 1)
         out = torch.empty(pos.shape, dtype=torch.float32, device=pos.device)
-        bounds = torch.tensor(self.layer_starts[1:], dtype=comp.dtype, device=comp.device)
+        starts = self.layer_starts
+        bounds = torch.tensor(starts[1:], dtype=comp.dtype, device=comp.device)
         layer = torch.bucketize(comp[:, 0].contiguous(), bounds, right=True)
-        for i, (a, lo) in enumerate(zip(self.layer_acts, self.layer_starts)):
+        for i, (a, lo) in enumerate(zip(self.layer_acts, starts)):
             rows = (layer == i).nonzero().squeeze(1)
             if rows.numel():
                 out[rows] = a[pos[rows], comp[rows] - lo]
@@ -362,10 +367,9 @@ class FiringBatch:
             if per_comp.shape != (N,):
                 raise ValueError(f"threshold has shape {tuple(per_comp.shape)}, expected ({N},): "
                                  "one value per component")
-        starts, lo = [], 0
+        lo = 0
         found: list[tuple[Tensor, Tensor, Tensor]] = []
         for a in layers:
-            starts.append(lo)
             fires = a > (per_comp[None, lo : lo + a.shape[1]] if per_comp is not None else threshold)
             if batch.mask is not None:
                 fires &= valid[:, None]
@@ -396,5 +400,4 @@ class FiringBatch:
             vocab_size=vocab_size if vocab_size is not None else (probs.shape[-1] if probs is not None else None),
             thresholds=per_comp,
             layer_acts=layers,
-            layer_starts=tuple(starts),
         )

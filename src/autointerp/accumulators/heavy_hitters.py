@@ -427,11 +427,7 @@ def _merge_dense_block(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor,
         table[torch.arange(U, device=dev), rows] = 0.0
     top_w, top_c = table.topk(min(k + 1, M), dim=1)
     table.zero_()
-    new_ids = torch.full((U, k), EMPTY, dtype=ids.dtype, device=dev)
-    new_w = torch.zeros(U, k, dtype=counts.dtype, device=dev)
-    n = min(k, M)
-    new_ids[:, :n], new_w[:, :n], cut = _prune_top(top_w, top_c, k, ids.dtype, counts.dtype)
-    ids[rows], counts[rows] = new_ids, new_w
+    ids[rows], counts[rows], cut = _prune_top(top_w, top_c, k, ids.dtype, counts.dtype)
     error[rows] += _as_counts(cut, error.dtype)
 
 
@@ -439,12 +435,16 @@ def _prune_top(top_w: Tensor, top_c: Tensor, k: int, ids_dtype: torch.dtype,
                counts_dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
     """The Misra–Gries prune of rows from their ``min(k + 1, M)`` largest weights (descending) and their
     columns: the first ``min(k, M)`` less the (k+1)-th weight ``cut`` (0 when there is none), those that
-    fall to zero emptied. Returns (ids, counts, cut)."""
-    n = min(k, top_w.shape[1])
-    cut = top_w[:, k] if top_w.shape[1] > k else torch.zeros(top_w.shape[0], dtype=top_w.dtype, device=top_w.device)
+    fall to zero emptied. Returns ``[U, k]`` ids and counts (empty past ``M``) and ``cut``."""
+    U, n, dev = top_w.shape[0], min(k, top_w.shape[1]), top_w.device
+    cut = top_w[:, k] if top_w.shape[1] > k else torch.zeros(U, dtype=top_w.dtype, device=dev)
     w = top_w[:, :n] - cut[:, None]
     keep = w > 0
-    return top_c[:, :n].masked_fill(~keep, EMPTY).to(ids_dtype), _as_counts(w.masked_fill(~keep, 0.0), counts_dtype), cut
+    new_ids = torch.full((U, k), EMPTY, dtype=ids_dtype, device=dev)
+    new_w = torch.zeros(U, k, dtype=counts_dtype, device=dev)
+    new_ids[:, :n] = top_c[:, :n].masked_fill(~keep, EMPTY).to(ids_dtype)
+    new_w[:, :n] = _as_counts(w.masked_fill(~keep, 0.0), counts_dtype)
+    return new_ids, new_w, cut
 
 
 def _as_counts(w: Tensor, dtype: torch.dtype) -> Tensor:
@@ -509,9 +509,8 @@ def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: 
             at.masked_fill_(pad, last)
             v = val.take(at).masked_fill_(pad, 0.0)
             top_v, top_i = v.topk(t, dim=1)
-            n = min(k, t)
-            new_ids[rs, :n], new_w[rs, :n], cut[rs] = _prune_top(top_v, col.take(at.gather(1, top_i)), k, ids.dtype,
-                                                                 counts.dtype)
+            new_ids[rs], new_w[rs], cut[rs] = _prune_top(top_v, col.take(at.gather(1, top_i)), k, ids.dtype,
+                                                         counts.dtype)
     ids[rows] = new_ids
     counts[rows] = new_w
     error[rows] += _as_counts(cut, error.dtype)
