@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from scoring_helpers import synthetic_harvest  # noqa: E402
 
+from autointerp.accumulators.window_pool import firing_columns
 from autointerp.evidence_sets import EvidenceSets
 from autointerp.heldout import example_span, split_recorded
 from autointerp.interpret import Interpreter
@@ -131,7 +132,7 @@ def test_the_pool_groups_each_components_firings_as_the_file_lists_them():
     _, harvest = synthetic_harvest()
     shared = harvest.shared["window_pool"]
     pool = WindowPool.from_shared(shared)
-    f = shared["firings"]
+    f = {name: col.tolist() for name, col in firing_columns(shared).items()}
     want: dict = {}
     for w, o, c, a in zip(f["window"], f["offset"], f["component"], f["activation"]):
         want.setdefault(int(c), {}).setdefault(int(w), []).append((int(o), float(a)))
@@ -151,7 +152,7 @@ def test_the_pool_keeps_only_the_last_components_it_was_asked_for():
     shared = harvest.shared["window_pool"]
     pool = WindowPool.from_shared(shared)
     pool.KEEP_COMPONENTS = 3
-    f = shared["firings"]
+    f = {name: col.tolist() for name, col in firing_columns(shared).items()}
     want: dict = {}
     for w, o, c, a in zip(f["window"], f["offset"], f["component"], f["activation"]):
         want.setdefault(int(c), {}).setdefault(int(w), []).append((int(o), float(a)))

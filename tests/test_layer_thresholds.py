@@ -153,7 +153,7 @@ def test_quantile_examples_use_the_layers_threshold(result, ref):
 
 def test_window_pool_records_and_reads_each_layers_threshold(result, ref):
     shared = result.shared["window_pool"]
-    assert shared["layer_thresholds"] == [["h.0.mlp", 0, 5, 0.25], ["h.1.attn:out", 5, 3, 0.625]]
+    assert shared.meta["layer_thresholds"] == [["h.0.mlp", 0, 5, 0.25], ["h.1.attn:out", 5, 3, 0.625]]
     pool = WindowPool.from_shared(shared)
     assert len(pool) > 0
     for w, win in enumerate(pool.windows):

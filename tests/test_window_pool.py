@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autointerp.accumulators.sampling import firing_hash
-from autointerp.accumulators.window_pool import RandomWindowAcc
+from autointerp.accumulators.window_pool import RandomWindowAcc, firing_columns
 from autointerp.batch import HarvestBatch
 from autointerp.harvest import HarvestLoop
 from autointerp.scoring.evidence import WindowPool
@@ -92,7 +92,7 @@ def reference(tok, act, mask, n_windows, L, seed=0):
 
 
 def firings_of(shared):
-    f = shared["firings"]
+    f = {name: col.tolist() for name, col in firing_columns(shared).items()}
     return list(zip(f["window"], f["offset"], f["component"], f["activation"]))
 
 
@@ -103,11 +103,11 @@ def test_matches_brute_force_reference(n_windows, L, padding):
     loop = run_loop(batches_of(tok, act, mask, [5, 3, 4]), n_windows, L)
     shared = loop.finalize().shared["window_pool"]
     windows, firings = reference(tok, act, mask, n_windows, L)
-    assert shared["windows"] == windows
+    assert shared.meta["windows"] == windows
     got = firings_of(shared)
     assert [g[:3] for g in got] == [f[:3] for f in firings]
-    assert [g[3] for g in got] == pytest.approx([f[3] for f in firings])
-    json.dumps(shared, allow_nan=False)  # saved as shared/window_pool.json
+    assert [g[3] for g in got] == [f[3] for f in firings]  # the float32 values, widened exactly
+    json.dumps(shared.meta, allow_nan=False)  # saved as shared/window_pool.json (+ .rows)
 
 
 @given(
@@ -127,7 +127,7 @@ def test_split_merge_equals_one_pass(sizes, n_windows, L, seed, split, padding):
     a = run_loop(batches[:k], n_windows, L, seed=seed % 7)
     b = run_loop(batches[k:], n_windows, L, seed=seed % 7)
     merged = b.merge(a).finalize().shared["window_pool"] if k else b.finalize().shared["window_pool"]
-    assert merged["windows"] == one["windows"]
+    assert merged.meta["windows"] == one.meta["windows"]
     assert firings_of(merged) == firings_of(one)
 
 
@@ -137,7 +137,7 @@ def test_merging_the_same_stream_twice_keeps_each_window_once():
     b = run_loop(batches_of(tok, act, mask, [12]), 8, 5)
     once = a.finalize().shared["window_pool"]
     twice = a.merge(b).finalize().shared["window_pool"]
-    assert twice["windows"] == once["windows"]
+    assert twice.meta["windows"] == once.meta["windows"]
     assert firings_of(twice) == firings_of(once)
 
 
@@ -179,13 +179,55 @@ def test_reader_gives_dense_activations_and_firing_offsets():
     shared = run_loop(batches_of(tok, act, mask, [12]), 10, 6).finalize().shared["window_pool"]
     pool = WindowPool.from_shared(shared)
     assert len(pool) == 10
-    for w, info in enumerate(shared["windows"]):
+    for w, info in enumerate(shared.meta["windows"]):
         r, s = info["sequence_index"], info["start"]
         for c in range(act.shape[-1]):
             dense = pool.activations(w, c)
             want = act[r, s : s + len(info["token_ids"]), c].tolist()
             assert dense == pytest.approx(want)
             assert pool.firing_offsets(w, c) == [i for i, a in enumerate(want) if a > 0]
+
+
+def _pool_answers(pool: WindowPool, n_comp: int) -> list:
+    return [(w, c, pool.firing_offsets(w, c), pool.activations(w, c)) for w in range(len(pool)) for c in range(n_comp)]
+
+
+def test_saved_pool_is_json_and_binary_rows_and_reads_back_the_same(tmp_path):
+    """Saved as ``window_pool.json`` (the windows) and ``window_pool.rows``, 20 packed bytes a firing;
+    `load_harvest` opens the table without reading it, and the pool read from the folder answers as the
+    one in memory, window by window and component by component."""
+    from autointerp.harvest import load_harvest
+    from autointerp.harvest_store import SharedRows
+
+    tok, act, mask = make_data(6)
+    result = run_loop(batches_of(tok, act, mask, [6, 6]), 10, 6).finalize()
+    shared = result.shared["window_pool"]
+    n = len(firings_of(shared))
+    assert isinstance(shared, SharedRows) and n > 20 and shared.meta["format"] == "autointerp.window_pool/2"
+    result.save(tmp_path / "h")
+    assert (tmp_path / "h" / "shared" / "window_pool.rows").stat().st_size == 20 * n
+    meta = json.loads((tmp_path / "h" / "shared" / "window_pool.json").read_text())
+    assert meta["windows"] == shared.meta["windows"] and "firings" not in meta
+    loaded = load_harvest(tmp_path / "h").shared["window_pool"]
+    assert isinstance(loaded, SharedRows) and loaded == shared
+    assert _pool_answers(WindowPool.from_shared(loaded), 4) == _pool_answers(WindowPool.from_shared(shared), 4)
+
+
+def test_a_format_1_pool_of_an_older_harvest_is_still_read():
+    """A harvest saved before the binary rows holds the firings as four JSON lists (format 1):
+    `WindowPool` reads it and answers as it does for the same pool in format 2."""
+    tok, act, mask = make_data(7)
+    shared = run_loop(batches_of(tok, act, mask, [12]), 8, 5).finalize().shared["window_pool"]
+    cols = firing_columns(shared)
+    v1 = {**shared.meta, "format": "autointerp.window_pool/1",
+          "firings": {name: col.tolist() for name, col in cols.items()}}
+    v1 = json.loads(json.dumps(v1))  # as read from an old shared/window_pool.json
+    assert {k: v.tolist() for k, v in firing_columns(v1).items()} == {k: v.tolist() for k, v in cols.items()}
+    assert _pool_answers(WindowPool.from_shared(v1), 4) == _pool_answers(WindowPool.from_shared(shared), 4)
+    with pytest.raises(ValueError, match="not a window pool .*'autointerp.window_pool/9'"):
+        WindowPool.from_shared({**v1, "format": "autointerp.window_pool/9"})
+    with pytest.raises(ValueError, match=r"not a window pool \(a list\)"):
+        WindowPool.from_shared([1, 2])
 
 
 def test_bad_arguments_and_memory_estimate():
@@ -217,7 +259,7 @@ def test_selection_is_uniform_over_tiles():
     R = 400
     for seed in range(R):
         shared = run_loop(batches, n, L, seed=seed).finalize().shared["window_pool"]
-        for w in shared["windows"]:
+        for w in shared.meta["windows"]:
             k = (w["sequence_index"], w["start"])
             counts[k] = counts.get(k, 0) + 1
     T = 10 * 4
@@ -233,7 +275,7 @@ def test_tiles_cover_every_valid_position_exactly_once(padding):
     L = 5
     shared = run_loop(batches_of(tok, act, mask, [3, 6, 7]), 10_000, L).finalize().shared["window_pool"]
     covered: dict[tuple[int, int], int] = {}
-    for w in shared["windows"]:
+    for w in shared.meta["windows"]:
         assert 1 <= len(w["token_ids"]) <= L
         for o in range(len(w["token_ids"])):
             where = (w["sequence_index"], w["start"] + o)
@@ -244,7 +286,7 @@ def test_tiles_cover_every_valid_position_exactly_once(padding):
     assert set(covered.values()) == {1}
     # so every firing of the data is in the (complete) pool
     want = {(r, s, c) for r, s, c in (act > 0).nonzero().tolist() if mask[r, s]}
-    got = {(shared["windows"][w]["sequence_index"], shared["windows"][w]["start"] + o, c)
+    got = {(shared.meta["windows"][w]["sequence_index"], shared.meta["windows"][w]["start"] + o, c)
            for w, o, c, _ in firings_of(shared)}
     assert got == want
 
@@ -260,7 +302,7 @@ def test_selection_is_uniform_over_tiles_of_padded_rows():
     counts: dict[tuple[int, int], int] = {}
     R = 400
     for seed in range(R):
-        for w in run_loop(batches, n, L, seed=seed).finalize().shared["window_pool"]["windows"]:
+        for w in run_loop(batches, n, L, seed=seed).finalize().shared["window_pool"].meta["windows"]:
             k = (w["sequence_index"], w["start"])
             counts[k] = counts.get(k, 0) + 1
     assert set(counts) <= {(r, s) for r, s, _ in tiles}

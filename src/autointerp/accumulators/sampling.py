@@ -92,6 +92,26 @@ def round_significant(x: Tensor, digits: int = 7) -> Tensor:
     return torch.where(x == 0, x, rounded)
 
 
+def widen_keeping_firing(x: Tensor, threshold: float | Tensor) -> Tensor:
+    """Firing values (float32) as float64, exactly, except that none reads as silent: ``out > threshold``.
+
+    The harvest decided each one fired (``acts > threshold``); a reader compares the
+    float64 with the float64 threshold. For the loop's own comparisons a widened firing
+    is always above it; a value at or below it (a firing decided in another precision)
+    becomes the next double above the threshold. ``threshold`` may be a tensor
+    broadcast against ``x``.
+
+    >>> widen_keeping_firing(torch.tensor([0.5, 0.25]), 0.25).tolist()
+    [0.5, 0.25000000000000006]
+    """
+    out = x.double()
+    thr = torch.as_tensor(threshold, dtype=torch.float64, device=x.device).expand_as(out)
+    silent = out <= thr
+    if bool(silent.any()):
+        out = torch.where(silent, torch.nextafter(thr, torch.tensor(float("inf"), dtype=torch.float64)), out)
+    return out
+
+
 def round_keeping_firing(x: Tensor, fires: Tensor, threshold: float | Tensor, digits: int = 7) -> Tensor:
     """`round_significant`, except that no value crosses ``threshold``: ``out > threshold == fires``.
 

@@ -26,9 +26,18 @@ Memory (on the loop's device)::
 
 With the defaults (1024 windows of 32 tokens) and L0 = 50 that is 0.2 MB fixed
 plus 33 MB of firings, and up to about twice that between compactions (the firings
-of evicted windows are dropped lazily: see ``_compact``); the finalized JSON (``shared/window_pool.json``) is about
-25 bytes per firing (activations rounded to 6 significant digits, never across the threshold). A dense layer (neurons with threshold 0, L0 ~ N/2)
-makes F large: raise the threshold or shrink ``n_windows``.
+of evicted windows are dropped lazily: see ``_compact``). A dense layer (neurons with
+threshold 0, L0 ~ N/2) makes F large: raise the threshold or shrink ``n_windows``.
+
+Output (`finalize_shared`): a `SharedRows` table, saved as ``shared/window_pool.json``
+(format, window length, thresholds, seed, the windows and their token strings) and
+``shared/window_pool.rows``, one packed little-endian row of 20 bytes a firing
+(`FIRING_DTYPE`: window, offset, component as int32, the activation as float64),
+sorted by (window, offset, component). The activation is the harvest's float32 value
+widened exactly, never on the wrong side of the threshold (`widen_keeping_firing`).
+Format 1 held the firings as four JSON lists (``firings``) of rounded values: 25 bytes
+a firing to write and, read back, four Python lists of millions of objects; it is
+still read (`firing_columns`).
 """
 
 from __future__ import annotations
@@ -36,18 +45,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from autointerp.accumulators.base import Accumulator, HarvestContext, TensorAccumulator
-from autointerp.accumulators.sampling import EMPTY_KEY, PAD_TOKEN, firing_hash, round_keeping_firing
+from autointerp.accumulators.sampling import EMPTY_KEY, PAD_TOKEN, firing_hash, widen_keeping_firing
 from autointerp.batch import FiringBatch
+from autointerp.harvest_store import SharedRows
 
 #: the seed offset of the tile keys: independent of the reservoir (0) and top-k (1) keys
 _SEED_OFFSET = 2
 #: tile keys hash the start position with this "component" (no component owns a tile)
 _TILE_COMPONENT = -1
-SHARED_FORMAT = "autointerp.window_pool/1"
+SHARED_FORMAT = "autointerp.window_pool/2"
+#: the format written before the firings moved to binary rows: four JSON lists under ``firings``
+SHARED_FORMAT_V1 = "autointerp.window_pool/1"
+#: one stored firing (packed, little-endian, 20 bytes); the rows are sorted by (window, offset, component)
+FIRING_DTYPE = np.dtype([("window", "<i4"), ("offset", "<i4"), ("component", "<i4"), ("activation", "<f8")])
 #: the stored firings are compacted once they exceed twice the last compaction's by this many
 COMPACT_SLACK = 1 << 16
 
@@ -239,7 +254,7 @@ class RandomWindowAcc(TensorAccumulator):
     def finalize(self) -> Mapping[int, Any]:
         return {}
 
-    def finalize_shared(self) -> dict[str, Any] | None:
+    def finalize_shared(self) -> SharedRows | None:
         if not self.bound:
             return None
         ctx = self._require_bound()
@@ -259,11 +274,20 @@ class RandomWindowAcc(TensorAccumulator):
         # sort firings by (window, offset, component) with one composite key
         N, L = max(ctx.n_components, 1), self.window_len
         order = torch.argsort((slot * L + f_off) * N + f_comp)
+        f_comp = f_comp[order]
+        table = np.empty(order.numel(), dtype=FIRING_DTYPE)
+        table["window"] = slot[order].numpy()
+        table["offset"] = f_off[order].numpy()
+        table["component"] = f_comp.numpy()
+        # the float32 value widened exactly, never read as silent (`widen_keeping_firing`)
+        table["activation"] = widen_keeping_firing(
+            f_act[order], ctx.threshold if ctx.uniform_threshold else
+            ctx.component_thresholds(torch.float64, "cpu")[f_comp.long()]).numpy()
         token_strings: dict[str, str] = {}
         if ctx.decode is not None:
             for t in sorted({t for row in windows for t in row["token_ids"]}):
                 token_strings[str(t)] = ctx.token_str(t) or ""
-        return {
+        meta = {
             "format": SHARED_FORMAT,
             "window_len": L,
             "threshold": ctx.threshold,
@@ -272,17 +296,32 @@ class RandomWindowAcc(TensorAccumulator):
                 for layer in ctx.space.layers]}),
             "seed": ctx.seed,
             "windows": windows,
-            "firings": {
-                "window": slot[order].tolist(),
-                "offset": f_off[order].tolist(),
-                "component": f_comp[order].tolist(),
-                # 6 significant digits (float32 values printed in full would double the file),
-                # never rounded onto the threshold: every stored firing reads as one
-                "activation": round_keeping_firing(
-                    f_act[order], torch.ones(len(order), dtype=torch.bool),
-                    ctx.threshold if ctx.uniform_threshold else
-                    ctx.component_thresholds(torch.float64, "cpu")[f_comp[order].long()], digits=6
-                ).tolist(),
-            },
             "token_strings": token_strings,
         }
+        return SharedRows.build(meta, table.tobytes(), len(table), FIRING_DTYPE.itemsize)
+
+
+def pool_meta(shared: SharedRows | Mapping[str, Any]) -> Mapping[str, Any]:
+    """A window pool's metadata (format, window_len, threshold, windows, ...), in either format."""
+    meta = shared.meta if isinstance(shared, SharedRows) else shared
+    if not isinstance(meta, Mapping) or meta.get("format") not in (SHARED_FORMAT, SHARED_FORMAT_V1):
+        found = f"format {meta.get('format')!r}" if isinstance(meta, Mapping) else f"a {type(shared).__name__}"
+        raise ValueError(f"not a window pool ({found}); expected the output of RandomWindowAcc "
+                         f"({SHARED_FORMAT!r}, or {SHARED_FORMAT_V1!r} from an older harvest)")
+    return meta
+
+
+def firing_columns(shared: SharedRows | Mapping[str, Any]) -> dict[str, Tensor]:
+    """A window pool's firings as four tensors in stored order: ``window``, ``offset``, ``component``
+    (int64) and ``activation`` (float64, the stored doubles exactly), from either format."""
+    meta = pool_meta(shared)
+    if isinstance(shared, SharedRows):
+        if shared.row_bytes != FIRING_DTYPE.itemsize:
+            raise ValueError(f"window pool rows of {shared.row_bytes} bytes; format {SHARED_FORMAT!r} "
+                             f"has {FIRING_DTYPE.itemsize}-byte rows (window, offset, component, activation)")
+        table = np.frombuffer(shared.data(), dtype=FIRING_DTYPE)
+        return {name: torch.from_numpy(table[name].astype(np.float64 if name == "activation" else np.int64))
+                for name in FIRING_DTYPE.names}
+    f = meta["firings"]
+    return {name: torch.as_tensor(f[name], dtype=torch.float64 if name == "activation" else torch.int64)
+            for name in FIRING_DTYPE.names}

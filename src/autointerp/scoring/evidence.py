@@ -115,31 +115,31 @@ class WindowPool:
     >>> pool.window(3, component=12)                   # an EvidenceWindow with its activations
     """
 
-    def __init__(self, shared: Mapping[str, Any], decode: Callable[[int], str] | None = None):
-        if shared.get("format") != "autointerp.window_pool/1":
-            raise ValueError(f"not a window pool (format {shared.get('format')!r}); expected the output of RandomWindowAcc")
-        self.window_len = int(shared["window_len"])
-        self.threshold = float(shared.get("threshold", 0.0))
+    def __init__(self, shared: Any, decode: Callable[[int], str] | None = None):
+        from autointerp.accumulators.window_pool import firing_columns, pool_meta
+
+        meta = pool_meta(shared)  # a SharedRows table (format 2) or the JSON document of format 1
+        self.window_len = int(meta["window_len"])
+        self.threshold = float(meta.get("threshold", 0.0))
         #: (first flat index, end, threshold) per layer when layers have their own thresholds
-        self._layer_thresholds = [(int(o), int(o) + int(w), float(t)) for _, o, w, t in shared.get("layer_thresholds") or []]
-        self.windows: list[dict[str, Any]] = list(shared["windows"])
-        self._strings = {int(k): v for k, v in (shared.get("token_strings") or {}).items()}
+        self._layer_thresholds = [(int(o), int(o) + int(w), float(t)) for _, o, w, t in meta.get("layer_thresholds") or []]
+        self.windows: list[dict[str, Any]] = list(meta["windows"])
+        self._strings = {int(k): v for k, v in (meta.get("token_strings") or {}).items()}
         self._decode = decode
-        f = shared["firings"]
+        f = firing_columns(shared)
         # the firings grouped by component, and within a component by window, once, in tensors (a
         # window's firings keep the file's order); a component's firings are read from its slice
         # when first asked for, and the last few components' are kept (interpret's validation
         # sets ask for every component once, scoring for a few)
-        comp = torch.as_tensor(f["component"], dtype=torch.int64)
-        window = torch.as_tensor(f["window"], dtype=torch.int64)
+        comp, window = f["component"], f["window"]
         n_win = int(window.max()) + 1 if window.numel() else 1
         order = torch.argsort(comp * n_win + window, stable=True)
         uniq, counts = torch.unique_consecutive(comp[order], return_counts=True)
         starts = counts.cumsum(0) - counts
         self._spans = dict(zip(uniq.tolist(), zip(starts.tolist(), counts.tolist())))
         self._f_window = window[order]
-        self._f_offset = torch.as_tensor(f["offset"], dtype=torch.int64)[order]
-        self._f_act = torch.as_tensor(f["activation"], dtype=torch.float64)[order]  # the stored doubles, exactly
+        self._f_offset = f["offset"][order]
+        self._f_act = f["activation"][order]  # the stored doubles, exactly
         self._n_firings = int(comp.numel())
         self._recent: collections.OrderedDict[int, tuple[list[int], list[int], list[float]]] = collections.OrderedDict()
 
@@ -177,7 +177,9 @@ class WindowPool:
         return out
 
     @classmethod
-    def from_shared(cls, shared: Mapping[str, Any], decode: Callable[[int], str] | None = None) -> WindowPool:
+    def from_shared(cls, shared: Any, decode: Callable[[int], str] | None = None) -> WindowPool:
+        """From ``HarvestResult.shared["window_pool"]``: the `SharedRows` table `RandomWindowAcc` writes
+        (format 2), or the JSON document of format 1 (a harvest saved before 2026-12)."""
         return cls(shared, decode)
 
     def __len__(self) -> int:
