@@ -255,14 +255,16 @@ def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
        block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans(), path=st.sampled_from(["dense", "sparse"]),
-       big=st.booleans())
-def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path, big):
+       big=st.booleans(), wide=st.booleans())
+def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path, big, wide):
     """`merge_product` (the firings' X rows and old counters summed into a dense scratch and pruned by
     topk, or summed as COO entries and pruned, in row blocks of any size, long X rows partly through the
     overflow) leaves exactly the summary
     that `merge_pairs` leaves for the same weights, batch after batch (the same counters; `canonical`
     puts them in `merge_pairs`' order). ``big``: counters start beyond 2^24, where a float32 scratch
-    would round (odd counts), so integer merges must sum in float64 there."""
+    would round (odd counts), so integer merges must sum in float64 there. ``wide``: the dense scratch's
+    rows are widened past the M columns with zeros (`scratch_width`, for torch's heap topk), which no
+    counter may come from."""
     N, P = 7, 12
     M = N if exclude else 9
     dtype = torch.float64 if weighted else torch.int64
@@ -279,7 +281,9 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
         # every block down one path: the dense scratch, or the COO sum (SPARSE_RATIO 0: every block is sparse)
         with mock.patch.object(heavy_hitters, "SPARSE_RATIO", 10**9 if path == "dense" else 0), \
                 mock.patch.object(heavy_hitters, "DENSE_ROW_CELLS", 0), \
+                mock.patch.object(heavy_hitters, "TOPK_PAD_MAX", 10**6 if wide else 0), \
                 mock.patch.object(heavy_hitters, f"_merge_{path}_block", wraps=getattr(heavy_hitters, f"_merge_{path}_block")) as spy:
+            assert (heavy_hitters.scratch_width(M, k, torch.device("cpu")) > M) == wide
             merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
         assert spy.called
         _merge_expanded(b, comp, pos, x, exclude, weighted)
@@ -420,6 +424,22 @@ def test_sparse_rows_merge_through_a_coo_sum_to_the_same_summary(seed, k, weight
         assert spy.called
         _merge_expanded(b, comp, pos, x, exclude, weighted)
         _same_summary(a, b, weighted)
+
+
+def test_scratch_rows_widen_only_on_the_cpu_and_only_a_little():
+    """`scratch_width`: 8,192 columns with 128 counters widen to 8,256 (64 x 129: torch's heap topk) on the
+    CPU; never on another device, never by more than TOPK_PAD_MAX, never past 64 (k + 1)."""
+    from autointerp.accumulators.heavy_hitters import TOPK_PAD_MAX, scratch_width
+
+    cpu = torch.device("cpu")
+    assert scratch_width(8192, 128, cpu) == 8256
+    assert scratch_width(8192, 128, torch.device("meta")) == 8192
+    assert scratch_width(4096, 128, cpu) == 4096  # 8,256 would double the cells
+    assert scratch_width(65536, 128, cpu) == 65536  # already 64 (k + 1) or more
+    for M in range(1, 3000, 7):
+        for k in (1, 3, 20, 40):
+            w = scratch_width(M, k, cpu)
+            assert M <= w <= M * (1 + TOPK_PAD_MAX) and (w == M or w == 64 * (k + 1))
 
 
 def test_integer_merges_use_a_float32_scratch_only_while_it_is_exact():

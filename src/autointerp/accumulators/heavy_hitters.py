@@ -267,7 +267,8 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
     bound = torch.zeros(touched.numel(), dtype=torch.int64, device=dev)  # each row's entries, at most
     bound.index_add_(0, torch.repeat_interleave(torch.arange(touched.numel(), device=dev), per), Xp.lengths[pos])
     ends = torch.cumsum(bound[by] + k, 0).tolist()
-    max_rows = max(1, DENSE_SCRATCH_WEIGHTS * block_entries // MERGE_BLOCK_ENTRIES // M)  # the scratch's rows
+    width = scratch_width(M, k, dev)
+    max_rows = max(1, DENSE_SCRATCH_WEIGHTS * block_entries // MERGE_BLOCK_ENTRIES // width)  # the scratch's rows
     scratch: list[Tensor] = []
     a, T = 0, touched.numel()
     while a < T:
@@ -290,8 +291,8 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
             _merge_sparse_block(ids, counts, error, touched[rows_i], posmat, Xp, M, exclude_self)
         else:
             if not scratch:
-                scratch.append(torch.zeros(min(T, max_rows) * M, dtype=Xp.vals.dtype, device=dev))
-            _merge_dense_block(ids, counts, error, touched[rows_i], posmat, Xp, M, exclude_self, scratch[0])
+                scratch.append(torch.zeros(min(T, max_rows) * width, dtype=Xp.vals.dtype, device=dev))
+            _merge_dense_block(ids, counts, error, touched[rows_i], posmat, Xp, width, exclude_self, scratch[0])
         a = b
 
 
@@ -310,6 +311,22 @@ def _scratch_dtype(counts: Tensor, X: Tensor, per: Tensor) -> torch.dtype:
 
 #: float32 holds every integer up to here exactly
 _EXACT_F32 = float(1 << 24)
+
+#: torch's CPU ``topk`` keeps a heap (``partial_sort``) when ``64 k <= n`` and otherwise runs
+#: ``nth_element``, which on a row of sums was ~1.4x slower: a dense block's scratch rows are widened to
+#: ``64 (k + 1)`` columns (zeros, never kept) when that adds at most this fraction of cells
+#: (output mass at V = 8,192, k + 1 = 129: 8,192 -> 8,256 columns, topk 83 -> 59 ms a 2,048-row block)
+TOPK_HEAP_FACTOR = 64
+TOPK_PAD_MAX = 0.05
+
+
+def scratch_width(M: int, k: int, device: torch.device) -> int:
+    """The columns of a dense block's scratch rows for ``M`` columns and ``k`` counters (see
+    ``TOPK_HEAP_FACTOR``): ``M``, or a little more on the CPU where that picks torch's faster topk."""
+    heap = TOPK_HEAP_FACTOR * min(k + 1, M)
+    if device.type == "cpu" and M < heap <= M * (1 + TOPK_PAD_MAX):
+        return heap
+    return M
 
 
 @define(eq=False)
@@ -411,6 +428,7 @@ def _merge_dense_block(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor,
     """Merge ``rows`` (their firings' positions ``posmat``) by summing into a dense ``[U, M]`` scratch:
     the firings' X rows and the old counters are scattered in, and one ``topk`` per row finds the
     Misra–Gries prune's (k+1)-th weight and the counters above it. The scratch is left at zero.
+    ``M`` is the scratch's row width: the columns, or a few more (`scratch_width`), always zero.
 
     Not a sparse product: on the CPU, through MKL, torch 2.13's CSR x CSR product with a sparse result
     keeps about the size of its output every call (pytorch/pytorch#109445 describes the same growth),
@@ -522,7 +540,7 @@ def merge_working_bytes(n_rows: int, n_cols: int, pending_entries: int) -> int:
     entry), `PaddedRows` (padded to at most twice the mean row, and the overflow: 48), and one block:
     a dense block's operand and scratch, or a sparse block's summed entries and prune chunk."""
     block = min(MERGE_BLOCK_ENTRIES, max(n_rows * n_cols, 1))
-    dense = 16 * block + 8 * min(n_rows * n_cols, max(DENSE_SCRATCH_WEIGHTS, n_cols))
+    dense = 16 * block + 8 * min(n_rows * n_cols, max(DENSE_SCRATCH_WEIGHTS, int(n_cols * (1 + TOPK_PAD_MAX))))
     sparse = 64 * block + 40 * min(1 << 22, block)
     return 88 * pending_entries + max(dense, sparse)
 
