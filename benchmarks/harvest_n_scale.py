@@ -13,6 +13,12 @@ the process's peak RSS during ``loop.save(block_size=...)`` above its RSS just b
     python benchmarks/harvest_n_scale.py --sizes 4096 16384 65536 --mode bounded --budget 4GiB --batches 48 \
         --per_acc --json_out /tmp/n_scale.json --plot docs/img/harvest_n_scale.png
     python benchmarks/harvest_n_scale.py --from_json /tmp/n_scale.json --plot docs/img/harvest_n_scale.png
+    python benchmarks/harvest_n_scale.py --sizes 4096 65536 --mode bounded --budget 4GiB --batches 96 --steady 48
+
+``--steady B0`` also runs each N for ``B0`` batches (update only, every merge included) and reports the
+marginal cost of the batches after ``B0``, ``(T(batches) - T(B0)) / (batches - B0)``: the per-batch cost once
+the samplers' slots are full, which a long harvest pays; the mean over a short run also carries the
+fill (a component's first k firings are all written) and, at large N, a buffered merge's fixed cost.
 """
 
 from __future__ import annotations
@@ -143,6 +149,8 @@ def main() -> None:
     p.add_argument("--json_out", help="write the rows as JSON here")
     p.add_argument("--from_json", help="plot rows written by --json_out instead of running")
     p.add_argument("--plot", help="write a PNG plot here (needs matplotlib: the `bench` extra)")
+    p.add_argument("--steady", type=int, metavar="B0",
+                   help="also report the marginal update cost of the batches after B0 (a second run of B0 batches)")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
@@ -153,17 +161,35 @@ def main() -> None:
             saved = json.load(f)
         plot(saved["rows"], a.plot, saved["note"])
         return
+    if a.steady is not None and not 0 < a.steady < a.batches:
+        p.error(f"--steady {a.steady}: expected 0 < B0 < --batches ({a.batches})")
     rows = []
-    for n in a.sizes:
+
+    def child(n: int, batches: int, no_save: bool) -> dict | None:
         cmd = [sys.executable, __file__, "--one", str(n), "--vocab", str(a.vocab), "--active", str(a.active),
-               "--batches", str(a.batches), "--block_size", str(a.block_size), "--mode", a.mode] + (["--budget", a.budget] if a.budget else []) \
-            + (["--per_acc"] if a.per_acc else []) + (["--no_save"] if a.no_save else []) + ["--device", a.device]
+               "--batches", str(batches), "--block_size", str(a.block_size), "--mode", a.mode] + (["--budget", a.budget] if a.budget else []) \
+            + (["--per_acc"] if a.per_acc else []) + (["--no_save"] if no_save else []) + ["--device", a.device]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
-            print(f"N={n}: failed\n{out.stderr[-2000:]}")
+            print(f"N={n} ({batches} batches): failed\n{out.stderr[-2000:]}")
+            return None
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    for n in a.sizes:
+        got = child(n, a.batches, a.no_save)
+        if got is None:
             continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        if a.steady is not None:
+            first = child(n, a.steady, True)
+            if first is None:
+                continue
+            got["steady_ms"] = (got["update_ms"] * a.batches - first["update_ms"] * a.steady) / (a.batches - a.steady)
+            got["steady_from"] = a.steady
+        rows.append(got)
         r, r0 = rows[-1], rows[0]
+        if a.steady is not None:
+            print(f"N={n:>6}  steady update (batches {a.steady + 1}-{a.batches}) {r['steady_ms']:8.1f} ms "
+                  f"({r['steady_ms'] / r0['steady_ms']:.2f}x)", flush=True)
         if a.per_acc:
             print(f"N={n:>6}  update per accumulator (ms a batch): {r['per_acc_ms']}", flush=True)
         if r.get("device_peak") is not None:

@@ -96,10 +96,13 @@ def test_the_budget_counts_the_first_batchs_temporaries():
         plan_for([ReservoirAcc()], plan["state"] + plan["finalize"] + plan["batch"] // 2)
 
 
-def test_the_budget_counts_the_bounded_merge_working_memory():
+def test_the_budget_counts_the_bounded_merge_working_memory(monkeypatch):
     """A bounded table merges its pending batches now and then; the plan counts that merge's working
     memory (the largest table's: they merge one at a time), and a budget that fits the state but not
     the merge is refused."""
+    import autointerp.accumulators._modes as modes
+
+    monkeypatch.setattr(modes, "MAX_BUFFER_SCALE", 1)  # the buffers as they are, not scaled into the room
     probe = plan_for([CorrelationAcc(mode="bounded"), InputTokenAcc(mode="bounded")], "1GiB")
     plan = probe.memory_plan
     corr, inp = (a for a in probe.accumulators if hasattr(a, "merge_bytes"))
@@ -108,3 +111,38 @@ def test_the_budget_counts_the_bounded_merge_working_memory():
     with pytest.raises(MemoryError, match="per-batch \\+ finalize \\+ merge"):
         plan_for([CorrelationAcc(mode="bounded"), InputTokenAcc(mode="bounded")],
                  plan["state"] + plan["batch"] + plan["finalize"] + plan["merge"] // 2)
+
+
+def test_bounded_buffers_grow_into_the_budgets_room_widest_first(caplog):
+    """Where the plan leaves room, the bounded tables' buffers of pending batches are doubled (a merge's
+    pass over rows x width is then paid half as often), the widest table first, up to
+    MAX_BUFFER_SCALE, while the whole plan stays within _BUFFER_ROOM of the budget; the scales are in
+    ``memory_plan["buffers"]`` and the log, and each table merges when its scaled buffer is full."""
+    from autointerp.accumulators._modes import MAX_BUFFER_SCALE
+    from autointerp.harvest import _BUFFER_ROOM
+
+    accs = lambda: [CorrelationAcc(mode="bounded", summary_k=64), InputTokenAcc(mode="bounded", summary_k=64),  # noqa: E731
+                    ReservoirAcc()]
+    with caplog.at_level(logging.INFO, logger="autointerp.harvest"):
+        roomy = plan_for(accs(), "1GiB")
+    assert roomy.memory_plan["buffers"] == {"correlations": MAX_BUFFER_SCALE, "input_tokens": MAX_BUFFER_SCALE}
+    assert f"correlations=bounded (buffer x{MAX_BUFFER_SCALE})" in caplog.text
+    corr = next(a for a in roomy.accumulators if a.name == "correlations")
+    assert corr._pending_capacity(600) == 600 * 64 * MAX_BUFFER_SCALE
+
+    # a budget with room for exactly one doubling: co-firing (N = 600 columns) is wider than input tokens (V = 500)
+    def plan_total(scales):
+        loop = plan_for(accs(), "1GiB")
+        by_name = {a.name: a for a in loop.accumulators}
+        by_name["correlations"].buffer_scale, by_name["input_tokens"].buffer_scale = scales
+        p = loop.memory_plan
+        return sum(b for _, b in loop.memory_table(loop.ctx)) + p["batch"] + p["finalize"] + loop.merge_bytes(loop.ctx)
+
+    one, two = plan_total((1, 1)), plan_total((2, 1))
+    assert two > one
+    budget = int(two / _BUFFER_ROOM) + 1
+    assert plan_total((2, 2)) > _BUFFER_ROOM * budget  # the second doubling does not fit
+    tight = plan_for(accs(), budget)
+    assert tight.memory_plan["buffers"] == {"correlations": 2, "input_tokens": 1}
+    # where even the first doubling does not fit, every buffer stays as it is
+    assert plan_for(accs(), int(one / _BUFFER_ROOM) + 1).memory_plan["buffers"] == {"correlations": 1, "input_tokens": 1}

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 #: per-batch temporaries as a multiple of the first batch's tensors: the batch itself on the device, the
 #: firing mask and the sparse firings (values, component and position ids) derived from it
 _BATCH_FACTOR = 3
+#: the bounded tables' buffers are scaled up only while the whole plan stays within this share of the
+#: budget (`HarvestLoop._scale_buffers`): the rest is left for what the plan does not count exactly
+_BUFFER_ROOM = 0.9
 #: components per block of a streaming finalize (`HarvestLoop.iter_components`, `HarvestLoop.save`)
 FINALIZE_BLOCK = 1024
 
@@ -301,11 +304,12 @@ class HarvestLoop:
                     break
                 if a.bounded_state_bytes(ctx) < a.dense_state_bytes(ctx):
                     a.choose_mode(ctx, 0)  # nothing fits in 0 bytes: the bounded mode
+        buffers = self._scale_buffers(ctx, budget, total)
         table = self.memory_table(ctx)
         modes = {a.name: a.resolved_mode() for a in self.accumulators if callable(getattr(a, "resolved_mode", None))}
         self.memory_plan = {"budget": budget, "state": sum(b for _, b in table), "batch": _BATCH_FACTOR * batch_bytes,
                             "finalize": extra - _BATCH_FACTOR * batch_bytes, "merge": self.merge_bytes(ctx),
-                            "modes": modes}
+                            "modes": modes, "buffers": buffers}
         if budget is not None and total() > budget:
             lines = "\n".join(f"  {name:<20} {_fmt_bytes(b):>12}" for name, b in table)
             lines += f"\n  {'per-batch + finalize + merge':<20} {_fmt_bytes(extra + self.merge_bytes(ctx)):>12}"
@@ -323,7 +327,36 @@ class HarvestLoop:
             )
         if modes:
             log.info("harvest memory: %s of %s budget; table modes: %s", _fmt_bytes(total()),
-                     _fmt_bytes(budget) if budget is not None else "no", ", ".join(f"{k}={v}" for k, v in modes.items()))
+                     _fmt_bytes(budget) if budget is not None else "no",
+                     ", ".join(f"{k}={v}" + (f" (buffer x{buffers[k]})" if buffers.get(k, 1) > 1 else "")
+                               for k, v in modes.items()))
+
+    def _scale_buffers(self, ctx: HarvestContext, budget: int | None, total: Callable[[], int]) -> dict[str, int]:
+        """Scale up the bounded tables' buffers of pending batches where the plan leaves room.
+
+        A bounded table merges its buffer when it holds ``buffer_scale x N x summary_k``
+        entries; beyond its entries a merge passes over ``rows x width`` cells (width N
+        for co-firing, V for the token tables), so doubling the buffer halves what a
+        batch pays for that pass (co-firing at N = 65,536: ~88 ms a batch at scale 1),
+        at the cost of the buffer and a larger merge. The widest tables are doubled
+        first, up to ``MAX_BUFFER_SCALE``, while the whole plan stays within
+        ``_BUFFER_ROOM`` of the budget; with no budget known, every scale stays 1.
+        Returns each bounded table's scale (``memory_plan["buffers"]``).
+        """
+        from autointerp.accumulators._modes import MAX_BUFFER_SCALE
+
+        tables = [a for a in self.accumulators
+                  if callable(getattr(a, "summary_width", None)) and getattr(a, "resolved_mode", lambda: "")() == "bounded"]
+        for a in tables:
+            a.buffer_scale = 1
+        if budget is not None and total() <= budget:
+            for a in sorted(tables, key=lambda a: -int(a.summary_width(ctx))):
+                while a.buffer_scale < MAX_BUFFER_SCALE:
+                    a.buffer_scale *= 2
+                    if total() > _BUFFER_ROOM * budget:
+                        a.buffer_scale //= 2
+                        break
+        return {a.name: a.buffer_scale for a in tables}
 
     def merge_bytes(self, ctx: HarvestContext) -> int:
         """Working memory of a bounded table's merge of its pending batches: the largest accumulator's

@@ -24,6 +24,8 @@ MODES = ("dense", "bounded", "auto")
 DEFAULT_SUMMARY_K = 128
 #: the states of the bounded mode (the heavy-hitter summary)
 SUMMARY_STATES = ("hh_ids", "hh_counts", "hh_error")
+#: the most a bounded table's buffer of pending batches is scaled up where the budget has room
+MAX_BUFFER_SCALE = 4
 
 
 class TableModes:
@@ -155,8 +157,14 @@ class TableModeStates(TableModes):
             self._pending = PendingProducts()
         return self._pending
 
+    #: the buffer merges when it holds ``buffer_scale x N x summary_k`` entries. A merge costs its
+    #: entries plus a pass over ``rows x summary width`` (co-firing: N wide), so a larger buffer pays
+    #: that pass less often; the loop raises the scale where its memory plan has room
+    #: (`HarvestLoop.check_memory`, up to ``MAX_BUFFER_SCALE``). The summary's bound is the same at any scale.
+    buffer_scale: int = 1
+
     def _pending_capacity(self, n_components: int) -> int:
-        return max(n_components * self.summary_k, 1 << 16)
+        return max(n_components * self.summary_k * self.buffer_scale, 1 << 16)
 
     def pending_bytes(self, ctx: HarvestContext) -> int:
         """The most the bounded mode's buffer of pending batches holds, in bytes."""
