@@ -255,8 +255,9 @@ def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
        block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans(), path=st.sampled_from(["dense", "sparse"]),
-       big=st.booleans(), wide=st.booleans())
-def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path, big, wide):
+       big=st.booleans(), wide=st.booleans(), int16=st.booleans())
+def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path, big, wide,
+                                                         int16):
     """`merge_product` (the firings' X rows and old counters summed into a dense scratch and pruned by
     topk, or summed as COO entries and pruned, in row blocks of any size, long X rows partly through the
     overflow) leaves exactly the summary
@@ -264,7 +265,8 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
     puts them in `merge_pairs`' order). ``big``: counters start beyond 2^24, where a float32 scratch
     would round (odd counts), so integer merges must sum in float64 there. ``wide``: the dense scratch's
     rows are widened past the M columns with zeros (`scratch_width`, for torch's heap topk), which no
-    counter may come from."""
+    counter may come from. ``int16``: integer counts sum in an int16 scratch with the old counters beside
+    it (`_top_with_old`); without it, in float32 (or float64 past 2^24) with them inside."""
     N, P = 7, 12
     M = N if exclude else 9
     dtype = torch.float64 if weighted else torch.int64
@@ -282,10 +284,13 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
         with mock.patch.object(heavy_hitters, "SPARSE_RATIO", 10**9 if path == "dense" else 0), \
                 mock.patch.object(heavy_hitters, "DENSE_ROW_CELLS", 0), \
                 mock.patch.object(heavy_hitters, "TOPK_PAD_MAX", 10**6 if wide else 0), \
+                mock.patch.object(heavy_hitters, "_EXACT_I16", heavy_hitters._EXACT_I16 if int16 else -1.0), \
+                mock.patch.object(heavy_hitters, "_top_with_old", wraps=heavy_hitters._top_with_old) as beside, \
                 mock.patch.object(heavy_hitters, f"_merge_{path}_block", wraps=getattr(heavy_hitters, f"_merge_{path}_block")) as spy:
             assert (heavy_hitters.scratch_width(M, k, torch.device("cpu")) > M) == wide
             merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
         assert spy.called
+        assert beside.called == (path == "dense" and int16 and not weighted)
         _merge_expanded(b, comp, pos, x, exclude, weighted)
         _same_summary(a, b, weighted)
 
@@ -442,15 +447,20 @@ def test_scratch_rows_widen_only_on_the_cpu_and_only_a_little():
             assert M <= w <= M * (1 + TOPK_PAD_MAX) and (w == M or w == 64 * (k + 1))
 
 
-def test_integer_merges_use_a_float32_scratch_only_while_it_is_exact():
-    """The dense scratch is float32 (half the memory traffic) only for integer counts and integer X
-    values whose every partial sum stays below 2^24; else float64."""
+def test_integer_merges_use_a_narrow_scratch_only_while_it_is_exact():
+    """The dense scratch is int16 where a column's new weights (a row's firings times X's largest value)
+    stay within int16, the old counters then kept beside it; else float32 while the old counters plus
+    the new weights stay below 2^24; else float64 (and always for probability mass or fractional X)."""
     from autointerp.accumulators.heavy_hitters import _scratch_dtype
 
     X = csr_rows(torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([1.0, 1.0]), 2, 3)
     small, per = torch.tensor([[5, 0]]), torch.tensor([3, 1])
-    assert _scratch_dtype(small, X, per) == torch.float32
-    assert _scratch_dtype(torch.tensor([[(1 << 24) - 3, 0]]), X, per) == torch.float64  # 2^24 - 3 + 3 firings
+    assert _scratch_dtype(small, X, per) == torch.int16
+    assert _scratch_dtype(torch.tensor([[1 << 40, 0]]), X, per) == torch.int16  # old counters stay outside
+    many = torch.tensor([1 << 15, 1])  # a row with 32,768 firings: past int16
+    assert _scratch_dtype(small, X, torch.tensor([(1 << 15) - 1, 1])) == torch.int16
+    assert _scratch_dtype(small, X, many) == torch.float32
+    assert _scratch_dtype(torch.tensor([[(1 << 24) - (1 << 15), 0]]), X, many) == torch.float64  # 2^24 reached
     assert _scratch_dtype(small.double(), X, per) == torch.float64  # probability mass
     Xw = csr_rows(torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]), 2, 3)
     assert _scratch_dtype(small, Xw, per) == torch.float64  # a fractional weight
