@@ -304,14 +304,15 @@ def _scratch_dtype(counts: Tensor, X: Tensor, per: Tensor) -> torch.dtype:
     sum in int16, and the old counters join them outside the scratch (`_merge_dense_block`); else,
     with the old counters inside, float32 is exact while the largest old counter plus that stays below
     2^24. A narrower scratch moves less memory: at N = 65,536 a co-firing block's scatter took half
-    the time in int16 that it took in float32, and float32 half of float64's. Probability mass (float
-    counts) sums in float64."""
+    the time in int16 that it took in float32, and float32 half of float64's. int16 is used on the CPU
+    only, where it was measured (a GPU's scatter of 16-bit integers is a compare-and-swap loop).
+    Probability mass (float counts) sums in float64."""
     if counts.is_floating_point() or not X.values().numel():
         return torch.float64
     if not bool((X.values() == X.values().round()).all()):
         return torch.float64
     new = float(per.max()) * float(X.values().abs().max())
-    if new <= _EXACT_I16:
+    if new <= _EXACT_I16 and counts.device.type == "cpu":  # measured on the CPU (caches); elsewhere float32
         return torch.int16
     return torch.float32 if float(counts.abs().max()) + new < _EXACT_F32 else torch.float64
 
