@@ -345,8 +345,9 @@ class HarvestLoop:
         """
         from autointerp.accumulators._modes import MAX_BUFFER_SCALE
 
+        # the table accumulators (`accumulators._modes.TableModeStates`) in their bounded mode
         tables = [a for a in self.accumulators
-                  if callable(getattr(a, "summary_width", None)) and getattr(a, "resolved_mode", lambda: "")() == "bounded"]
+                  if callable(getattr(a, "summary_width", None)) and a.resolved_mode() == "bounded"]
         for a in tables:
             a.buffer_scale = 1
         if budget is not None and total() <= budget:
