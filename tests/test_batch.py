@@ -257,3 +257,50 @@ def test_the_firing_batch_reads_layers_without_concatenating_them():
         c2 = torch.randint(0, 13, (40, 5), generator=g)
         assert torch.equal(fb.act_at(p, c2), dense[p, c2])
         assert torch.equal(fb.fires, want) and torch.equal(fb.acts, dense)
+
+
+@pytest.mark.parametrize("width", [128, 160, 100, 4096])
+@pytest.mark.parametrize("per_column", [False, True])
+def test_layer_firings_equal_the_element_wise_compare(width, per_column):
+    """`layer_firings` reads sparse layers chunk by chunk (a chunk's max decides whether it is compared);
+    whatever the path (chunked, dense fallback, a width no chunk divides), it lists exactly
+    ``((a > threshold) & valid).nonzero()`` and the values there, in (position, column) order, and a NaN
+    beside a firing in one chunk hides neither (validation may be off: `HarvestLoop(validate=False)`)."""
+    from autointerp.batch import layer_firings
+
+    g = torch.Generator().manual_seed(width)
+    P = 64
+    for density in (0.002, 0.05, 0.9):
+        a = torch.where(torch.rand(P, width, generator=g) < density, torch.rand(P, width, generator=g),
+                        -torch.rand(P, width, generator=g) * 0.1)
+        a[3, 5] = float("nan")
+        a[3, 6] = 0.9  # fires, in the NaN's chunk
+        valid = torch.rand(P, generator=g) > 0.2
+        valid[3] = True
+        thr = (torch.rand(width, generator=g) * 0.5) if per_column else 0.25
+        for v in (None, valid):
+            p, c, x = layer_firings(a, thr, v)
+            want = a > (thr[None, :] if per_column else thr)
+            if v is not None:
+                want &= v[:, None]
+            wp, wc = want.nonzero(as_tuple=True)
+            assert torch.equal(p, wp) and torch.equal(c, wc) and torch.equal(x, a[wp, wc])
+            if not per_column or 0.9 > float(thr[6]):
+                assert bool(((p == 3) & (c == 6)).any())
+
+
+def test_merge_layer_firings_orders_like_one_sort():
+    """Layers' lists merged by counts equal the concatenation sorted by (position, component)."""
+    from autointerp.batch import merge_layer_firings
+
+    g = torch.Generator().manual_seed(1)
+    P, found, lo = 50, [], 0
+    for width in (7, 1, 30, 12):
+        fires = torch.rand(P, width, generator=g) < 0.3
+        p, c = fires.nonzero(as_tuple=True)
+        found.append((p, c + lo, torch.rand(p.numel(), generator=g)))
+        lo += width
+    pos, comp, act = merge_layer_firings(found, P)
+    cat = [torch.cat(x) for x in zip(*found)]
+    order = torch.argsort(cat[0] * lo + cat[1])
+    assert torch.equal(pos, cat[0][order]) and torch.equal(comp, cat[1][order]) and torch.equal(act, cat[2][order])
