@@ -304,3 +304,35 @@ def test_merge_layer_firings_orders_like_one_sort():
     cat = [torch.cat(x) for x in zip(*found)]
     order = torch.argsort(cat[0] * lo + cat[1])
     assert torch.equal(pos, cat[0][order]) and torch.equal(comp, cat[1][order]) and torch.equal(act, cat[2][order])
+
+
+def test_windows_equal_the_plain_gather():
+    """`FiringBatch.windows` (sliding views, one gather a layer) equals the plain ``[n, W]`` gather: tokens
+    and activations of the positions around each firing, pad (-1) and 0 outside its sequence or at a
+    masked position; firings near the batch's first and last positions and a batch whose activations are
+    given whole (`acts`) included."""
+    from attrs import evolve
+
+    from autointerp.batch import ComponentSpace, FiringBatch
+
+    g = torch.Generator().manual_seed(5)
+    B, S, ctx = 3, 9, 3
+    acts = {"a": torch.randn(B, S, 64, generator=g), "b": torch.randn(B, S, 5, generator=g)}
+    mask = torch.rand(B, S, generator=g) > 0.2
+    hb = HarvestBatch(torch.randint(0, 50, (B, S), generator=g), acts, mask=mask)
+    fb = FiringBatch.from_batch(hb, ComponentSpace.from_activations(acts), 0.5, torch.arange(B), None)
+    dense = torch.cat([a.reshape(B * S, -1) for a in acts.values()], 1)
+    pos, comp = fb.firing_pos, fb.firing_comp
+    assert bool((pos < ctx).any()) and bool((pos >= B * S - ctx).any())  # both batch edges are exercised
+    s = pos % S
+    off = torch.arange(-ctx, ctx + 1)
+    sp = s[:, None] + off
+    inside = (sp >= 0) & (sp < S)
+    flat = (pos // S)[:, None] * S + sp.clamp(0, S - 1)
+    inside &= mask.reshape(-1)[flat]
+    want_tok = hb.tokens.reshape(-1)[flat].masked_fill(~inside, -1).int()
+    want_act = dense[flat, comp[:, None]].masked_fill(~inside, 0.0)
+    for batch in (fb, evolve(fb, acts=dense)):
+        tok, act = batch.windows(pos, comp, ctx)
+        assert tok.dtype == torch.int32 and act.dtype == torch.float32
+        assert torch.equal(tok, want_tok) and torch.equal(act, want_act)

@@ -332,6 +332,44 @@ class FiringBatch:
                 out[rows] = a[pos[rows], comp[rows] - lo]
         return out.view(shape)
 
+    def windows(self, pos: Tensor, comp: Tensor, context: int, pad_token: int = -1) -> tuple[Tensor, Tensor]:
+        """The token and activation windows of the firings ``(pos, comp)`` (``[n]`` each): ``[n, 2 context + 1]``
+        int32 tokens and float32 activations, centred on the firing; a slot outside the firing's sequence
+        or at a masked position holds ``pad_token`` and activation 0.
+
+        Read without ``[n, W]`` index arithmetic (its int64 temporaries cost more than the reads): the
+        tokens from a padded copy of the batch's, and each layer's activations from a sliding view of
+        its own ``[P, C]`` tensor (``unfold``), one gather a layer. Firings within ``context`` of the
+        batch's first or last position, and batches whose activations are not the layers' own (`acts`
+        given), are read by `act_at`."""
+        S, P, W, dev = self.seq_len, self.n_positions, 2 * context + 1, pos.device
+        pos = pos.long()
+        tok = torch.full((P + 2 * context,), pad_token, dtype=torch.int32, device=dev)
+        tok[context : context + P] = self.tokens.to(torch.int32).masked_fill(~self.valid, pad_token)
+        tokens = tok.unfold(0, W, 1)[pos]  # slot j: position pos - context + j
+        s = (pos % S)[:, None]
+        slot = torch.arange(W, device=dev)[None, :]
+        tokens.masked_fill_((slot < context - s) | (slot > context + S - 1 - s), pad_token)  # another sequence
+        outside = tokens == pad_token
+        acts = torch.zeros(pos.numel(), W, dtype=torch.float32, device=dev)
+        if self._acts is None and P >= W:
+            start = pos - context
+            inner = (start >= 0) & (start <= P - W)
+            starts = self.layer_starts
+            bounds = torch.tensor(starts[1:], dtype=comp.dtype, device=dev)
+            layer = torch.bucketize(comp.contiguous(), bounds, right=True)
+            for i, (a, lo) in enumerate(zip(self.layer_acts, starts)):
+                rows = ((layer == i) & inner).nonzero().squeeze(1)
+                if rows.numel():
+                    acts[rows] = a.unfold(0, W, 1)[start[rows], comp[rows] - lo]
+            edge = (~inner).nonzero().squeeze(1)
+        else:
+            edge = torch.arange(pos.numel(), device=dev)
+        if edge.numel():
+            at = (pos[edge, None] - context + slot).clamp(0, P - 1)
+            acts[edge] = self.act_at(at, comp[edge, None]).float()
+        return tokens, acts.masked_fill_(outside, 0.0)
+
     @property
     def n_positions(self) -> int:
         return self.tokens.shape[0]

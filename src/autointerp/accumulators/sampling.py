@@ -196,56 +196,47 @@ class KeyedSampler(TensorAccumulator):
         pos, comp, act = batch.firing_pos, batch.firing_comp, batch.firing_act
         seq = batch.sequence_ids[pos // S]
         key = self.keys(batch, seq, pos % S, comp, act)
-        # the k-th smallest kept key per component; EMPTY while the buffer has room
-        threshold = self.key.max(dim=1).values
-        cand = key < threshold[comp]
+        # each row's largest kept key (EMPTY while it has room) and its slot: a firing above it never enters
+        largest, largest_slot = self.key.max(dim=1)
+        cand = key < largest[comp]
         if not bool(cand.any()):
             return
         pos, comp, key = pos[cand], comp[cand], key[cand]
-        # at most k candidates per component can survive: sort by (component, key)
+        # the candidates by (component, key)
         order = torch.argsort(key, stable=True)
         order = order[torch.argsort(comp[order], stable=True)]
         pos, comp, key = pos[order], comp[order], key[order]
         uniq, group, counts = torch.unique_consecutive(comp, return_inverse=True, return_counts=True)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(comp.shape[0], device=comp.device) - starts[group]
-        keep = rank < self.k
-        pos, group, rank, key = pos[keep], group[keep], rank[keep], key[keep]
-        M, k = uniq.shape[0], self.k
-        # which candidates are among the k smallest keys of (kept ∪ candidates), row by row: keys only
-        cand_key = torch.full((M, k), EMPTY_KEY, dtype=torch.int64, device=pos.device)
-        cand_key[group, rank] = key
-        cand_of = torch.full((M, k), -1, dtype=torch.int64, device=pos.device)
-        cand_of[group, rank] = torch.arange(key.numel(), device=pos.device)
-        old_key = self.key[uniq]
-        _, sel = torch.cat([old_key, cand_key], 1).topk(k, dim=1, largest=False, sorted=False)
-        chosen = torch.zeros(M, 2 * k, dtype=torch.bool, device=pos.device).scatter_(1, sel, True)
-        enter = chosen[:, k:] & (cand_key != EMPTY_KEY)
-        # each entering candidate takes the slot of one of its row's largest old keys (empty slots first);
-        # nonzero is row-major, so the j-th freed slot of a row meets the row's j-th entering candidate
-        n_in = enter.sum(1)
-        free = torch.arange(k, device=pos.device)[None, :] < n_in[:, None]
-        fr, fj = free.nonzero(as_tuple=True)
-        slot = old_key.argsort(dim=1, descending=True)[fr, fj]
-        er, ej = enter.nonzero(as_tuple=True)
-        self._write(uniq[er], slot, batch, pos[cand_of[er, ej]], uniq[er], key[cand_of[er, ej]])
+        rank = torch.arange(comp.shape[0], device=comp.device) - (torch.cumsum(counts, 0) - counts)[group]
+        # A row's r-th smallest candidate enters iff its key is below the row's (r+1)-th largest kept key, and
+        # takes that key's slot: candidates ascending meet kept keys descending, so those entering are a
+        # prefix and the k smallest of (kept and candidates) stay. The work of the candidates, not of
+        # touched rows x k: at 65,536 components a batch touches most rows, with a firing or two each.
+        enter = rank == 0  # below the largest, by `cand`
+        slot = largest_slot[comp]
+        multi = counts > 1
+        if bool(multi.any()):
+            rows_m = uniq[multi]
+            t = min(self.k, int(counts.max()))
+            kept, kept_slot = self.key[rows_m].topk(t, dim=1)  # descending (ties: distinct slots)
+            local = torch.cumsum(multi, 0) - 1
+            m = (multi[group] & (rank < t)).nonzero().squeeze(1)
+            lm, rm = local[group[m]], rank[m]
+            enter[m] = key[m] < kept[lm, rm]
+            slot[m] = kept_slot[lm, rm]
+        e = enter.nonzero().squeeze(1)
+        self._write(comp[e], slot[e], batch, pos[e], comp[e], key[e])
 
     def _write(self, rows: Tensor, slot: Tensor, batch: FiringBatch, pos: Tensor, comp: Tensor, key: Tensor) -> None:
         """Put the firings at ``pos`` (of components ``comp``, keys ``key``) into slots ``(rows, slot)``."""
-        S, c = batch.seq_len, self.context_tokens
-        b, s = pos // S, pos % S
-        offsets = torch.arange(-c, c + 1, device=pos.device)
-        sp = s[:, None] + offsets[None, :]
-        inside = (sp >= 0) & (sp < S)
-        flat = b[:, None] * S + sp.clamp(0, S - 1)
-        inside &= batch.valid[flat]
-        self.key[rows, slot] = key
-        self.sequence[rows, slot] = batch.sequence_ids[b]
-        self.position[rows, slot] = s
-        # the windows' [n, W] values, masked in place (no full-size fill tensors)
-        outside = ~inside
-        self.tokens[rows, slot] = batch.tokens[flat].masked_fill_(outside, PAD_TOKEN).to(torch.int32)
-        self.acts[rows, slot] = batch.act_at(flat, comp[:, None]).float().masked_fill_(outside, 0.0)
+        S, k = batch.seq_len, self.k
+        at = rows * k + slot  # written through flat views: index_copy_ beats a two-index assignment
+        tokens, acts = batch.windows(pos, comp, self.context_tokens, PAD_TOKEN)
+        self.key.view(-1).index_copy_(0, at, key)
+        self.sequence.view(-1).index_copy_(0, at, batch.sequence_ids[pos // S])
+        self.position.view(-1).index_copy_(0, at, pos % S)
+        self.tokens.view(-1, self.window).index_copy_(0, at, tokens)
+        self.acts.view(-1, self.window).index_copy_(0, at, acts)
 
     def _in_key_order(self, lo: int, hi: int, device: torch.device | str | None = None) -> dict[str, Tensor]:
         """Rows ``lo <= i < hi`` of the five states with each row's slots in key order (empty slots last):
