@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -255,9 +256,9 @@ def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
        block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans(), path=st.sampled_from(["dense", "sparse"]),
-       big=st.booleans(), wide=st.booleans(), int16=st.booleans())
+       big=st.booleans(), wide=st.booleans(), int16=st.booleans(), chunked=st.booleans())
 def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path, big, wide,
-                                                         int16):
+                                                         int16, chunked):
     """`merge_product` (the firings' X rows and old counters summed into a dense scratch and pruned by
     topk, or summed as COO entries and pruned, in row blocks of any size, long X rows partly through the
     overflow) leaves exactly the summary
@@ -266,7 +267,8 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
     would round (odd counts), so integer merges must sum in float64 there. ``wide``: the dense scratch's
     rows are widened past the M columns with zeros (`scratch_width`, for torch's heap topk), which no
     counter may come from. ``int16``: integer counts sum in an int16 scratch with the old counters beside
-    it (`_top_with_old`); without it, in float32 (or float64 past 2^24) with them inside."""
+    it (`_top_with_old`); without it, in float32 (or float64 past 2^24) with them inside. ``chunked``
+    (with ``wide``): `row_top` finds the top weights of the scratch rows chunk by chunk."""
     N, P = 7, 12
     M = N if exclude else 9
     dtype = torch.float64 if weighted else torch.int64
@@ -285,12 +287,15 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
                 mock.patch.object(heavy_hitters, "DENSE_ROW_CELLS", 0), \
                 mock.patch.object(heavy_hitters, "TOPK_PAD_MAX", 10**6 if wide else 0), \
                 mock.patch.object(heavy_hitters, "_EXACT_I16", heavy_hitters._EXACT_I16 if int16 else -1.0), \
+                mock.patch.object(heavy_hitters, "TOP_CHUNKS", (2,) if chunked else ()), \
+                mock.patch.object(heavy_hitters, "_top_by_chunks", wraps=heavy_hitters._top_by_chunks) as by_chunks, \
                 mock.patch.object(heavy_hitters, "_top_with_old", wraps=heavy_hitters._top_with_old) as beside, \
                 mock.patch.object(heavy_hitters, f"_merge_{path}_block", wraps=getattr(heavy_hitters, f"_merge_{path}_block")) as spy:
             assert (heavy_hitters.scratch_width(M, k, torch.device("cpu")) > M) == wide
             merge_product(a.ids, a.counts, a.error, comp, pos, X, exclude_self=exclude, block_entries=block)
         assert spy.called
         assert beside.called == (path == "dense" and int16 and not weighted)
+        assert by_chunks.called == (path == "dense" and chunked and wide)
         _merge_expanded(b, comp, pos, x, exclude, weighted)
         _same_summary(a, b, weighted)
 
@@ -433,8 +438,9 @@ def test_sparse_rows_merge_through_a_coo_sum_to_the_same_summary(seed, k, weight
 
 def test_scratch_rows_widen_only_on_the_cpu_and_only_a_little():
     """`scratch_width`: 8,192 columns with 128 counters widen to 8,256 (64 x 129: torch's heap topk) on the
-    CPU; never on another device, never by more than TOPK_PAD_MAX, never past 64 (k + 1)."""
-    from autointerp.accumulators.heavy_hitters import TOPK_PAD_MAX, scratch_width
+    CPU; never on another device, never by more than TOPK_PAD_MAX, never past 64 (k + 1); from
+    TOP_CHUNK_MIN_WIDTH on, a multiple of 64 (`row_top`'s chunks)."""
+    from autointerp.accumulators.heavy_hitters import TOP_CHUNK_MIN_WIDTH, TOPK_PAD_MAX, scratch_width
 
     cpu = torch.device("cpu")
     assert scratch_width(8192, 128, cpu) == 8256
@@ -444,7 +450,12 @@ def test_scratch_rows_widen_only_on_the_cpu_and_only_a_little():
     for M in range(1, 3000, 7):
         for k in (1, 3, 20, 40):
             w = scratch_width(M, k, cpu)
-            assert M <= w <= M * (1 + TOPK_PAD_MAX) and (w == M or w == 64 * (k + 1))
+            assert M <= w <= M * (1 + TOPK_PAD_MAX)
+            if w < TOP_CHUNK_MIN_WIDTH:
+                assert w == M or w == 64 * (k + 1)
+            else:
+                assert w % 64 == 0 and w < max(M, 64 * (k + 1)) + 64
+    assert scratch_width(40_001, 128, cpu) == 40_064 and scratch_width(40_001, 128, torch.device("meta")) == 40_001
 
 
 def test_integer_merges_use_a_narrow_scratch_only_while_it_is_exact():
@@ -464,3 +475,33 @@ def test_integer_merges_use_a_narrow_scratch_only_while_it_is_exact():
     assert _scratch_dtype(small.double(), X, per) == torch.float64  # probability mass
     Xw = csr_rows(torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]), 2, 3)
     assert _scratch_dtype(small, Xw, per) == torch.float64  # a fractional weight
+
+
+@pytest.mark.parametrize("dtype", [torch.int16, torch.float32, torch.float64])
+def test_row_top_gives_topk_s_weights_and_the_columns_the_prune_keeps(dtype):
+    """`row_top` (chunk maxima, then a topk over the best chunks) gives exactly ``topk``'s n largest weights,
+    and the exact column of every weight above the n-th (the only ones a prune keeps), on rows full of ties
+    (small counts), rows with fewer than n weights (zeros), one dominant chunk, and continuous weights."""
+    g = torch.Generator().manual_seed(0)
+    U, M, n = 40, 1024, 9
+    rows = [
+        torch.randint(0, 3, (U, M), generator=g),  # ties everywhere
+        torch.where(torch.rand(U, M, generator=g) < 0.004, torch.randint(1, 5, (U, M), generator=g), 0),
+        torch.zeros(U, M, dtype=torch.long),
+    ]
+    dominant = torch.randint(0, 2, (U, M), generator=g)
+    dominant[:, 64:128] = torch.randint(5, 9, (U, 64), generator=g)  # every large weight in one chunk
+    rows.append(dominant)
+    if dtype.is_floating_point:
+        rows.append(torch.rand(U, M, generator=g, dtype=torch.float64) ** 8 * 100)
+    for table in rows:
+        table = table.to(dtype).contiguous()
+        with mock.patch.object(heavy_hitters, "_top_by_chunks", wraps=heavy_hitters._top_by_chunks) as by_chunks:
+            w, c = heavy_hitters.row_top(table, n)
+        assert by_chunks.called
+        want_w, _ = table.topk(n, dim=1)
+        assert torch.equal(w, want_w)
+        above = w > w[:, n - 1 :]
+        assert torch.equal(table.gather(1, c)[above], w[above])
+        for r in range(U):  # the columns above the n-th are exactly the row's weights above it
+            assert set(c[r][above[r]].tolist()) == set((table[r] > w[r, n - 1]).nonzero().squeeze(1).tolist())
