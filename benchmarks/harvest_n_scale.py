@@ -185,6 +185,10 @@ def main() -> None:
                 continue
             got["steady_ms"] = (got["update_ms"] * a.batches - first["update_ms"] * a.steady) / (a.batches - a.steady)
             got["steady_from"] = a.steady
+            if a.per_acc:
+                got["steady_per_acc_ms"] = {
+                    name: round((ms * a.batches - first["per_acc_ms"][name] * a.steady) / (a.batches - a.steady), 1)
+                    for name, ms in got["per_acc_ms"].items()}
         rows.append(got)
         r, r0 = rows[-1], rows[0]
         if a.steady is not None:
@@ -192,6 +196,8 @@ def main() -> None:
                   f"({r['steady_ms'] / r0['steady_ms']:.2f}x)", flush=True)
         if a.per_acc:
             print(f"N={n:>6}  update per accumulator (ms a batch): {r['per_acc_ms']}", flush=True)
+            if a.steady is not None:
+                print(f"N={n:>6}  steady update per accumulator (ms a batch): {r['steady_per_acc_ms']}", flush=True)
         if r.get("device_peak") is not None:
             print(f"N={n:>6}  device peak {r['device_peak'] / 2**30:.2f} GiB ({a.device})", flush=True)
         if a.no_save:
