@@ -477,13 +477,15 @@ def test_integer_merges_use_a_narrow_scratch_only_while_it_is_exact():
     assert _scratch_dtype(small, Xw, per) == torch.float64  # a fractional weight
 
 
+@pytest.mark.parametrize("M", [1024, 4096])
 @pytest.mark.parametrize("dtype", [torch.int16, torch.float32, torch.float64])
-def test_row_top_gives_topk_s_weights_and_the_columns_the_prune_keeps(dtype):
+def test_row_top_gives_topk_s_weights_and_the_columns_the_prune_keeps(dtype, M):
     """`row_top` (chunk maxima, then a topk over the best chunks) gives exactly ``topk``'s n largest weights,
     and the exact column of every weight above the n-th (the only ones a prune keeps), on rows full of ties
-    (small counts), rows with fewer than n weights (zeros), one dominant chunk, and continuous weights."""
+    (small counts), rows with fewer than n weights (zeros), one dominant chunk, and continuous weights;
+    reading the k best chunks (M = 1,024) or more, up to 64 n cells for torch's heap topk (M = 4,096)."""
     g = torch.Generator().manual_seed(0)
-    U, M, n = 40, 1024, 9
+    U, n = 40, 9
     rows = [
         torch.randint(0, 3, (U, M), generator=g),  # ties everywhere
         torch.where(torch.rand(U, M, generator=g) < 0.004, torch.randint(1, 5, (U, M), generator=g), 0),
