@@ -288,6 +288,7 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
                 mock.patch.object(heavy_hitters, "TOPK_PAD_MAX", 10**6 if wide else 0), \
                 mock.patch.object(heavy_hitters, "_EXACT_I16", heavy_hitters._EXACT_I16 if int16 else -1.0), \
                 mock.patch.object(heavy_hitters, "TOP_CHUNKS", (2,) if chunked else ()), \
+                mock.patch.object(heavy_hitters, "_chunk_reads", lambda M, n, G: n - 1), \
                 mock.patch.object(heavy_hitters, "_top_by_chunks", wraps=heavy_hitters._top_by_chunks) as by_chunks, \
                 mock.patch.object(heavy_hitters, "_top_with_old", wraps=heavy_hitters._top_with_old) as beside, \
                 mock.patch.object(heavy_hitters, f"_merge_{path}_block", wraps=getattr(heavy_hitters, f"_merge_{path}_block")) as spy:
@@ -477,33 +478,62 @@ def test_integer_merges_use_a_narrow_scratch_only_while_it_is_exact():
     assert _scratch_dtype(small, Xw, per) == torch.float64  # a fractional weight
 
 
-@pytest.mark.parametrize("M", [1024, 4096])
+@pytest.mark.parametrize(("M", "n", "chunks", "reads"), [(4096, 9, heavy_hitters.TOP_CHUNKS, 9), (1024, 33, (8,), 32)])
 @pytest.mark.parametrize("dtype", [torch.int16, torch.float32, torch.float64])
-def test_row_top_gives_topk_s_weights_and_the_columns_the_prune_keeps(dtype, M):
+def test_row_top_gives_topk_s_weights_and_the_columns_the_prune_keeps(dtype, M, n, chunks, reads):
     """`row_top` (chunk maxima, then a topk over the best chunks) gives exactly ``topk``'s n largest weights,
     and the exact column of every weight above the n-th (the only ones a prune keeps), on rows full of ties
     (small counts), rows with fewer than n weights (zeros), one dominant chunk, and continuous weights;
-    reading the k best chunks (M = 1,024) or more, up to 64 n cells for torch's heap topk (M = 4,096)."""
+    reading 64 n cells for torch's heap topk where the row has room (M = 4,096), else the k best chunks."""
     g = torch.Generator().manual_seed(0)
-    U, n = 40, 9
+    U = 40
     rows = [
         torch.randint(0, 3, (U, M), generator=g),  # ties everywhere
         torch.where(torch.rand(U, M, generator=g) < 0.004, torch.randint(1, 5, (U, M), generator=g), 0),
         torch.zeros(U, M, dtype=torch.long),
     ]
     dominant = torch.randint(0, 2, (U, M), generator=g)
-    dominant[:, 64:128] = torch.randint(5, 9, (U, 64), generator=g)  # every large weight in one chunk
+    dominant[:, 64:128] = torch.randint(5, 9, (U, 64), generator=g)  # every large weight in one or a few chunks
     rows.append(dominant)
     if dtype.is_floating_point:
         rows.append(torch.rand(U, M, generator=g, dtype=torch.float64) ** 8 * 100)
     for table in rows:
         table = table.to(dtype).contiguous()
-        with mock.patch.object(heavy_hitters, "_top_by_chunks", wraps=heavy_hitters._top_by_chunks) as by_chunks:
+        with mock.patch.object(heavy_hitters, "_top_by_chunks", wraps=heavy_hitters._top_by_chunks) as by_chunks, \
+                mock.patch.object(heavy_hitters, "TOP_CHUNKS", chunks):
             w, c = heavy_hitters.row_top(table, n)
-        assert by_chunks.called
+        assert by_chunks.called and by_chunks.call_args.args[3] == reads  # the chunks read
         want_w, _ = table.topk(n, dim=1)
         assert torch.equal(w, want_w)
         above = w > w[:, n - 1 :]
         assert torch.equal(table.gather(1, c)[above], w[above])
         for r in range(U):  # the columns above the n-th are exactly the row's weights above it
             assert set(c[r][above[r]].tolist()) == set((table[r] > w[r, n - 1]).nonzero().squeeze(1).tolist())
+
+
+def test_row_top_reads_chunks_only_where_they_beat_one_topk():
+    """Co-firing rows of 65,536 read 129 chunks of 64 (64 x 129 cells: torch's heap topk); output mass's
+    rows of 8,256 are already one heap topk and stay whole; rows too narrow for a heap read the k best."""
+    from autointerp.accumulators.heavy_hitters import _chunk_reads
+
+    assert _chunk_reads(65536, 129, 64) == 129
+    assert _chunk_reads(8256, 129, 16) is None
+    assert _chunk_reads(1024, 33, 8) == 32
+
+
+def test_output_mass_positions_padded_for_the_heap_topk_give_the_same_summary():
+    """A position's probabilities padded with -inf to 64 (position_k + 1) columns (torch's heap topk) pick the
+    same top tokens: the summary equals the unpadded one's, and no padded column enters it."""
+    from autointerp.accumulators import output_probs
+
+    V, k = 570, 8  # 64 x 9 = 576 columns: 6 of padding
+    assert heavy_hitters.scratch_width(V, k, torch.device("cpu")) == 576
+    batches = zipf_stream(n_batches=2, V=V)
+    a, b = OutputProbAcc(mode="bounded", summary_k=k), OutputProbAcc(mode="bounded", summary_k=k)
+    run(batches, [a])
+    with mock.patch.object(output_probs, "scratch_width", lambda M, k, device: M):
+        run(batches, [b])
+    padded, plain = a.state_dict(), b.state_dict()
+    for name in ("hh_ids", "hh_counts", "hh_error"):
+        assert torch.equal(padded[name], plain[name]), name
+    assert int(padded["hh_ids"].max()) < V

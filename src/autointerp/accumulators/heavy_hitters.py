@@ -367,19 +367,30 @@ def row_top(table: Tensor, n: int) -> tuple[Tensor, Tensor]:
     G = next((g for g in TOP_CHUNKS if M % g == 0 and (n - 1) * g * 4 <= M), None)
     if G is None or table.device.type != "cpu" or not U or n < 2 or not table.is_contiguous():
         return table.topk(n, dim=1)
-    return _top_by_chunks(table, n, G)
+    reads = _chunk_reads(M, n, G)
+    if reads is None:
+        return table.topk(n, dim=1)
+    return _top_by_chunks(table, n, G, reads)
 
 
-def _top_by_chunks(table: Tensor, n: int, G: int) -> tuple[Tensor, Tensor]:
-    """`row_top` read in chunks of ``G`` columns (``G`` divides the row). It reads the ``n - 1`` chunks with
-    the largest maxima, or more where the row has them, up to ``64 n`` cells: torch's heap ``topk``
-    (``TOPK_HEAP_FACTOR``) over 129 chunks of 64 int16 weights took 1.8 ms a 256-row block, its
-    ``nth_element`` over 128 chunks 5.0 ms."""
+def _chunk_reads(M: int, n: int, G: int) -> int | None:
+    """How many chunks of ``G`` `row_top` reads for a row of ``M`` and the top ``n``: enough for torch's heap
+    ``topk`` (``64 n`` cells) where that is at most half the row, else the ``n - 1`` best; None where the
+    whole row is already one heap ``topk`` and the chunks would not be."""
+    reads = max(n - 1, -(-TOPK_HEAP_FACTOR * n // G))
+    if reads * G * 2 <= M:
+        return reads
+    return None if M >= TOPK_HEAP_FACTOR * n else n - 1
+
+
+def _top_by_chunks(table: Tensor, n: int, G: int, reads: int) -> tuple[Tensor, Tensor]:
+    """`row_top` read in chunks of ``G`` columns (``G`` divides the row): the ``reads >= n - 1`` chunks with
+    the largest maxima. ``reads`` is more than ``n - 1`` where the row has room for ``64 n`` cells, for
+    torch's heap ``topk`` (``TOPK_HEAP_FACTOR``): over 129 chunks of 64 int16 weights it took 1.8 ms a
+    256-row block, its ``nth_element`` over 128 chunks 5.0 ms. (Output mass's rows of 8,256 are already
+    one heap ``topk``, 54 ms a 2,048-row block, and stay whole: over 128 chunks of 16 they took 57.)"""
     U, M = table.shape
     k, nC = n - 1, M // G
-    reads = max(k, -(-TOPK_HEAP_FACTOR * n // G))
-    if reads * G * 2 > M:
-        reads = k
     cm_w, cm_c = table.view(U, nC, G).amax(-1).topk(max(reads, n), dim=1)
     chunks = cm_c[:, :reads]
     at = (torch.arange(U, device=table.device)[:, None] * nC + chunks).reshape(-1)
