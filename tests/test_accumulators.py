@@ -618,3 +618,32 @@ def test_dense_and_bounded_agree_when_nothing_is_pruned(cls, stream):
             want = sorted((key(s), round(s.count, 4)) for s in getattr(getattr(d, field), ranking))
             assert got == want
             assert all(s.count_error == 0 for s in getattr(getattr(b, field), ranking))
+
+
+def test_a_sampler_keeps_each_rows_largest_key_across_batches_merges_and_loads():
+    """The keyed samplers keep each row's largest kept key between batches (refreshed for the rows a batch
+    wrote) instead of a pass over N x k keys a batch; a merge or a load, which change the keys otherwise,
+    make it afresh. After each, it names a slot that holds the row's largest key, and the sample equals
+    one pass's."""
+    batches = make_stream(4, 6, V=V)
+    for cls in (ReservoirAcc, TopActivationAcc):
+        loop = harvest(batches[:3], [cls(k=3, context_tokens=1)])
+        acc = acc_of(loop, cls)
+
+        def check():
+            value, slot = acc._largest()
+            want = acc.key.max(dim=1).values
+            assert torch.equal(value, want) and torch.equal(acc.key.gather(1, slot[:, None]).squeeze(1), want)
+
+        check()
+        other = acc_of(harvest(batches[3:], [cls(k=3, context_tokens=1)]), cls)
+        acc.merge(other)  # the keys change under the kept ones
+        check()
+        state = acc.state_dict()
+        fresh = acc_of(harvest(batches[:1], [cls(k=3, context_tokens=1)]), cls)
+        fresh._largest()  # kept for the old keys, then loaded over
+        fresh.load_state_dict(state)
+        check_fresh = fresh._largest()[0]
+        assert torch.equal(check_fresh, fresh.key.max(dim=1).values)
+        one = acc_of(harvest(batches, [cls(k=3, context_tokens=1)]), cls)
+        assert torch.equal(acc.state_dict()["key"], one.state_dict()["key"])
