@@ -15,6 +15,9 @@ the process's peak RSS during ``loop.save(block_size=...)`` above its RSS just b
     python benchmarks/harvest_n_scale.py --from_json /tmp/n_scale.json --plot docs/img/harvest_n_scale.png
     python benchmarks/harvest_n_scale.py --sizes 4096 65536 --mode bounded --budget 4GiB --batches 96 --steady 48
 
+``--sparse`` hands each layer over as `SparseActivations` (a TopK SAE's indices and values: 48 distinct
+latents a position, one in each of 48 equal strata of the layer) instead of a dense tensor.
+
 ``--steady B0`` also runs each N for ``B0`` batches (update only, every merge included) and reports the
 marginal cost of the batches after ``B0``, ``(T(batches) - T(B0)) / (batches - B0)``: the per-batch cost once
 the samplers' slots are full, which a long harvest pays; the mean over a short run also carries the
@@ -36,7 +39,7 @@ def one(n: int, a: argparse.Namespace) -> dict:
     import torch
 
     from autointerp import (CorrelationAcc, HarvestBatch, HarvestLoop, InputTokenAcc, OutputProbAcc,
-                            RandomWindowAcc, ReservoirAcc, TopActivationAcc, load_harvest)
+                            RandomWindowAcc, ReservoirAcc, SparseActivations, TopActivationAcc, load_harvest)
 
     g = torch.Generator().manual_seed(0)
     V, L, S, B = a.vocab, 4, 128, 4
@@ -47,6 +50,12 @@ def one(n: int, a: argparse.Namespace) -> dict:
         tok = torch.multinomial(w, B * S, replacement=True, generator=g)
         acts = {}
         for layer in range(L):
+            if a.sparse:  # a TopK SAE's output: `active` distinct latents a position, one in each stratum
+                stride = width // a.active
+                idx = torch.arange(a.active) * stride + torch.randint(0, stride, (B * S, a.active), generator=g)
+                acts[f"blocks.{layer}.sae"] = SparseActivations(
+                    idx.view(B, S, a.active), (torch.rand(B * S, a.active, generator=g) + 0.1).view(B, S, a.active), width)
+                continue
             x = torch.zeros(B * S, width)
             x.scatter_(1, torch.randint(0, width, (B * S, a.active), generator=g),
                        torch.rand(B * S, a.active, generator=g) + 0.1)
@@ -145,6 +154,8 @@ def main() -> None:
     p.add_argument("--block_size", type=int, default=1024, help="components finalized and written at a time")
     p.add_argument("--device", default="cpu", help="where the harvest runs (cuda: timed with a sync)")
     p.add_argument("--per_acc", action="store_true", help="also time each accumulator's update (ms a batch)")
+    p.add_argument("--sparse", action="store_true",
+                   help="hand the layers over as SparseActivations (a TopK SAE's indices and values), not dense")
     p.add_argument("--no_save", action="store_true", help="the update only: no finalize, save or load")
     p.add_argument("--json_out", help="write the rows as JSON here")
     p.add_argument("--from_json", help="plot rows written by --json_out instead of running")
@@ -168,7 +179,8 @@ def main() -> None:
     def child(n: int, batches: int, no_save: bool) -> dict | None:
         cmd = [sys.executable, __file__, "--one", str(n), "--vocab", str(a.vocab), "--active", str(a.active),
                "--batches", str(batches), "--block_size", str(a.block_size), "--mode", a.mode] + (["--budget", a.budget] if a.budget else []) \
-            + (["--per_acc"] if a.per_acc else []) + (["--no_save"] if no_save else []) + ["--device", a.device]
+            + (["--per_acc"] if a.per_acc else []) + (["--no_save"] if no_save else []) + ["--device", a.device] \
+            + (["--sparse"] if a.sparse else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(f"N={n} ({batches} batches): failed\n{out.stderr[-2000:]}")
@@ -208,7 +220,8 @@ def main() -> None:
               f"({1000 * r['finalize_save_s'] / r['N']:.2f} ms/component, peak {r['save_peak'] / 2**20:.1f} MiB above "
               f"its start)  open+one {r['load_one_ms']:6.1f} ms  state {r['state_bytes'] / 2**20:8.1f} MiB  "
               f"peak RSS {r['peak_rss'] / 2**20:8.1f} MiB  modes {r['modes']}", flush=True)
-    note = (f"six accumulators, mode {a.mode}, V={a.vocab}, {a.active} active a position a layer, "
+    note = (f"six accumulators, mode {a.mode}, V={a.vocab}, {a.active} active a position a layer"
+            f"{' (SparseActivations)' if a.sparse else ''}, "
             f"{a.batches} batches of 512 tokens, budget {a.budget}, {a.device}")
     if a.json_out:
         with open(a.json_out, "w") as f:

@@ -49,7 +49,7 @@ def test_a_good_batch_passes():
         ({"tokens": torch.zeros(B, S)}, r"tokens has dtype torch.float32, expected torch.int64"),
         ({"activations": {}}, r"activations must be a non-empty dict .* got dict of length 0"),
         ({"activations": [torch.rand(B, S, 3)]}, r"activations must be a non-empty dict .* got list"),
-        ({"activations": {"h.0": np.zeros((B, S, 3))}}, r"activations\['h.0'\] must be a torch.Tensor, got ndarray"),
+        ({"activations": {"h.0": np.zeros((B, S, 3))}}, r"activations\['h.0'\] must be a torch.Tensor or a SparseActivations, got ndarray"),
         ({"activations": {"h.0": torch.rand(B, S)}}, r"activations\['h.0'\] has shape \(2, 5\), expected 3 dimensions"),
         ({"activations": {"h.0": torch.rand(B, S + 1, 3)}},
          r"activations\['h.0'\] has shape \(2, 6, 3\), expected \(2, 5, C\) to match tokens \(2, 5\)"),
@@ -309,8 +309,8 @@ def test_merge_layer_firings_orders_like_one_sort():
 def test_windows_equal_the_plain_gather():
     """`FiringBatch.windows` (sliding views, one gather a layer) equals the plain ``[n, W]`` gather: tokens
     and activations of the positions around each firing, pad (-1) and 0 outside its sequence or at a
-    masked position; firings near the batch's first and last positions and a batch whose activations are
-    given whole (`acts`) included."""
+    masked position; firings near the batch's first and last positions, a batch whose activations are
+    given whole (`acts`) and the same activations as `SparseActivations` included."""
     from attrs import evolve
 
     from autointerp.batch import ComponentSpace, FiringBatch
@@ -332,7 +332,100 @@ def test_windows_equal_the_plain_gather():
     inside &= mask.reshape(-1)[flat]
     want_tok = hb.tokens.reshape(-1)[flat].masked_fill(~inside, -1).int()
     want_act = dense[flat, comp[:, None]].masked_fill(~inside, 0.0)
-    for batch in (fb, evolve(fb, acts=dense)):
+    # the same activations as SparseActivations (every latent listed, in reverse order)
+    from autointerp import SparseActivations
+
+    sparse = {n: SparseActivations(torch.arange(a.shape[-1]).flip(0).expand(B, S, -1), a.flip(-1), a.shape[-1])
+              for n, a in acts.items()}
+    hs = HarvestBatch(hb.tokens, sparse, mask=mask)
+    fs = FiringBatch.from_batch(hs, ComponentSpace.from_activations(acts), 0.5, torch.arange(B), None)
+    assert torch.equal(fs.firing_pos, pos) and torch.equal(fs.firing_comp, comp)
+    assert torch.equal(fs.firing_act, fb.firing_act) and torch.equal(fs.acts, dense)
+    for batch in (fb, evolve(fb, acts=dense), fs):
         tok, act = batch.windows(pos, comp, ctx)
         assert tok.dtype == torch.int32 and act.dtype == torch.float32
         assert torch.equal(tok, want_tok) and torch.equal(act, want_act)
+        assert torch.equal(batch.act_at(flat, comp[:, None]), dense[flat, comp[:, None]])
+
+
+def _topk_layers(g, B, S, widths, K):
+    """Dense layers with K nonzero latents a position (some below the threshold, some exactly 0) and the same
+    layers as `SparseActivations` (indices in any order within a position)."""
+    from autointerp import SparseActivations
+
+    dense, sparse = {}, {}
+    for name, C in widths.items():
+        idx = torch.stack([torch.randperm(C, generator=g)[:K] for _ in range(B * S)]).view(B, S, K)
+        val = torch.rand(B, S, K, generator=g) - 0.2
+        val[..., -1] = 0.0  # a padded slot
+        dense[name] = torch.zeros(B, S, C).scatter_(2, idx, val)
+        sparse[name] = SparseActivations(idx, val, C)
+    return dense, sparse
+
+
+def test_sparse_activations_harvest_exactly_as_their_dense_tensors():
+    """A harvest of `SparseActivations` layers (a TopK SAE's indices and values) equals the harvest of the
+    same activations as dense tensors, state by state, for every default accumulator: firings, counts,
+    co-firing, token tables, samples and their activation windows (windows read other positions' entries,
+    and 0 where a latent is absent), with a mask, per-layer thresholds and a dense layer beside."""
+    from autointerp import (CorrelationAcc, HarvestLoop, InputTokenAcc, OutputProbAcc, RandomWindowAcc,
+                            ReservoirAcc, TopActivationAcc)
+
+    g = torch.Generator().manual_seed(2)
+    B, S, V = 3, 16, 50
+    states = []
+    batches = []
+    for i in range(3):
+        dense, sparse = _topk_layers(g, B, S, {"a": 64, "b": 40}, 6)
+        dense["c"] = sparse["c"] = torch.rand(B, S, 7, generator=g)
+        tok = torch.randint(0, V, (B, S), generator=g)
+        mask = torch.rand(B, S, generator=g) > 0.1
+        probs = torch.softmax(torch.randn(B, S, V, generator=g), -1)
+        ids = torch.arange(i * B, (i + 1) * B)
+        batches.append([HarvestBatch(tok, acts, probs, mask, ids) for acts in (dense, sparse)])
+    for which in (0, 1):
+        accs = [CorrelationAcc(), InputTokenAcc(), OutputProbAcc(), ReservoirAcc(k=4, context_tokens=3),
+                TopActivationAcc(k=3, context_tokens=3), RandomWindowAcc(n_windows=8, window_len=6)]
+        loop = HarvestLoop(accs, threshold={"a": 0.1, "b": 0.3, "c": 0.5}, progress=False)
+        for pair in batches:
+            loop.update(pair[which])
+        states.append([a.state_dict() for a in loop.accumulators])
+    for mine, theirs in zip(*states):
+        assert mine.keys() == theirs.keys()
+        for name in mine:
+            a, b = mine[name], theirs[name]
+            if isinstance(a, torch.Tensor):
+                assert torch.equal(a, b), name
+            else:
+                assert a == b, name
+
+
+def test_sparse_activations_are_checked_at_the_door():
+    from autointerp import SparseActivations
+
+    tok = torch.zeros(2, 3, dtype=torch.long)
+    good_idx, good_val = torch.tensor([[[0, 1]] * 3] * 2), torch.ones(2, 3, 2)
+    cases = [
+        (SparseActivations(good_idx, torch.ones(2, 3, 3), 4), r"indices \(2, 3, 2\) and values \(2, 3, 3\)"),
+        (SparseActivations(good_idx.float(), good_val, 4), "expected int64 latent ids"),
+        (SparseActivations(good_idx, good_val, 1), r"indices in \[0, 1\], expected ids in \[0, 1\)"),
+        (SparseActivations(torch.zeros(2, 3, 2, dtype=torch.long), good_val, 4), "names the same latent twice"),
+        (SparseActivations(good_idx, good_val * float("nan"), 4), "NaN or Inf"),
+        (SparseActivations(good_idx, good_val, 0), "width must be a positive int"),
+    ]
+    for acts, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            HarvestBatch(tok, {"l": acts}).validate()
+
+
+def test_the_sparse_activations_example_in_the_docs_runs(capsys):
+    """docs/harvest_core.md's SparseActivations example runs as written and counts every listed latent above
+    the threshold once (B x S x K firings)."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "harvest_core.md").read_text(encoding="utf-8")
+    code = re.findall(r"### Sparse activations.*?```python\n(.*?)```", doc, re.S)[0]
+    exec(compile(code, "harvest_core.md", "exec"), {})
+    fired, firings = map(int, capsys.readouterr().out.split())
+    assert firings == 2 * 16 * 4 and 0 < fired <= firings

@@ -23,6 +23,7 @@ _LAZY = {
         "ComponentSpace": "autointerp.batch",
         "FiringBatch": "autointerp.batch",
         "HarvestBatch": "autointerp.batch",
+        "SparseActivations": "autointerp.batch",
         "HarvestLoop": "autointerp.harvest",
         "HarvestResult": "autointerp.harvest",
         "load_harvest": "autointerp.harvest",

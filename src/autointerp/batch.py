@@ -23,12 +23,134 @@ PROB_SUM_TOLERANCE = 1e-2
 
 
 @define(eq=False)
+class SparseActivations:
+    """One layer's activations as each position's active latents, the form a TopK SAE's encoder gives:
+    ``indices [B, S, K]`` (int64 latent ids in ``[0, width)``, distinct within a position) and ``values
+    [B, S, K]`` (floating; a slot at or below the threshold does not fire, so 0 pads a position with fewer).
+
+    Put it where a dense ``[B, S, C]`` tensor would go in `HarvestBatch.activations`; the loop then pays for
+    the K entries a position, not for C columns: no dense tensor is made unless an accumulator asks for
+    ``batch.acts``. Windows read the activations of their other positions from these entries (a latent
+    absent at a position reads 0).
+
+    >>> acts = SparseActivations(torch.tensor([[[3, 0]]]), torch.tensor([[[0.5, 2.0]]]), width=4)
+    >>> acts.shape, acts.to_dense().tolist()
+    ((1, 1, 4), [[[2.0, 0.0, 0.0, 0.5]]])
+    """
+
+    indices: Tensor
+    values: Tensor
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (*tuple(self.indices.shape[:2]), int(self.width))  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> SparseActivations:
+        return SparseActivations(self.indices.to(device, non_blocking=non_blocking),
+                                 self.values.to(device, non_blocking=non_blocking), self.width)
+
+    def to_dense(self) -> Tensor:
+        """The ``[B, S, width]`` float32 tensor these entries stand for."""
+        B, S, _ = self.indices.shape
+        out = torch.zeros(B, S, self.width, dtype=torch.float32, device=self.device)
+        return out.scatter_(2, self.indices.long(), self.values.float())
+
+    @property
+    def nbytes(self) -> int:
+        return self.indices.numel() * self.indices.element_size() + self.values.numel() * self.values.element_size()
+
+    def check(self, where: str, B: int, S: int, device: torch.device) -> None:
+        """Raise ``ValueError`` naming ``where``, what was expected and what arrived."""
+        idx, val = self.indices, self.values
+        if not isinstance(idx, Tensor) or not isinstance(val, Tensor):
+            raise ValueError(f"{where}: indices and values must be torch.Tensors, got "
+                             f"{type(idx).__name__} and {type(val).__name__}")
+        if idx.dim() != 3 or tuple(idx.shape) != tuple(val.shape) or tuple(idx.shape[:2]) != (B, S):
+            raise ValueError(f"{where}: indices {tuple(idx.shape)} and values {tuple(val.shape)} must both be "
+                             f"({B}, {S}, K) to match tokens")
+        if idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"{where}: indices have dtype {idx.dtype}, expected int64 latent ids")
+        if not val.is_floating_point():
+            raise ValueError(f"{where}: values have dtype {val.dtype}, expected a floating dtype")
+        if not isinstance(self.width, int) or isinstance(self.width, bool) or self.width < 1:
+            raise ValueError(f"{where}: width must be a positive int (the layer's latents), got {self.width!r}")
+        if idx.device != device or val.device != device:
+            raise ValueError(f"{where} is on {idx.device}/{val.device} but tokens are on {device}")
+        if idx.numel():
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= self.width:
+                raise ValueError(f"{where}: indices in [{lo}, {hi}], expected ids in [0, {self.width})")
+            if idx.shape[2] > 1 and bool((idx.sort(dim=2).values.diff(dim=2) == 0).any()):
+                raise ValueError(f"{where}: a position names the same latent twice; indices must be distinct "
+                                 "within a position")
+            if not _all_finite(val):
+                raise ValueError(f"{where}: values contain {int((~torch.isfinite(val)).sum())} NaN or Inf values; "
+                                 "activations must be finite")
+
+
+class _SparseLayer:
+    """A `SparseActivations` layer flattened to ``[P, C]``: its entries sorted by ``p * C + c`` (so its firings
+    come out in (position, column) order), read at any ``[pos, col]`` by a search (absent entries read 0)."""
+
+    def __init__(self, acts: SparseActivations):
+        B, S, K = acts.indices.shape
+        self.P, self.C, self.K = B * S, acts.width, K
+        cols, order = acts.indices.reshape(self.P, K).long().sort(dim=1)
+        self.cols = cols
+        self.vals = acts.values.reshape(self.P, K).float().gather(1, order)
+        self.keys = (torch.arange(self.P, device=cols.device)[:, None] * self.C + cols).reshape(-1)
+        self.shape = (self.P, self.C)
+        self._by_col: tuple[Tensor, Tensor] | None = None  # the entries by (column, position), made on first use
+
+    def __getitem__(self, index: tuple[Tensor, Tensor]) -> Tensor:
+        pos, col = torch.broadcast_tensors(*index)
+        want = pos.long() * self.C + col.long()
+        flat = self.vals.reshape(-1)
+        if not flat.numel():
+            return torch.zeros(want.shape, dtype=torch.float32, device=want.device)
+        at = torch.searchsorted(self.keys, want.reshape(-1)).clamp_max(flat.numel() - 1).view(want.shape)
+        return torch.where(self.keys[at] == want, flat[at], torch.zeros((), device=flat.device))
+
+    def dense(self) -> Tensor:
+        out = torch.zeros(self.P, self.C, dtype=torch.float32, device=self.cols.device)
+        return out.scatter_(1, self.cols, self.vals)
+
+    def window_values(self, pos: Tensor, col: Tensor, context: int) -> Tensor:
+        """``[n, 2 context + 1]``: the activations of latent ``col[i]`` at positions ``pos[i] - context ..
+        pos[i] + context`` (0 where it has no entry, or past the batch's ends). The entries sorted by
+        (column, position) once, each row's are found by two searches: the work of the rows and of the
+        entries they meet, not of ``n x W`` lookups."""
+        if self._by_col is None:
+            keys = (self.cols * self.P + torch.arange(self.P, device=self.cols.device)[:, None]).reshape(-1)
+            keys, order = keys.sort()
+            self._by_col = keys, self.vals.reshape(-1)[order]
+        keys, vals = self._by_col
+        n, W, dev = pos.numel(), 2 * context + 1, pos.device
+        pos, base = pos.long(), col.long() * self.P
+        lo = torch.searchsorted(keys, base + (pos - context).clamp_min(0))
+        hi = torch.searchsorted(keys, base + (pos + context).clamp_max(self.P - 1) + 1)
+        found = hi - lo
+        row = torch.repeat_interleave(torch.arange(n, device=dev), found)
+        at = lo[row] + torch.arange(row.numel(), device=dev) - (torch.cumsum(found, 0) - found)[row]
+        out = torch.zeros(n, W, dtype=torch.float32, device=dev)
+        out[row, keys[at] - base[row] - pos[row] + context] = vals[at]
+        return out
+
+
+@define(eq=False)
 class HarvestBatch:
     """One batch of model evidence.
 
     tokens: ``[B, S]`` int64 token ids.
     activations: ``{layer: [B, S, C_layer]}`` floating activations (CI values, SAE
-        latents, neurons); layers may have different widths ``C_layer``.
+        latents, neurons); layers may have different widths ``C_layer``. A layer may instead be
+        a `SparseActivations` (a TopK SAE's ``indices, values [B, S, K]``), which the loop reads
+        without a dense tensor.
     output_probs: ``[B, S, V]`` the model's next-token probabilities (optional
         unless an accumulator needs them).
     mask: ``[B, S]`` bool, True where the position is real data; False positions
@@ -79,8 +201,11 @@ class HarvestBatch:
             )
         for name, act in self.activations.items():
             where = f"activations[{name!r}]"
+            if isinstance(act, SparseActivations):
+                act.check(where, B, S, device)
+                continue
             if not isinstance(act, Tensor):
-                raise ValueError(f"{where} must be a torch.Tensor, got {type(act).__name__}")
+                raise ValueError(f"{where} must be a torch.Tensor or a SparseActivations, got {type(act).__name__}")
             if act.dim() != 3:
                 raise ValueError(f"{where} has shape {tuple(act.shape)}, expected 3 dimensions [B, S, C]")
             if tuple(act.shape[:2]) != (B, S):
@@ -298,7 +423,7 @@ class FiringBatch:
     @property
     def acts(self) -> Any:
         if self._acts is None:
-            la = self.layer_acts
+            la = [a.dense() if isinstance(a, _SparseLayer) else a for a in self.layer_acts]
             self._acts = la[0] if len(la) == 1 else torch.cat(la, dim=1)
         return self._acts
 
@@ -316,8 +441,10 @@ class FiringBatch:
         The samplers gather each kept firing's activation window this way (``comp`` of shape
         ``[n, 1]`` against positions ``[n, W]``): rows are sorted out by layer, not elements.
         """
-        if self._acts is not None or len(self.layer_acts) == 1:
-            return self.acts[pos, comp]
+        if self._acts is not None:
+            return self._acts[pos, comp]
+        if len(self.layer_acts) == 1:
+            return self.layer_acts[0][pos, comp]
         pos, comp = torch.broadcast_tensors(pos, comp)
         shape = pos.shape
         if not (comp.dim() == 2 and comp.stride(1) == 0):  # one component a row: a row's layer is its first's
@@ -352,17 +479,24 @@ class FiringBatch:
         tokens.masked_fill_((slot < context - s) | (slot > context + S - 1 - s), pad_token)  # another sequence
         outside = tokens == pad_token
         acts = torch.zeros(pos.numel(), W, dtype=torch.float32, device=dev)
-        if self._acts is None and P >= W:
+        if self._acts is None:
             start = pos - context
-            inner = (start >= 0) & (start <= P - W)
+            late = (start < 0) | (start > P - W)  # near the batch's ends (every row when P < W): `act_at`
             starts = self.layer_starts
             bounds = torch.tensor(starts[1:], dtype=comp.dtype, device=dev)
             layer = torch.bucketize(comp.contiguous(), bounds, right=True)
             for i, (a, lo) in enumerate(zip(self.layer_acts, starts)):
-                rows = ((layer == i) & inner).nonzero().squeeze(1)
+                in_layer = layer == i
+                if isinstance(a, _SparseLayer):  # the latent's own entries nearby, found by two searches a row
+                    rows = in_layer.nonzero().squeeze(1)
+                    if rows.numel():
+                        acts[rows] = a.window_values(pos[rows], comp[rows] - lo, context)
+                    late &= ~in_layer
+                    continue
+                rows = (in_layer & ~late).nonzero().squeeze(1)
                 if rows.numel():
                     acts[rows] = a.unfold(0, W, 1)[start[rows], comp[rows] - lo]
-            edge = (~inner).nonzero().squeeze(1)
+            edge = late.nonzero().squeeze(1)
         else:
             edge = torch.arange(pos.numel(), device=dev)
         if edge.numel():
@@ -394,8 +528,9 @@ class FiringBatch:
         B, S = batch.tokens.shape
         P = B * S
         # each layer on its own (views, float32): no [P, N] copy, the firings found layer by layer
-        layers = tuple(a.reshape(P, a.shape[-1]).float() for a in batch.activations.values())
-        dev = layers[0].device
+        layers = tuple(_SparseLayer(a) if isinstance(a, SparseActivations) else a.reshape(P, a.shape[-1]).float()
+                       for a in batch.activations.values())
+        dev = batch.tokens.device
         N = sum(a.shape[1] for a in layers)
         valid = batch.mask.reshape(P) if batch.mask is not None else torch.ones(P, dtype=torch.bool, device=dev)
         per_comp = None
@@ -451,7 +586,15 @@ def layer_firings(a: Tensor, threshold: float | Tensor, valid: Tensor | None = N
 
     Sparse layers are read in chunks of ``FIRING_CHUNK`` columns: a chunk can hold a firing only if
     its largest activation is above its smallest threshold (or is NaN, which no comparison passes but
-    a max carries), so only those chunks are compared element by element."""
+    a max carries), so only those chunks are compared element by element. A `SparseActivations` layer
+    compares its entries alone (a latent it does not list is 0 and does not fire)."""
+    if isinstance(a, _SparseLayer):  # its entries are the candidates: (position, column) order already
+        thr = threshold[a.cols] if isinstance(threshold, Tensor) else threshold
+        fires = a.vals > thr
+        if valid is not None:
+            fires &= valid[:, None]
+        p, j = fires.nonzero(as_tuple=True)
+        return p, a.cols[p, j], a.vals[p, j]
     P, C = a.shape
     G = FIRING_CHUNK
     if C % G == 0 and C >= 4 * G and a.is_contiguous() and P:

@@ -28,7 +28,7 @@ from attrs import fields as attrs_fields
 from autointerp import distributed
 from autointerp.accumulators.base import Accumulator, HarvestContext
 from autointerp.accumulators.firing_stats import FiringStatsAcc
-from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch
+from autointerp.batch import ComponentSpace, FiringBatch, HarvestBatch, SparseActivations
 from autointerp.harvest_checkpoint import (
     CHECKPOINT_FORMAT,
     accumulator_from_spec,
@@ -955,7 +955,8 @@ def read_shared(directory: Path, folder: str = "shared") -> dict[str, Any]:
 
 def _batch_bytes(batch: HarvestBatch) -> int:
     tensors = [batch.tokens, *batch.activations.values(), batch.output_probs, getattr(batch, "mask", None)]
-    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    return sum(t.numel() * t.element_size() if isinstance(t, torch.Tensor) else t.nbytes
+               for t in tensors if isinstance(t, (torch.Tensor, SparseActivations)))
 
 
 def load_harvest(directory: str | Path, *, lazy: bool = True) -> HarvestResult:

@@ -33,6 +33,7 @@ from attrs import define, evolve, field
 
 from autointerp.data import check_vocab, token_batches
 from autointerp.thresholds import format_threshold
+from autointerp.batch import SparseActivations
 
 #: thresholds whose firing density is counted exactly (before the data-driven ones)
 CANDIDATE_THRESHOLDS = (0.0, 1e-6, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -110,7 +111,8 @@ def _layer_batches(opts, n_batches: int) -> Iterator[tuple[dict[str, torch.Tenso
             valid &= tb.mask.reshape(-1).cpu()
         if batch.mask is not None:
             valid &= batch.mask.reshape(-1).cpu()
-        yield {l: a.reshape(B * S, -1).float().cpu() for l, a in batch.activations.items()}, valid
+        yield {l: (a.to_dense() if isinstance(a, SparseActivations) else a).reshape(B * S, -1).float().cpu()
+               for l, a in batch.activations.items()}, valid
 
 
 def probe_layers(opts, *, n_batches: int = 4, target_density: float = DEFAULT_TARGET_DENSITY,
