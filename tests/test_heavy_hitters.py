@@ -537,3 +537,26 @@ def test_output_mass_positions_padded_for_the_heap_topk_give_the_same_summary():
     for name in ("hh_ids", "hh_counts", "hh_error"):
         assert torch.equal(padded[name], plain[name]), name
     assert int(padded["hh_ids"].max()) < V
+
+
+def test_output_mass_when_every_position_fires_equals_the_dense_table():
+    """Where every position of a batch fires (the usual case at scale) the positions' probabilities are read
+    as slices, not gathered; with room for every token (summary_k >= V) the bounded mass is the dense one."""
+    g = torch.Generator().manual_seed(4)
+    B, S, V, C = 4, 16, 40, 5
+    batches = []
+    for i in range(2):
+        acts = torch.rand(B, S, C, generator=g) * (torch.rand(B, S, C, generator=g) < 0.5)
+        acts[..., 0] = 1.0  # component 0 fires everywhere: every position has a firing
+        batches.append(HarvestBatch(torch.randint(0, V, (B, S), generator=g), {"l": acts},
+                                    torch.softmax(torch.randn(B, S, V, generator=g), -1),
+                                    sequence_ids=torch.arange(i * B, (i + 1) * B)))
+    dense, bounded = OutputProbAcc(mode="dense"), OutputProbAcc(mode="bounded", summary_k=64)
+    run(batches, [dense])
+    run(batches, [bounded])
+    ids, counts = bounded.state_dict()["hh_ids"], bounded.state_dict()["hh_counts"]
+    table = torch.zeros(C, V, dtype=torch.float64)
+    r, j = (ids >= 0).nonzero(as_tuple=True)
+    table[r, ids[r, j].long()] = counts[r, j]
+    assert torch.allclose(table, dense.state_dict()["joint"], atol=1e-6)
+    assert float(bounded.state_dict()["hh_error"].abs().max()) == 0.0

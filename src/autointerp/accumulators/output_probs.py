@@ -149,8 +149,9 @@ class OutputProbAcc(TableModeStates, StagedTableAcc):
         # rows a little narrower than 64 (m + 1) are padded to it with -inf (never among the top): torch's
         # CPU heap topk (see heavy_hitters.scratch_width); 512 rows of 8,192 took 20.8 ms, of 8,256 15.2
         width = scratch_width(V, m, probs.device)
+        every = where.numel() == probs.shape[0]  # every position fired (the usual case): slices, no gathered copy
         for a in range(0, where.numel(), step):
-            rows = probs[where[a : a + step]].float()
+            rows = (probs[a : a + step] if every else probs[where[a : a + step]]).float()
             if width > V:
                 rows = torch.cat([rows, rows.new_full((rows.shape[0], width - V), float("-inf"))], 1)
             p, t = rows.topk(min(m + 1, V), dim=1)
