@@ -643,7 +643,6 @@ def test_a_sampler_keeps_each_rows_largest_key_across_batches_merges_and_loads()
         fresh = acc_of(harvest(batches[:1], [cls(k=3, context_tokens=1)]), cls)
         fresh._largest()  # kept for the old keys, then loaded over
         fresh.load_state_dict(state)
-        check_fresh = fresh._largest()[0]
-        assert torch.equal(check_fresh, fresh.key.max(dim=1).values)
+        assert torch.equal(fresh._largest()[0], fresh.key.max(dim=1).values)
         one = acc_of(harvest(batches, [cls(k=3, context_tokens=1)]), cls)
         assert torch.equal(acc.state_dict()["key"], one.state_dict()["key"])

@@ -99,7 +99,7 @@ class _SparseLayer:
 
     def __init__(self, acts: SparseActivations):
         B, S, K = acts.indices.shape
-        self.P, self.C, self.K = B * S, acts.width, K
+        self.P, self.C = B * S, acts.width
         cols, order = acts.indices.reshape(self.P, K).long().sort(dim=1)
         self.cols = cols
         self.vals = acts.values.reshape(self.P, K).float().gather(1, order)
@@ -450,14 +450,17 @@ class FiringBatch:
         if not (comp.dim() == 2 and comp.stride(1) == 0):  # one component a row: a row's layer is its first's
             pos, comp = pos.reshape(-1, 1), comp.reshape(-1, 1)
         out = torch.empty(pos.shape, dtype=torch.float32, device=pos.device)
-        starts = self.layer_starts
-        bounds = torch.tensor(starts[1:], dtype=comp.dtype, device=comp.device)
-        layer = torch.bucketize(comp[:, 0].contiguous(), bounds, right=True)
-        for i, (a, lo) in enumerate(zip(self.layer_acts, starts)):
+        layer = self._layer_of(comp[:, 0])
+        for i, (a, lo) in enumerate(zip(self.layer_acts, self.layer_starts)):
             rows = (layer == i).nonzero().squeeze(1)
             if rows.numel():
                 out[rows] = a[pos[rows], comp[rows] - lo]
         return out.view(shape)
+
+    def _layer_of(self, comp: Tensor) -> Tensor:
+        """The layer (its place in ``layer_acts``) of each flat component index in ``comp [n]``."""
+        bounds = torch.tensor(self.layer_starts[1:], dtype=comp.dtype, device=comp.device)
+        return torch.bucketize(comp.contiguous(), bounds, right=True)
 
     def windows(self, pos: Tensor, comp: Tensor, context: int, pad_token: int = -1) -> tuple[Tensor, Tensor]:
         """The token and activation windows of the firings ``(pos, comp)`` (``[n]`` each): ``[n, 2 context + 1]``
@@ -466,9 +469,10 @@ class FiringBatch:
 
         Read without ``[n, W]`` index arithmetic (its int64 temporaries cost more than the reads): the
         tokens from a padded copy of the batch's, and each layer's activations from a sliding view of
-        its own ``[P, C]`` tensor (``unfold``), one gather a layer. Firings within ``context`` of the
-        batch's first or last position, and batches whose activations are not the layers' own (`acts`
-        given), are read by `act_at`."""
+        its own ``[P, C]`` tensor (``unfold``), one gather a layer; a `SparseActivations` layer's from its
+        entries near each firing (`_SparseLayer.window_values`). Firings of a dense layer within ``context``
+        of the batch's first or last position, and batches whose activations are not the layers' own
+        (`acts` given), are read by `act_at`."""
         S, P, W, dev = self.seq_len, self.n_positions, 2 * context + 1, pos.device
         pos = pos.long()
         tok = torch.full((P + 2 * context,), pad_token, dtype=torch.int32, device=dev)
@@ -482,10 +486,8 @@ class FiringBatch:
         if self._acts is None:
             start = pos - context
             late = (start < 0) | (start > P - W)  # near the batch's ends (every row when P < W): `act_at`
-            starts = self.layer_starts
-            bounds = torch.tensor(starts[1:], dtype=comp.dtype, device=dev)
-            layer = torch.bucketize(comp.contiguous(), bounds, right=True)
-            for i, (a, lo) in enumerate(zip(self.layer_acts, starts)):
+            layer = self._layer_of(comp)
+            for i, (a, lo) in enumerate(zip(self.layer_acts, self.layer_starts)):
                 in_layer = layer == i
                 if isinstance(a, _SparseLayer):  # the latent's own entries nearby, found by two searches a row
                     rows = in_layer.nonzero().squeeze(1)
@@ -626,7 +628,8 @@ def merge_layer_firings(found: list[tuple[Tensor, Tensor, Tensor]], n_positions:
     layer's there (counts per position: the work of the firings and positions, not of a sort)."""
     dev = found[0][0].device
     counts = torch.stack([torch.bincount(p, minlength=n_positions) for p, _, _ in found])  # [L, P]
-    start = torch.cumsum(counts.sum(0), 0) - counts.sum(0)
+    total = counts.sum(0)
+    start = torch.cumsum(total, 0) - total
     before = torch.cumsum(counts, 0) - counts
     n = sum(p.numel() for p, _, _ in found)
     pos = torch.empty(n, dtype=found[0][0].dtype, device=dev)

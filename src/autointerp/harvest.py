@@ -955,8 +955,7 @@ def read_shared(directory: Path, folder: str = "shared") -> dict[str, Any]:
 
 def _batch_bytes(batch: HarvestBatch) -> int:
     tensors = [batch.tokens, *batch.activations.values(), batch.output_probs, getattr(batch, "mask", None)]
-    return sum(t.numel() * t.element_size() if isinstance(t, torch.Tensor) else t.nbytes
-               for t in tensors if isinstance(t, (torch.Tensor, SparseActivations)))
+    return sum(t.nbytes for t in tensors if isinstance(t, (torch.Tensor, SparseActivations)))
 
 
 def load_harvest(directory: str | Path, *, lazy: bool = True) -> HarvestResult:

@@ -31,9 +31,9 @@ from collections.abc import Iterator, Sequence
 import torch
 from attrs import define, evolve, field
 
+from autointerp.batch import SparseActivations
 from autointerp.data import check_vocab, token_batches
 from autointerp.thresholds import format_threshold
-from autointerp.batch import SparseActivations
 
 #: thresholds whose firing density is counted exactly (before the data-driven ones)
 CANDIDATE_THRESHOLDS = (0.0, 1e-6, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)

@@ -346,7 +346,7 @@ def scratch_width(M: int, k: int, device: torch.device) -> int:
 
 #: `row_top` reads a row in chunks of the largest of these sizes that leaves the ``k`` chunks it keeps
 #: at most a quarter of the row (measured on the CPU: 256 co-firing rows of 65,536 int16 weights, one
-#: ``topk`` 13.7 ms, in 129 chunks of 64 5.2 ms; 2,048 output-mass rows of 8,192 float64, 75 -> 57 ms in 16s)
+#: ``topk`` 13.7 ms, in 129 chunks of 64 5.2 ms; see `_chunk_reads` for the rows kept whole)
 TOP_CHUNKS = (64, 32, 16)
 TOP_CHUNK_MIN_WIDTH = 2048
 
