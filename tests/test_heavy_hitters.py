@@ -256,9 +256,9 @@ def _same_summary(a: HeavyHitters, b: HeavyHitters, weighted: bool) -> None:
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), weighted=st.booleans(), exclude=st.booleans(),
        block=st.sampled_from([1, 7, 50, 1 << 24]), long_row=st.booleans(), path=st.sampled_from(["dense", "sparse"]),
-       big=st.booleans(), wide=st.booleans(), int16=st.booleans(), chunked=st.booleans())
+       big=st.booleans(), wide=st.booleans(), int16=st.booleans(), chunked=st.booleans(), shuffled=st.booleans())
 def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, exclude, block, long_row, path, big, wide,
-                                                         int16, chunked):
+                                                         int16, chunked, shuffled):
     """`merge_product` (the firings' X rows and old counters summed into a dense scratch and pruned by
     topk, or summed as COO entries and pruned, in row blocks of any size, long X rows partly through the
     overflow) leaves exactly the summary
@@ -268,7 +268,8 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
     rows are widened past the M columns with zeros (`scratch_width`, for torch's heap topk), which no
     counter may come from. ``int16``: integer counts sum in an int16 scratch with the old counters beside
     it (`_top_with_old`); without it, in float32 (or float64 past 2^24) with them inside. ``chunked``
-    (with ``wide``): `row_top` finds the top weights of the scratch rows chunk by chunk."""
+    (with ``wide``): `row_top` finds the top weights of the scratch rows chunk by chunk. ``shuffled``: the
+    firings come in any order, not the batch's position order (`_component_order`'s other sort)."""
     N, P = 7, 12
     M = N if exclude else 9
     dtype = torch.float64 if weighted else torch.int64
@@ -282,6 +283,9 @@ def test_merge_product_equals_merging_the_expanded_pairs(seed, k, weighted, excl
         comp, pos, x, X = _product_case(seed + step, N, P, M, weighted, density=0.1 if long_row else 0.4,
                                         long_row=M if long_row else 0)
         assert PaddedRows.of(X).over_col.numel() > 0 or not long_row
+        if shuffled:
+            perm = torch.randperm(comp.numel(), generator=torch.Generator().manual_seed(seed))
+            comp, pos = comp[perm], pos[perm]
         # every block down one path: the dense scratch, or the COO sum (SPARSE_RATIO 0: every block is sparse)
         with mock.patch.object(heavy_hitters, "SPARSE_RATIO", 10**9 if path == "dense" else 0), \
                 mock.patch.object(heavy_hitters, "DENSE_ROW_CELLS", 0), \
@@ -560,3 +564,16 @@ def test_output_mass_when_every_position_fires_equals_the_dense_table():
     table[r, ids[r, j].long()] = counts[r, j]
     assert torch.allclose(table, dense.state_dict()["joint"], atol=1e-6)
     assert float(bounded.state_dict()["hh_error"].abs().max()) == 0.0
+
+
+def test_firings_are_ordered_by_component_then_position_in_any_input_order():
+    """`_component_order`: a stable sort by component alone for firings in position order (a batch's own
+    order), a sort of the pair's key otherwise; both give the one (component, position) order."""
+    g = torch.Generator().manual_seed(3)
+    P, N = 40, 300
+    pos, comp = (torch.rand(P, N, generator=g) < 0.2).nonzero(as_tuple=True)
+    want = torch.argsort(comp * P + pos)
+    assert torch.equal(heavy_hitters._component_order(comp, pos, P), want)
+    perm = torch.randperm(comp.numel(), generator=g)
+    got = heavy_hitters._component_order(comp[perm], pos[perm], P)
+    assert torch.equal(perm[got], want)

@@ -257,16 +257,17 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
         return
     dev, k = ids.device, ids.shape[1]
     P, M = X.shape
-    order = torch.argsort(comp * P + pos)
-    comp, pos = comp[order], pos[order]
+    order = _component_order(comp, pos, P)
+    comp, pos = comp.index_select(0, order), pos.index_select(0, order)
     touched, per = torch.unique_consecutive(comp, return_counts=True)
     f_start = torch.cumsum(per, 0) - per
     Xp = PaddedRows.of(X, _scratch_dtype(counts, X, per))
     # the rows in order of their firing count, so that a block's rows pad to about the same number
     by = torch.argsort(per, stable=True)
     per_s = per[by].tolist()
-    bound = torch.zeros(touched.numel(), dtype=torch.int64, device=dev)  # each row's entries, at most
-    bound.index_add_(0, torch.repeat_interleave(torch.arange(touched.numel(), device=dev), per), Xp.lengths[pos])
+    # each row's entries, at most: its firings' X row lengths, summed by a running sum
+    run = torch.cumsum(Xp.lengths.index_select(0, pos), 0)
+    bound = run.index_select(0, f_start + per - 1) - torch.cat([run.new_zeros(1), run]).index_select(0, f_start)
     ends = torch.cumsum(bound[by] + k, 0).tolist()
     width = scratch_width(M, k, dev)
     max_rows = max(1, DENSE_SCRATCH_WEIGHTS * block_entries // MERGE_BLOCK_ENTRIES // width)  # the scratch's rows
@@ -295,6 +296,17 @@ def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos:
                 scratch.append(torch.zeros(min(T, max_rows) * width, dtype=Xp.vals.dtype, device=dev))
             _merge_dense_block(ids, counts, error, touched[rows_i], posmat, Xp, width, exclude_self, scratch[0])
         a = b
+
+
+def _component_order(comp: Tensor, pos: Tensor, n_positions: int) -> Tensor:
+    """The order of the firings ``(comp, pos)`` (distinct pairs) by component, then position. Firings in
+    position order (a batch's own order, and the pending buffer's) need only a stable sort by component,
+    which on 32-bit keys is about half the time of a sort of ``comp * P + pos`` (8.3M firings: 131
+    against 264 ms)."""
+    if comp.numel() > 1 and bool((pos[1:] >= pos[:-1]).all()):
+        key = comp.to(torch.int32) if int(comp.max()) < (1 << 31) else comp
+        return torch.argsort(key, stable=True)
+    return torch.argsort(comp * n_positions + pos)
 
 
 def _scratch_dtype(counts: Tensor, X: Tensor, per: Tensor) -> torch.dtype:
@@ -424,15 +436,24 @@ class PaddedRows:
         crow, col, val = X.crow_indices(), X.col_indices(), X.values().to(dtype)
         dev, P, n = col.device, X.shape[0], col.numel()
         lengths = crow.diff()
-        width = max(1, min(int(lengths.max()) if P else 0, 2 * -(-n // max(P, 1))))
+        longest = int(lengths.max()) if P else 0
+        width = max(1, min(longest, 2 * -(-n // max(P, 1))))
+        cols = torch.zeros(P + 1, width, dtype=torch.int64, device=dev)
+        vals = torch.zeros(P + 1, width, dtype=dtype, device=dev)
+        zero = torch.zeros(1, dtype=torch.int64, device=dev)
+        if longest <= width:  # every row fits (the usual case): one copy to each entry's place, no masks
+            # (a merge's 8.3M co-firing entries at N = 65,536: 555 -> 118 ms)
+            dest = torch.repeat_interleave(torch.arange(P, device=dev) * width - crow[:-1], lengths)
+            dest += torch.arange(n, device=dev)
+            cols.view(-1).index_copy_(0, dest, col.long())
+            vals.view(-1).index_copy_(0, dest, val)
+            return cls(cols, vals, torch.cat([lengths, zero]), torch.zeros(P + 1, dtype=torch.int64, device=dev),
+                       torch.zeros(P + 2, dtype=torch.int64, device=dev), col[:0].long(), val[:0])
         row = torch.repeat_interleave(torch.arange(P, device=dev), lengths)
         slot = torch.arange(n, device=dev) - crow[:-1][row]
         main = slot < width
-        cols = torch.zeros(P + 1, width, dtype=torch.int64, device=dev)
-        vals = torch.zeros(P + 1, width, dtype=dtype, device=dev)
         cols[row[main], slot[main]] = col[main].long()
         vals[row[main], slot[main]] = val[main]
-        zero = torch.zeros(1, dtype=torch.int64, device=dev)
         over_len = torch.cat([(lengths - width).clamp_min(0), zero])
         over = ~main
         return cls(cols, vals, torch.cat([lengths, zero]), over_len, torch.cat([zero, torch.cumsum(over_len, 0)]),
