@@ -243,25 +243,30 @@ def csr_rows(rows: Tensor, cols: Tensor, vals: Tensor, n_rows: int, n_cols: int)
     return csr_tensor(crow, cols[order].long(), vals[order].to(torch.float64), (n_rows, n_cols))
 
 
-def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos: Tensor, X: Tensor,
+def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos: Tensor, X: Tensor | list[Tensor],
                   *, exclude_self: bool = False, block_entries: int = MERGE_BLOCK_ENTRIES) -> None:
     """Merge ``rows[c] += sum over c's firings (c, p) of X[p]`` into the summary, in place.
 
-    ``comp, pos``: the firings (distinct pairs); ``X``: a float64 CSR ``[P, M]``
-    with sorted columns in each row. ``exclude_self``: drop column c from row c
+    ``comp, pos``: the firings (distinct pairs; int64 or int32); ``X``: a CSR ``[P, M]`` (float64 or
+    float32 values, int64 or int32 indices) with sorted columns in each row, or a list of such CSRs
+    stacked row-wise (``pos`` counts the rows of the stack). ``exclude_self``: drop column c from row c
     (co-firing of a component with itself). The same summary as `merge_pairs` of
     the expanded weights, up to the order of the counters inside a row (see
     `canonical`).
     """
     if not comp.numel():
         return
+    parts = X if isinstance(X, list) else [X]
     dev, k = ids.device, ids.shape[1]
-    P, M = X.shape
-    order = _component_order(comp, pos, P)
-    comp, pos = comp.index_select(0, order), pos.index_select(0, order)
-    touched, per = torch.unique_consecutive(comp, return_counts=True)
+    P, M = sum(x.shape[0] for x in parts), parts[0].shape[1]
+    # each row's firings (counted, not sorted out of the sorted list) and its firings' positions in order
+    per = torch.bincount(comp, minlength=ids.shape[0])
+    touched = per.nonzero().squeeze(1)
+    per = per.index_select(0, touched)
+    pos = pos.index_select(0, _component_order(comp, pos, P))
+    del comp
     f_start = torch.cumsum(per, 0) - per
-    Xp = PaddedRows.of(X, _scratch_dtype(counts, X, per))
+    Xp = PaddedRows.of(parts, _scratch_dtype(counts, [x.values() for x in parts], per))
     # the rows in order of their firing count, so that a block's rows pad to about the same number
     by = torch.argsort(per, stable=True)
     per_s = per[by].tolist()
@@ -309,7 +314,7 @@ def _component_order(comp: Tensor, pos: Tensor, n_positions: int) -> Tensor:
     return torch.argsort(comp * n_positions + pos)
 
 
-def _scratch_dtype(counts: Tensor, X: Tensor, per: Tensor) -> torch.dtype:
+def _scratch_dtype(counts: Tensor, values: list[Tensor], per: Tensor) -> torch.dtype:
     """The narrowest dtype the dense scratch sums exactly in: int16, float32 or float64.
 
     For integer counts and integer X values, a column's sum of the new weights is at most the row's
@@ -320,11 +325,12 @@ def _scratch_dtype(counts: Tensor, X: Tensor, per: Tensor) -> torch.dtype:
     the time in int16 that it took in float32, and float32 half of float64's. int16 is used on the CPU
     only, where it was measured (a GPU's scatter of 16-bit integers is a compare-and-swap loop).
     Probability mass (float counts) sums in float64."""
-    if counts.is_floating_point() or not X.values().numel():
+    values = [v for v in values if v.numel()]
+    if counts.is_floating_point() or not values:
         return torch.float64
-    if not bool((X.values() == X.values().round()).all()):
+    if not all(bool((v == v.round()).all()) for v in values):
         return torch.float64
-    new = float(per.max()) * float(X.values().abs().max())
+    new = float(per.max()) * max(float(v.abs().max()) for v in values)
     if new <= _EXACT_I16 and counts.device.type == "cpu":  # measured on the CPU (caches); elsewhere float32
         return torch.int16
     return torch.float32 if float(counts.abs().max()) + new < _EXACT_F32 else torch.float64
@@ -432,32 +438,43 @@ class PaddedRows:
     _out: list[Tensor] = field(factory=list, repr=False)
 
     @classmethod
-    def of(cls, X: Tensor, dtype: torch.dtype = torch.float64) -> PaddedRows:
-        crow, col, val = X.crow_indices(), X.col_indices(), X.values().to(dtype)
-        dev, P, n = col.device, X.shape[0], col.numel()
-        lengths = crow.diff()
+    def of(cls, X: Tensor | list[Tensor], dtype: torch.dtype = torch.float64) -> PaddedRows:
+        """The padded rows of the CSR ``X``, or of a list of CSRs stacked row-wise (each laid out in its
+        place, without a stacked copy: the pending buffer's batches)."""
+        parts = X if isinstance(X, list) else [X]
+        dev = parts[0].device
+        lengths = torch.cat([x.crow_indices().diff().long() for x in parts])
+        P, n = lengths.numel(), int(sum(x.values().numel() for x in parts))
         longest = int(lengths.max()) if P else 0
         width = max(1, min(longest, 2 * -(-n // max(P, 1))))
+        zero = torch.zeros(1, dtype=torch.int64, device=dev)
         cols = torch.zeros(P + 1, width, dtype=torch.int64, device=dev)
         vals = torch.zeros(P + 1, width, dtype=dtype, device=dev)
-        zero = torch.zeros(1, dtype=torch.int64, device=dev)
-        if longest <= width:  # every row fits (the usual case): one copy to each entry's place, no masks
-            # (a merge's 8.3M co-firing entries at N = 65,536: 555 -> 118 ms)
-            dest = torch.repeat_interleave(torch.arange(P, device=dev) * width - crow[:-1], lengths)
-            dest += torch.arange(n, device=dev)
-            cols.view(-1).index_copy_(0, dest, col.long())
+        over_col: list[Tensor] = []
+        over_val: list[Tensor] = []
+        # each entry copied to its place, a batch at a time; where every row fits (the usual case), without
+        # masks (a merge's 8.3M co-firing entries at N = 65,536: 555 -> 118 ms)
+        first = 0
+        for x in parts:
+            crow, col, val = x.crow_indices().long(), x.col_indices().long(), x.values().to(dtype)
+            lens = crow.diff()
+            if longest <= width:
+                dest = torch.repeat_interleave((torch.arange(x.shape[0], device=dev) + first) * width - crow[:-1], lens)
+                dest += torch.arange(dest.numel(), device=dev)
+            else:  # the entries past ``width`` of a long row go to the overflow
+                slot = torch.arange(col.numel(), device=dev) - torch.repeat_interleave(crow[:-1], lens)
+                main = slot < width
+                dest = (torch.repeat_interleave(torch.arange(x.shape[0], device=dev) + first, lens) * width + slot)[main]
+                over_col.append(col[~main])
+                over_val.append(val[~main])
+                col, val = col[main], val[main]
+            cols.view(-1).index_copy_(0, dest, col)
             vals.view(-1).index_copy_(0, dest, val)
-            return cls(cols, vals, torch.cat([lengths, zero]), torch.zeros(P + 1, dtype=torch.int64, device=dev),
-                       torch.zeros(P + 2, dtype=torch.int64, device=dev), col[:0].long(), val[:0])
-        row = torch.repeat_interleave(torch.arange(P, device=dev), lengths)
-        slot = torch.arange(n, device=dev) - crow[:-1][row]
-        main = slot < width
-        cols[row[main], slot[main]] = col[main].long()
-        vals[row[main], slot[main]] = val[main]
+            first += x.shape[0]
         over_len = torch.cat([(lengths - width).clamp_min(0), zero])
-        over = ~main
         return cls(cols, vals, torch.cat([lengths, zero]), over_len, torch.cat([zero, torch.cumsum(over_len, 0)]),
-                   col[over].long(), val[over])
+                   torch.cat(over_col) if over_col else cols.new_zeros(0),
+                   torch.cat(over_val) if over_val else vals.new_zeros(0))
 
     @property
     def width(self) -> int:
@@ -488,21 +505,6 @@ class PaddedRows:
         rep = torch.repeat_interleave(torch.arange(ln.numel(), device=posmat.device), ln)
         idx = self.over_crow[p][rep] + torch.arange(rep.numel(), device=posmat.device) - (torch.cumsum(ln, 0) - ln)[rep]
         return u[rep], self.over_col[idx], self.over_val[idx]
-
-
-def stack_csr(parts: list[Tensor]) -> Tensor:
-    """The float64 CSRs ``parts`` (same column count) stacked row-wise: ``[sum of rows, M]``."""
-    if len(parts) == 1:
-        return parts[0]
-    crows, cols, vals, done = [parts[0].crow_indices()[:1]], [], [], 0
-    for X in parts:
-        c = X.crow_indices()
-        crows.append(c[1:] + done)
-        done += int(c[-1])
-        cols.append(X.col_indices())
-        vals.append(X.values())
-    shape = (sum(X.shape[0] for X in parts), parts[0].shape[1])
-    return csr_tensor(torch.cat(crows), torch.cat(cols), torch.cat(vals), shape)
 
 
 def canonical(ids: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
@@ -670,17 +672,25 @@ def _prune_rows(ids: Tensor, counts: Tensor, error: Tensor, rows: Tensor, crow: 
 
 def merge_working_bytes(n_rows: int, n_cols: int, pending_entries: int) -> int:
     """The most one `PendingProducts.merge_into` holds beside the summary and the buffer, for a buffer of
-    ``pending_entries`` entries: the buffer stacked into one product and its firings sorted (40 bytes an
-    entry), `PaddedRows` (padded to at most twice the mean row, and the overflow: 48), and one block:
-    a dense block's operand and scratch, or a sparse block's summed entries and prune chunk."""
+    ``pending_entries`` entries (firings, X entries and X rows), and one block: a dense block's operand and
+    scratch, or a sparse block's summed entries and prune chunk.
+
+    At most ``MERGE_ENTRY_BYTES`` an entry: a firing takes 28 bytes at the sort (its 32-bit id and position
+    joined, the order and the sort's own copies), then 24 (its position in order, its X row's length and
+    their running sum); an X entry, in `PaddedRows` (rows padded to at most twice the mean, 64-bit columns
+    and values up to float64, and the overflow), up to 40. Measured at N = 65,536 (the whole merge, block
+    included, over 6-16M entries): 21 bytes an entry for co-firing, 31 for output mass, 32 for input tokens."""
     block = min(MERGE_BLOCK_ENTRIES, max(n_rows * n_cols, 1))
     dense = 16 * block + 8 * min(n_rows * n_cols, max(DENSE_SCRATCH_WEIGHTS, int(n_cols * (1 + TOPK_PAD_MAX))))
     sparse = 64 * block + 40 * min(1 << 22, block)
-    return 88 * pending_entries + max(dense, sparse)
+    return MERGE_ENTRY_BYTES * pending_entries + max(dense, sparse)
 
 
-#: bytes a buffered entry takes: a firing's (component, position) or an X entry's (column, value), int64/float64
-PENDING_ENTRY_BYTES = 16
+#: the most a merge holds for each entry of the buffer it merges (see `merge_working_bytes`)
+MERGE_ENTRY_BYTES = 40
+
+#: bytes a buffered entry takes: a firing's (component, position) or an X entry's (column, value), int32/float32
+PENDING_ENTRY_BYTES = 8
 
 
 class PendingProducts:
@@ -705,8 +715,13 @@ class PendingProducts:
         return len(self.parts)
 
     def add(self, comp: Tensor, pos: Tensor, X: Tensor) -> None:
+        """Keep a batch's firings and X (a CSR), compactly: 32-bit ids and positions, X's values in
+        float32 (a model's probabilities, or counts of 1, exactly; float64 values are rounded to float32,
+        as the dense mode's float32 staging does), so an entry takes `PENDING_ENTRY_BYTES`."""
         if comp.numel():
-            self.parts.append((comp, pos, X))
+            values = X.values() if X.values().dtype == torch.float32 else X.values().float()
+            X = csr_tensor(X.crow_indices().int(), X.col_indices().int(), values, tuple(X.shape))
+            self.parts.append((comp.int(), pos.int(), X))
             self.entries += comp.numel() + X.values().numel() + X.shape[0] + 1
 
     def clear(self) -> None:
@@ -723,6 +738,5 @@ class PendingProducts:
             done += X.shape[0]
         comp = torch.cat([c for c, _, _ in self.parts])
         pos = torch.cat([p + o for (_, p, _), o in zip(self.parts, offsets)])
-        X = stack_csr([X for _, _, X in self.parts])
-        merge_product(ids, counts, error, comp, pos, X, exclude_self=exclude_self)
+        merge_product(ids, counts, error, comp, pos, [X for _, _, X in self.parts], exclude_self=exclude_self)
 
