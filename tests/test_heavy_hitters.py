@@ -631,3 +631,16 @@ def test_padded_rows_of_buffered_batches_equal_those_of_their_stacked_product(lo
     assert (one.over_col.numel() > 0) == bool(long_row)
     for name in ("cols", "vals", "lengths", "over_len", "over_crow", "over_col", "over_val"):
         assert torch.equal(getattr(one, name), getattr(split, name)), name
+
+
+def test_csr_rows_from_entries_in_order_or_not():
+    """`csr_rows` makes the same CSR (columns sorted in each row) from entries in (row, column) order, which
+    it takes as they are, and from the same entries in any order."""
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(30, 20, generator=g) < 0.3).double() * torch.rand(30, 20, generator=g, dtype=torch.float64)
+    r, c = x.nonzero(as_tuple=True)
+    perm = torch.randperm(r.numel(), generator=g)
+    a, b = csr_rows(r, c, x[r, c], 30, 20), csr_rows(r[perm], c[perm], x[r[perm], c[perm]], 30, 20)
+    for X in (a, b):
+        assert torch.equal(X.to_dense(), x)
+    assert torch.equal(a.crow_indices(), b.crow_indices()) and torch.equal(a.col_indices(), b.col_indices())

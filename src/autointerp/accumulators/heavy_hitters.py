@@ -237,10 +237,14 @@ def csr_tensor(crow: Tensor, col: Tensor, val: Tensor, shape: tuple[int, int]) -
 
 def csr_rows(rows: Tensor, cols: Tensor, vals: Tensor, n_rows: int, n_cols: int) -> Tensor:
     """A float64 CSR ``[n_rows, n_cols]`` from (row, col, value) entries (distinct pairs, any order)."""
-    order = torch.argsort(rows * n_cols + cols)
+    key = rows * n_cols + cols
+    # a batch's firings come in (position, component) order already: sorted only when they do not
+    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+        order = torch.argsort(key)
+        cols, vals = cols.index_select(0, order), vals.index_select(0, order)
     crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=rows.device)
     torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=crow[1:])
-    return csr_tensor(crow, cols[order].long(), vals[order].to(torch.float64), (n_rows, n_cols))
+    return csr_tensor(crow, cols.long(), vals.to(torch.float64), (n_rows, n_cols))
 
 
 def merge_product(ids: Tensor, counts: Tensor, error: Tensor, comp: Tensor, pos: Tensor, X: Tensor | list[Tensor],
