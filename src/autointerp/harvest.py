@@ -337,7 +337,7 @@ class HarvestLoop:
         A bounded table merges its buffer when it holds ``buffer_scale x N x summary_k``
         entries; beyond its entries a merge passes over ``rows x width`` cells (width N
         for co-firing, V for the token tables), so doubling the buffer halves what a
-        batch pays for that pass (co-firing at N = 65,536: ~88 ms a batch at scale 1),
+        batch pays for that pass (co-firing at N = 65,536: 88 ms a batch at scale 2, 78 at 4),
         at the cost of the buffer and a larger merge. The widest tables are doubled
         first, up to ``MAX_BUFFER_SCALE``, while the whole plan stays within
         ``_BUFFER_ROOM`` of the budget; with no budget known, every scale stays 1.

@@ -189,7 +189,7 @@ class TableModeStates(TableModes):
         return merge_working_bytes(ctx.n_components, self.summary_width(ctx), self._pending_capacity(ctx.n_components))
 
     def _stage_product(self, comp: Any, pos: Any, X: Any) -> None:
-        """Buffer a batch's firings ``(comp, pos)`` and its float64 CSR ``X [P, M]`` (see `merge_product`)."""
+        """Buffer a batch's firings ``(comp, pos)`` and its CSR ``X [P, M]`` (kept compactly: `PendingProducts.add`)."""
         pending = self._pending_buffer()
         pending.add(comp, pos, X)
         if pending.entries >= self._pending_capacity(self.hh_ids.shape[0]):
